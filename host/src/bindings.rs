@@ -1,0 +1,25 @@
+//! Host bindings generated from the one WIT package in `wit/`.
+//!
+//! `wasi:*` interfaces map to wasmtime-wasi's and wasmtime-wasi-http's own
+//! bindings, so their host implementations are used unchanged; the
+//! `secret` resource maps to [`crate::secrets_host::SecretHandle`].
+
+#![allow(missing_docs, reason = "bindgen-generated code")]
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "keyhole:secrets/function",
+    imports: { default: trappable },
+    exports: { default: async },
+    require_store_data_send: true,
+    with: {
+        "wasi:io": wasmtime_wasi::p2::bindings::io,
+        "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        "wasi:random": wasmtime_wasi::p2::bindings::random,
+        "wasi:cli": wasmtime_wasi::p2::bindings::cli,
+        "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+        "keyhole:secrets/secrets.secret": crate::secrets_host::SecretHandle,
+    },
+});
+
+pub use keyhole::secrets::secrets;

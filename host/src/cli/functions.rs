@@ -1,0 +1,118 @@
+//! `keyhole deploy`, `undeploy` and `functions`: the developer's commands.
+
+use super::{Access, open_store, output};
+use keyhole_host::deploy::{self, BindingState};
+use keyhole_host::runtime::Runtime;
+use keyhole_host::store::Store;
+use std::path::Path;
+
+pub fn deploy(data: &Path, manifest: &Path) -> anyhow::Result<()> {
+    // Check manifest and component before touching the data directory, so
+    // a refused deploy creates nothing.
+    let runtime = Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let deployment = deploy::prepare(&runtime, manifest)?;
+    let store = open_store(data, Access::CreateIfMissing)?;
+    let report = deploy::store(&store, &deployment)?;
+    let info = &report.info;
+    println!(
+        "deployed `{}` at {} ({} KiB, sha256 {})",
+        info.name,
+        info.routes.join(", "),
+        info.component_size.div_ceil(1024),
+        &info.component_sha256[..16]
+    );
+    for (binding, ops, state) in &report.bindings {
+        let line = match state {
+            BindingState::Granted { secret } => format!("granted (secret `{secret}`)"),
+            BindingState::Partial { secret, missing } => {
+                format!(
+                    "partially granted (secret `{secret}`; {missing} still needs an operator's grant)"
+                )
+            }
+            BindingState::Pending => format!(
+                "pending: an operator runs `keyhole grant {} {binding} --secret NAME --allow {ops}`",
+                info.name
+            ),
+        };
+        println!("  {binding} [{ops}]: {line}");
+    }
+    Ok(())
+}
+
+pub fn undeploy(data: &Path, function: &str) -> anyhow::Result<()> {
+    let grants = open_store(data, Access::Existing)?.undeploy(function)?;
+    println!("undeployed `{function}` and removed its {grants} grant(s)");
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct FunctionListing {
+    #[serde(flatten)]
+    info: keyhole_host::store::FunctionInfo,
+    binding_states: Vec<(String, BindingState)>,
+}
+
+pub fn list(data: &Path, json: bool) -> anyhow::Result<()> {
+    let store = open_store(data, Access::Existing)?;
+    let grants = store.grants(None)?;
+    let listings: Vec<FunctionListing> = store
+        .functions()?
+        .into_iter()
+        .map(|info| {
+            let mine: Vec<_> = grants
+                .iter()
+                .filter(|g| g.function == info.name)
+                .cloned()
+                .collect();
+            let binding_states = info
+                .bindings
+                .iter()
+                .map(|b| {
+                    (
+                        b.binding.clone(),
+                        deploy::binding_state(&b.binding, b.operations, &mine),
+                    )
+                })
+                .collect();
+            FunctionListing {
+                info,
+                binding_states,
+            }
+        })
+        .collect();
+    if json {
+        return output::json(&listings);
+    }
+    let rows: Vec<Vec<String>> = listings
+        .iter()
+        .map(|l| {
+            let bindings: Vec<String> = l
+                .binding_states
+                .iter()
+                .map(|(name, state)| {
+                    let word = match state {
+                        BindingState::Granted { .. } => "granted",
+                        BindingState::Partial { .. } => "partial",
+                        BindingState::Pending => "pending",
+                    };
+                    format!("{name}:{word}")
+                })
+                .collect();
+            vec![
+                l.info.name.clone(),
+                l.info.routes.join(","),
+                format!("{} MiB", l.info.memory_mib),
+                format!("{} ms", l.info.timeout_ms),
+                bindings.join(" "),
+                output::time(l.info.deployed_at),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "NAME", "ROUTES", "MEMORY", "TIMEOUT", "BINDINGS", "DEPLOYED",
+        ],
+        &rows,
+    );
+    Ok(())
+}

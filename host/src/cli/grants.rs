@@ -1,0 +1,112 @@
+//! `keyhole grant`, `revoke` and `grants`: the operator's decisions.
+
+use super::{Access, open_store, output};
+use anyhow::bail;
+use clap::Args;
+use keyhole_host::names;
+use keyhole_host::operations::OperationSet;
+use keyhole_host::store::{Grant, Store};
+use std::path::Path;
+
+#[derive(Args)]
+pub struct GrantArgs {
+    /// The function being granted.
+    function: String,
+    /// The binding name the function's code uses.
+    binding: String,
+    /// The stored secret the binding resolves to.
+    #[arg(long, value_name = "NAME")]
+    secret: String,
+    /// Operations allowed, comma-separated: hmac, reveal.
+    #[arg(long, value_name = "OPS", value_parser = parse_ops)]
+    allow: OperationSet,
+}
+
+fn parse_ops(list: &str) -> Result<OperationSet, String> {
+    match OperationSet::parse_list(list) {
+        Ok(set) if set.is_empty() => Err("name at least one operation (hmac, reveal)".into()),
+        Ok(set) => Ok(set),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+pub fn grant(data: &Path, args: GrantArgs) -> anyhow::Result<()> {
+    names::validate("binding", &args.binding)?;
+    let store = open_store(data, Access::Existing)?;
+    let functions = store.functions()?;
+    let Some(function) = functions.iter().find(|f| f.name == args.function) else {
+        bail!(
+            "no function named `{}` is deployed (see `keyhole functions`)",
+            args.function
+        );
+    };
+    let Some(requested) = function.bindings.iter().find(|b| b.binding == args.binding) else {
+        let known: Vec<&str> = function
+            .bindings
+            .iter()
+            .map(|b| b.binding.as_str())
+            .collect();
+        bail!(
+            "function `{}` does not request binding `{}` in its manifest (it requests: {})",
+            args.function,
+            args.binding,
+            if known.is_empty() {
+                "nothing".to_owned()
+            } else {
+                known.join(", ")
+            }
+        );
+    };
+    let grant = Grant {
+        function: args.function,
+        binding: args.binding,
+        secret: args.secret,
+        allow: args.allow,
+    };
+    store.grant(&grant)?;
+    println!(
+        "granted `{}` binding `{}` -> secret `{}` [{}]",
+        grant.function, grant.binding, grant.secret, grant.allow
+    );
+    let unused = grant
+        .allow
+        .iter()
+        .filter(|op| !requested.operations.contains(*op))
+        .collect::<OperationSet>();
+    if !unused.is_empty() {
+        println!(
+            "note: the manifest requests only [{}] for this binding, so [{unused}] stays unused until it asks for it",
+            requested.operations
+        );
+    }
+    Ok(())
+}
+
+pub fn revoke(data: &Path, function: &str, binding: &str) -> anyhow::Result<()> {
+    let grant = open_store(data, Access::Existing)?.revoke(function, binding)?;
+    println!(
+        "revoked `{function}` binding `{binding}` (was secret `{}` [{}])",
+        grant.secret, grant.allow
+    );
+    Ok(())
+}
+
+pub fn list(data: &Path, function: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let grants = open_store(data, Access::Existing)?.grants(function)?;
+    if json {
+        return output::json(&grants);
+    }
+    let rows: Vec<Vec<String>> = grants
+        .iter()
+        .map(|g| {
+            vec![
+                g.function.clone(),
+                g.binding.clone(),
+                g.secret.clone(),
+                g.allow.to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["FUNCTION", "BINDING", "SECRET", "ALLOW"], &rows);
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! Deploying a function: check the manifest and the component, store both,
+//! and tell the developer which bindings are granted and which wait for an
+//! operator.
+
+use crate::manifest::{self, Manifest, ManifestError};
+use crate::operations::OperationSet;
+use crate::runtime::{ComponentError, Runtime};
+use crate::store::{Deployment, FunctionInfo, Grant, Store, StoreError};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Why a deploy was refused; nothing was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The manifest is missing or invalid.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The component file could not be read.
+    #[error("cannot read component {path} (named by the manifest's `component`): {source}")]
+    ReadComponent {
+        /// The component path.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The component cannot run as a function.
+    #[error("component {path} is {source}")]
+    Component {
+        /// The component path.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: ComponentError,
+    },
+    /// The store refused it (e.g. a route taken by another function).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where one requested binding stands after a deploy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum BindingState {
+    /// Granted for every operation requested.
+    Granted {
+        /// The secret it resolves to.
+        secret: String,
+    },
+    /// Granted, but not for every operation requested.
+    Partial {
+        /// The secret it resolves to.
+        secret: String,
+        /// Requested operations the grant does not allow.
+        #[serde(serialize_with = "ops")]
+        missing: OperationSet,
+    },
+    /// No grant yet: calls get `not-granted` until an operator grants it.
+    Pending,
+}
+
+fn ops<S: serde::Serializer>(set: &OperationSet, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(set.iter().map(|op| op.as_str()))
+}
+
+/// The state of a requested binding, given the function's grants.
+pub fn binding_state(binding: &str, requested: OperationSet, grants: &[Grant]) -> BindingState {
+    match grants.iter().find(|g| g.binding == binding) {
+        None => BindingState::Pending,
+        Some(g) if requested.is_subset_of(g.allow) => BindingState::Granted {
+            secret: g.secret.clone(),
+        },
+        Some(g) => BindingState::Partial {
+            secret: g.secret.clone(),
+            missing: requested
+                .iter()
+                .filter(|op| !g.allow.contains(*op))
+                .collect(),
+        },
+    }
+}
+
+/// What a successful deploy stored.
+#[derive(Debug, Clone)]
+pub struct DeployReport {
+    /// The function as stored.
+    pub info: FunctionInfo,
+    /// Each requested binding with its state.
+    pub bindings: Vec<(String, OperationSet, BindingState)>,
+}
+
+/// Checks the manifest at `manifest_path` and the component it names, and
+/// returns them ready to store. Touches nothing but those two files.
+pub fn prepare(runtime: &Runtime, manifest_path: &Path) -> Result<Deployment, DeployError> {
+    let manifest: Manifest = manifest::load(manifest_path)?;
+    let component =
+        std::fs::read(&manifest.component).map_err(|source| DeployError::ReadComponent {
+            path: manifest.component.clone(),
+            source,
+        })?;
+    runtime
+        .prepare(&component)
+        .map_err(|source| DeployError::Component {
+            path: manifest.component.clone(),
+            source,
+        })?;
+    let info = FunctionInfo {
+        name: manifest.name,
+        routes: manifest.routes,
+        memory_mib: manifest.memory_mib,
+        timeout_ms: manifest.timeout_ms,
+        bindings: manifest.bindings,
+        component_sha256: hex::encode(Sha256::digest(&component)),
+        component_size: component.len() as u64,
+        deployed_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    };
+    Ok(Deployment { info, component })
+}
+
+/// Stores a prepared deployment (one transaction: all or nothing) and
+/// reports the state of each binding it requests.
+pub fn store(store: &dyn Store, deployment: &Deployment) -> Result<DeployReport, DeployError> {
+    store.deploy(deployment)?;
+    let info = deployment.info.clone();
+    let grants = store.grants(Some(&info.name))?;
+    let bindings = info
+        .bindings
+        .iter()
+        .map(|b| {
+            (
+                b.binding.clone(),
+                b.operations,
+                binding_state(&b.binding, b.operations, &grants),
+            )
+        })
+        .collect();
+    Ok(DeployReport { info, bindings })
+}

@@ -1,0 +1,176 @@
+//! Running one request in a fresh instance of a function.
+//!
+//! Every request gets its own store and instance, so nothing a request
+//! opened or revealed survives it. A trap or a timeout fails that request
+//! alone (500 / 504); the node keeps serving.
+
+use crate::catalog::LoadedFunction;
+use crate::runtime::RequestState;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::StatusCode;
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::component::Resource;
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
+
+/// How a request that never got a response from its guest failed.
+#[derive(Debug)]
+enum Failure {
+    /// The guest trapped (including running out of memory).
+    Trap(wasmtime::Error),
+    /// The request's wall-clock limit ran out.
+    Timeout,
+    /// The guest returned without setting a response.
+    NoResponse,
+}
+
+/// A plain-text response made by the node itself.
+pub fn text_response(
+    status: StatusCode,
+    text: impl Into<String>,
+) -> hyper::Response<HyperOutgoingBody> {
+    let body = Full::new(Bytes::from(text.into()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = hyper::Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Serves `request` with a fresh instance of `function`. `id` tags log lines.
+pub async fn invoke(
+    function: Arc<LoadedFunction>,
+    request: hyper::Request<hyper::body::Incoming>,
+    id: u64,
+) -> hyper::Response<HyperOutgoingBody> {
+    let name = Arc::clone(&function.name);
+    let state = RequestState::new(
+        Arc::clone(&function.name),
+        Arc::clone(&function.secrets),
+        function.memory_bytes,
+    );
+    let mut store = Store::new(function.pre.engine(), state);
+    store.limiter(|state| &mut state.limits);
+    let deadline = Instant::now() + function.timeout;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
+    });
+
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let (req, out) = match request_resources(&mut store, request, sender) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(request = id, function = %name, "bad request: {e}");
+            return text_response(
+                StatusCode::BAD_REQUEST,
+                "bad request: a Host header is required\n",
+            );
+        }
+    };
+
+    let timeout = function.timeout;
+    let task = tokio::spawn(async move {
+        let run = async {
+            let instance = function.pre.instantiate_async(&mut store).await?;
+            instance
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(classify(e)),
+            Err(_elapsed) => Some(Failure::Timeout),
+        }
+    });
+
+    match receiver.await {
+        Ok(Ok(response)) => response,
+        Ok(Err(code)) => {
+            tracing::warn!(request = id, function = %name, "function answered with an error: {code:?}");
+            text_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("function `{name}` failed to answer\n"),
+            )
+        }
+        Err(_dropped) => {
+            let failure = match task.await {
+                Ok(Some(failure)) => failure,
+                Ok(None) => Failure::NoResponse,
+                Err(join) => Failure::Trap(wasmtime::Error::msg(join.to_string())),
+            };
+            failure_response(&name, id, failure)
+        }
+    }
+}
+
+/// The guest's view of the request and of where its response goes.
+fn request_resources(
+    store: &mut Store<RequestState>,
+    request: hyper::Request<hyper::body::Incoming>,
+    sender: ResponseSender,
+) -> wasmtime::Result<(
+    Resource<HostIncomingRequest>,
+    Resource<HostResponseOutparam>,
+)> {
+    let req = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, request)?;
+    let out = store.data_mut().http().new_response_outparam(sender)?;
+    Ok((req, out))
+}
+
+type ResponseSender =
+    tokio::sync::oneshot::Sender<Result<hyper::Response<HyperOutgoingBody>, ErrorCode>>;
+
+fn classify(error: wasmtime::Error) -> Failure {
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Failure::Timeout,
+        _ => Failure::Trap(error),
+    }
+}
+
+fn failure_response(name: &str, id: u64, failure: Failure) -> hyper::Response<HyperOutgoingBody> {
+    match failure {
+        Failure::Timeout => {
+            tracing::warn!(request = id, function = name, "request timed out");
+            text_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("function `{name}` timed out\n"),
+            )
+        }
+        Failure::Trap(e) => {
+            tracing::warn!(request = id, function = name, "function trapped: {e:#}");
+            text_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("function `{name}` failed\n"),
+            )
+        }
+        Failure::NoResponse => {
+            tracing::warn!(
+                request = id,
+                function = name,
+                "function returned without a response"
+            );
+            text_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("function `{name}` returned no response\n"),
+            )
+        }
+    }
+}

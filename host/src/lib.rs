@@ -1,0 +1,26 @@
+//! Keyhole: a WebAssembly edge runtime with secrets built in.
+//!
+//! Edge functions are Wasm components serving `wasi:http`. They reach
+//! secrets only through `keyhole:secrets`, checked per call against the
+//! grants an operator gave them; the host does the work with the key and
+//! hands the guest an opaque handle.
+//!
+//! The pieces, in the order a request meets them: [`server`] routes it,
+//! [`invoke`] runs a fresh instance from the [`catalog`] on the
+//! [`runtime`], whose [`secrets_host`] answers `keyhole:secrets` from values
+//! the [`store`] keeps sealed with [`crypto`].
+
+pub mod bindings;
+pub mod catalog;
+pub mod crypto;
+pub mod deploy;
+pub mod invoke;
+pub mod manifest;
+pub mod master_key;
+pub mod names;
+pub mod operations;
+pub mod runtime;
+pub mod secret_value;
+pub mod secrets_host;
+pub mod server;
+pub mod store;

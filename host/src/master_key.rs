@@ -1,0 +1,135 @@
+//! Where the node's master key comes from.
+//!
+//! Production supplies the key from outside the data directory through
+//! `KEYHOLE_MASTER_KEY` (base64 of 32 bytes). Without it, a key file is
+//! created in the data directory on first use, readable by its owner only,
+//! so a single machine works with no set-up at all.
+
+use crate::crypto::{AesKey, KEY_LEN};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// The environment variable that carries the master key, base64-encoded.
+pub const MASTER_KEY_ENV: &str = "KEYHOLE_MASTER_KEY";
+/// The key file's name inside the data directory.
+pub const MASTER_KEY_FILE: &str = "master.key";
+
+/// Why the master key could not be had. Never carries key bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterKeyError {
+    /// The environment variable is set but is not base64 of 32 bytes.
+    #[error(
+        "{MASTER_KEY_ENV} must be the base64 encoding of exactly {KEY_LEN} bytes (generate one with `openssl rand -base64 32`)"
+    )]
+    BadEnv,
+    /// The key file exists but does not hold a valid key.
+    #[error(
+        "master key file {0} is not the base64 encoding of exactly {KEY_LEN} bytes; restore it from backup"
+    )]
+    BadFile(PathBuf),
+    /// Reading or creating the key file failed.
+    #[error("master key file {path}: {source}")]
+    Io {
+        /// The key file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+}
+
+/// Where the key in use came from; the node says so once at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// From `KEYHOLE_MASTER_KEY`.
+    Environment,
+    /// From an existing key file.
+    File(PathBuf),
+    /// Generated just now into a new key file.
+    Created(PathBuf),
+}
+
+/// Decodes a base64 master key, as found in the environment or a key file.
+fn decode(text: &str) -> Option<AesKey> {
+    let bytes = Zeroizing::new(STANDARD.decode(text.trim()).ok()?);
+    AesKey::from_slice(&bytes)
+}
+
+/// Loads the master key for the store in `data_dir`: from the environment if
+/// set, else from `data_dir/master.key`, creating that file (mode 0600) if
+/// it does not exist yet.
+pub fn load(data_dir: &Path) -> Result<(AesKey, KeySource), MasterKeyError> {
+    if let Some(value) = std::env::var_os(MASTER_KEY_ENV) {
+        let value = Zeroizing::new(value.into_string().map_err(|_| MasterKeyError::BadEnv)?);
+        return decode(&value)
+            .map(|k| (k, KeySource::Environment))
+            .ok_or(MasterKeyError::BadEnv);
+    }
+    let path = data_dir.join(MASTER_KEY_FILE);
+    let io = |source| MasterKeyError::Io {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let text = Zeroizing::new(text);
+            decode(&text)
+                .map(|k| (k, KeySource::File(path.clone())))
+                .ok_or_else(|| MasterKeyError::BadFile(path.clone()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = AesKey::generate();
+            write_new_key_file(&path, &key).map_err(io)?;
+            Ok((key, KeySource::Created(path.clone())))
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Writes a fresh key file that only its owner can read; never overwrites.
+fn write_new_key_file(path: &Path, key: &AesKey) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    let encoded = Zeroizing::new(STANDARD.encode(key.expose()));
+    file.write_all(encoded.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_accepts_only_32_bytes() {
+        assert!(decode(&STANDARD.encode([7u8; 32])).is_some());
+        assert!(decode(&STANDARD.encode([7u8; 31])).is_none());
+        assert!(decode("not base64!").is_none());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_file_is_private_and_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(MASTER_KEY_FILE);
+        let key = AesKey::generate();
+        write_new_key_file(&path, &key).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(
+            write_new_key_file(&path, &key).is_err(),
+            "must never overwrite a key"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(decode(&text).unwrap().expose(), key.expose());
+    }
+}

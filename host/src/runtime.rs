@@ -1,0 +1,197 @@
+//! The wasmtime engine, the linker, and the state each request's store holds.
+//!
+//! A function instance sees WASI p2 (which Rust-std guests import), the
+//! `wasi:http` proxy interfaces and `keyhole:secrets` — and nothing ambient:
+//! no host environment, arguments, directories or sockets.
+
+use crate::secrets_host::{self, FunctionSecrets, SecretsCtx, SecretsHost, SecretsView};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreLimits,
+    StoreLimitsBuilder,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// How often the engine's epoch advances; the granularity of timeouts.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// The most instances alive at once across the node (pooling allocator slots).
+pub const MAX_CONCURRENT_INSTANCES: u32 = 1000;
+/// The largest linear memory any function may have; manifests ask for less.
+pub const MAX_MEMORY_BYTES: usize = crate::manifest::MAX_MEMORY_MIB as usize * 1024 * 1024;
+/// Wasm stack limit per instance.
+pub const MAX_WASM_STACK: usize = 512 * 1024;
+/// Table elements per table.
+pub const MAX_TABLE_ELEMENTS: usize = 20_000;
+
+/// Builds the engine every function runs on: pooling allocator,
+/// epoch-based interruption, async host calls.
+pub fn engine() -> wasmtime::Result<Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(MAX_CONCURRENT_INSTANCES)
+        .total_core_instances(MAX_CONCURRENT_INSTANCES * 4)
+        .total_memories(MAX_CONCURRENT_INSTANCES * 2)
+        .total_tables(MAX_CONCURRENT_INSTANCES * 4)
+        .total_stacks(MAX_CONCURRENT_INSTANCES)
+        .max_memory_size(MAX_MEMORY_BYTES)
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .max_core_instances_per_component(32)
+        .max_memories_per_component(4)
+        .max_tables_per_component(16)
+        .linear_memory_keep_resident(1 << 20)
+        .table_keep_resident(1 << 14)
+        .pagemap_scan(wasmtime::Enabled::Auto);
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .concurrency_support(false)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config)
+}
+
+/// Starts the thread that advances `engine`'s epoch every [`EPOCH_TICK`],
+/// which is what lets a request's deadline interrupt a guest in a loop.
+pub fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("keyhole-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch thread");
+}
+
+/// The linker with everything a function may import.
+pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<RequestState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    secrets_host::add_to_linker(&mut linker)?;
+    Ok(linker)
+}
+
+/// The data of one request's store: WASI, HTTP, secrets, and limits.
+pub struct RequestState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    secrets: SecretsCtx,
+    /// Memory and instance limits the store enforces.
+    pub limits: StoreLimits,
+}
+
+impl RequestState {
+    /// State for one request of `function`, limited to `memory_bytes`.
+    pub fn new(function: Arc<str>, secrets: Arc<FunctionSecrets>, memory_bytes: usize) -> Self {
+        Self {
+            // Nothing from the host: no env, no args, no preopens, no sockets,
+            // and stdio wired to nothing.
+            wasi: WasiCtx::builder().build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            secrets: SecretsCtx::new(function, secrets),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_bytes)
+                .instances(64)
+                .tables(64)
+                .memories(8)
+                .table_elements(MAX_TABLE_ELEMENTS)
+                .build(),
+        }
+    }
+}
+
+impl WasiView for RequestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RequestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
+}
+
+impl SecretsHost for RequestState {
+    fn secrets(&mut self) -> SecretsView<'_> {
+        SecretsView {
+            ctx: &mut self.secrets,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Why a component cannot run as a Keyhole function.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    /// Not WebAssembly at all.
+    #[error("not a WebAssembly file (no `\\0asm` header)")]
+    NotWasm,
+    /// A core module rather than a component.
+    #[error("a core WebAssembly module, not a component: build it for the wasm32-wasip2 target")]
+    CoreModule,
+    /// Wasmtime could not compile it.
+    #[error("does not compile: {0}")]
+    Compile(String),
+    /// It imports something the node does not provide, or does not export
+    /// `wasi:http/incoming-handler`.
+    #[error("does not target the keyhole:secrets/function world: {0}")]
+    World(String),
+}
+
+/// A function component compiled and linked, ready to instantiate cheaply
+/// once per request.
+pub type FunctionPre = crate::bindings::FunctionPre<RequestState>;
+
+/// The engine and linker every function shares.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<RequestState>,
+}
+
+impl Runtime {
+    /// A runtime with the node's engine configuration and imports.
+    pub fn new() -> wasmtime::Result<Self> {
+        let engine = engine()?;
+        let linker = linker(&engine)?;
+        Ok(Self { engine, linker })
+    }
+
+    /// The shared engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles `bytes` and checks that the component imports only what the
+    /// node provides and exports `wasi:http/incoming-handler`.
+    pub fn prepare(&self, bytes: &[u8]) -> Result<FunctionPre, ComponentError> {
+        if !bytes.starts_with(b"\0asm") {
+            return Err(ComponentError::NotWasm);
+        }
+        if !wasmparser::Parser::is_component(bytes) {
+            return Err(ComponentError::CoreModule);
+        }
+        let component = wasmtime::component::Component::new(&self.engine, bytes)
+            .map_err(|e| ComponentError::Compile(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| ComponentError::World(format!("{e:#}")))?;
+        FunctionPre::new(pre).map_err(|e| ComponentError::World(format!("{e:#}")))
+    }
+}

@@ -1,0 +1,297 @@
+//! A real Keyhole node for the integration tests: the `keyhole` binary on a
+//! fresh data directory, serving on a loopback port, driven over HTTP.
+
+#![allow(dead_code, reason = "each test binary uses part of the harness")]
+
+use base64::Engine as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use keyhole_test_artifacts as artifacts;
+
+/// The `keyhole` binary under test.
+pub const KEYHOLE: &str = env!("CARGO_BIN_EXE_keyhole");
+
+/// A data directory with its own master key, and optionally a running node.
+pub struct Node {
+    pub data: tempfile::TempDir,
+    master_key: String,
+    server: Option<Child>,
+    logs: Arc<Mutex<String>>,
+    pub base: String,
+}
+
+/// An HTTP answer: status and body.
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.text();
+        write!(f, "{} {}", self.status, &text[..text.len().min(300)])
+    }
+}
+
+impl Node {
+    /// A fresh data directory; no server yet.
+    pub fn new() -> Self {
+        let key: [u8; 32] = rand::random();
+        Self {
+            data: tempfile::tempdir().unwrap(),
+            master_key: base64::engine::general_purpose::STANDARD.encode(key),
+            server: None,
+            logs: Arc::default(),
+            base: String::new(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(KEYHOLE);
+        command
+            .env("KEYHOLE_DATA", self.data.path())
+            .env("KEYHOLE_MASTER_KEY", &self.master_key)
+            .env_remove("KEYHOLE_NODE")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `keyhole ARGS…` against this data directory.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    /// Runs `keyhole ARGS…` with `input` on stdin.
+    pub fn cli_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "keyhole {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Stores `value` as secret `name` through a file, byte for byte.
+    pub fn put_secret(&self, name: &str, value: &[u8]) {
+        let file = self.data.path().join(format!("{name}.value"));
+        std::fs::write(&file, value).unwrap();
+        self.ok(&["secret", "put", name, "--from-file", file.to_str().unwrap()]);
+        std::fs::remove_file(file).unwrap();
+    }
+
+    /// Writes a manifest for `component` into the data directory and deploys it.
+    pub fn deploy_probe(&self, name: &str, route: &str, extra: &str) {
+        let manifest = self.write_manifest(name, artifacts::PROBE, route, extra);
+        self.ok(&["deploy", manifest.to_str().unwrap()]);
+    }
+
+    /// Writes a manifest file and returns its path.
+    pub fn write_manifest(&self, name: &str, component: &str, route: &str, extra: &str) -> PathBuf {
+        let path = self.data.path().join(format!("{name}.toml"));
+        let text = format!(
+            "name = \"{name}\"\ncomponent = {component:?}\nroutes = [\"{route}\"]\n{extra}"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Starts `keyhole serve` on a free loopback port and waits until it listens.
+    pub fn start(&mut self) {
+        self.start_with_backtrace(true);
+    }
+
+    /// Starts the node with `RUST_BACKTRACE=1` or with it unset.
+    pub fn start_with_backtrace(&mut self, backtrace: bool) {
+        let mut command = self.command();
+        if backtrace {
+            command.env("RUST_BACKTRACE", "1");
+        } else {
+            command.env_remove("RUST_BACKTRACE");
+        }
+        let mut child = command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("KEYHOLE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::clone(&self.logs);
+        std::thread::spawn(move || {
+            let mut stderr = stderr;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                logs.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("keyhole listening on ")
+            .unwrap_or_else(|| {
+                panic!("node did not start: {line:?} {}", self.logs.lock().unwrap())
+            });
+        self.base = addr.to_owned();
+        self.server = Some(child);
+    }
+
+    /// What the node has logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into()
+    }
+
+    /// GET `path` from the node.
+    pub fn get(&self, path: &str) -> Reply {
+        let response = Self::agent()
+            .get(format!("{}{path}", self.base))
+            .call()
+            .unwrap();
+        Self::reply(response)
+    }
+
+    /// POST `body` to `path` with `headers`.
+    pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let mut request = Self::agent().post(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        Self::reply(request.send(body).unwrap())
+    }
+
+    fn reply(mut response: ureq::http::Response<ureq::Body>) -> Reply {
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(512 << 20)
+            .read_to_vec()
+            .unwrap();
+        Reply { status, body }
+    }
+
+    /// Polls `path` until `check` accepts the reply (changes take effect
+    /// within a second); panics with the last reply after 5 s.
+    pub fn wait_for(&self, path: &str, check: impl Fn(&Reply) -> bool) -> Reply {
+        let start = Instant::now();
+        loop {
+            let reply = self.get(path);
+            if check(&reply) {
+                return reply;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "still {reply:?} after 5 s for {path}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every file in the data directory, concatenated.
+    pub fn data_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push((path.clone(), std::fs::read(&path).unwrap()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.data.path(), &mut out);
+        out
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The forms a secret could take in memory or on disk: raw, hex in both
+/// cases, and base64 (standard and URL-safe) at each of the three byte
+/// offsets it could start at.
+pub fn encodings(secret: &[u8]) -> Vec<(String, Vec<u8>)> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let mut forms = vec![
+        ("raw".to_owned(), secret.to_vec()),
+        ("hex".to_owned(), hex::encode(secret).into_bytes()),
+        ("HEX".to_owned(), hex::encode_upper(secret).into_bytes()),
+    ];
+    for (alphabet, engine) in [("base64", STANDARD_NO_PAD), ("base64url", URL_SAFE_NO_PAD)] {
+        for offset in 0..3usize {
+            let padded = [vec![0u8; offset], secret.to_vec()].concat();
+            let encoded = engine.encode(&padded);
+            let first = (offset * 8).div_ceil(6);
+            let last = padded.len() * 8 / 6;
+            forms.push((
+                format!("{alphabet}+{offset}"),
+                encoded.as_bytes()[first..last].to_vec(),
+            ));
+        }
+    }
+    forms
+}
+
+/// The encodings of `secret` that occur in `haystack`.
+pub fn found_in(secret: &[u8], haystack: &[u8]) -> Vec<String> {
+    encodings(secret)
+        .into_iter()
+        .filter(|(_, needle)| {
+            haystack
+                .windows(needle.len())
+                .any(|w| w == needle.as_slice())
+        })
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// A fresh random secret value.
+pub fn random_secret() -> Vec<u8> {
+    rand::random::<[u8; 32]>().to_vec()
+}

@@ -1,0 +1,233 @@
+//! Grants, end to end: a real node, real components, real HTTP.
+
+mod common;
+
+use common::{Node, artifacts};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+fn github_signature(key: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[test]
+fn webhook_verify_checks_github_signatures_on_the_host() {
+    let mut node = Node::new();
+    let key = b"It's a Secret to Everybody";
+    node.put_secret("gh-webhook-prod", key);
+    node.ok(&["deploy", artifacts::WEBHOOK_VERIFY_MANIFEST]);
+    node.ok(&[
+        "grant",
+        "webhook-verify",
+        "GITHUB_WEBHOOK",
+        "--secret",
+        "gh-webhook-prod",
+        "--allow",
+        "hmac",
+    ]);
+    node.start();
+
+    // GitHub's own documented test vector.
+    let body = b"Hello, World!";
+    let signature = github_signature(key, body);
+    assert_eq!(
+        signature,
+        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+    );
+    let good = node.post("/webhook", &[("x-hub-signature-256", &signature)], body);
+    assert_eq!(good.status, 200, "{good:?}");
+
+    let tampered = node.post(
+        "/webhook",
+        &[("x-hub-signature-256", &signature)],
+        b"Hello, World?",
+    );
+    assert_eq!(tampered.status, 401, "{tampered:?}");
+    let wrong_key = github_signature(b"another key", body);
+    assert_eq!(
+        node.post("/webhook", &[("x-hub-signature-256", &wrong_key)], body)
+            .status,
+        401
+    );
+    assert_eq!(node.post("/webhook", &[], body).status, 401);
+    assert_eq!(
+        node.post("/webhook", &[("x-hub-signature-256", "sha256=zz")], body)
+            .status,
+        401
+    );
+}
+
+#[test]
+fn hello_secret_is_pending_until_granted_and_never_shows_the_value() {
+    let mut node = Node::new();
+    node.put_secret("greeting", b"do-not-print-this-value");
+    let deployed = node.ok(&["deploy", artifacts::HELLO_SECRET_MANIFEST]);
+    assert!(
+        deployed.contains("GREETING_KEY [hmac]: pending"),
+        "{deployed}"
+    );
+    node.start();
+
+    let refused = node.get("/hello");
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert!(refused.text().contains("not-granted"), "{refused:?}");
+
+    node.ok(&[
+        "grant",
+        "hello-secret",
+        "GREETING_KEY",
+        "--secret",
+        "greeting",
+        "--allow",
+        "hmac",
+    ]);
+    let granted = node.wait_for("/hello", |r| r.status == 200);
+    assert_eq!(
+        granted.text(),
+        "hello from keyhole: binding GREETING_KEY is at version 1\n"
+    );
+
+    // A new version is in force on a later request, with no restart.
+    node.put_secret("greeting", b"second-value");
+    node.wait_for("/hello", |r| r.text().contains("version 2"));
+    assert!(!node.logs().contains("do-not-print-this-value"));
+}
+
+#[test]
+fn reveal_needs_its_own_grant() {
+    let mut node = Node::new();
+    node.put_secret("db-password", b"correct horse battery staple");
+    node.ok(&["deploy", artifacts::REVEAL_DEMO_MANIFEST]);
+    node.ok(&[
+        "grant",
+        "reveal-demo",
+        "DB_PASSWORD",
+        "--secret",
+        "db-password",
+        "--allow",
+        "hmac",
+    ]);
+    node.start();
+
+    let denied = node.get("/reveal");
+    assert_eq!(denied.status, 403, "{denied:?}");
+    assert!(
+        denied
+            .text()
+            .contains("denied: binding `DB_PASSWORD` is not granted `reveal`"),
+        "{denied:?}"
+    );
+
+    node.ok(&[
+        "grant",
+        "reveal-demo",
+        "DB_PASSWORD",
+        "--secret",
+        "db-password",
+        "--allow",
+        "reveal",
+    ]);
+    let revealed = node.wait_for("/reveal", |r| r.status == 200);
+    assert_eq!(
+        revealed.text(),
+        "revealed DB_PASSWORD version 1: 28 bytes\n"
+    );
+}
+
+#[test]
+fn revoke_is_in_force_on_the_next_request() {
+    let mut node = Node::new();
+    node.put_secret("k", b"key-bytes");
+    node.deploy_probe("fn-a", "/a", "[bindings.KEY]\nallow = [\"hmac\"]\n");
+    node.ok(&["grant", "fn-a", "KEY", "--secret", "k", "--allow", "hmac"]);
+    node.start();
+    assert_eq!(node.get("/a/hmac?binding=KEY").status, 200);
+
+    node.ok(&["revoke", "fn-a", "KEY"]);
+    let revoked = node.wait_for("/a/hmac?binding=KEY", |r| r.status != 200);
+    assert!(revoked.text().contains("not-granted"), "{revoked:?}");
+}
+
+#[test]
+fn one_function_cannot_use_another_functions_grant() {
+    let mut node = Node::new();
+    node.put_secret("k", b"key-bytes");
+    let request = "[bindings.KEY]\nallow = [\"hmac\", \"reveal\"]\n";
+    node.deploy_probe("fn-a", "/a", request);
+    node.deploy_probe("fn-b", "/b", request);
+    node.ok(&[
+        "grant",
+        "fn-a",
+        "KEY",
+        "--secret",
+        "k",
+        "--allow",
+        "hmac,reveal",
+    ]);
+    node.start();
+
+    assert_eq!(node.get("/a/hmac?binding=KEY").status, 200);
+    for probe in ["hmac", "reveal", "version"] {
+        let reply = node.get(&format!("/b/{probe}?binding=KEY"));
+        assert_eq!(reply.status, 403, "{probe}: {reply:?}");
+        assert!(
+            reply
+                .text()
+                .contains("error not-granted: function `fn-b` has no grant"),
+            "{reply:?}"
+        );
+    }
+}
+
+#[test]
+fn ungranted_and_unrequested_bindings_are_not_granted() {
+    let mut node = Node::new();
+    node.put_secret("k", b"key-bytes");
+    node.deploy_probe("fn-a", "/a", "[bindings.KEY]\nallow = [\"hmac\"]\n");
+    node.ok(&["grant", "fn-a", "KEY", "--secret", "k", "--allow", "hmac"]);
+    node.start();
+
+    let reply = node.get("/a/hmac?binding=OTHER");
+    assert_eq!(reply.status, 403);
+    assert!(reply.text().contains("not-granted"), "{reply:?}");
+    // The manifest asked for hmac only, so a reveal is denied even though
+    // the binding is granted.
+    let reply = node.get("/a/reveal?binding=KEY");
+    assert!(reply.text().contains("error denied"), "{reply:?}");
+    let reply = node.get("/a/hmac?binding=");
+    assert!(reply.text().contains("invalid-argument"), "{reply:?}");
+}
+
+#[test]
+fn hmac_matches_an_independent_implementation() {
+    let mut node = Node::new();
+    let key = common::random_secret();
+    node.put_secret("k", &key);
+    node.deploy_probe("fn-a", "/a", "[bindings.KEY]\nallow = [\"hmac\"]\n");
+    node.ok(&["grant", "fn-a", "KEY", "--secret", "k", "--allow", "hmac"]);
+    node.start();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(b"probe");
+    let expected = hex::encode(mac.finalize().into_bytes());
+    assert_eq!(node.get("/a/hmac?binding=KEY").text().trim(), expected);
+    assert_eq!(node.get("/a/verify?binding=KEY").text().trim(), "false");
+}
+
+#[test]
+fn removed_secret_makes_its_bindings_unavailable() {
+    let mut node = Node::new();
+    node.put_secret("k", b"key-bytes");
+    node.deploy_probe("fn-a", "/a", "[bindings.KEY]\nallow = [\"hmac\"]\n");
+    node.ok(&["grant", "fn-a", "KEY", "--secret", "k", "--allow", "hmac"]);
+    node.start();
+    assert_eq!(node.get("/a/hmac?binding=KEY").status, 200);
+    let removed = node.ok(&["secret", "rm", "k"]);
+    assert!(
+        removed.contains("`fn-a` binding `KEY` still names it"),
+        "{removed}"
+    );
+    let reply = node.wait_for("/a/hmac?binding=KEY", |r| r.status != 200);
+    assert!(reply.text().contains("unavailable"), "{reply:?}");
+}
