@@ -13,6 +13,7 @@ use common::{Node, artifacts};
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use sha2::Sha256;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 const CONNECTIONS: usize = 32;
@@ -44,71 +45,65 @@ impl Figures {
     }
 }
 
+/// Builds one request of a run.
+type MakeRequest = Rc<dyn Fn() -> hyper::Request<Full<Bytes>>>;
+
 /// Drives `CONNECTIONS` keep-alive connections at `addr` for `duration`,
 /// each sending `request()` back to back.
-fn load(
-    addr: &str,
-    duration: Duration,
-    request: impl Fn() -> hyper::Request<Full<Bytes>> + Send + Sync,
-) -> Figures {
+fn load(addr: &str, duration: Duration, request: MakeRequest) -> Figures {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let addr = addr.trim_start_matches("http://").to_owned();
-    let request = &request;
-    runtime.block_on(async {
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
         let deadline = Instant::now() + duration;
         let started = Instant::now();
-        let tasks = (0..CONNECTIONS).map(|_| {
-            let addr = addr.clone();
-            async move {
-                let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-                stream.set_nodelay(true).unwrap();
-                let (mut sender, conn) =
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                        .await
-                        .unwrap();
-                let conn = tokio::task::spawn_local(conn);
-                let (mut latencies, mut errors) = (Vec::new(), 0usize);
-                while Instant::now() < deadline {
-                    let sent = Instant::now();
-                    let response = sender.send_request(request()).await.unwrap();
-                    let ok = response.status().is_success();
-                    response.into_body().collect().await.unwrap();
-                    latencies.push(sent.elapsed().as_micros() as u32);
-                    errors += usize::from(!ok);
-                }
-                drop(sender);
-                let _ = conn.await;
-                (latencies, errors)
-            }
-        });
-        let local = tokio::task::LocalSet::new();
-        let results = local.run_until(futures_join_all(tasks.collect())).await;
-        let elapsed = started.elapsed();
+        let tasks: Vec<_> = (0..CONNECTIONS)
+            .map(|_| {
+                tokio::task::spawn_local(connection(addr.clone(), deadline, Rc::clone(&request)))
+            })
+            .collect();
         let mut figures = Figures {
             requests: 0,
             errors: 0,
-            elapsed,
+            elapsed: Duration::ZERO,
             latencies_us: Vec::new(),
         };
-        for (latencies, errors) in results {
+        for task in tasks {
+            let (latencies, errors) = task.await.unwrap();
             figures.requests += latencies.len();
             figures.errors += errors;
             figures.latencies_us.extend(latencies);
         }
+        figures.elapsed = started.elapsed();
         figures
     })
 }
 
-async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let handles: Vec<_> = futures.into_iter().map(tokio::task::spawn_local).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for handle in handles {
-        out.push(handle.await.unwrap());
+/// One keep-alive connection sending requests until `deadline`; returns
+/// each request's latency in µs and the count of non-2xx answers.
+async fn connection(addr: String, deadline: Instant, request: MakeRequest) -> (Vec<u32>, usize) {
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::task::spawn_local(conn);
+    let (mut latencies, mut errors) = (Vec::new(), 0usize);
+    while Instant::now() < deadline {
+        let sent = Instant::now();
+        let response = sender.send_request(request()).await.unwrap();
+        let ok = response.status().is_success();
+        response.into_body().collect().await.unwrap();
+        latencies.push(sent.elapsed().as_micros() as u32);
+        errors += usize::from(!ok);
     }
-    out
+    drop(sender);
+    let _ = conn.await;
+    (latencies, errors)
 }
 
 fn main() {
@@ -163,32 +158,29 @@ fn main() {
         };
         println!("\n[{setting}]");
 
-        let warm = load(&node.base, Duration::from_secs(1), || {
+        let hello: MakeRequest = Rc::new(|| {
             hyper::Request::get("/hello")
                 .header("host", "bench")
                 .body(Full::default())
                 .unwrap()
         });
+        let webhook: MakeRequest = {
+            let (body, signature) = (body.clone(), signature.clone());
+            Rc::new(move || {
+                hyper::Request::post("/webhook")
+                    .header("host", "bench")
+                    .header("x-hub-signature-256", &signature)
+                    .body(Full::new(body.clone()))
+                    .unwrap()
+            })
+        };
+        let warm = load(&node.base, Duration::from_secs(1), Rc::clone(&hello));
         assert_eq!(
             warm.errors, 0,
             "hello-secret answered non-2xx during warm-up"
         );
-
-        load(&node.base, duration, || {
-            hyper::Request::get("/hello")
-                .header("host", "bench")
-                .body(Full::default())
-                .unwrap()
-        })
-        .print("hello-secret (GET /hello)");
-        load(&node.base, duration, || {
-            hyper::Request::post("/webhook")
-                .header("host", "bench")
-                .header("x-hub-signature-256", &signature)
-                .body(Full::new(body.clone()))
-                .unwrap()
-        })
-        .print("webhook-verify (POST /webhook, valid sig)");
+        load(&node.base, duration, hello).print("hello-secret (GET /hello)");
+        load(&node.base, duration, webhook).print("webhook-verify (POST /webhook, valid sig)");
 
         let calls = node.get("/probe/bench?binding=KEY&n=200000");
         assert_eq!(calls.status, 200, "{calls:?}");

@@ -10,6 +10,8 @@
 //! [`runtime`], whose [`secrets_host`] answers `keyhole:secrets` from values
 //! the [`store`] keeps sealed with [`crypto`].
 
+#![warn(missing_docs)]
+
 pub mod bindings;
 pub mod catalog;
 pub mod crypto;
