@@ -273,15 +273,10 @@ fn grants_and_functions_list_what_was_decided() {
 fn a_wrong_or_missing_master_key_is_refused_before_anything_is_read() {
     let node = Node::new();
     node.put_secret("k", b"value");
-    let wrong = std::process::Command::new(common::KEYHOLE)
-        .args(["secret", "list"])
-        .env("KEYHOLE_DATA", node.data.path())
-        .env(
-            "KEYHOLE_MASTER_KEY",
-            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-        )
-        .output()
-        .unwrap();
+    let wrong = node.cli_with_key(
+        &["secret", "list"],
+        Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+    );
     assert!(!wrong.status.success());
     assert!(
         stderr(&wrong).contains("the master key does not open this store"),
@@ -289,12 +284,7 @@ fn a_wrong_or_missing_master_key_is_refused_before_anything_is_read() {
         stderr(&wrong)
     );
 
-    let missing = std::process::Command::new(common::KEYHOLE)
-        .args(["secret", "list"])
-        .env("KEYHOLE_DATA", node.data.path())
-        .env_remove("KEYHOLE_MASTER_KEY")
-        .output()
-        .unwrap();
+    let missing = node.cli_with_key(&["secret", "list"], None);
     assert!(!missing.status.success());
     assert!(
         stderr(&missing).contains("master key is missing"),

@@ -6,21 +6,10 @@ mod common;
 
 use common::{Node, found_in, random_secret};
 
-const GRANT_BOTH: &str = "[bindings.KEY]\nallow = [\"hmac\", \"reveal\"]\n";
-
 fn node_with_probe(secret: &[u8], extra: &str) -> Node {
     let mut node = Node::new();
     node.put_secret("k", secret);
-    node.deploy_probe("probe", "/p", &format!("{GRANT_BOTH}{extra}"));
-    node.ok(&[
-        "grant",
-        "probe",
-        "KEY",
-        "--secret",
-        "k",
-        "--allow",
-        "hmac,reveal",
-    ]);
+    node.granted_probe("probe", "/p", "k", "hmac,reveal", extra);
     node.start();
     node
 }

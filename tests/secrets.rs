@@ -140,8 +140,7 @@ fn reveal_needs_its_own_grant() {
 fn revoke_is_in_force_on_the_next_request() {
     let mut node = Node::new();
     node.put_secret("k", b"key-bytes");
-    node.deploy_probe("fn-a", "/a", "[bindings.KEY]\nallow = [\"hmac\"]\n");
-    node.ok(&["grant", "fn-a", "KEY", "--secret", "k", "--allow", "hmac"]);
+    node.granted_probe("fn-a", "/a", "k", "hmac", "");
     node.start();
     assert_eq!(node.get("/a/hmac?binding=KEY").status, 200);
 
@@ -154,18 +153,15 @@ fn revoke_is_in_force_on_the_next_request() {
 fn one_function_cannot_use_another_functions_grant() {
     let mut node = Node::new();
     node.put_secret("k", b"key-bytes");
-    let request = "[bindings.KEY]\nallow = [\"hmac\", \"reveal\"]\n";
-    node.deploy_probe("fn-a", "/a", request);
-    node.deploy_probe("fn-b", "/b", request);
-    node.ok(&[
-        "grant",
-        "fn-a",
-        "KEY",
-        "--secret",
-        "k",
-        "--allow",
-        "hmac,reveal",
-    ]);
+    node.granted_probe("fn-a", "/a", "k", "hmac,reveal", "");
+    // fn-b requests the same binding name, but nobody granted it.
+    node.deploy_probe(
+        "fn-b",
+        "/b",
+        "[bindings.KEY]
+allow = [\"hmac\", \"reveal\"]
+",
+    );
     node.start();
 
     assert_eq!(node.get("/a/hmac?binding=KEY").status, 200);
@@ -185,8 +181,7 @@ fn one_function_cannot_use_another_functions_grant() {
 fn ungranted_and_unrequested_bindings_are_not_granted() {
     let mut node = Node::new();
     node.put_secret("k", b"key-bytes");
-    node.deploy_probe("fn-a", "/a", "[bindings.KEY]\nallow = [\"hmac\"]\n");
-    node.ok(&["grant", "fn-a", "KEY", "--secret", "k", "--allow", "hmac"]);
+    node.granted_probe("fn-a", "/a", "k", "hmac", "");
     node.start();
 
     let reply = node.get("/a/hmac?binding=OTHER");
@@ -205,8 +200,7 @@ fn hmac_matches_an_independent_implementation() {
     let mut node = Node::new();
     let key = common::random_secret();
     node.put_secret("k", &key);
-    node.deploy_probe("fn-a", "/a", "[bindings.KEY]\nallow = [\"hmac\"]\n");
-    node.ok(&["grant", "fn-a", "KEY", "--secret", "k", "--allow", "hmac"]);
+    node.granted_probe("fn-a", "/a", "k", "hmac", "");
     node.start();
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
     mac.update(b"probe");
@@ -219,8 +213,7 @@ fn hmac_matches_an_independent_implementation() {
 fn removed_secret_makes_its_bindings_unavailable() {
     let mut node = Node::new();
     node.put_secret("k", b"key-bytes");
-    node.deploy_probe("fn-a", "/a", "[bindings.KEY]\nallow = [\"hmac\"]\n");
-    node.ok(&["grant", "fn-a", "KEY", "--secret", "k", "--allow", "hmac"]);
+    node.granted_probe("fn-a", "/a", "k", "hmac", "");
     node.start();
     assert_eq!(node.get("/a/hmac?binding=KEY").status, 200);
     let removed = node.ok(&["secret", "rm", "k"]);
@@ -230,4 +223,22 @@ fn removed_secret_makes_its_bindings_unavailable() {
     );
     let reply = node.wait_for("/a/hmac?binding=KEY", |r| r.status != 200);
     assert!(reply.text().contains("unavailable"), "{reply:?}");
+}
+
+#[test]
+fn deployments_take_effect_while_serving() {
+    let mut node = Node::new();
+    node.put_secret("k", b"key-bytes");
+    node.start();
+    assert_eq!(node.get("/late").status, 404);
+
+    node.granted_probe("late", "/late", "k", "hmac", "");
+    node.wait_for("/late/hmac?binding=KEY", |r| r.status == 200);
+
+    node.ok(&["undeploy", "late"]);
+    node.wait_for("/late/hmac?binding=KEY", |r| r.status == 404);
+    // Redeployed under the same name, it does not inherit the old grant.
+    node.deploy_probe("late", "/late", "[bindings.KEY]\nallow = [\"hmac\"]\n");
+    let reply = node.wait_for("/late/hmac?binding=KEY", |r| r.status != 404);
+    assert!(reply.text().contains("not-granted"), "{reply:?}");
 }

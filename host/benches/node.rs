@@ -128,7 +128,7 @@ fn main() {
         node.put_secret("webhook", WEBHOOK_KEY);
         node.ok(&["deploy", artifacts::HELLO_SECRET_MANIFEST]);
         node.ok(&["deploy", artifacts::WEBHOOK_VERIFY_MANIFEST]);
-        node.deploy_probe("probe", "/probe", "[bindings.KEY]\nallow = [\"hmac\"]\n");
+        node.granted_probe("probe", "/probe", "webhook", "hmac", "");
         node.ok(&[
             "grant",
             "hello-secret",
@@ -146,9 +146,6 @@ fn main() {
             "webhook",
             "--allow",
             "hmac",
-        ]);
-        node.ok(&[
-            "grant", "probe", "KEY", "--secret", "webhook", "--allow", "hmac",
         ]);
         node.start_with_backtrace(backtrace);
         let setting = if backtrace {

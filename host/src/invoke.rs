@@ -12,7 +12,7 @@ use hyper::StatusCode;
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::Resource;
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -27,6 +27,8 @@ enum Failure {
     Timeout,
     /// The guest returned without setting a response.
     NoResponse,
+    /// Every instance slot of the node is in use.
+    Overloaded,
 }
 
 /// A plain-text response made by the node itself.
@@ -77,7 +79,7 @@ pub async fn invoke(
             tracing::debug!(request = id, function = %name, "bad request: {e}");
             return text_response(
                 StatusCode::BAD_REQUEST,
-                "bad request: a Host header is required\n",
+                "bad request: no usable Host header or authority\n",
             );
         }
     };
@@ -100,8 +102,9 @@ pub async fn invoke(
 
     match receiver.await {
         Ok(Ok(response)) => response,
-        Ok(Err(code)) => {
-            tracing::warn!(request = id, function = %name, "function answered with an error: {code:?}");
+        Ok(Err(_code)) => {
+            // The error code may carry guest-chosen text: keep it out of the log.
+            tracing::warn!(request = id, function = %name, "function answered with an error code");
             text_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("function `{name}` failed to answer\n"),
@@ -139,6 +142,9 @@ type ResponseSender =
     tokio::sync::oneshot::Sender<Result<hyper::Response<HyperOutgoingBody>, ErrorCode>>;
 
 fn classify(error: wasmtime::Error) -> Failure {
+    if error.is::<PoolConcurrencyLimitError>() {
+        return Failure::Overloaded;
+    }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => Failure::Timeout,
         _ => Failure::Trap(error),
@@ -159,6 +165,13 @@ fn failure_response(name: &str, id: u64, failure: Failure) -> hyper::Response<Hy
             text_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("function `{name}` failed\n"),
+            )
+        }
+        Failure::Overloaded => {
+            tracing::warn!(request = id, function = name, "no free instance slot");
+            text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the node is at capacity; retry shortly\n",
             )
         }
         Failure::NoResponse => {

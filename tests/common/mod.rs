@@ -110,6 +110,27 @@ impl Node {
         self.ok(&["deploy", manifest.to_str().unwrap()]);
     }
 
+    /// Deploys the probe as `function` at `route`, its manifest requesting
+    /// binding `KEY` for `ops` (e.g. `hmac,reveal`) plus `extra` manifest
+    /// text, and grants `KEY` secret `secret` for the same `ops`.
+    pub fn granted_probe(&self, function: &str, route: &str, secret: &str, ops: &str, extra: &str) {
+        let quoted: Vec<String> = ops.split(',').map(|op| format!("{op:?}")).collect();
+        let request = format!("[bindings.KEY]\nallow = [{}]\n{extra}", quoted.join(", "));
+        self.deploy_probe(function, route, &request);
+        self.ok(&["grant", function, "KEY", "--secret", secret, "--allow", ops]);
+    }
+
+    /// Runs `keyhole ARGS…` with `KEYHOLE_MASTER_KEY` set to `key`, or
+    /// unset when `None`, instead of this node's key.
+    pub fn cli_with_key(&self, args: &[&str], key: Option<&str>) -> Output {
+        let mut command = self.command();
+        match key {
+            Some(key) => command.env("KEYHOLE_MASTER_KEY", key),
+            None => command.env_remove("KEYHOLE_MASTER_KEY"),
+        };
+        command.args(args).output().unwrap()
+    }
+
     /// Writes a manifest file and returns its path.
     pub fn write_manifest(&self, name: &str, component: &str, route: &str, extra: &str) -> PathBuf {
         let path = self.data.path().join(format!("{name}.toml"));

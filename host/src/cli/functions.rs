@@ -6,6 +6,7 @@ use keyhole_host::runtime::Runtime;
 use keyhole_host::store::Store;
 use std::path::Path;
 
+/// `keyhole deploy`: check, store, and report each binding's state.
 pub fn deploy(data: &Path, manifest: &Path) -> anyhow::Result<()> {
     // Check manifest and component before touching the data directory, so
     // a refused deploy creates nothing.
@@ -39,6 +40,7 @@ pub fn deploy(data: &Path, manifest: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `keyhole undeploy`: remove a function and its grants.
 pub fn undeploy(data: &Path, function: &str) -> anyhow::Result<()> {
     let grants = open_store(data, Access::Existing)?.undeploy(function)?;
     println!("undeployed `{function}` and removed its {grants} grant(s)");
@@ -52,6 +54,7 @@ struct FunctionListing {
     binding_states: Vec<(String, BindingState)>,
 }
 
+/// `keyhole functions`: deployed functions with their bindings' states.
 pub fn list(data: &Path, json: bool) -> anyhow::Result<()> {
     let store = open_store(data, Access::Existing)?;
     let grants = store.grants(None)?;

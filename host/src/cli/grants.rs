@@ -30,6 +30,7 @@ fn parse_ops(list: &str) -> Result<OperationSet, String> {
     }
 }
 
+/// `keyhole grant`: map a requested binding to a secret with operations.
 pub fn grant(data: &Path, args: GrantArgs) -> anyhow::Result<()> {
     names::validate("binding", &args.binding)?;
     let store = open_store(data, Access::Existing)?;
@@ -82,6 +83,7 @@ pub fn grant(data: &Path, args: GrantArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `keyhole revoke`: remove one grant.
 pub fn revoke(data: &Path, function: &str, binding: &str) -> anyhow::Result<()> {
     let grant = open_store(data, Access::Existing)?.revoke(function, binding)?;
     println!(
@@ -91,6 +93,7 @@ pub fn revoke(data: &Path, function: &str, binding: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `keyhole grants`: list grants, of one function or all.
 pub fn list(data: &Path, function: Option<&str>, json: bool) -> anyhow::Result<()> {
     let grants = open_store(data, Access::Existing)?.grants(function)?;
     if json {

@@ -37,6 +37,7 @@ pub enum SecretCommand {
     },
 }
 
+/// Runs one `keyhole secret …` command.
 pub fn run(data: &Path, command: SecretCommand) -> anyhow::Result<()> {
     match command {
         SecretCommand::Put { name, from_file } => put(data, &name, from_file.as_deref()),

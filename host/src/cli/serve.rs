@@ -18,6 +18,7 @@ pub struct ServeArgs {
     listen: SocketAddr,
 }
 
+/// `keyhole serve`: open the store, load the catalog, serve until a signal.
 pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
