@@ -96,22 +96,19 @@ impl Catalog {
     /// it reads the database and may compile components. Returns whether a
     /// new snapshot was installed.
     pub fn refresh(&self) -> Result<bool, StoreError> {
-        let revision = self.store.revision()?;
-        if *self
+        // Held throughout, so concurrent refreshes load one at a time.
+        let mut loaded = self
             .loaded_revision
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            == Some(revision)
-        {
+            .unwrap_or_else(|p| p.into_inner());
+        let revision = self.store.revision()?;
+        if *loaded == Some(revision) {
             return Ok(false);
         }
         let snapshot = self.load()?;
         let count = snapshot.function_count();
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
-        *self
-            .loaded_revision
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(revision);
+        *loaded = Some(revision);
         tracing::info!(revision, functions = count, "loaded functions and grants");
         Ok(true)
     }
@@ -146,14 +143,10 @@ impl Catalog {
                     continue;
                 };
                 let allowed: OperationSet = grant.allow.intersect(requested.operations);
-                let current = match values.get(&grant.secret) {
-                    Some(v) => v.clone(),
-                    None => {
-                        let v = self.decrypt(&grant.secret);
-                        values.insert(grant.secret.clone(), v.clone());
-                        v
-                    }
-                };
+                let current = values
+                    .entry(grant.secret.clone())
+                    .or_insert_with(|| self.decrypt(&grant.secret))
+                    .clone();
                 secrets.insert(requested.binding.clone(), BoundSecret { allowed, current });
             }
 
