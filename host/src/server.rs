@@ -1,5 +1,9 @@
-//! The node's HTTP front door: accept connections, route each request by
-//! path prefix, and keep the catalog current.
+//! The node's HTTP front door: accept connections and route each request
+//! by path prefix to a fresh instance of its function.
+//!
+//! A node runs one worker per core, each a single-threaded async runtime
+//! with its own listening socket on the same port (`SO_REUSEPORT`), so the
+//! kernel spreads connections across cores and a request never hops threads.
 
 use crate::catalog::Catalog;
 use crate::invoke::{invoke, text_response};
@@ -7,6 +11,7 @@ use hyper::StatusCode;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,15 +19,43 @@ use tokio::net::TcpListener;
 
 /// How often a running node checks the store for changes.
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
+/// Pending connections each listening socket queues.
+const BACKLOG: i32 = 1024;
 
-/// Serves HTTP on `listener` until `shutdown` completes.
+static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Binds `count` listening sockets to `addr`, all sharing one port. With
+/// port 0 the first picks a free port and the others join it.
+pub fn bind_listeners(
+    addr: SocketAddr,
+    count: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let target = listeners.first().map_or(Ok(addr), |l| l.local_addr())?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(target),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        socket.set_reuse_address(true)?;
+        #[cfg(unix)]
+        socket.set_reuse_port(true)?;
+        socket.bind(&target.into())?;
+        socket.listen(BACKLOG)?;
+        socket.set_nonblocking(true)?;
+        listeners.push(socket.into());
+    }
+    Ok(listeners)
+}
+
+/// Serves HTTP on `listener` until `shutdown` completes. Runs on the
+/// current thread's runtime; one call per worker.
 pub async fn serve(
     listener: TcpListener,
     catalog: Arc<Catalog>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let refresher = tokio::spawn(refresh_loop(Arc::clone(&catalog)));
-    let next_id = Arc::new(AtomicU64::new(1));
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -39,12 +72,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let catalog = Arc::clone(&catalog);
-        let next_id = Arc::clone(&next_id);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(
                 move |request: hyper::Request<hyper::body::Incoming>| {
                     let catalog = Arc::clone(&catalog);
-                    let id = next_id.fetch_add(1, Ordering::Relaxed);
+                    let id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed);
                     async move {
                         let snapshot = catalog.snapshot();
                         let response = match snapshot.route(request.uri().path()) {
@@ -69,19 +101,23 @@ pub async fn serve(
             }
         });
     }
-    refresher.abort();
 }
 
-async fn refresh_loop(catalog: Arc<Catalog>) {
-    let mut ticker = tokio::time::interval(REFRESH_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let catalog = Arc::clone(&catalog);
-        match tokio::task::spawn_blocking(move || catalog.refresh()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!("reloading from the store failed: {e}"),
-            Err(e) => tracing::error!("reloading from the store panicked: {e}"),
-        }
-    }
+/// Starts the thread that reloads `catalog` whenever the store changes,
+/// checking every [`REFRESH_INTERVAL`] until `stop` is set.
+pub fn start_refresher(
+    catalog: Arc<Catalog>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("keyhole-refresh".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(REFRESH_INTERVAL);
+                if let Err(e) = catalog.refresh() {
+                    tracing::error!("reloading from the store failed: {e}");
+                }
+            }
+        })
+        .expect("spawning the refresh thread")
 }

@@ -10,12 +10,17 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Args)]
 pub struct ServeArgs {
     /// Address to serve HTTP on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Worker threads, each serving its own share of connections
+    /// [default: one per core].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
 }
 
 /// `keyhole serve`: open the store, load the catalog, serve until a signal.
@@ -34,22 +39,55 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let catalog = Arc::new(Catalog::new(Arc::new(store), runtime));
     catalog.refresh()?;
 
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    tokio.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let addr = listener.local_addr()?;
-        println!("keyhole listening on http://{addr}");
-        tracing::info!(%addr, data = %data.display(), "serving");
-        server::serve(listener, catalog, shutdown_signal()).await;
-        tracing::info!("shut down");
-        Ok(())
-    })
-}
+    let workers = match args.workers {
+        Some(n) => usize::from(n),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let listeners = server::bind_listeners(args.listen, workers)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listeners[0].local_addr()?;
 
+    let stop = Arc::new(AtomicBool::new(false));
+    let refresher = server::start_refresher(Arc::clone(&catalog), Arc::clone(&stop));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut threads = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let catalog = Arc::clone(&catalog);
+        let mut stop_rx = stop_rx.clone();
+        let worker = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("keyhole-worker-{i}"))
+                .spawn(move || {
+                    worker.block_on(async move {
+                        let listener = tokio::net::TcpListener::from_std(listener)
+                            .expect("registering the listener");
+                        let shutdown = async move {
+                            let _ = stop_rx.wait_for(|stopped| *stopped).await;
+                        };
+                        server::serve(listener, catalog, shutdown).await;
+                    })
+                })?,
+        );
+    }
+    println!("keyhole listening on http://{addr}");
+    tracing::info!(%addr, workers, data = %data.display(), "serving");
+
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(shutdown_signal());
+    let _ = stop_tx.send(true);
+    stop.store(true, Ordering::Relaxed);
+    for thread in threads {
+        let _ = thread.join();
+    }
+    let _ = refresher.join();
+    tracing::info!("shut down");
+    Ok(())
+}
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
