@@ -2,6 +2,7 @@
 
 use secrecy::{ExposeSecret, SecretBox};
 use std::fmt;
+use zeroize::Zeroize;
 
 /// The plaintext of one secret version, held only in host memory.
 ///
@@ -12,9 +13,18 @@ use std::fmt;
 pub struct SecretValue(SecretBox<[u8]>);
 
 impl SecretValue {
-    /// Takes ownership of `bytes`; the vector's buffer becomes the secret's.
-    pub fn new(bytes: Vec<u8>) -> Self {
-        Self(SecretBox::new(bytes.into_boxed_slice()))
+    /// Takes ownership of `bytes`. When the vector has spare capacity, the
+    /// bytes are copied into an exact-size buffer and the vector is wiped, so
+    /// no unwiped copy is left behind by a reallocation.
+    pub fn new(mut bytes: Vec<u8>) -> Self {
+        let exact: Box<[u8]> = if bytes.capacity() == bytes.len() {
+            bytes.into_boxed_slice()
+        } else {
+            let copy = Box::from(bytes.as_slice());
+            bytes.zeroize();
+            copy
+        };
+        Self(SecretBox::new(exact))
     }
 
     /// The secret's bytes. Callers must not copy them anywhere that outlives

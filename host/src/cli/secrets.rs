@@ -61,7 +61,8 @@ fn put(data: &Path, name: &str, from_file: Option<&Path>) -> anyhow::Result<()> 
 /// Reads a secret value from `from_file` (exact bytes) or stdin (one
 /// trailing newline dropped, as `echo` and editors add one).
 fn read_value(from_file: Option<&Path>) -> anyhow::Result<SecretValue> {
-    let mut buffer = Zeroizing::new(Vec::new());
+    // Sized up front so reading never reallocates and leaves an unwiped copy behind.
+    let mut buffer = Zeroizing::new(Vec::with_capacity(MAX_SECRET_BYTES + 1));
     match from_file {
         Some(path) => {
             let mut file = std::fs::File::open(path)
