@@ -146,6 +146,41 @@ fn malformed_manifests_are_refused_with_the_line_and_nothing_is_written() {
         assert!(!out.status.success());
         assert!(stderr(&out).contains(expected), "{}", stderr(&out));
     }
+    // Components that are not for the function world: one importing an
+    // interface the node does not provide, one exporting no HTTP handler.
+    let foreign = node.data.path().join("foreign.wasm");
+    std::fs::write(
+        &foreign,
+        wat::parse_str(
+            "(component (import \"acme:vault/keys@1.0.0\" (instance (export \"get\" (func)))))",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let inert = node.data.path().join("inert.wasm");
+    std::fs::write(&inert, wat::parse_str("(component)").unwrap()).unwrap();
+    for (component, expected) in [
+        (foreign.to_str().unwrap(), "acme:vault/keys@1.0.0"),
+        (inert.to_str().unwrap(), "wasi:http/incoming-handler"),
+    ] {
+        let path = node.write_manifest("other", component, "/other", "");
+        let out = node.cli(&["deploy", path.to_str().unwrap()]);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains("does not target the keyhole:secrets/function world"),
+            "{err}"
+        );
+        assert!(err.contains(expected), "expected {expected:?} in {err}");
+    }
+    let missing = node.cli(&["deploy", "/nonexistent/keyhole.toml"]);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("cannot read manifest /nonexistent/keyhole.toml"),
+        "{}",
+        stderr(&missing)
+    );
+
     let functions = node.ok(&["functions"]);
     assert!(
         functions.contains("hello-secret") && !functions.contains("other"),

@@ -16,7 +16,7 @@ pub enum DeployError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     /// The component file could not be read.
-    #[error("cannot read component {path} (named by the manifest's `component`): {source}")]
+    #[error("cannot read component {path} (named by the manifest's `component`)")]
     ReadComponent {
         /// The component path.
         path: PathBuf,
@@ -24,7 +24,7 @@ pub enum DeployError {
         source: std::io::Error,
     },
     /// The component cannot run as a function.
-    #[error("component {path} is {source}")]
+    #[error("component {path} cannot run as a Keyhole function")]
     Component {
         /// The component path.
         path: PathBuf,

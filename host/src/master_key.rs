@@ -31,7 +31,7 @@ pub enum MasterKeyError {
     )]
     BadFile(PathBuf),
     /// Reading or creating the key file failed.
-    #[error("master key file {path}: {source}")]
+    #[error("cannot use master key file {path}")]
     Io {
         /// The key file.
         path: PathBuf,

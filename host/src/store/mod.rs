@@ -148,15 +148,23 @@ pub enum StoreError {
     Corrupt(String),
     /// The database itself failed (I/O, locking, ...).
     #[error("store database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(rusqlite::Error),
     /// Creating the data directory failed.
-    #[error("data directory {path}: {source}")]
+    #[error("cannot create data directory {path}")]
     Io {
         /// The directory.
         path: std::path::PathBuf,
         /// What the operating system said.
         source: std::io::Error,
     },
+}
+
+// Not `#[from]`: that would also make the database error the source, and
+// reports that print the chain would say it twice.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e)
+    }
 }
 
 /// The persistent state of a node.
