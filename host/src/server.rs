@@ -14,8 +14,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// How often a running node checks the store for changes.
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
@@ -103,21 +105,58 @@ pub async fn serve(
     }
 }
 
+/// Starts one worker thread per listener, each a single-threaded runtime
+/// serving its listener until `stop` turns true.
+pub fn start_workers(
+    listeners: Vec<std::net::TcpListener>,
+    catalog: &Arc<Catalog>,
+    stop: &watch::Receiver<bool>,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let mut workers = Vec::with_capacity(listeners.len());
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let catalog = Arc::clone(catalog);
+        let mut stop = stop.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let worker = std::thread::Builder::new()
+            .name(format!("keyhole-worker-{i}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(e) => {
+                            return tracing::error!(
+                                worker = i,
+                                "cannot register the listener: {e}"
+                            );
+                        }
+                    };
+                    let shutdown = async move {
+                        let _ = stop.wait_for(|stopped| *stopped).await;
+                    };
+                    serve(listener, catalog, shutdown).await;
+                })
+            })?;
+        workers.push(worker);
+    }
+    Ok(workers)
+}
+
 /// Starts the thread that reloads `catalog` whenever the store changes,
-/// checking every [`REFRESH_INTERVAL`] until `stop` is set.
+/// checking every [`REFRESH_INTERVAL`] until `stop` turns true.
 pub fn start_refresher(
     catalog: Arc<Catalog>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<()> {
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("keyhole-refresh".into())
         .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            while !*stop.borrow() {
                 std::thread::sleep(REFRESH_INTERVAL);
                 if let Err(e) = catalog.refresh() {
                     tracing::error!("reloading from the store failed: {e}");
                 }
             }
         })
-        .expect("spawning the refresh thread")
 }

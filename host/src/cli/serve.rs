@@ -10,7 +10,6 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -47,31 +46,9 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listeners[0].local_addr()?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let refresher = server::start_refresher(Arc::clone(&catalog), Arc::clone(&stop));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut threads = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let catalog = Arc::clone(&catalog);
-        let mut stop_rx = stop_rx.clone();
-        let worker = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("keyhole-worker-{i}"))
-                .spawn(move || {
-                    worker.block_on(async move {
-                        let listener = tokio::net::TcpListener::from_std(listener)
-                            .expect("registering the listener");
-                        let shutdown = async move {
-                            let _ = stop_rx.wait_for(|stopped| *stopped).await;
-                        };
-                        server::serve(listener, catalog, shutdown).await;
-                    })
-                })?,
-        );
-    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let refresher = server::start_refresher(Arc::clone(&catalog), stopped.clone())?;
+    let workers_running = server::start_workers(listeners, &catalog, &stopped)?;
     println!("keyhole listening on http://{addr}");
     tracing::info!(%addr, workers, data = %data.display(), "serving");
 
@@ -79,15 +56,15 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(shutdown_signal());
-    let _ = stop_tx.send(true);
-    stop.store(true, Ordering::Relaxed);
-    for thread in threads {
-        let _ = thread.join();
+    let _ = stop.send(true);
+    for worker in workers_running {
+        let _ = worker.join();
     }
     let _ = refresher.join();
     tracing::info!("shut down");
     Ok(())
 }
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
