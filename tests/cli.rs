@@ -19,7 +19,7 @@ fn secret_values_come_from_stdin_and_are_never_listed() {
     let out = node.cli_stdin(&["secret", "put", "api-token"], b"tok-1234567890-abcdef\n");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("stored secret `api-token` version 1 (21 bytes)"),
+        stdout(&out).contains("stored secret `api-token` version 1 (21 bytes, opaque)"),
         "{}",
         stdout(&out)
     );
@@ -247,9 +247,9 @@ fn bad_grants_are_refused_and_change_nothing() {
                 "--secret",
                 "k",
                 "--allow",
-                "sign",
+                "encrypt",
             ],
-            "unknown operation `sign`",
+            "unknown operation `encrypt`",
         ),
         (
             &["grant", "hello-secret", "GREETING_KEY", "--secret", "k"],

@@ -17,8 +17,11 @@
 //! wasip2::http::proxy::export!(Hello);
 //! ```
 
+use std::fmt;
+use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
-    Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
+    ResponseOutparam, Scheme,
 };
 use wasip2::io::streams::StreamError;
 
@@ -34,7 +37,10 @@ const WRITE_CHUNK: usize = 4096;
 /// # }
 /// ```
 pub fn read_body(request: &IncomingRequest, limit: usize) -> Option<Vec<u8>> {
-    let body = request.consume().ok()?;
+    read_incoming(request.consume().ok()?, limit)
+}
+
+fn read_incoming(body: IncomingBody, limit: usize) -> Option<Vec<u8>> {
     let mut bytes = Vec::new();
     {
         let stream = body.stream().ok()?;
@@ -111,5 +117,136 @@ pub fn write_all(body: &OutgoingBody, bytes: &[u8]) {
         if stream.blocking_write_and_flush(chunk).is_err() {
             break;
         }
+    }
+}
+
+/// A response to an outgoing request, read whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The response headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The response body.
+    pub body: Vec<u8>,
+}
+
+/// Why an outgoing request failed; for a request the host refused (a token
+/// toward a host off the egress list), the message says which binding and host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchError(pub String);
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+/// The largest response body [`fetch`] reads.
+pub const MAX_FETCH_BODY: usize = 16 << 20;
+
+/// Sends a request to `url` (`http://` or `https://`) and reads the whole
+/// response. Header values may hold tokens from
+/// [`crate::secrets::Secret::header_token`]; the host substitutes them.
+///
+/// ```no_run
+/// let token = keyhole_sdk::secrets::get("UPSTREAM_TOKEN")?.header_token()?;
+/// let auth = format!("Bearer {token}");
+/// let reply = keyhole_sdk::http::fetch(
+///     "GET",
+///     "https://api.example.com/v1/items",
+///     &[("authorization", auth.as_bytes())],
+///     b"",
+/// )?;
+/// println!("upstream said {}", reply.status);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn fetch(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+) -> Result<Fetched, FetchError> {
+    let fail = |what: &str| FetchError(what.to_owned());
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
+        (Scheme::Http, rest)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (Scheme::Https, rest)
+    } else {
+        return Err(fail("the URL must start with http:// or https://"));
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(at) if rest[at..].starts_with('/') => (&rest[..at], rest[at..].to_owned()),
+        Some(at) => (&rest[..at], format!("/{}", &rest[at..])),
+        None => (rest, "/".to_owned()),
+    };
+    let fields = Fields::new();
+    for (name, value) in headers {
+        fields
+            .append(name, value)
+            .map_err(|e| FetchError(format!("header `{name}`: {e:?}")))?;
+    }
+    let request = OutgoingRequest::new(fields);
+    let method = match method.to_ascii_uppercase().as_str() {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        "PATCH" => Method::Patch,
+        "OPTIONS" => Method::Options,
+        other => Method::Other(other.to_owned()),
+    };
+    request
+        .set_method(&method)
+        .map_err(|()| fail("invalid method"))?;
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| fail("invalid scheme"))?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|()| fail("invalid host in URL"))?;
+    request
+        .set_path_with_query(Some(&path))
+        .map_err(|()| fail("invalid path in URL"))?;
+    let outgoing = request.body().map_err(|()| fail("request body"))?;
+    let future =
+        outgoing_handler::handle(request, None).map_err(|code| FetchError(format!("{code:?}")))?;
+    if !body.is_empty() {
+        write_all(&outgoing, body);
+    }
+    // A refused request has no one to finish the body for; its error is
+    // what the response future reports.
+    let _ = OutgoingBody::finish(outgoing, None);
+    let response = loop {
+        match future.get() {
+            Some(result) => break result,
+            None => future.subscribe().block(),
+        }
+    };
+    let response = response
+        .map_err(|()| fail("response already taken"))?
+        .map_err(|code| FetchError(error_text(&code)))?;
+    let status = response.status();
+    let headers = response.headers().entries().into_iter().collect::<Vec<_>>();
+    let body = response
+        .consume()
+        .ok()
+        .and_then(|b| read_incoming(b, MAX_FETCH_BODY))
+        .ok_or_else(|| fail("reading the response body failed or it is too large"))?;
+    Ok(Fetched {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn error_text(code: &wasip2::http::types::ErrorCode) -> String {
+    use wasip2::http::types::ErrorCode;
+    match code {
+        ErrorCode::InternalError(Some(message)) => message.clone(),
+        other => format!("{other:?}"),
     }
 }

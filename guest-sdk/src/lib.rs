@@ -16,6 +16,12 @@
 //! # }
 //! ```
 //!
+//! Beyond HMAC, the host signs ([`secrets::Secret::sign`], and [`jwt`] for
+//! whole tokens), encrypts ([`secrets::Secret::seal`] / [`secrets::Secret::open`])
+//! and puts bearer tokens into outgoing requests bound for allowed hosts
+//! ([`secrets::Secret::header_token`] with [`http::fetch`]) — none of which
+//! brings the key into the function's memory.
+//!
 //! Functions serve HTTP with the `wasip2` crate's `wasip2::http::proxy::export!`;
 //! [`http`] has helpers for the common request and response chores.
 
@@ -29,4 +35,5 @@ mod bindings {
 }
 
 pub mod http;
+pub mod jwt;
 pub mod secrets;

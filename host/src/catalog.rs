@@ -6,9 +6,9 @@
 //! next request, without a restart. A request holds the snapshot it started
 //! with, so it finishes on the versions it opened.
 
+use crate::material::SecretMaterial;
 use crate::operations::OperationSet;
 use crate::runtime::{FunctionPre, Runtime};
-use crate::secret_value::SecretValue;
 use crate::secrets_host::{BoundSecret, FunctionSecrets};
 use crate::store::{Store, StoreError};
 use std::collections::HashMap;
@@ -116,7 +116,7 @@ impl Catalog {
     fn load(&self) -> Result<Snapshot, StoreError> {
         let functions = self.store.functions()?;
         let grants = self.store.grants(None)?;
-        let mut values: HashMap<String, Option<(u32, Arc<SecretValue>)>> = HashMap::new();
+        let mut values: HashMap<String, Option<Arc<SecretMaterial>>> = HashMap::new();
         let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
         let mut still_used = HashMap::new();
         let mut routes = Vec::new();
@@ -134,7 +134,7 @@ impl Catalog {
             };
             still_used.insert(info.component_sha256.clone(), pre.clone());
 
-            let mut secrets = FunctionSecrets::new();
+            let mut secrets = HashMap::new();
             for requested in &info.bindings {
                 let Some(grant) = grants
                     .iter()
@@ -147,7 +147,15 @@ impl Catalog {
                     .entry(grant.secret.clone())
                     .or_insert_with(|| self.decrypt(&grant.secret))
                     .clone();
-                secrets.insert(requested.binding.clone(), BoundSecret { allowed, current });
+                let egress = Arc::new(grant.egress.clone());
+                secrets.insert(
+                    requested.binding.clone(),
+                    BoundSecret {
+                        allowed,
+                        egress,
+                        current,
+                    },
+                );
             }
 
             let function = Arc::new(LoadedFunction {
@@ -155,7 +163,7 @@ impl Catalog {
                 pre,
                 memory_bytes: info.memory_mib as usize * 1024 * 1024,
                 timeout: Duration::from_millis(info.timeout_ms.into()),
-                secrets: Arc::new(secrets),
+                secrets: Arc::new(FunctionSecrets::new(secrets)),
             });
             for route in info.routes {
                 routes.push((route, Arc::clone(&function)));
@@ -168,9 +176,9 @@ impl Catalog {
 
     /// The current value of secret `name`, or `None` (logged) when it has no
     /// usable version.
-    fn decrypt(&self, name: &str) -> Option<(u32, Arc<SecretValue>)> {
+    fn decrypt(&self, name: &str) -> Option<Arc<SecretMaterial>> {
         match self.store.current_secret(name) {
-            Ok(Some((version, value))) => Some((version, Arc::new(value))),
+            Ok(Some((version, value))) => Some(Arc::new(SecretMaterial::new(version, value))),
             Ok(None) => {
                 tracing::warn!(
                     secret = name,

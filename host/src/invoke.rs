@@ -57,6 +57,7 @@ pub async fn invoke(
     let name = Arc::clone(&function.name);
     let state = RequestState::new(
         Arc::clone(&function.name),
+        id,
         Arc::clone(&function.secrets),
         function.memory_bytes,
     );

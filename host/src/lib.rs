@@ -8,7 +8,10 @@
 //! The pieces, in the order a request meets them: [`server`] routes it,
 //! [`invoke`] runs a fresh instance from the [`catalog`] on the
 //! [`runtime`], whose [`secrets_host`] answers `keyhole:secrets` from values
-//! the [`store`] keeps sealed with [`crypto`].
+//! the [`store`] keeps sealed with [`crypto`]. Keys are used on the host
+//! ([`keys`], [`material`]); bearer tokens reach only allowed hosts
+//! ([`injection`], [`egress`]); guest output is logged through
+//! [`guest_log`], with secret values removed by [`redact`].
 
 #![warn(missing_docs)]
 
@@ -16,11 +19,17 @@ pub mod bindings;
 pub mod catalog;
 pub mod crypto;
 pub mod deploy;
+pub mod egress;
+pub mod guest_log;
+pub mod injection;
 pub mod invoke;
+pub mod keys;
 pub mod manifest;
 pub mod master_key;
+pub mod material;
 pub mod names;
 pub mod operations;
+pub mod redact;
 pub mod runtime;
 pub mod secret_value;
 pub mod secrets_host;

@@ -294,9 +294,9 @@ allow = ["hmac"]
                 "between 1 and 1024",
             ),
             (
-                GOOD.replace("[\"hmac\"]", "[\"hmac\", \"sign\"]"),
+                GOOD.replace("[\"hmac\"]", "[\"hmac\", \"encrypt\"]"),
                 "line 10",
-                "unknown operation `sign`",
+                "unknown operation `encrypt`",
             ),
             (
                 GOOD.replace("[\"hmac\"]", "[]"),

@@ -8,18 +8,34 @@ use std::str::FromStr;
 pub enum Operation {
     /// Compute and verify HMAC-SHA256 with the secret as key, on the host.
     Hmac,
+    /// Sign with the secret as private key, and read its public key.
+    Sign,
+    /// Encrypt and decrypt with the secret as AES-256-GCM key.
+    Seal,
+    /// Have the host put the secret into outgoing request headers bound for
+    /// the grant's egress hosts.
+    Inject,
     /// Copy the secret's bytes into guest memory.
     Reveal,
 }
 
 impl Operation {
     /// Every operation, in display order.
-    pub const ALL: [Operation; 2] = [Operation::Hmac, Operation::Reveal];
+    pub const ALL: [Operation; 5] = [
+        Operation::Hmac,
+        Operation::Sign,
+        Operation::Seal,
+        Operation::Inject,
+        Operation::Reveal,
+    ];
 
     /// The name used in manifests, flags and listings.
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::Hmac => "hmac",
+            Operation::Sign => "sign",
+            Operation::Seal => "seal",
+            Operation::Inject => "inject",
             Operation::Reveal => "reveal",
         }
     }
@@ -28,6 +44,9 @@ impl Operation {
         match self {
             Operation::Hmac => 1,
             Operation::Reveal => 2,
+            Operation::Sign => 4,
+            Operation::Seal => 8,
+            Operation::Inject => 16,
         }
     }
 }
@@ -40,7 +59,7 @@ impl fmt::Display for Operation {
 
 /// An operation name that Keyhole does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown operation `{0}` (known: hmac, reveal)")]
+#[error("unknown operation `{0}` (known: hmac, sign, seal, inject, reveal)")]
 pub struct UnknownOperation(pub String);
 
 impl FromStr for Operation {
@@ -93,7 +112,7 @@ impl OperationSet {
             .filter(move |op| self.contains(*op))
     }
 
-    /// Parses a comma-separated list such as `hmac,reveal`.
+    /// Parses a comma-separated list such as `hmac,sign`.
     pub fn parse_list(list: &str) -> Result<Self, UnknownOperation> {
         list.split(',')
             .filter(|s| !s.trim().is_empty())
@@ -132,8 +151,15 @@ mod tests {
     fn parses_and_prints_lists() {
         let set = OperationSet::parse_list("reveal, hmac").unwrap();
         assert!(set.contains(Operation::Hmac) && set.contains(Operation::Reveal));
+        assert!(!set.contains(Operation::Sign));
         assert_eq!(set.to_string(), "hmac,reveal");
-        assert_eq!(OperationSet::parse_list("hmac,sign").unwrap_err().0, "sign");
+        let all = OperationSet::parse_list("inject,reveal,seal,sign,hmac").unwrap();
+        assert_eq!(all.to_string(), "hmac,sign,seal,inject,reveal");
+        assert_eq!(all.iter().count(), Operation::ALL.len());
+        assert_eq!(
+            OperationSet::parse_list("hmac,encrypt").unwrap_err().0,
+            "encrypt"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! `wasi:http` proxy interfaces and `keyhole:secrets` — and nothing ambient:
 //! no host environment, arguments, directories or sockets.
 
+use crate::guest_log::{GuestOutput, Stream};
 use crate::secrets_host::{self, FunctionSecrets, SecretsCtx, SecretsHost, SecretsView};
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,15 +89,25 @@ pub struct RequestState {
 }
 
 impl RequestState {
-    /// State for one request of `function`, limited to `memory_bytes`.
-    pub fn new(function: Arc<str>, secrets: Arc<FunctionSecrets>, memory_bytes: usize) -> Self {
+    /// State for request `request` of `function`, limited to `memory_bytes`.
+    pub fn new(
+        function: Arc<str>,
+        request: u64,
+        secrets: Arc<FunctionSecrets>,
+        memory_bytes: usize,
+    ) -> Self {
+        let output =
+            |stream| GuestOutput::new(stream, Arc::clone(&function), request, Arc::clone(&secrets));
         Self {
             // Nothing from the host: no env, no args, no preopens, no sockets,
-            // and stdio wired to nothing.
-            wasi: WasiCtx::builder().build(),
+            // no stdin; stdout and stderr go to the node's log, redacted.
+            wasi: WasiCtx::builder()
+                .stdout(output(Stream::Stdout))
+                .stderr(output(Stream::Stderr))
+                .build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            secrets: SecretsCtx::new(function, secrets),
+            secrets: SecretsCtx::new(function, request, secrets),
             limits: StoreLimitsBuilder::new()
                 .memory_size(memory_bytes)
                 .instances(64)
@@ -122,7 +133,7 @@ impl WasiHttpView for RequestState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: self.secrets.injector_mut(),
         }
     }
 }

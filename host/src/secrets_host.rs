@@ -5,13 +5,18 @@
 //! live in the request's resource table and die with it. The only path by
 //! which secret bytes enter guest memory is `reveal`, behind its grant.
 
-use crate::bindings::secrets::{self, Error};
+use crate::bindings::secrets::{self, Algorithm, Error};
+use crate::crypto::AesKey;
+use crate::egress::EgressList;
+use crate::injection::Injector;
+use crate::keys::{self, KeyError};
+use crate::material::SecretMaterial;
 use crate::operations::{Operation, OperationSet};
-use crate::secret_value::SecretValue;
+use crate::redact::Redactor;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 /// The longest binding name `get` accepts, in bytes.
@@ -25,30 +30,72 @@ pub struct BoundSecret {
     /// Operations allowed: the operator's grant, narrowed to what the
     /// function's manifest requested.
     pub allowed: OperationSet,
-    /// The current version and its value, or `None` when the secret has no
-    /// usable version (removed, or failed its integrity check).
-    pub current: Option<(u32, Arc<SecretValue>)>,
+    /// Hosts an injected value may be sent to.
+    pub egress: Arc<EgressList>,
+    /// The current version, or `None` when the secret has no usable
+    /// version (removed, or failed its integrity check).
+    pub current: Option<Arc<SecretMaterial>>,
 }
 
 /// Everything one function may reach through `keyhole:secrets`, by binding.
-pub type FunctionSecrets = HashMap<String, BoundSecret>;
+#[derive(Debug, Default)]
+pub struct FunctionSecrets {
+    bindings: HashMap<String, BoundSecret>,
+    redactor: OnceLock<Redactor>,
+}
+
+impl FunctionSecrets {
+    /// The function's bindings, by name.
+    pub fn new(bindings: HashMap<String, BoundSecret>) -> Self {
+        Self {
+            bindings,
+            redactor: OnceLock::new(),
+        }
+    }
+
+    /// What `binding` resolves to, if it is granted.
+    pub fn get(&self, binding: &str) -> Option<&BoundSecret> {
+        self.bindings.get(binding)
+    }
+
+    /// A redactor for every value this function can open (and so print, or
+    /// have injected), built on first use.
+    pub fn redactor(&self) -> &Redactor {
+        self.redactor.get_or_init(|| {
+            let mut bound: Vec<(&String, &BoundSecret)> = self.bindings.iter().collect();
+            bound.sort_by_key(|(name, _)| name.as_str());
+            Redactor::new(bound.into_iter().filter_map(|(name, b)| {
+                b.current
+                    .as_ref()
+                    .map(|m| (name.as_str(), m.value().expose()))
+            }))
+        })
+    }
+}
 
 /// Per-request state of the secrets interface.
-#[derive(Debug)]
 pub struct SecretsCtx {
     function: Arc<str>,
     bindings: Arc<FunctionSecrets>,
     open_handles: usize,
+    injector: Injector,
 }
 
 impl SecretsCtx {
-    /// The context for one request of `function`, with its bindings.
-    pub fn new(function: Arc<str>, bindings: Arc<FunctionSecrets>) -> Self {
+    /// The context for request `request` of `function`, with its bindings.
+    pub fn new(function: Arc<str>, request: u64, bindings: Arc<FunctionSecrets>) -> Self {
         Self {
+            injector: Injector::new(Arc::clone(&function), request),
             function,
             bindings,
             open_handles: 0,
         }
+    }
+
+    /// The request's header-token injector, which `wasi:http` calls on every
+    /// outgoing request.
+    pub fn injector_mut(&mut self) -> &mut Injector {
+        &mut self.injector
     }
 }
 
@@ -59,9 +106,9 @@ impl SecretsCtx {
 #[derive(Debug)]
 pub struct SecretHandle {
     binding: String,
-    version: u32,
     allowed: OperationSet,
-    value: Arc<SecretValue>,
+    egress: Arc<EgressList>,
+    material: Arc<SecretMaterial>,
 }
 
 impl SecretHandle {
@@ -77,8 +124,20 @@ impl SecretHandle {
     }
 
     fn mac(&self) -> Hmac<Sha256> {
-        Hmac::<Sha256>::new_from_slice(self.value.expose())
+        Hmac::<Sha256>::new_from_slice(self.material.value().expose())
             .expect("HMAC accepts keys of any length")
+    }
+
+    /// The value as an AES-256 key, for `seal` and `open`.
+    fn aes_key(&self) -> Result<AesKey, Error> {
+        let value = self.material.value().expose();
+        keys::check_aes_key(value).map_err(|e| self.unusable(&e))?;
+        Ok(AesKey::from_slice(value).expect("length checked"))
+    }
+
+    /// `invalid-argument` saying why the bound secret cannot serve.
+    fn unusable(&self, e: &KeyError) -> Error {
+        Error::InvalidArgument(format!("binding `{}`: {e}", self.binding))
     }
 }
 
@@ -122,7 +181,7 @@ impl secrets::Host for SecretsView<'_> {
                 printable(&binding)
             ))));
         };
-        let Some((version, value)) = &bound.current else {
+        let Some(material) = &bound.current else {
             return Ok(Err(Error::Unavailable(format!(
                 "binding `{binding}`: its secret has no usable version"
             ))));
@@ -134,9 +193,9 @@ impl secrets::Host for SecretsView<'_> {
         }
         let handle = SecretHandle {
             binding,
-            version: *version,
             allowed: bound.allowed,
-            value: Arc::clone(value),
+            egress: Arc::clone(&bound.egress),
+            material: Arc::clone(material),
         };
         let resource = self.table.push(handle)?;
         self.ctx.open_handles += 1;
@@ -150,7 +209,7 @@ impl secrets::HostSecret for SecretsView<'_> {
     }
 
     fn version(&mut self, handle: Resource<SecretHandle>) -> wasmtime::Result<u32> {
-        Ok(self.table.get(&handle)?.version)
+        Ok(self.table.get(&handle)?.material.version())
     }
 
     fn hmac_sha256(
@@ -191,7 +250,113 @@ impl secrets::HostSecret for SecretsView<'_> {
         if let Err(e) = secret.require(Operation::Reveal) {
             return Ok(Err(e));
         }
-        Ok(Ok(secret.value.expose().to_vec()))
+        Ok(Ok(secret.material.value().expose().to_vec()))
+    }
+
+    fn sign(
+        &mut self,
+        handle: Resource<SecretHandle>,
+        algorithm: Algorithm,
+        message: Vec<u8>,
+    ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
+        let secret = self.table.get(&handle)?;
+        if let Err(e) = secret.require(Operation::Sign) {
+            return Ok(Err(e));
+        }
+        let algorithm = match algorithm {
+            Algorithm::Ed25519 => keys::Algorithm::Ed25519,
+            Algorithm::EcdsaP256Sha256 => keys::Algorithm::EcdsaP256Sha256,
+            Algorithm::RsaPkcs1Sha256 => keys::Algorithm::RsaPkcs1Sha256,
+        };
+        Ok(secret
+            .material
+            .signing_key()
+            .map_err(|e| secret.unusable(e))
+            .and_then(|key| {
+                key.sign(algorithm, &message).map_err(|e| {
+                    Error::InvalidArgument(format!(
+                        "binding `{}`: cannot sign {}: {e}",
+                        secret.binding,
+                        algorithm.as_str()
+                    ))
+                })
+            }))
+    }
+
+    fn public_key(
+        &mut self,
+        handle: Resource<SecretHandle>,
+    ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
+        let secret = self.table.get(&handle)?;
+        if let Err(e) = secret.require(Operation::Sign) {
+            return Ok(Err(e));
+        }
+        Ok(secret
+            .material
+            .signing_key()
+            .map(|key| key.public_key_spki())
+            .map_err(|e| secret.unusable(e)))
+    }
+
+    fn seal(
+        &mut self,
+        handle: Resource<SecretHandle>,
+        plaintext: Vec<u8>,
+        aad: Vec<u8>,
+    ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
+        let secret = self.table.get(&handle)?;
+        if let Err(e) = secret.require(Operation::Seal) {
+            return Ok(Err(e));
+        }
+        Ok(secret.aes_key().map(|key| key.seal(&plaintext, &aad)))
+    }
+
+    fn open(
+        &mut self,
+        handle: Resource<SecretHandle>,
+        ciphertext: Vec<u8>,
+        aad: Vec<u8>,
+    ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
+        let secret = self.table.get(&handle)?;
+        if let Err(e) = secret.require(Operation::Seal) {
+            return Ok(Err(e));
+        }
+        Ok(secret.aes_key().and_then(|key| {
+            key.open(&ciphertext, &aad)
+                .map(|plain| plain.to_vec())
+                .map_err(|_| {
+                    Error::InvalidArgument(format!(
+                        "binding `{}`: the ciphertext does not open with this key and aad (tampered with, truncated, or sealed under another key or aad)",
+                        secret.binding
+                    ))
+                })
+        }))
+    }
+
+    fn header_token(
+        &mut self,
+        handle: Resource<SecretHandle>,
+    ) -> wasmtime::Result<Result<String, Error>> {
+        let secret = self.table.get(&handle)?;
+        if let Err(e) = secret.require(Operation::Inject) {
+            return Ok(Err(e));
+        }
+        if secret.egress.is_empty() {
+            return Ok(Err(Error::Denied(format!(
+                "binding `{}` may be injected, but its grant names no egress host",
+                secret.binding
+            ))));
+        }
+        let (binding, material, egress) = (
+            secret.binding.clone(),
+            Arc::clone(&secret.material),
+            Arc::clone(&secret.egress),
+        );
+        Ok(self
+            .ctx
+            .injector
+            .issue(&binding, material, egress)
+            .map_err(|e| Error::InvalidArgument(e.to_string())))
     }
 
     fn drop(&mut self, handle: Resource<SecretHandle>) -> wasmtime::Result<()> {

@@ -12,7 +12,14 @@ const TARGET: &str = "wasm32-wasip2";
 const WORKSPACES: &[(&str, &[&str])] = &[
     (
         "examples",
-        &["hello-secret", "webhook-verify", "reveal-demo"],
+        &[
+            "hello-secret",
+            "webhook-verify",
+            "reveal-demo",
+            "api-proxy",
+            "jwt-sign",
+            "session-seal",
+        ],
     ),
     ("tests/programs", &["probe"]),
 ];

@@ -3,8 +3,9 @@
 use super::{Access, open_store, output};
 use anyhow::bail;
 use clap::Args;
+use keyhole_host::egress::EgressList;
 use keyhole_host::names;
-use keyhole_host::operations::OperationSet;
+use keyhole_host::operations::{Operation, OperationSet};
 use keyhole_host::store::{Grant, Store};
 use std::path::Path;
 
@@ -17,14 +18,29 @@ pub struct GrantArgs {
     /// The stored secret the binding resolves to.
     #[arg(long, value_name = "NAME")]
     secret: String,
-    /// Operations allowed, comma-separated: hmac, reveal.
+    /// Operations allowed, comma-separated: hmac, sign, seal, inject, reveal.
     #[arg(long, value_name = "OPS", value_parser = parse_ops)]
     allow: OperationSet,
+    /// For `inject`: the hosts the secret may be sent to, comma-separated
+    /// `host`, `host:port` or `*.example.com`. A host without a port means
+    /// the scheme's default port.
+    #[arg(long, value_name = "HOSTS", value_parser = parse_egress)]
+    egress: Option<EgressList>,
+}
+
+fn parse_egress(list: &str) -> Result<EgressList, String> {
+    match EgressList::parse_list(list) {
+        Ok(egress) if egress.is_empty() => Err("name at least one host".into()),
+        Ok(egress) => Ok(egress),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_ops(list: &str) -> Result<OperationSet, String> {
     match OperationSet::parse_list(list) {
-        Ok(set) if set.is_empty() => Err("name at least one operation (hmac, reveal)".into()),
+        Ok(set) if set.is_empty() => {
+            Err("name at least one operation (hmac, sign, seal, inject, reveal)".into())
+        }
         Ok(set) => Ok(set),
         Err(e) => Err(e.to_string()),
     }
@@ -33,6 +49,18 @@ fn parse_ops(list: &str) -> Result<OperationSet, String> {
 /// `keyhole grant`: map a requested binding to a secret with operations.
 pub fn grant(data: &Path, args: GrantArgs) -> anyhow::Result<()> {
     names::validate("binding", &args.binding)?;
+    let injects = args.allow.contains(Operation::Inject);
+    match (&args.egress, injects) {
+        (None, true) => bail!(
+            "`inject` needs --egress: the hosts the secret may be sent to, e.g. --egress api.example.com"
+        ),
+        (Some(_), false) => {
+            bail!(
+                "--egress applies only to the `inject` operation; add it to --allow or drop --egress"
+            )
+        }
+        _ => {}
+    }
     let store = open_store(data, Access::Existing)?;
     let functions = store.functions()?;
     let Some(function) = functions.iter().find(|f| f.name == args.function) else {
@@ -63,11 +91,16 @@ pub fn grant(data: &Path, args: GrantArgs) -> anyhow::Result<()> {
         binding: args.binding,
         secret: args.secret,
         allow: args.allow,
+        egress: args.egress.unwrap_or_default(),
     };
     store.grant(&grant)?;
     println!(
-        "granted `{}` binding `{}` -> secret `{}` [{}]",
-        grant.function, grant.binding, grant.secret, grant.allow
+        "granted `{}` binding `{}` -> secret `{}` [{}]{}",
+        grant.function,
+        grant.binding,
+        grant.secret,
+        grant.allow,
+        egress_note(&grant.egress)
     );
     let unused = grant
         .allow
@@ -81,6 +114,14 @@ pub fn grant(data: &Path, args: GrantArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn egress_note(egress: &EgressList) -> String {
+    if egress.is_empty() {
+        String::new()
+    } else {
+        format!(" egress [{egress}]")
+    }
 }
 
 /// `keyhole revoke`: remove one grant.
@@ -107,9 +148,14 @@ pub fn list(data: &Path, function: Option<&str>, json: bool) -> anyhow::Result<(
                 g.binding.clone(),
                 g.secret.clone(),
                 g.allow.to_string(),
+                if g.egress.is_empty() {
+                    "-".to_owned()
+                } else {
+                    g.egress.to_string()
+                },
             ]
         })
         .collect();
-    output::table(&["FUNCTION", "BINDING", "SECRET", "ALLOW"], &rows);
+    output::table(&["FUNCTION", "BINDING", "SECRET", "ALLOW", "EGRESS"], &rows);
     Ok(())
 }

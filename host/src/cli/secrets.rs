@@ -3,6 +3,7 @@
 use super::{Access, open_store, output};
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use keyhole_host::keys::KeyKind;
 use keyhole_host::names;
 use keyhole_host::secret_value::SecretValue;
 use keyhole_host::store::Store;
@@ -23,6 +24,11 @@ pub enum SecretCommand {
         /// Read the value from this file, byte for byte, instead of stdin.
         #[arg(long, value_name = "PATH")]
         from_file: Option<PathBuf>,
+        /// What the value is, checked before anything is stored: opaque (any
+        /// bytes), aes-256 (exactly 32 bytes), ed25519, ecdsa-p256 or rsa (a
+        /// PEM private key of that kind).
+        #[arg(long, value_name = "KIND", default_value = "opaque")]
+        kind: KeyKind,
     },
     /// List secrets: names, versions and dates, never values.
     List {
@@ -40,19 +46,35 @@ pub enum SecretCommand {
 /// Runs one `keyhole secret …` command.
 pub fn run(data: &Path, command: SecretCommand) -> anyhow::Result<()> {
     match command {
-        SecretCommand::Put { name, from_file } => put(data, &name, from_file.as_deref()),
+        SecretCommand::Put {
+            name,
+            from_file,
+            kind,
+        } => put(data, &name, from_file.as_deref(), kind),
         SecretCommand::List { json } => list(data, json),
         SecretCommand::Rm { name } => remove(data, &name),
     }
 }
 
-fn put(data: &Path, name: &str, from_file: Option<&Path>) -> anyhow::Result<()> {
+fn put(data: &Path, name: &str, from_file: Option<&Path>, kind: KeyKind) -> anyhow::Result<()> {
     names::validate("secret", name)?;
     let value = read_value(from_file)?;
+    if let Err(e) = kind.validate(value.expose()) {
+        let hint = match (kind, from_file) {
+            (KeyKind::Aes256, None) => {
+                "\nhint: standard input loses one trailing newline; pass raw key bytes with --from-file"
+            }
+            (KeyKind::Aes256, Some(_)) => {
+                "\nhint: the file must hold the 32 raw key bytes, not hex or base64 text"
+            }
+            _ => "",
+        };
+        bail!("not a valid {kind} key: {e}; nothing was stored{hint}");
+    }
     let store = open_store(data, Access::CreateIfMissing)?;
-    let version = store.put_secret(name, &value)?;
+    let version = store.put_secret(name, &value, kind)?;
     println!(
-        "stored secret `{name}` version {version} ({} bytes)",
+        "stored secret `{name}` version {version} ({} bytes, {kind})",
         value.len()
     );
     Ok(())
@@ -113,6 +135,7 @@ fn list(data: &Path, json: bool) -> anyhow::Result<()> {
         .map(|s| {
             vec![
                 s.name.clone(),
+                s.kind.to_string(),
                 s.current_version.to_string(),
                 s.versions.to_string(),
                 output::time(s.created_at),
@@ -121,7 +144,7 @@ fn list(data: &Path, json: bool) -> anyhow::Result<()> {
         })
         .collect();
     output::table(
-        &["NAME", "CURRENT", "VERSIONS", "CREATED", "UPDATED"],
+        &["NAME", "KIND", "CURRENT", "VERSIONS", "CREATED", "UPDATED"],
         &rows,
     );
     Ok(())

@@ -9,6 +9,8 @@ mod sqlite;
 
 pub use sqlite::{DATABASE_FILE, SqliteStore};
 
+use crate::egress::EgressList;
+use crate::keys::KeyKind;
 use crate::operations::OperationSet;
 use crate::secret_value::SecretValue;
 
@@ -28,6 +30,13 @@ pub struct SecretInfo {
     pub created_at: Timestamp,
     /// When the current version was stored.
     pub updated_at: Timestamp,
+    /// What the current version holds, as declared when it was put.
+    #[serde(serialize_with = "serialize_kind")]
+    pub kind: KeyKind,
+}
+
+fn serialize_kind<S: serde::Serializer>(kind: &KeyKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(kind.as_str())
 }
 
 /// A deployed function as listed: manifest facts, no component bytes.
@@ -83,6 +92,8 @@ pub struct Grant {
     /// What the function may do with it.
     #[serde(serialize_with = "serialize_ops")]
     pub allow: OperationSet,
+    /// Hosts an injected value may be sent to (for `inject`).
+    pub egress: EgressList,
 }
 
 fn serialize_ops<S: serde::Serializer>(ops: &OperationSet, s: S) -> Result<S::Ok, S::Error> {
@@ -174,8 +185,10 @@ impl From<rusqlite::Error> for StoreError {
 /// other processes (the CLI) cheaply.
 pub trait Store: Send + Sync {
     /// Stores `value` as a new version of secret `name` (creating the secret
-    /// if needed), makes it current, and returns its version number.
-    fn put_secret(&self, name: &str, value: &SecretValue) -> Result<u32, StoreError>;
+    /// if needed), makes it current, and returns its version number. `kind`
+    /// is recorded as declared; callers validate the value against it.
+    fn put_secret(&self, name: &str, value: &SecretValue, kind: KeyKind)
+    -> Result<u32, StoreError>;
     /// All secrets, by name; never values.
     fn list_secrets(&self) -> Result<Vec<SecretInfo>, StoreError>;
     /// Deletes secret `name` and all its versions.

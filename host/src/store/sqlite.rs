@@ -5,6 +5,8 @@ use super::{
     StoreError, Timestamp,
 };
 use crate::crypto::{self, AesKey, SealedVersion};
+use crate::egress::EgressList;
+use crate::keys::KeyKind;
 use crate::operations::OperationSet;
 use crate::secret_value::SecretValue;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -13,7 +15,8 @@ use std::sync::Mutex;
 
 /// The database file's name inside the data directory.
 pub const DATABASE_FILE: &str = "keyhole.db";
-const SCHEMA_VERSION: i64 = 1;
+/// Version 2 added `secret_versions.kind` and `grants.egress`.
+const SCHEMA_VERSION: i64 = 2;
 const KEY_CHECK_PLAINTEXT: &[u8] = b"keyhole master key check";
 const KEY_CHECK_AAD: &[u8] = b"keyhole/v1/key-check";
 
@@ -34,6 +37,7 @@ CREATE TABLE IF NOT EXISTS secret_versions (
     created_at  INTEGER NOT NULL,
     wrapped_key BLOB NOT NULL,
     ciphertext  BLOB NOT NULL,
+    kind        TEXT NOT NULL DEFAULT 'opaque',
     PRIMARY KEY (name, version)
 );
 CREATE TABLE IF NOT EXISTS functions (
@@ -55,8 +59,16 @@ CREATE TABLE IF NOT EXISTS grants (
     binding  TEXT NOT NULL,
     secret   TEXT NOT NULL,
     allow    TEXT NOT NULL,
+    egress   TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (function, binding)
 );
+";
+
+/// Brings a version-1 store (before key kinds and egress lists) to version 2.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE secret_versions ADD COLUMN kind TEXT NOT NULL DEFAULT 'opaque';
+ALTER TABLE grants ADD COLUMN egress TEXT NOT NULL DEFAULT '';
+UPDATE meta SET value = 2 WHERE key = 'schema';
 ";
 
 /// Secrets, deployments and grants in one SQLite file, with every secret
@@ -133,10 +145,23 @@ impl SqliteStore {
     /// master key on every open.
     fn initialize(&self) -> Result<(), StoreError> {
         self.write(|tx| {
-            tx.execute_batch(SCHEMA)?;
-            let schema: Option<i64> = tx
-                .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
-                .optional()?;
+            let schema: Option<i64> = match tx.query_row(
+                "SELECT value FROM meta WHERE key = 'schema'",
+                [],
+                |r| r.get(0),
+            ) {
+                Ok(v) => Some(v),
+                Err(rusqlite::Error::QueryReturnedNoRows) => None,
+                // A fresh file has no tables yet.
+                Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.starts_with("no such table") => None,
+                Err(e) => return Err(e.into()),
+            };
+            if schema == Some(1) {
+                tx.execute_batch(MIGRATE_1_TO_2)?;
+            } else {
+                tx.execute_batch(SCHEMA)?;
+            }
+            let schema = if schema == Some(1) { Some(SCHEMA_VERSION) } else { schema };
             match schema {
                 None => {
                     tx.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])?;
@@ -204,24 +229,30 @@ impl SqliteStore {
             .is_some())
     }
 
-    fn grant_from_row(
-        row: &rusqlite::Row<'_>,
-    ) -> rusqlite::Result<(String, String, String, String)> {
-        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+    fn grant_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<GrantRow> {
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+        ))
     }
 
-    fn to_grant(
-        (function, binding, secret, allow): (String, String, String, String),
-    ) -> Result<Grant, StoreError> {
+    fn to_grant((function, binding, secret, allow, egress): GrantRow) -> Result<Grant, StoreError> {
         let allow = OperationSet::parse_list(&allow).map_err(corrupt)?;
+        let egress = EgressList::parse_list(&egress).map_err(corrupt)?;
         Ok(Grant {
             function,
             binding,
             secret,
             allow,
+            egress,
         })
     }
 }
+
+type GrantRow = (String, String, String, String, String);
 
 type FunctionRow = (String, String, u32, u32, String, String, u64, Timestamp);
 
@@ -265,7 +296,12 @@ fn to_function(
 }
 
 impl Store for SqliteStore {
-    fn put_secret(&self, name: &str, value: &SecretValue) -> Result<u32, StoreError> {
+    fn put_secret(
+        &self,
+        name: &str,
+        value: &SecretValue,
+        kind: KeyKind,
+    ) -> Result<u32, StoreError> {
         self.write(|tx| {
             let current: Option<u32> = tx
                 .query_row("SELECT current_version FROM secrets WHERE name = ?1", [name], |r| r.get(0))
@@ -287,9 +323,9 @@ impl Store for SqliteStore {
                 )?;
             }
             tx.execute(
-                "INSERT INTO secret_versions (name, version, created_at, wrapped_key, ciphertext)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![name, version, at, sealed.wrapped_key, sealed.ciphertext],
+                "INSERT INTO secret_versions (name, version, created_at, wrapped_key, ciphertext, kind)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![name, version, at, sealed.wrapped_key, sealed.ciphertext, kind.as_str()],
             )?;
             Ok(version)
         })
@@ -298,20 +334,30 @@ impl Store for SqliteStore {
     fn list_secrets(&self) -> Result<Vec<SecretInfo>, StoreError> {
         self.read(|tx| {
             let mut stmt = tx.prepare(
-                "SELECT s.name, s.current_version, COUNT(v.version), s.created_at, s.updated_at
+                "SELECT s.name, s.current_version, COUNT(v.version), s.created_at, s.updated_at,
+                        (SELECT c.kind FROM secret_versions c WHERE c.name = s.name AND c.version = s.current_version)
                  FROM secrets s LEFT JOIN secret_versions v ON v.name = s.name
                  GROUP BY s.name ORDER BY s.name",
             )?;
             let rows = stmt.query_map([], |r| {
-                Ok(SecretInfo {
-                    name: r.get(0)?,
-                    current_version: r.get(1)?,
-                    versions: r.get(2)?,
-                    created_at: r.get(3)?,
-                    updated_at: r.get(4)?,
-                })
+                Ok((
+                    SecretInfo {
+                        name: r.get(0)?,
+                        current_version: r.get(1)?,
+                        versions: r.get(2)?,
+                        created_at: r.get(3)?,
+                        updated_at: r.get(4)?,
+                        kind: KeyKind::Opaque,
+                    },
+                    r.get::<_, Option<String>>(5)?,
+                ))
             })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            rows.map(|row| {
+                let (mut info, kind) = row?;
+                info.kind = kind.unwrap_or_default().parse().map_err(corrupt)?;
+                Ok(info)
+            })
+            .collect()
         })
     }
 
@@ -323,7 +369,7 @@ impl Store for SqliteStore {
                 return Err(StoreError::UnknownSecret(name.to_owned()));
             }
             let mut stmt = tx.prepare(
-                "SELECT function, binding, secret, allow FROM grants WHERE secret = ?1 ORDER BY function, binding",
+                "SELECT function, binding, secret, allow, egress FROM grants WHERE secret = ?1 ORDER BY function, binding",
             )?;
             let dangling_grants = stmt
                 .query_map([name], Self::grant_from_row)?
@@ -455,9 +501,16 @@ impl Store for SqliteStore {
                 return Err(StoreError::UnknownSecret(grant.secret.clone()));
             }
             tx.execute(
-                "INSERT INTO grants (function, binding, secret, allow) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (function, binding) DO UPDATE SET secret = excluded.secret, allow = excluded.allow",
-                params![grant.function, grant.binding, grant.secret, grant.allow.to_string()],
+                "INSERT INTO grants (function, binding, secret, allow, egress) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (function, binding) DO UPDATE
+                 SET secret = excluded.secret, allow = excluded.allow, egress = excluded.egress",
+                params![
+                    grant.function,
+                    grant.binding,
+                    grant.secret,
+                    grant.allow.to_string(),
+                    grant.egress.patterns().iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+                ],
             )?;
             Ok(())
         })
@@ -467,7 +520,7 @@ impl Store for SqliteStore {
         self.write(|tx| {
             let row = tx
                 .query_row(
-                    "SELECT function, binding, secret, allow FROM grants WHERE function = ?1 AND binding = ?2",
+                    "SELECT function, binding, secret, allow, egress FROM grants WHERE function = ?1 AND binding = ?2",
                     [function, binding],
                     Self::grant_from_row,
                 )
@@ -488,7 +541,7 @@ impl Store for SqliteStore {
                 return Err(StoreError::UnknownFunction(name.to_owned()));
             }
             let mut stmt = tx.prepare(
-                "SELECT function, binding, secret, allow FROM grants
+                "SELECT function, binding, secret, allow, egress FROM grants
                  WHERE ?1 IS NULL OR function = ?1 ORDER BY function, binding",
             )?;
             let rows = stmt.query_map([function], Self::grant_from_row)?;
@@ -541,13 +594,13 @@ mod tests {
         let store = open(dir.path());
         assert_eq!(
             store
-                .put_secret("api", &SecretValue::new(b"one".to_vec()))
+                .put_secret("api", &SecretValue::new(b"one".to_vec()), KeyKind::Opaque)
                 .unwrap(),
             1
         );
         assert_eq!(
             store
-                .put_secret("api", &SecretValue::new(b"two".to_vec()))
+                .put_secret("api", &SecretValue::new(b"two".to_vec()), KeyKind::Opaque)
                 .unwrap(),
             2
         );
@@ -563,7 +616,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
         store
-            .put_secret("api", &SecretValue::new(b"PLAINTEXT-MARKER-123".to_vec()))
+            .put_secret(
+                "api",
+                &SecretValue::new(b"PLAINTEXT-MARKER-123".to_vec()),
+                KeyKind::Opaque,
+            )
             .unwrap();
         drop(store);
         for entry in std::fs::read_dir(dir.path()).unwrap() {
@@ -589,7 +646,10 @@ mod tests {
             function: "f".into(),
             binding: "KEY".into(),
             secret: "s".into(),
-            allow: OperationSet::EMPTY.with(Operation::Hmac),
+            allow: OperationSet::EMPTY
+                .with(Operation::Hmac)
+                .with(Operation::Inject),
+            egress: EgressList::parse_list("api.example.com,*.stripe.com:8443").unwrap(),
         };
         assert!(matches!(
             store.grant(&grant),
@@ -607,12 +667,42 @@ mod tests {
             "a refused write changes nothing"
         );
         store
-            .put_secret("s", &SecretValue::new(b"x".to_vec()))
+            .put_secret("s", &SecretValue::new(b"x".to_vec()), KeyKind::Opaque)
             .unwrap();
         store.grant(&grant).unwrap();
         assert_eq!(store.grants(Some("f")).unwrap(), vec![grant.clone()]);
         assert_eq!(store.undeploy("f").unwrap(), 1);
         assert!(store.grants(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_version_1_store_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path());
+            store
+                .put_secret("old", &SecretValue::new(b"kept".to_vec()), KeyKind::Opaque)
+                .unwrap();
+            // Turn it back into what version 1 wrote.
+            let conn = store.conn.lock().unwrap();
+            conn.execute_batch(
+                "ALTER TABLE secret_versions DROP COLUMN kind;
+                 ALTER TABLE grants DROP COLUMN egress;
+                 UPDATE meta SET value = 1 WHERE key = 'schema';",
+            )
+            .unwrap();
+        }
+        let store = open(dir.path());
+        let (version, value) = store.current_secret("old").unwrap().unwrap();
+        assert_eq!((version, value.expose()), (1, &b"kept"[..]));
+        assert_eq!(store.list_secrets().unwrap()[0].kind, KeyKind::Opaque);
+        store
+            .put_secret("aes", &SecretValue::new(vec![1; 32]), KeyKind::Aes256)
+            .unwrap();
+        assert_eq!(store.list_secrets().unwrap()[0].kind, KeyKind::Aes256);
+        drop(store);
+        // Reopening a migrated store is a no-op.
+        assert_eq!(open(dir.path()).list_secrets().unwrap().len(), 2);
     }
 
     #[test]

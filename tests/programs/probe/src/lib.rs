@@ -2,7 +2,10 @@
 //! picks the probe; query parameters configure it. Deployed under several
 //! function names with different manifests by the integration tests.
 
-use keyhole_sdk::{http, secrets};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use keyhole_sdk::secrets::Algorithm;
+use keyhole_sdk::{http, jwt, secrets};
 use wasip2::http::types::{
     Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
@@ -46,7 +49,65 @@ impl wasip2::exports::http::incoming_handler::Guest for Probe {
             "version" => {
                 respond_result(out, secrets::get(&binding).map(|s| s.version().to_string()))
             }
-            "dump" => dump(out, &binding, param("op").as_deref().unwrap_or("none")),
+            "sign" => respond_result(
+                out,
+                algorithm(param("alg").as_deref())
+                    .and_then(|alg| secrets::get(&binding)?.sign(alg, b"probe"))
+                    .map(hex),
+            ),
+            "public-key" => respond_result(
+                out,
+                secrets::get(&binding).and_then(|s| s.public_key()).map(hex),
+            ),
+            "jwt" => respond_result(
+                out,
+                algorithm(param("alg").as_deref()).and_then(|alg| {
+                    jwt::sign(
+                        &secrets::get(&binding)?,
+                        alg,
+                        Some("probe"),
+                        r#"{"sub":"probe"}"#,
+                    )
+                }),
+            ),
+            "seal" => respond_result(
+                out,
+                secrets::get(&binding)
+                    .and_then(|s| s.seal(b"probe-plaintext", b"probe-aad"))
+                    .map(hex),
+            ),
+            "open" => respond_result(
+                out,
+                secrets::get(&binding)
+                    .and_then(|s| {
+                        let sealed = unhex(&param("sealed").unwrap_or_default());
+                        let aad = param("aad").unwrap_or_else(|| "probe-aad".into());
+                        s.open(&sealed, aad.as_bytes())
+                    })
+                    .map(|plain| String::from_utf8_lossy(&plain).into_owned()),
+            ),
+            "token" => respond_result(out, secrets::get(&binding).and_then(|s| s.header_token())),
+            "inject" => inject(out, &binding, &param),
+            "print" => print(out, &binding),
+            "noise" => {
+                // A forged log line with a terminal escape, then a flood.
+                println!("\x1b[31mred\nINFO keyhole_host::server: forged line");
+                let flood = "z".repeat(1024);
+                for _ in 0..param("kib").and_then(|n| n.parse().ok()).unwrap_or(0u32) {
+                    println!("{flood}");
+                }
+                http::respond(out, 200, TEXT, b"noisy\n")
+            }
+            "panic" => match secrets::get(&binding).and_then(|s| s.reveal()) {
+                Ok(value) => panic!("probe panics holding {}", String::from_utf8_lossy(&value)),
+                Err(e) => http::respond(out, 403, TEXT, format!("error {e}\n").as_bytes()),
+            },
+            "dump" => dump(
+                out,
+                &binding,
+                param("op").as_deref().unwrap_or("none"),
+                param("url").as_deref().unwrap_or(""),
+            ),
             "ambient" => ambient(out, param("port").as_deref().unwrap_or("1")),
             "spin" => spin(),
             "grow" => grow(out),
@@ -72,14 +133,139 @@ fn hex(bytes: Vec<u8>) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len() / 2)
+        .filter_map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+fn algorithm(name: Option<&str>) -> Result<Algorithm, secrets::Error> {
+    match name {
+        Some("ed25519") => Ok(Algorithm::EdDsa),
+        Some("es256") => Ok(Algorithm::Es256),
+        Some("rs256") => Ok(Algorithm::Rs256),
+        other => Err(secrets::Error::InvalidArgument(format!(
+            "probe: unknown alg {other:?}"
+        ))),
+    }
+}
+
+/// Sends a request to `url` carrying a header token where `place` says:
+/// `header` (default), `url` or `body`. With `token=`, sends that literal
+/// token instead of asking for one (a replay). Answers with the upstream's
+/// status, or 502 and the error the guest saw.
+fn inject(out: ResponseOutparam, binding: &str, param: &dyn Fn(&str) -> Option<String>) {
+    let token = match param("token") {
+        Some(token) => token,
+        None => match secrets::get(binding).and_then(|s| s.header_token()) {
+            Ok(token) => token,
+            Err(e) => return http::respond(out, 403, TEXT, format!("error {e}\n").as_bytes()),
+        },
+    };
+    let url = param("url").unwrap_or_default();
+    let bearer = format!("Bearer {token}");
+    let result = match param("place").as_deref().unwrap_or("header") {
+        "url" => http::fetch("GET", &format!("{url}?key={token}"), &[], b""),
+        "body" => http::fetch("POST", &url, &[], bearer.as_bytes()),
+        _ => http::fetch(
+            "GET",
+            &url,
+            &[("authorization", bearer.as_bytes()), ("x-probe", b"1")],
+            b"",
+        ),
+    };
+    match result {
+        Ok(reply) => http::respond(
+            out,
+            200,
+            TEXT,
+            format!("status {}\ntoken {token}\n", reply.status).as_bytes(),
+        ),
+        Err(e) => http::respond(out, 502, TEXT, format!("error {e}\n").as_bytes()),
+    }
+}
+
+/// Reveals the secret and prints it to stdout and stderr in every encoding
+/// the redactor must catch, and split across two writes.
+fn print(out: ResponseOutparam, binding: &str) {
+    use std::io::Write;
+    let value = match secrets::get(binding).and_then(|s| s.reveal()) {
+        Ok(value) => value,
+        Err(e) => return http::respond(out, 403, TEXT, format!("error {e}\n").as_bytes()),
+    };
+    let hex_lower = hex(value.clone());
+    let mut forms = vec![
+        String::from_utf8_lossy(&value).into_owned(),
+        hex_lower.clone(),
+        hex_lower.to_uppercase(),
+        STANDARD.encode(&value),
+        URL_SAFE.encode(&value),
+        jwt::base64url(&value),
+        value
+            .iter()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    char::from(*b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect(),
+    ];
+    for prefix in [&b"x"[..], b"xy"] {
+        let mut shifted = prefix.to_vec();
+        shifted.extend_from_slice(&value);
+        shifted.extend_from_slice(b"!tail");
+        forms.push(STANDARD.encode(&shifted));
+        forms.push(URL_SAFE.encode(&shifted));
+    }
+    let mut stdout = std::io::stdout();
+    for (i, form) in forms.iter().enumerate() {
+        let _ = writeln!(stdout, "form {i}: <{form}>");
+        eprintln!("stderr form {i}: <{form}>");
+    }
+    // One value split across two writes, flushed in between.
+    let raw = String::from_utf8_lossy(&value).into_owned();
+    let half = raw.len() / 2;
+    let half = (0..=half)
+        .rev()
+        .find(|i| raw.is_char_boundary(*i))
+        .unwrap_or(0);
+    let _ = write!(stdout, "split: <{}", &raw[..half]);
+    let _ = stdout.flush();
+    let _ = writeln!(stdout, "{}>", &raw[half..]);
+    let _ = stdout.flush();
+    println!("probe printed {} forms", forms.len() + 1);
+    http::respond(
+        out,
+        200,
+        TEXT,
+        format!("printed {}\n", forms.len() + 1).as_bytes(),
+    );
+}
+
 /// Uses the secret as `op` says, drops everything, then sends the whole of
 /// linear memory as the body, written straight from memory without
 /// allocating so the dump shows the state the operation left.
-fn dump(out: ResponseOutparam, binding: &str, op: &str) {
+fn dump(out: ResponseOutparam, binding: &str, op: &str, url: &str) {
     let outcome = match secrets::get(binding) {
         Ok(secret) => match op {
             "hmac" => secret.hmac_sha256(b"dump").map(|t| t.len()),
             "reveal" => secret.reveal().map(|v| std::hint::black_box(v).len()),
+            "sign-ed25519" => secret.sign(Algorithm::EdDsa, b"dump").map(|s| s.len()),
+            "sign-es256" => secret.sign(Algorithm::Es256, b"dump").map(|s| s.len()),
+            "sign-rs256" => secret.sign(Algorithm::Rs256, b"dump").map(|s| s.len()),
+            "public-key" => secret.public_key().map(|s| s.len()),
+            "seal" => secret.seal(b"dump", b"aad").map(|s| s.len()),
+            "open" => secret
+                .seal(b"dump", b"aad")
+                .and_then(|sealed| secret.open(&sealed, b"aad"))
+                .map(|p| p.len()),
+            "inject" => secret.header_token().and_then(|token| {
+                let bearer = format!("Bearer {token}");
+                http::fetch("GET", url, &[("authorization", bearer.as_bytes())], b"")
+                    .map(|reply| reply.body.len())
+                    .map_err(|e| secrets::Error::InvalidArgument(e.to_string()))
+            }),
             _ => Ok(0),
         },
         Err(e) => Err(e),

@@ -1,0 +1,95 @@
+//! `jwt-sign`: `GET /token?sub=<subject>[&alg=es256|rs256]` answers with a
+//! JWT for that subject, valid for five minutes, signed by the host with the
+//! key bound to `JWT_ES256_KEY` or `JWT_RS256_KEY`.
+//! `GET /token/public-key?alg=…` answers with the verifying key as PEM.
+
+use keyhole_sdk::secrets::{self, Algorithm};
+use keyhole_sdk::{http, jwt};
+use wasip2::http::types::{IncomingRequest, ResponseOutparam};
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const ISSUER: &str = "keyhole-jwt-sign";
+const LIFETIME_SECONDS: u64 = 300;
+
+struct JwtSign;
+
+impl wasip2::exports::http::incoming_handler::Guest for JwtSign {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let path_with_query = request.path_with_query().unwrap_or_default();
+        let (path, query) = path_with_query
+            .split_once('?')
+            .unwrap_or((&path_with_query, ""));
+        let param = |name: &str| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        };
+        let (algorithm, binding) = match param("alg").unwrap_or("es256") {
+            "es256" => (Algorithm::Es256, "JWT_ES256_KEY"),
+            "rs256" => (Algorithm::Rs256, "JWT_RS256_KEY"),
+            _ => return http::respond(out, 400, TEXT, b"alg must be es256 or rs256\n"),
+        };
+        let key = match secrets::get(binding) {
+            Ok(key) => key,
+            Err(e) => return http::respond(out, 503, TEXT, format!("{e}\n").as_bytes()),
+        };
+        if path.ends_with("/public-key") {
+            return match key.public_key() {
+                Ok(der) => http::respond(out, 200, "application/x-pem-file", pem(&der).as_bytes()),
+                Err(e) => http::respond(out, 503, TEXT, format!("{e}\n").as_bytes()),
+            };
+        }
+        let Some(subject) = param("sub").filter(|s| valid_subject(s)) else {
+            return http::respond(
+                out,
+                400,
+                TEXT,
+                b"sub must be 1-64 letters, digits, '-' or '_'\n",
+            );
+        };
+        let now = wasip2::clocks::wall_clock::now().seconds;
+        let claims = format!(
+            r#"{{"iss":"{ISSUER}","sub":"{subject}","iat":{now},"exp":{}}}"#,
+            now + LIFETIME_SECONDS
+        );
+        match jwt::sign(&key, algorithm, None, &claims) {
+            Ok(token) => http::respond(out, 200, "application/jwt", token.as_bytes()),
+            Err(e) => http::respond(out, 503, TEXT, format!("{e}\n").as_bytes()),
+        }
+    }
+}
+
+/// Subjects are restricted so they can go into the claims without escaping.
+fn valid_subject(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A SubjectPublicKeyInfo DER as a `PUBLIC KEY` PEM block.
+fn pem(der: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::new();
+    for chunk in der.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            b64.push(if i <= chunk.len() {
+                char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize])
+            } else {
+                '='
+            });
+        }
+    }
+    let mut out = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str("-----END PUBLIC KEY-----\n");
+    out
+}
+
+wasip2::http::proxy::export!(JwtSign);

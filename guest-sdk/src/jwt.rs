@@ -1,0 +1,84 @@
+//! JSON Web Tokens (RFC 7519) signed by the host: the function writes the
+//! claims, the key never leaves the host.
+//!
+//! ```no_run
+//! use keyhole_sdk::{jwt, secrets::{self, Algorithm}};
+//!
+//! let key = secrets::get("JWT_KEY")?;
+//! let token = jwt::sign(&key, Algorithm::Es256, None, r#"{"sub":"42","exp":1900000000}"#)?;
+//! # Ok::<(), secrets::Error>(())
+//! ```
+
+use crate::secrets::{Algorithm, Error, Secret};
+
+/// A compact JWT (`header.claims.signature`) over `claims_json`, which
+/// must be a JSON object, signed with `key` using `algorithm`. `kid`, when
+/// given, goes into the header so verifiers can pick the key.
+///
+/// ```no_run
+/// use keyhole_sdk::{jwt, secrets::{self, Algorithm}};
+///
+/// let key = secrets::get("JWT_RSA_KEY")?;
+/// let token = jwt::sign(&key, Algorithm::Rs256, Some("2026-11"), r#"{"sub":"ci"}"#)?;
+/// assert_eq!(token.split('.').count(), 3);
+/// # Ok::<(), secrets::Error>(())
+/// ```
+pub fn sign(
+    key: &Secret,
+    algorithm: Algorithm,
+    kid: Option<&str>,
+    claims_json: &str,
+) -> Result<String, Error> {
+    let claims = claims_json.trim();
+    if !(claims.starts_with('{') && claims.ends_with('}')) {
+        return Err(Error::InvalidArgument(
+            "JWT claims must be a JSON object".into(),
+        ));
+    }
+    let mut header = format!(r#"{{"alg":"{}","typ":"JWT""#, algorithm.jwt_name());
+    if let Some(kid) = kid {
+        header.push_str(r#","kid":"#);
+        push_json_string(&mut header, kid);
+    }
+    header.push('}');
+    let mut token = base64url(header.as_bytes());
+    token.push('.');
+    token.push_str(&base64url(claims.as_bytes()));
+    let signature = key.sign(algorithm, token.as_bytes())?;
+    token.push('.');
+    token.push_str(&base64url(&signature));
+    Ok(token)
+}
+
+/// Base64url without padding (RFC 7515's encoding for JWS).
+///
+/// ```no_run
+/// assert_eq!(keyhole_sdk::jwt::base64url(b"\xfb\xff"), "-_8");
+/// ```
+pub fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
+fn push_json_string(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}

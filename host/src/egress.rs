@@ -1,0 +1,267 @@
+//! Egress lists: the hosts an injected secret may be sent to.
+//!
+//! A pattern is an exact `host` or `host:port`, or `*.example.com` for any
+//! subdomain of `example.com` (not `example.com` itself). A pattern without a
+//! port matches only the scheme's default port (80 for http, 443 for https),
+//! so `api.example.com` never lets a token reach `api.example.com:8080`.
+//! Hosts compare case-insensitively.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// One allowed destination.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EgressPattern {
+    host: HostPattern,
+    port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum HostPattern {
+    /// Exactly this host (lower case).
+    Exact(String),
+    /// Any host ending in `.` + this suffix (lower case).
+    Subdomains(String),
+}
+
+/// Why an egress pattern was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid egress host `{pattern}`: {reason}")]
+pub struct EgressError {
+    /// The pattern as given.
+    pub pattern: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl FromStr for EgressPattern {
+    type Err = EgressError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let original = s.trim();
+        let err = |reason| EgressError {
+            pattern: original.to_owned(),
+            reason,
+        };
+        if original.contains("://") || original.contains('/') {
+            return Err(err(
+                "give a host or host:port, not a URL (no scheme, no path)",
+            ));
+        }
+        if original.contains('@') {
+            return Err(err("give a host or host:port, without user information"));
+        }
+        let (host, port) = split_port(original).map_err(err)?;
+        let host = host.to_ascii_lowercase();
+        if host.is_empty() {
+            return Err(err("the host is empty"));
+        }
+        let host = if let Some(suffix) = host.strip_prefix("*.") {
+            check_host(suffix).map_err(err)?;
+            if !suffix.contains('.') {
+                return Err(err(
+                    "a wildcard must keep at least two labels, e.g. `*.example.com`",
+                ));
+            }
+            HostPattern::Subdomains(suffix.to_owned())
+        } else {
+            check_host(&host).map_err(err)?;
+            HostPattern::Exact(host)
+        };
+        Ok(EgressPattern { host, port })
+    }
+}
+
+fn split_port(s: &str) -> Result<(&str, Option<u16>), &'static str> {
+    // A bracketed IPv6 literal: `[::1]` or `[::1]:8443`.
+    if s.starts_with('[') {
+        let end = s.find(']').ok_or("an IPv6 literal needs its closing `]`")?;
+        let (host, rest) = s.split_at(end + 1);
+        return match rest.strip_prefix(':') {
+            Some(port) => Ok((host, Some(parse_port(port)?))),
+            None if rest.is_empty() => Ok((host, None)),
+            None => Err("unexpected text after the IPv6 literal"),
+        };
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => Ok((host, Some(parse_port(port)?))),
+        None => Ok((s, None)),
+    }
+}
+
+fn parse_port(port: &str) -> Result<u16, &'static str> {
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err("the port must be a number from 1 to 65535"),
+        Ok(port) => Ok(port),
+    }
+}
+
+fn check_host(host: &str) -> Result<(), &'static str> {
+    if let Some(bracketed) = host.strip_prefix('[') {
+        let inner = bracketed.strip_suffix(']').unwrap_or_default();
+        let valid = !inner.is_empty()
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.');
+        return if valid {
+            Ok(())
+        } else {
+            Err("not a valid IPv6 literal")
+        };
+    }
+    if host.contains('*') {
+        return Err("`*` is allowed only as a leading `*.` label");
+    }
+    let valid_label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if host.len() > 253 || !host.split('.').all(valid_label) {
+        return Err("hosts are dot-separated labels of letters, digits and `-`");
+    }
+    Ok(())
+}
+
+impl EgressPattern {
+    /// Whether a request to `host` on `port` matches, where `default_port`
+    /// is the port its scheme implies.
+    pub fn matches(&self, host: &str, port: u16, default_port: u16) -> bool {
+        if port != self.port.unwrap_or(default_port) {
+            return false;
+        }
+        let host = host.to_ascii_lowercase();
+        match &self.host {
+            HostPattern::Exact(exact) => host == *exact,
+            // Wildcards name DNS subdomains; an IP address is never one.
+            HostPattern::Subdomains(_) if is_ip_literal(&host) => false,
+            HostPattern::Subdomains(suffix) => host
+                .strip_suffix(suffix.as_str())
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+        }
+    }
+}
+
+fn is_ip_literal(host: &str) -> bool {
+    host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok()
+}
+
+impl fmt::Display for EgressPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            HostPattern::Exact(host) => f.write_str(host)?,
+            HostPattern::Subdomains(suffix) => write!(f, "*.{suffix}")?,
+        }
+        match self.port {
+            Some(port) => write!(f, ":{port}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The hosts one grant may send its secret to; empty allows none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct EgressList(Vec<EgressPattern>);
+
+impl EgressList {
+    /// The empty list: nowhere.
+    pub const NONE: EgressList = EgressList(Vec::new());
+
+    /// Parses a comma-separated list such as `api.example.com,*.stripe.com`.
+    pub fn parse_list(list: &str) -> Result<Self, EgressError> {
+        let mut patterns: Vec<EgressPattern> = list
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        patterns.dedup();
+        Ok(EgressList(patterns))
+    }
+
+    /// Whether the list allows nothing.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The patterns, in the order given.
+    pub fn patterns(&self) -> &[EgressPattern] {
+        &self.0
+    }
+
+    /// Whether a request to `host` on `port` (scheme default `default_port`)
+    /// may carry the secret.
+    pub fn allows(&self, host: &str, port: u16, default_port: u16) -> bool {
+        self.0.iter().any(|p| p.matches(host, port, default_port))
+    }
+}
+
+impl fmt::Display for EgressList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("(none)");
+        }
+        let names: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl serde::Serialize for EgressList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(ToString::to_string))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(s: &str) -> EgressList {
+        EgressList::parse_list(s).unwrap()
+    }
+
+    #[test]
+    fn exact_hosts_match_their_default_port_unless_a_port_is_given() {
+        let l = list("API.example.com, 127.0.0.1:8080");
+        assert!(l.allows("api.example.com", 443, 443));
+        assert!(l.allows("Api.Example.Com", 80, 80));
+        assert!(!l.allows("api.example.com", 8443, 443));
+        assert!(!l.allows("example.com", 443, 443));
+        assert!(!l.allows("api.example.com.evil.net", 443, 443));
+        assert!(l.allows("127.0.0.1", 8080, 80));
+        assert!(!l.allows("127.0.0.1", 8081, 80));
+        assert_eq!(l.to_string(), "api.example.com,127.0.0.1:8080");
+    }
+
+    #[test]
+    fn wildcards_match_subdomains_only() {
+        let l = list("*.stripe.com");
+        assert!(l.allows("api.stripe.com", 443, 443));
+        assert!(l.allows("a.b.stripe.com", 443, 443));
+        assert!(!l.allows("stripe.com", 443, 443));
+        assert!(!l.allows("evilstripe.com", 443, 443));
+        assert!(!l.allows("stripe.com.evil.net", 443, 443));
+        assert!(!list("*.0.0.1").allows("127.0.0.1", 80, 80), "not for IPs");
+    }
+
+    #[test]
+    fn bad_patterns_say_what_is_wrong() {
+        for (bad, why) in [
+            ("https://api.example.com", "not a URL"),
+            ("api.example.com/v1", "not a URL"),
+            ("*", "leading `*.`"),
+            ("*.com", "at least two labels"),
+            ("api.*.com", "leading `*.`"),
+            ("api.example.com:0", "port"),
+            ("api.example.com:99999", "port"),
+            ("user@api.example.com", "user information"),
+            ("bad_host.com", "labels"),
+            (":443", "empty"),
+        ] {
+            let err = EgressList::parse_list(bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+            assert!(err.contains(bad.trim()), "{bad}: {err}");
+        }
+        assert!(EgressList::parse_list("").unwrap().is_empty());
+        assert!(list("[::1]:8080").allows("[::1]", 8080, 80));
+        assert!(EgressList::parse_list("*.[").is_err());
+    }
+}

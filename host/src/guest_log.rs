@@ -1,0 +1,224 @@
+//! Guest stdout and stderr, captured, redacted, and written to the node's
+//! log tagged with function and request.
+//!
+//! Every secret value the function can open is replaced by
+//! `[REDACTED:BINDING]` (see [`crate::redact`]) before a byte reaches the
+//! log, also when a value is split across writes: text near the end of what
+//! has arrived is held back until it cannot be the start of a match, and
+//! whatever is left is redacted and written when the request ends.
+
+use crate::secrets_host::FunctionSecrets;
+use bytes::Bytes;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+
+/// Bytes of output kept per stream per request; the rest is counted and dropped.
+pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+/// The longest log line; longer lines are split.
+const MAX_LINE: usize = 8 * 1024;
+
+/// Which of the guest's streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl Stream {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// One of a request's output streams, as WASI hands it to the guest.
+#[derive(Clone)]
+pub struct GuestOutput(Arc<Mutex<Capture>>);
+
+impl GuestOutput {
+    /// The `stream` of request `request` of `function`, redacting the
+    /// values of `secrets`.
+    pub fn new(
+        stream: Stream,
+        function: Arc<str>,
+        request: u64,
+        secrets: Arc<FunctionSecrets>,
+    ) -> Self {
+        GuestOutput(Arc::new(Mutex::new(Capture {
+            stream,
+            function,
+            request,
+            secrets,
+            raw: Vec::new(),
+            line: Vec::new(),
+            taken: 0,
+            dropped: 0,
+        })))
+    }
+
+    fn write(&self, bytes: &[u8]) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(bytes);
+    }
+}
+
+struct Capture {
+    stream: Stream,
+    function: Arc<str>,
+    request: u64,
+    secrets: Arc<FunctionSecrets>,
+    /// Arrived, not yet redacted.
+    raw: Vec<u8>,
+    /// Redacted, waiting for the end of its line.
+    line: Vec<u8>,
+    /// Bytes accepted so far.
+    taken: usize,
+    /// Bytes dropped over the limit.
+    dropped: usize,
+}
+
+impl Capture {
+    fn push(&mut self, bytes: &[u8]) {
+        let room = MAX_OUTPUT_BYTES - self.taken;
+        let (kept, over) = bytes.split_at(bytes.len().min(room));
+        self.taken += kept.len();
+        self.dropped += over.len();
+        if kept.is_empty() {
+            return;
+        }
+        self.raw.extend_from_slice(kept);
+        // Redacting rescans what is held back, so do it only once enough
+        // has arrived to make progress, or at the end of a line.
+        let longest = self.secrets.redactor().longest();
+        if (kept.contains(&b'\n') && self.raw.len() >= 2 * longest)
+            || self.raw.len() >= MAX_LINE + longest
+        {
+            self.redact(false);
+        }
+    }
+
+    /// Moves what can be decided from `raw` to `line`, emitting full lines.
+    fn redact(&mut self, complete: bool) {
+        let (clean, used) = self.secrets.redactor().redact_prefix(&self.raw, complete);
+        self.raw.drain(..used);
+        self.line.extend_from_slice(&clean);
+        while let Some(end) = memchr::memchr(b'\n', &self.line) {
+            let rest = self.line.split_off(end + 1);
+            let line = std::mem::replace(&mut self.line, rest);
+            self.emit(&line[..end]);
+        }
+        while self.line.len() >= MAX_LINE {
+            let rest = self.line.split_off(MAX_LINE);
+            let line = std::mem::replace(&mut self.line, rest);
+            self.emit(&line);
+        }
+    }
+
+    fn emit(&self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = printable(line);
+        tracing::info!(
+            target: "keyhole::guest",
+            function = %self.function,
+            request = self.request,
+            stream = self.stream.as_str(),
+            "{text}"
+        );
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.redact(true);
+        if !self.line.is_empty() {
+            let line = std::mem::take(&mut self.line);
+            self.emit(&line);
+        }
+        if self.dropped > 0 {
+            tracing::warn!(
+                target: "keyhole::guest",
+                function = %self.function,
+                request = self.request,
+                stream = self.stream.as_str(),
+                "{} bytes of output dropped (at most {MAX_OUTPUT_BYTES} per stream per request)",
+                self.dropped
+            );
+        }
+    }
+}
+
+/// `line` as text with control characters escaped, so a guest cannot
+/// forge log lines or send terminal escapes.
+fn printable(line: &[u8]) -> String {
+    let mut out = String::with_capacity(line.len());
+    for c in String::from_utf8_lossy(line).chars() {
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for GuestOutput {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        GuestOutput::write(self, &bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(MAX_OUTPUT_BYTES)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for GuestOutput {
+    async fn ready(&mut self) {}
+}
+
+impl AsyncWrite for GuestOutput {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.write(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,196 @@
+//! Bearer tokens injected by the host: `header-token` hands the guest a
+//! stand-in, and an outgoing request's header values get the real secret
+//! in its place, only toward hosts on the grant's egress list.
+//!
+//! Tokens are 256 random bits and live in the request's own [`Injector`],
+//! so a token from another request or another function resolves to
+//! nothing. URLs and bodies are never touched.
+
+use crate::egress::EgressList;
+use crate::material::SecretMaterial;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http_body_util::BodyExt;
+use hyper::header::HeaderValue;
+use rand::RngCore;
+use std::collections::HashMap;
+use std::sync::Arc;
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
+use zeroize::Zeroizing;
+
+/// Every token starts with this, so header values are scanned only where
+/// one may be.
+pub const TOKEN_PREFIX: &str = "keyhole-inject-";
+/// Random bytes per token.
+const TOKEN_RANDOM_BYTES: usize = 32;
+/// Length of a token: the prefix plus 43 base64url characters.
+pub const TOKEN_LEN: usize = TOKEN_PREFIX.len() + 43;
+/// How many tokens one request may hold.
+pub const MAX_TOKENS: usize = 256;
+
+struct Issued {
+    binding: String,
+    material: Arc<SecretMaterial>,
+    egress: Arc<EgressList>,
+}
+
+/// One request's tokens, and the `wasi:http` hook that substitutes them.
+pub struct Injector {
+    function: Arc<str>,
+    request: u64,
+    tokens: HashMap<String, Issued>,
+}
+
+/// Why a token could not be issued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("too many header tokens in one request (at most {MAX_TOKENS})")]
+pub struct TooManyTokens;
+
+impl Injector {
+    /// An injector with no tokens, for request `request` of `function`.
+    pub fn new(function: Arc<str>, request: u64) -> Self {
+        Self {
+            function,
+            request,
+            tokens: HashMap::new(),
+        }
+    }
+
+    /// A fresh token standing for `material` under `binding`, which may
+    /// reach the hosts in `egress`.
+    pub fn issue(
+        &mut self,
+        binding: &str,
+        material: Arc<SecretMaterial>,
+        egress: Arc<EgressList>,
+    ) -> Result<String, TooManyTokens> {
+        if self.tokens.len() >= MAX_TOKENS {
+            return Err(TooManyTokens);
+        }
+        let mut random = [0u8; TOKEN_RANDOM_BYTES];
+        rand::rng().fill_bytes(&mut random);
+        let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(random));
+        self.tokens.insert(
+            token.clone(),
+            Issued {
+                binding: binding.to_owned(),
+                material,
+                egress,
+            },
+        );
+        Ok(token)
+    }
+
+    /// Replaces this request's tokens in `request`'s header values with
+    /// their secrets, or explains why the request may not be sent.
+    pub fn substitute(
+        &self,
+        request: &mut hyper::Request<WasiBody>,
+    ) -> Result<(), wasmtime_wasi_http::Error> {
+        if self.tokens.is_empty() {
+            return Ok(());
+        }
+        let uri = request.uri().clone();
+        let authority = uri.authority();
+        let host = authority.map_or("", |a| a.host());
+        let https = uri.scheme() == Some(&hyper::http::uri::Scheme::HTTPS);
+        let default_port = if https { 443 } else { 80 };
+        let port = authority.and_then(|a| a.port_u16()).unwrap_or(default_port);
+        let destination = authority.map_or("(no host)".to_owned(), ToString::to_string);
+
+        for value in request.headers_mut().values_mut() {
+            let bytes = value.as_bytes();
+            if memchr::memmem::find(bytes, TOKEN_PREFIX.as_bytes()).is_none() {
+                continue;
+            }
+            let mut replaced = Zeroizing::new(Vec::with_capacity(bytes.len() + 64));
+            let mut substituted = false;
+            let mut at = 0;
+            while let Some(offset) = memchr::memmem::find(&bytes[at..], TOKEN_PREFIX.as_bytes()) {
+                let start = at + offset;
+                let end = (start + TOKEN_LEN).min(bytes.len());
+                let issued = std::str::from_utf8(&bytes[start..end])
+                    .ok()
+                    .and_then(|token| self.tokens.get(token));
+                replaced.extend_from_slice(&bytes[at..start]);
+                match issued {
+                    Some(issued) => {
+                        if !issued.egress.allows(host, port, default_port) {
+                            return Err(self.refuse(&issued.binding, &destination, &issued.egress));
+                        }
+                        replaced.extend_from_slice(issued.material.value().expose());
+                        substituted = true;
+                        at = end;
+                    }
+                    None => {
+                        // Not one of this request's tokens: left as it is.
+                        replaced.extend_from_slice(TOKEN_PREFIX.as_bytes());
+                        at = start + TOKEN_PREFIX.len();
+                    }
+                }
+            }
+            if !substituted {
+                continue;
+            }
+            replaced.extend_from_slice(&bytes[at..]);
+            let mut header = HeaderValue::from_bytes(&replaced).map_err(|_| {
+                wasmtime_wasi_http::Error::InternalError(Some(
+                    "an injected secret is not a valid HTTP header value (it holds control characters)"
+                        .to_owned(),
+                ))
+            })?;
+            header.set_sensitive(true);
+            *value = header;
+        }
+        Ok(())
+    }
+
+    fn refuse(
+        &self,
+        binding: &str,
+        destination: &str,
+        egress: &EgressList,
+    ) -> wasmtime_wasi_http::Error {
+        let destination = destination.escape_debug().to_string();
+        tracing::warn!(
+            request = self.request,
+            function = %self.function,
+            binding,
+            host = %destination,
+            "outgoing request refused: host is not on the binding's egress list"
+        );
+        wasmtime_wasi_http::Error::InternalError(Some(format!(
+            "keyhole: binding `{binding}` may not be sent to `{destination}` (its grant allows: {egress}); nothing was sent"
+        )))
+    }
+}
+
+impl WasiHttpHooks for Injector {
+    fn send_request(
+        &mut self,
+        mut request: hyper::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        hyper::Response<WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        drop(fut);
+        let checked = self.substitute(&mut request);
+        Box::new(async move {
+            checked?;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}

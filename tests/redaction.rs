@@ -1,0 +1,132 @@
+//! Guest stdout and stderr reach the node's log, tagged and redacted.
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use common::{Node, found_in};
+use std::time::{Duration, Instant};
+
+/// Waits until the node's log contains `needle`.
+fn log_with(node: &Node, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let logs = node.logs();
+        if logs.contains(needle) {
+            return logs;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no `{needle}` in the log: {logs}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every form the probe prints, as the test computes them independently.
+fn printed_forms(secret: &[u8]) -> Vec<Vec<u8>> {
+    let mut forms = vec![
+        secret.to_vec(),
+        STANDARD.encode(secret).into_bytes(),
+        URL_SAFE.encode(secret).into_bytes(),
+        secret
+            .iter()
+            .flat_map(|b| format!("%{b:02X}").into_bytes())
+            .collect(),
+    ];
+    for prefix in [&b"x"[..], b"xy"] {
+        let shifted = [prefix, secret, b"!tail"].concat();
+        forms.push(STANDARD.encode(&shifted).into_bytes());
+    }
+    forms
+}
+
+#[test]
+fn guest_output_is_logged_with_every_encoding_of_a_secret_redacted() {
+    // Printable, with characters that percent- and base64-encode visibly.
+    let secret = b"pa$$/w0rd+with=odd&chars?~and-more".to_vec();
+    let mut node = Node::new();
+    node.put_secret("db-password", &secret);
+    node.granted_probe("printer", "/printer", "db-password", "reveal", "");
+    node.start();
+
+    let reply = node.get("/printer/print?binding=KEY");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let logs = log_with(&node, "probe printed");
+
+    // Tagged with function, request and stream.
+    let line = logs.lines().find(|l| l.contains("probe printed")).unwrap();
+    assert!(line.contains("keyhole::guest"), "{line}");
+    assert!(line.contains("function=printer"), "{line}");
+    assert!(line.contains("request="), "{line}");
+    assert!(line.contains("stream=\"stdout\""), "{line}");
+    assert!(logs.contains("stream=\"stderr\""), "{logs}");
+
+    // Every printed form, including the value split across two writes, was
+    // redacted: in both streams, 11 forms each, plus the split one.
+    let redactions = logs.matches("[REDACTED:KEY]").count();
+    assert_eq!(redactions, 2 * 11 + 1, "{logs}");
+    assert!(logs.contains("split: <[REDACTED:KEY]>"), "{logs}");
+    let found = found_in(&secret, logs.as_bytes());
+    assert!(found.is_empty(), "secret in the log as {found:?}: {logs}");
+    for form in printed_forms(&secret) {
+        let form = String::from_utf8_lossy(&form).into_owned();
+        assert!(!logs.contains(&form), "`{form}` in the log");
+    }
+}
+
+#[test]
+fn a_panicking_guest_does_not_leak_the_value_it_held() {
+    let secret = b"panic-secret-3f9a1c77e2".to_vec();
+    let mut node = Node::new();
+    node.put_secret("p", &secret);
+    node.granted_probe("panicky", "/panicky", "p", "reveal", "");
+    node.start();
+    let reply = node.get("/panicky/panic?binding=KEY");
+    assert_eq!(reply.status, 500, "{reply:?}");
+    assert!(!reply.text().contains("panic-secret"));
+    let logs = log_with(&node, "probe panics holding");
+    assert!(
+        logs.contains("probe panics holding [REDACTED:KEY]"),
+        "{logs}"
+    );
+    assert!(found_in(&secret, logs.as_bytes()).is_empty(), "{logs}");
+    // The node keeps serving.
+    assert_eq!(node.get("/panicky/").status, 200);
+}
+
+#[test]
+fn a_guest_cannot_forge_log_lines_or_flood_the_log() {
+    let mut node = Node::new();
+    node.put_secret("s", b"unused-value-1234");
+    node.granted_probe("noisy", "/noisy", "s", "hmac", "");
+    node.start();
+    let reply = node.get("/noisy/noise?kib=1024");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let logs = log_with(&node, "bytes of output dropped");
+
+    // Each guest line is one tagged log line: the embedded newline starts a
+    // new guest line, not a node line, and the escape is shown, not sent.
+    for line in logs
+        .lines()
+        .filter(|l| l.contains("forged line") || l.contains("[31mred"))
+    {
+        assert!(
+            line.contains("keyhole::guest"),
+            "untagged guest text: {line}"
+        );
+    }
+    assert!(logs.contains("\\u{1b}[31mred"), "{logs}");
+    assert!(!logs.contains('\u{1b}'), "a raw escape reached the log");
+    // 1 MiB printed, at most 64 KiB logged.
+    let guest_bytes: usize = logs
+        .lines()
+        .filter(|l| l.contains("zzzz"))
+        .map(str::len)
+        .sum();
+    assert!(
+        guest_bytes < 100 * 1024,
+        "{guest_bytes} bytes of flood logged"
+    );
+    assert!(logs.contains("bytes of output dropped (at most 65536 per stream per request)"));
+}
