@@ -242,3 +242,35 @@ fn deployments_take_effect_while_serving() {
     let reply = node.wait_for("/late/hmac?binding=KEY", |r| r.status != 404);
     assert!(reply.text().contains("not-granted"), "{reply:?}");
 }
+
+#[test]
+fn a_function_built_against_keyhole_secrets_0_1_0_still_runs() {
+    let mut node = Node::new();
+    let key = common::random_secret();
+    node.put_secret("legacy-key", &key);
+    let manifest = node.write_manifest(
+        "legacy",
+        artifacts::LEGACY,
+        "/legacy",
+        "[bindings.KEY]\nallow = [\"hmac\"]\n",
+    );
+    let deployed = node.ok(&["deploy", manifest.to_str().unwrap()]);
+    assert!(deployed.contains("deployed"), "{deployed}");
+    node.ok(&[
+        "grant",
+        "legacy",
+        "KEY",
+        "--secret",
+        "legacy-key",
+        "--allow",
+        "hmac",
+    ]);
+    node.start();
+    let reply = node.get("/legacy");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(b"legacy");
+    assert_eq!(
+        (reply.status, reply.text()),
+        (200, hex::encode(mac.finalize().into_bytes()))
+    );
+}

@@ -222,3 +222,16 @@ impl AsyncWrite for GuestOutput {
         Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable(b"plain\ttext"), "plain\ttext");
+        assert_eq!(printable(b"\x1b[31mred"), "\\u{1b}[31mred");
+        assert_eq!(printable(b"a\rb\x00"), "a\\rb\\u{0}");
+        assert_eq!(printable(b"\xff"), "\u{fffd}");
+    }
+}

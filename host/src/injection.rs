@@ -194,3 +194,107 @@ impl WasiHttpHooks for Injector {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret_value::SecretValue;
+    use http_body_util::Empty;
+
+    fn material(value: &[u8]) -> Arc<SecretMaterial> {
+        Arc::new(SecretMaterial::new(1, SecretValue::new(value.to_vec())))
+    }
+
+    fn egress(list: &str) -> Arc<EgressList> {
+        Arc::new(EgressList::parse_list(list).unwrap())
+    }
+
+    fn request(uri: &str, headers: &[(&str, &str)]) -> hyper::Request<WasiBody> {
+        let mut builder = hyper::Request::get(uri);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder
+            .body(Empty::new().map_err(|never| match never {}).boxed_unsync())
+            .unwrap()
+    }
+
+    #[test]
+    fn every_own_token_in_a_header_value_is_replaced() {
+        let mut injector = Injector::new("f".into(), 1);
+        let a = injector
+            .issue("A", material(b"alpha"), egress("api.example.com"))
+            .unwrap();
+        let b = injector
+            .issue("B", material(b"beta"), egress("*.example.com"))
+            .unwrap();
+        assert_eq!(a.len(), TOKEN_LEN);
+        assert_ne!(a, b);
+        let foreign = format!("{TOKEN_PREFIX}{}", "x".repeat(43));
+        let mut req = request(
+            "https://api.example.com/v1",
+            &[
+                ("authorization", &format!("Bearer {a}")),
+                ("x-pair", &format!("{a}:{b};{foreign}")),
+                ("x-plain", "untouched"),
+            ],
+        );
+        injector.substitute(&mut req).unwrap();
+        let h = req.headers();
+        assert_eq!(h["authorization"], "Bearer alpha");
+        assert!(h["authorization"].is_sensitive());
+        assert_eq!(h["x-pair"], format!("alpha:beta;{foreign}").as_str());
+        assert_eq!(h["x-plain"], "untouched");
+        assert_eq!(req.uri(), "https://api.example.com/v1");
+    }
+
+    #[test]
+    fn a_token_toward_another_host_stops_the_request() {
+        let mut injector = Injector::new("f".into(), 1);
+        let token = injector
+            .issue("API", material(b"secret-value"), egress("api.example.com"))
+            .unwrap();
+        for uri in [
+            "https://evil.example.net/",
+            "https://api.example.com:8443/",
+            "http://api.example.com.evil.net/",
+        ] {
+            let mut req = request(uri, &[("authorization", &format!("Bearer {token}"))]);
+            let err = injector.substitute(&mut req).unwrap_err();
+            let text = format!("{err:?}");
+            assert!(text.contains("binding `API` may not be sent to"), "{text}");
+            assert!(!text.contains("secret-value"), "{text}");
+            assert_eq!(
+                req.headers()["authorization"],
+                format!("Bearer {token}").as_str(),
+                "nothing substituted"
+            );
+        }
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_a_header_is_refused_without_echoing_it() {
+        let mut injector = Injector::new("f".into(), 1);
+        let token = injector
+            .issue("API", material(b"line\r\nbreak"), egress("api.example.com"))
+            .unwrap();
+        let mut req = request("https://api.example.com/", &[("authorization", &token)]);
+        let text = format!("{:?}", injector.substitute(&mut req).unwrap_err());
+        assert!(text.contains("not a valid HTTP header value"), "{text}");
+        assert!(!text.contains("break"), "{text}");
+    }
+
+    #[test]
+    fn tokens_are_capped_per_request() {
+        let mut injector = Injector::new("f".into(), 1);
+        for _ in 0..MAX_TOKENS {
+            injector
+                .issue("A", material(b"v"), egress("api.example.com"))
+                .unwrap();
+        }
+        assert_eq!(
+            injector.issue("A", material(b"v"), egress("api.example.com")),
+            Err(TooManyTokens)
+        );
+    }
+}

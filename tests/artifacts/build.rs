@@ -21,7 +21,7 @@ const WORKSPACES: &[(&str, &[&str])] = &[
             "session-seal",
         ],
     ),
-    ("tests/programs", &["probe"]),
+    ("tests/programs", &["probe", "legacy"]),
 ];
 
 fn main() {

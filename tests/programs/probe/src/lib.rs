@@ -111,6 +111,12 @@ impl wasip2::exports::http::incoming_handler::Guest for Probe {
             "ambient" => ambient(out, param("port").as_deref().unwrap_or("1")),
             "spin" => spin(),
             "grow" => grow(out),
+            "bench-op" => bench_op(
+                out,
+                &binding,
+                param("op").as_deref().unwrap_or(""),
+                param("n").and_then(|n| n.parse().ok()).unwrap_or(1000),
+            ),
             "bench" => bench(
                 out,
                 &binding,
@@ -391,3 +397,39 @@ fn bench(out: ResponseOutparam, binding: &str, n: u64) {
 }
 
 wasip2::http::proxy::export!(Probe);
+
+/// Times `n` rounds of one operation on a held handle from inside the
+/// guest and answers `<op> <ns> ns`: sign-ed25519 / sign-es256 /
+/// sign-rs256 (256-byte message), seal / open (1 KiB), header-token.
+fn bench_op(out: ResponseOutparam, binding: &str, op: &str, n: u64) {
+    use wasip2::clocks::monotonic_clock::now;
+    let secret = match secrets::get(binding) {
+        Ok(secret) => secret,
+        Err(e) => return http::respond(out, 403, TEXT, format!("error {e}\n").as_bytes()),
+    };
+    let message = [7u8; 256];
+    let plaintext = [9u8; 1024];
+    let sealed = secret.seal(&plaintext, b"aad");
+    let start = now();
+    for _ in 0..n {
+        let result = match op {
+            "sign-ed25519" => secret.sign(Algorithm::EdDsa, &message).map(|s| s.len()),
+            "sign-es256" => secret.sign(Algorithm::Es256, &message).map(|s| s.len()),
+            "sign-rs256" => secret.sign(Algorithm::Rs256, &message).map(|s| s.len()),
+            "seal" => secret.seal(&plaintext, b"aad").map(|s| s.len()),
+            "open" => sealed
+                .clone()
+                .and_then(|sealed| secret.open(&sealed, b"aad"))
+                .map(|p| p.len()),
+            "header-token" => secret.header_token().map(|t| t.len()),
+            other => Err(secrets::Error::InvalidArgument(format!(
+                "probe: no op {other}"
+            ))),
+        };
+        if let Err(e) = std::hint::black_box(result) {
+            return http::respond(out, 403, TEXT, format!("error {e}\n").as_bytes());
+        }
+    }
+    let each = (now() - start) / n.max(1);
+    http::respond(out, 200, TEXT, format!("{op} {each} ns\n").as_bytes());
+}
