@@ -7,6 +7,7 @@
 //! has arrived is held back until it cannot be the start of a match, and
 //! whatever is left is redacted and written when the request ends.
 
+use crate::redact::Redactor;
 use crate::secrets_host::FunctionSecrets;
 use bytes::Bytes;
 use std::pin::Pin;
@@ -57,8 +58,7 @@ impl GuestOutput {
             function,
             request,
             secrets,
-            raw: Vec::new(),
-            line: Vec::new(),
+            lines: Lines::default(),
             taken: 0,
             dropped: 0,
         })))
@@ -74,10 +74,7 @@ struct Capture {
     function: Arc<str>,
     request: u64,
     secrets: Arc<FunctionSecrets>,
-    /// Arrived, not yet redacted.
-    raw: Vec<u8>,
-    /// Redacted, waiting for the end of its line.
-    line: Vec<u8>,
+    lines: Lines,
     /// Bytes accepted so far.
     taken: usize,
     /// Bytes dropped over the limit.
@@ -90,57 +87,34 @@ impl Capture {
         let (kept, over) = bytes.split_at(bytes.len().min(room));
         self.taken += kept.len();
         self.dropped += over.len();
-        if kept.is_empty() {
-            return;
-        }
-        self.raw.extend_from_slice(kept);
-        // Redacting rescans what is held back, so do it only once enough
-        // has arrived to make progress, or at the end of a line.
-        let longest = self.secrets.redactor().longest();
-        if (kept.contains(&b'\n') && self.raw.len() >= 2 * longest)
-            || self.raw.len() >= MAX_LINE + longest
-        {
-            self.redact(false);
+        if !kept.is_empty() {
+            let done = self.lines.push(self.secrets.redactor(), kept);
+            self.emit(done);
         }
     }
 
-    /// Moves what can be decided from `raw` to `line`, emitting full lines.
-    fn redact(&mut self, complete: bool) {
-        let (clean, used) = self.secrets.redactor().redact_prefix(&self.raw, complete);
-        self.raw.drain(..used);
-        self.line.extend_from_slice(&clean);
-        while let Some(end) = memchr::memchr(b'\n', &self.line) {
-            let rest = self.line.split_off(end + 1);
-            let line = std::mem::replace(&mut self.line, rest);
-            self.emit(&line[..end]);
+    fn emit(&self, lines: Vec<Vec<u8>>) {
+        for line in lines {
+            let line = line.strip_suffix(b"\r").unwrap_or(&line);
+            let text = printable(line);
+            tracing::info!(
+                target: "keyhole::guest",
+                function = %self.function,
+                request = self.request,
+                stream = self.stream.as_str(),
+                "{text}"
+            );
         }
-        while self.line.len() >= MAX_LINE {
-            let rest = self.line.split_off(MAX_LINE);
-            let line = std::mem::replace(&mut self.line, rest);
-            self.emit(&line);
-        }
-    }
-
-    fn emit(&self, line: &[u8]) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let text = printable(line);
-        tracing::info!(
-            target: "keyhole::guest",
-            function = %self.function,
-            request = self.request,
-            stream = self.stream.as_str(),
-            "{text}"
-        );
     }
 }
 
 impl Drop for Capture {
     fn drop(&mut self) {
-        self.redact(true);
-        if !self.line.is_empty() {
-            let line = std::mem::take(&mut self.line);
-            self.emit(&line);
+        if self.taken == 0 && self.dropped == 0 {
+            return;
         }
+        let rest = self.lines.finish(self.secrets.redactor());
+        self.emit(rest);
         if self.dropped > 0 {
             tracing::warn!(
                 target: "keyhole::guest",
@@ -151,6 +125,60 @@ impl Drop for Capture {
                 self.dropped
             );
         }
+    }
+}
+
+/// Turns a stream of writes into redacted lines.
+#[derive(Default)]
+struct Lines {
+    /// Arrived, not yet redacted.
+    raw: Vec<u8>,
+    /// Redacted, waiting for the end of its line.
+    line: Vec<u8>,
+}
+
+impl Lines {
+    /// Takes `bytes` and returns the lines that are now complete.
+    fn push(&mut self, redactor: &Redactor, bytes: &[u8]) -> Vec<Vec<u8>> {
+        self.raw.extend_from_slice(bytes);
+        // Redacting rescans what is held back, so do it only once enough
+        // has arrived to make progress, at the end of a line.
+        let longest = redactor.longest();
+        if (bytes.contains(&b'\n') && self.raw.len() >= 2 * longest)
+            || self.raw.len() >= MAX_LINE + longest
+        {
+            self.redact(redactor, false)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Everything still held, redacted, as the last lines.
+    fn finish(&mut self, redactor: &Redactor) -> Vec<Vec<u8>> {
+        let mut lines = self.redact(redactor, true);
+        if !self.line.is_empty() {
+            lines.push(std::mem::take(&mut self.line));
+        }
+        lines
+    }
+
+    /// Moves what can be decided from `raw` to `line`; returns full lines.
+    fn redact(&mut self, redactor: &Redactor, complete: bool) -> Vec<Vec<u8>> {
+        let (clean, used) = redactor.redact_prefix(&self.raw, complete);
+        self.raw.drain(..used);
+        self.line.extend_from_slice(&clean);
+        let mut lines = Vec::new();
+        while let Some(end) = memchr::memchr(b'\n', &self.line) {
+            let rest = self.line.split_off(end + 1);
+            let mut line = std::mem::replace(&mut self.line, rest);
+            line.truncate(end);
+            lines.push(line);
+        }
+        while self.line.len() >= MAX_LINE {
+            let rest = self.line.split_off(MAX_LINE);
+            lines.push(std::mem::replace(&mut self.line, rest));
+        }
+        lines
     }
 }
 
@@ -225,7 +253,56 @@ impl AsyncWrite for GuestOutput {
 
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef-secret";
+
+    /// Feeds `chunks` through [`Lines`] and returns the logged text.
+    fn logged(chunks: &[&[u8]]) -> String {
+        let redactor = Redactor::new([("KEY", SECRET)]);
+        let mut lines = Lines::default();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            out.extend(lines.push(&redactor, chunk));
+        }
+        out.extend(lines.finish(&redactor));
+        out.iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect::<Vec<_>>()
+            .join("|")
+    }
+
+    #[test]
+    fn a_value_split_across_writes_at_any_point_is_redacted() {
+        // A first line long enough that redaction runs while the value is
+        // still arriving, so holding back is what keeps it whole.
+        let first = "f".repeat(120);
+        let text = [
+            first.as_bytes(),
+            b"\nkey=",
+            &hex::encode(SECRET).into_bytes(),
+            b" and raw ",
+            SECRET,
+            b" done\nlast",
+        ]
+        .concat();
+        let expected = format!("{first}|key=[REDACTED:KEY] and raw [REDACTED:KEY] done|last");
+        for cut in 0..text.len() {
+            let (a, b) = text.split_at(cut);
+            assert_eq!(logged(&[a, b]), expected, "split at {cut}");
+        }
+        let bytes: Vec<&[u8]> = text.chunks(1).collect();
+        assert_eq!(logged(&bytes), expected, "one byte per write");
+    }
+
+    #[test]
+    fn long_output_without_newlines_is_emitted_in_bounded_lines() {
+        let long = vec![b'z'; 3 * MAX_LINE + 10];
+        let out = logged(&[&long]);
+        let parts: Vec<&str> = out.split('|').collect();
+        assert_eq!(parts.len(), 4);
+        assert!(parts.iter().all(|p| p.len() <= MAX_LINE));
+    }
 
     #[test]
     fn control_characters_are_escaped() {
