@@ -101,8 +101,9 @@ impl SecretsCtx {
 
 /// A handle's state on the host: one version of one bound secret.
 ///
-/// The guest sees only the resource index; the value never leaves the host
-/// except through `reveal`.
+/// The guest sees only the resource index; the value enters guest memory
+/// only through `reveal` (and leaves the host otherwise only as an injected
+/// header toward an egress host).
 #[derive(Debug)]
 pub struct SecretHandle {
     binding: String,
