@@ -25,7 +25,8 @@ ed = ed25519.Ed25519PrivateKey.generate()
 p256 = ec.generate_private_key(ec.SECP256R1())
 p384 = ec.generate_private_key(ec.SECP384R1())
 r = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-out = {"ed25519": entry(ed), "p256": entry(p256), "p384": entry(p384), "rsa": entry(r)}
+small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+out = {"ed25519": entry(ed), "p256": entry(p256), "p384": entry(p384), "rsa": entry(r), "rsa1024": entry(small)}
 out["rsa"]["pkcs1"] = pem(r, s.PrivateFormat.TraditionalOpenSSL)
 out["p256"]["sec1"] = pem(p256, s.PrivateFormat.TraditionalOpenSSL)
 print(json.dumps(out))

@@ -147,7 +147,7 @@ pub enum KeyError {
     #[error("{0}")]
     Unsupported(String),
     /// The key did not pass the signing library's checks.
-    #[error("{kind} rejected: {reason}")]
+    #[error("{} rejected: {reason}", .kind.description())]
     Rejected {
         /// The kind of key it claims to be.
         kind: KeyKind,
@@ -308,10 +308,13 @@ impl SigningKey {
 }
 
 fn rejected(kind: KeyKind, e: ring::error::KeyRejected) -> KeyError {
-    KeyError::Rejected {
-        kind,
-        reason: e.to_string(),
-    }
+    let reason = match (kind, e.to_string().as_str()) {
+        (KeyKind::Rsa, "TooSmall") => "the modulus is smaller than 2048 bits".to_owned(),
+        (KeyKind::Rsa, "TooLarge") => "the modulus is larger than 4096 bits".to_owned(),
+        (_, "InvalidEncoding") => "the key's encoding is malformed".to_owned(),
+        (_, other) => other.to_owned(),
+    };
+    KeyError::Rejected { kind, reason }
 }
 
 impl fmt::Display for SigningKey {

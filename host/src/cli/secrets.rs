@@ -30,7 +30,7 @@ pub enum SecretCommand {
         #[arg(long, value_name = "KIND", default_value = "opaque")]
         kind: KeyKind,
     },
-    /// List secrets: names, versions and dates, never values.
+    /// List secrets: names, kinds, versions and dates, never values.
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
