@@ -495,5 +495,19 @@ mod tests {
         );
         assert_eq!(key.sign(Algorithm::Ed25519, b"m").unwrap().len(), 64);
         assert_eq!(pkcs8_algorithm(b"\x30\x00"), None);
+
+        // Neither the key nor the material holding it prints key bytes.
+        let private_hex = "d4ee72dbf913584ad5b6d8f1f769f8ad3afe7c28cbf1d4fbe097a88f44755842";
+        let material = crate::material::SecretMaterial::new(
+            1,
+            crate::secret_value::SecretValue::new(ed.clone()),
+        );
+        let printed = format!("{key:?} {key} {material:?}");
+        assert!(printed.contains("REDACTED"), "{printed}");
+        // Neither as hex nor as the decimal list a derived Debug prints (0xd4 = 212).
+        assert!(
+            !printed.contains(private_hex) && !printed.contains("212"),
+            "{printed}"
+        );
     }
 }
