@@ -10,6 +10,8 @@
 //! ```
 
 use crate::secrets::{Algorithm, Error, Secret};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// A compact JWT (`header.claims.signature`) over `claims_json`, which
 /// must be a JSON object, signed with `key` using `algorithm`. `kid`, when
@@ -56,18 +58,7 @@ pub fn sign(
 /// assert_eq!(keyhole_sdk::jwt::base64url(b"\xfb\xff"), "-_8");
 /// ```
 pub fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-        }
-    }
-    out
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn push_json_string(out: &mut String, value: &str) {

@@ -163,9 +163,6 @@ impl fmt::Display for EgressPattern {
 pub struct EgressList(Vec<EgressPattern>);
 
 impl EgressList {
-    /// The empty list: nowhere.
-    pub const NONE: EgressList = EgressList(Vec::new());
-
     /// Parses a comma-separated list such as `api.example.com,*.stripe.com`.
     pub fn parse_list(list: &str) -> Result<Self, EgressError> {
         let mut patterns: Vec<EgressPattern> = list

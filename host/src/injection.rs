@@ -82,7 +82,9 @@ impl Injector {
     }
 
     /// Replaces this request's tokens in `request`'s header values with
-    /// their secrets, or explains why the request may not be sent.
+    /// their secrets, or explains why the request may not be sent. Every
+    /// token is checked before any header changes, so a refused request is
+    /// left as the guest made it.
     pub fn substitute(
         &self,
         request: &mut hyper::Request<WasiBody>,
@@ -90,59 +92,101 @@ impl Injector {
         if self.tokens.is_empty() {
             return Ok(());
         }
-        let uri = request.uri().clone();
-        let authority = uri.authority();
-        let host = authority.map_or("", |a| a.host());
+        let uri = request.uri();
         let https = uri.scheme() == Some(&hyper::http::uri::Scheme::HTTPS);
         let default_port = if https { 443 } else { 80 };
-        let port = authority.and_then(|a| a.port_u16()).unwrap_or(default_port);
-        let destination = authority.map_or("(no host)".to_owned(), ToString::to_string);
-
-        for value in request.headers_mut().values_mut() {
-            let bytes = value.as_bytes();
-            if memchr::memmem::find(bytes, TOKEN_PREFIX.as_bytes()).is_none() {
-                continue;
+        let destination = Destination {
+            host: uri.authority().map_or("", |a| a.host()),
+            port: uri
+                .authority()
+                .and_then(|a| a.port_u16())
+                .unwrap_or(default_port),
+            default_port,
+            shown: uri
+                .authority()
+                .map_or("(no host)".to_owned(), ToString::to_string),
+        };
+        let mut replacements = Vec::new();
+        for (index, value) in request.headers().values().enumerate() {
+            if let Some(replaced) = self.replace_tokens(value.as_bytes(), &destination)? {
+                replacements.push((index, replaced));
             }
-            let mut replaced = Zeroizing::new(Vec::with_capacity(bytes.len() + 64));
-            let mut substituted = false;
-            let mut at = 0;
-            while let Some(offset) = memchr::memmem::find(&bytes[at..], TOKEN_PREFIX.as_bytes()) {
-                let start = at + offset;
-                let end = (start + TOKEN_LEN).min(bytes.len());
-                let issued = std::str::from_utf8(&bytes[start..end])
-                    .ok()
-                    .and_then(|token| self.tokens.get(token));
-                replaced.extend_from_slice(&bytes[at..start]);
-                match issued {
-                    Some(issued) => {
-                        if !issued.egress.allows(host, port, default_port) {
-                            return Err(self.refuse(&issued.binding, &destination, &issued.egress));
-                        }
-                        replaced.extend_from_slice(issued.material.value().expose());
-                        substituted = true;
-                        at = end;
-                    }
-                    None => {
-                        // Not one of this request's tokens: left as it is.
-                        replaced.extend_from_slice(TOKEN_PREFIX.as_bytes());
-                        at = start + TOKEN_PREFIX.len();
-                    }
-                }
+        }
+        let mut replacements = replacements.into_iter().peekable();
+        for (index, value) in request.headers_mut().values_mut().enumerate() {
+            if let Some((_, replaced)) = replacements.next_if(|(i, _)| *i == index) {
+                *value = replaced;
             }
-            if !substituted {
-                continue;
-            }
-            replaced.extend_from_slice(&bytes[at..]);
-            let mut header = HeaderValue::from_bytes(&replaced).map_err(|_| {
-                wasmtime_wasi_http::Error::InternalError(Some(
-                    "an injected secret is not a valid HTTP header value (it holds control characters)"
-                        .to_owned(),
-                ))
-            })?;
-            header.set_sensitive(true);
-            *value = header;
         }
         Ok(())
+    }
+
+    /// `value` with this request's tokens replaced, or `None` when it holds
+    /// none of them.
+    fn replace_tokens(
+        &self,
+        value: &[u8],
+        destination: &Destination<'_>,
+    ) -> Result<Option<HeaderValue>, wasmtime_wasi_http::Error> {
+        let prefix = TOKEN_PREFIX.as_bytes();
+        let found = memchr::memmem::find_iter(value, prefix).count();
+        if found == 0 {
+            return Ok(None);
+        }
+        // Sized for the worst case up front: a reallocation would leave an
+        // unwiped copy of a secret behind.
+        let longest = self
+            .tokens
+            .values()
+            .map(|t| t.material.value().len())
+            .max()
+            .unwrap_or(0);
+        let mut replaced = Zeroizing::new(Vec::with_capacity(value.len() + found * longest));
+        let mut substituted = false;
+        let mut at = 0;
+        while let Some(offset) = memchr::memmem::find(&value[at..], prefix) {
+            let start = at + offset;
+            let end = (start + TOKEN_LEN).min(value.len());
+            let issued = std::str::from_utf8(&value[start..end])
+                .ok()
+                .and_then(|token| self.tokens.get(token));
+            replaced.extend_from_slice(&value[at..start]);
+            match issued {
+                Some(issued) => {
+                    if !issued.egress.allows(
+                        destination.host,
+                        destination.port,
+                        destination.default_port,
+                    ) {
+                        return Err(self.refuse(
+                            &issued.binding,
+                            &destination.shown,
+                            &issued.egress,
+                        ));
+                    }
+                    replaced.extend_from_slice(issued.material.value().expose());
+                    substituted = true;
+                    at = end;
+                }
+                None => {
+                    // Not one of this request's tokens: left as it is.
+                    replaced.extend_from_slice(prefix);
+                    at = start + prefix.len();
+                }
+            }
+        }
+        if !substituted {
+            return Ok(None);
+        }
+        replaced.extend_from_slice(&value[at..]);
+        let mut header = HeaderValue::from_bytes(&replaced).map_err(|_| {
+            wasmtime_wasi_http::Error::InternalError(Some(
+                "an injected secret is not a valid HTTP header value (it holds control characters)"
+                    .to_owned(),
+            ))
+        })?;
+        header.set_sensitive(true);
+        Ok(Some(header))
     }
 
     fn refuse(
@@ -163,6 +207,15 @@ impl Injector {
             "keyhole: binding `{binding}` may not be sent to `{destination}` (its grant allows: {egress}); nothing was sent"
         )))
     }
+}
+
+/// Where an outgoing request is going, as egress lists are checked.
+struct Destination<'a> {
+    host: &'a str,
+    port: u16,
+    default_port: u16,
+    /// The authority as the guest wrote it, for messages.
+    shown: String,
 }
 
 impl WasiHttpHooks for Injector {
@@ -270,6 +323,29 @@ mod tests {
                 "nothing substituted"
             );
         }
+    }
+
+    #[test]
+    fn a_refused_request_is_left_as_the_guest_made_it() {
+        let mut injector = Injector::new("f".into(), 1);
+        let ok = injector
+            .issue("OK", material(b"allowed-value"), egress("api.example.com"))
+            .unwrap();
+        let other = injector
+            .issue(
+                "OTHER",
+                material(b"other-value"),
+                egress("other.example.com"),
+            )
+            .unwrap();
+        let mut req = request(
+            "https://api.example.com/",
+            &[("authorization", &ok), ("x-other", &other)],
+        );
+        let err = format!("{:?}", injector.substitute(&mut req).unwrap_err());
+        assert!(err.contains("binding `OTHER`"), "{err}");
+        assert_eq!(req.headers()["authorization"], ok.as_str());
+        assert_eq!(req.headers()["x-other"], other.as_str());
     }
 
     #[test]

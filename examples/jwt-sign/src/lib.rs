@@ -3,6 +3,8 @@
 //! key bound to `JWT_ES256_KEY` or `JWT_RS256_KEY`.
 //! `GET /token/public-key?alg=…` answers with the verifying key as PEM.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use keyhole_sdk::secrets::{self, Algorithm};
 use keyhole_sdk::{http, jwt};
 use wasip2::http::types::{IncomingRequest, ResponseOutparam};
@@ -68,21 +70,7 @@ fn valid_subject(s: &str) -> bool {
 
 /// A SubjectPublicKeyInfo DER as a `PUBLIC KEY` PEM block.
 fn pem(der: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = String::new();
-    for chunk in der.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            b64.push(if i <= chunk.len() {
-                char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize])
-            } else {
-                '='
-            });
-        }
-    }
+    let b64 = STANDARD.encode(der);
     let mut out = String::from("-----BEGIN PUBLIC KEY-----\n");
     for line in b64.as_bytes().chunks(64) {
         out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));

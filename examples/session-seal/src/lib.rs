@@ -4,7 +4,9 @@
 //! that cookie opens it and greets the user; a tampered or foreign cookie
 //! gets 401.
 
-use keyhole_sdk::{http, jwt, secrets};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use keyhole_sdk::{http, secrets};
 use wasip2::http::types::{
     Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
@@ -32,7 +34,7 @@ impl wasip2::exports::http::incoming_handler::Guest for SessionSeal {
                 return http::respond(out, 400, TEXT, b"user= is required (1-64 bytes)\n");
             };
             return match key.seal(user.as_bytes(), AAD) {
-                Ok(sealed) => set_cookie(out, &jwt::base64url(&sealed)),
+                Ok(sealed) => set_cookie(out, &URL_SAFE_NO_PAD.encode(&sealed)),
                 Err(e) => http::respond(out, 503, TEXT, format!("{e}\n").as_bytes()),
             };
         }
@@ -40,7 +42,7 @@ impl wasip2::exports::http::incoming_handler::Guest for SessionSeal {
         let Some(sealed) = cookie
             .split(';')
             .find_map(|c| c.trim().strip_prefix("session="))
-            .and_then(base64url_decode)
+            .and_then(|value| URL_SAFE_NO_PAD.decode(value).ok())
         else {
             return http::respond(out, 401, TEXT, b"no session\n");
         };
@@ -78,29 +80,6 @@ fn set_cookie(out: ResponseOutparam, value: &str) {
     ResponseOutparam::set(out, Ok(response));
     http::write_all(&outgoing, body.as_bytes());
     OutgoingBody::finish(outgoing, None).expect("finishing a fully written body");
-}
-
-fn base64url_decode(text: &str) -> Option<Vec<u8>> {
-    let mut bits = 0u32;
-    let mut count = 0;
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        bits = bits << 6 | u32::from(v);
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-        }
-    }
-    Some(out)
 }
 
 wasip2::http::proxy::export!(SessionSeal);
