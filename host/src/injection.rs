@@ -23,8 +23,8 @@ use zeroize::Zeroizing;
 pub const TOKEN_PREFIX: &str = "keyhole-inject-";
 /// Random bytes per token.
 const TOKEN_RANDOM_BYTES: usize = 32;
-/// Length of a token: the prefix plus 43 base64url characters.
-pub const TOKEN_LEN: usize = TOKEN_PREFIX.len() + 43;
+/// Length of a token: the prefix plus the random bytes in unpadded base64url.
+pub const TOKEN_LEN: usize = TOKEN_PREFIX.len() + (TOKEN_RANDOM_BYTES * 4).div_ceil(3);
 /// How many tokens one request may hold.
 pub const MAX_TOKENS: usize = 256;
 

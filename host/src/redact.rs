@@ -60,11 +60,6 @@ impl Redactor {
         redactor
     }
 
-    /// Whether there is nothing to redact.
-    pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
-    }
-
     /// The length of the longest pattern: text closer than this to the end
     /// of what has arrived may still turn out to be part of a match.
     pub fn longest(&self) -> usize {
@@ -125,11 +120,6 @@ impl Redactor {
         }
         out.extend_from_slice(&text[at..cut]);
         (out, cut)
-    }
-
-    /// `text` with every match replaced.
-    pub fn redact(&self, text: &[u8]) -> Vec<u8> {
-        self.redact_prefix(text, true).0
     }
 }
 
@@ -196,6 +186,13 @@ mod tests {
     use super::*;
 
     const SECRET: &[u8] = b"s3cr3t/value+with=odd&chars\x01\xff";
+
+    impl Redactor {
+        /// `text` with every match replaced.
+        fn redact(&self, text: &[u8]) -> Vec<u8> {
+            self.redact_prefix(text, true).0
+        }
+    }
 
     fn redacted(text: &[u8]) -> String {
         String::from_utf8_lossy(&Redactor::new([("API", SECRET)]).redact(text)).into_owned()

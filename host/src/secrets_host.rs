@@ -38,7 +38,7 @@ pub struct BoundSecret {
 }
 
 /// Everything one function may reach through `keyhole:secrets`, by binding.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FunctionSecrets {
     bindings: HashMap<String, BoundSecret>,
     redactor: OnceLock<Redactor>,
@@ -204,6 +204,21 @@ impl secrets::Host for SecretsView<'_> {
     }
 }
 
+impl SecretsView<'_> {
+    /// Runs `f` on the handle's state if its grant allows `op`. A handle
+    /// that is not in the table traps; a refused operation is the guest's
+    /// error to handle.
+    fn with_grant<T>(
+        &self,
+        handle: &Resource<SecretHandle>,
+        op: Operation,
+        f: impl FnOnce(&SecretHandle) -> Result<T, Error>,
+    ) -> wasmtime::Result<Result<T, Error>> {
+        let secret = self.table.get(handle)?;
+        Ok(secret.require(op).and_then(|()| f(secret)))
+    }
+}
+
 impl secrets::HostSecret for SecretsView<'_> {
     fn name(&mut self, handle: Resource<SecretHandle>) -> wasmtime::Result<String> {
         Ok(self.table.get(&handle)?.binding.clone())
@@ -218,13 +233,11 @@ impl secrets::HostSecret for SecretsView<'_> {
         handle: Resource<SecretHandle>,
         message: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        let secret = self.table.get(&handle)?;
-        if let Err(e) = secret.require(Operation::Hmac) {
-            return Ok(Err(e));
-        }
-        let mut mac = secret.mac();
-        mac.update(&message);
-        Ok(Ok(mac.finalize().into_bytes().to_vec()))
+        self.with_grant(&handle, Operation::Hmac, |secret| {
+            let mut mac = secret.mac();
+            mac.update(&message);
+            Ok(mac.finalize().into_bytes().to_vec())
+        })
     }
 
     fn verify_hmac_sha256(
@@ -233,25 +246,21 @@ impl secrets::HostSecret for SecretsView<'_> {
         message: Vec<u8>,
         tag: Vec<u8>,
     ) -> wasmtime::Result<Result<bool, Error>> {
-        let secret = self.table.get(&handle)?;
-        if let Err(e) = secret.require(Operation::Hmac) {
-            return Ok(Err(e));
-        }
-        let mut mac = secret.mac();
-        mac.update(&message);
-        // `verify_slice` compares in constant time and rejects wrong lengths.
-        Ok(Ok(mac.verify_slice(&tag).is_ok()))
+        self.with_grant(&handle, Operation::Hmac, |secret| {
+            let mut mac = secret.mac();
+            mac.update(&message);
+            // `verify_slice` compares in constant time and rejects wrong lengths.
+            Ok(mac.verify_slice(&tag).is_ok())
+        })
     }
 
     fn reveal(
         &mut self,
         handle: Resource<SecretHandle>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        let secret = self.table.get(&handle)?;
-        if let Err(e) = secret.require(Operation::Reveal) {
-            return Ok(Err(e));
-        }
-        Ok(Ok(secret.material.value().expose().to_vec()))
+        self.with_grant(&handle, Operation::Reveal, |secret| {
+            Ok(secret.material.value().expose().to_vec())
+        })
     }
 
     fn sign(
@@ -260,43 +269,37 @@ impl secrets::HostSecret for SecretsView<'_> {
         algorithm: Algorithm,
         message: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        let secret = self.table.get(&handle)?;
-        if let Err(e) = secret.require(Operation::Sign) {
-            return Ok(Err(e));
-        }
         let algorithm = match algorithm {
             Algorithm::Ed25519 => keys::Algorithm::Ed25519,
             Algorithm::EcdsaP256Sha256 => keys::Algorithm::EcdsaP256Sha256,
             Algorithm::RsaPkcs1Sha256 => keys::Algorithm::RsaPkcs1Sha256,
         };
-        Ok(secret
-            .material
-            .signing_key()
-            .map_err(|e| secret.unusable(e))
-            .and_then(|key| {
-                key.sign(algorithm, &message).map_err(|e| {
-                    Error::InvalidArgument(format!(
-                        "binding `{}`: cannot sign {}: {e}",
-                        secret.binding,
-                        algorithm.as_str()
-                    ))
-                })
-            }))
+        self.with_grant(&handle, Operation::Sign, |secret| {
+            let key = secret
+                .material
+                .signing_key()
+                .map_err(|e| secret.unusable(e))?;
+            key.sign(algorithm, &message).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "binding `{}`: cannot sign {}: {e}",
+                    secret.binding,
+                    algorithm.as_str()
+                ))
+            })
+        })
     }
 
     fn public_key(
         &mut self,
         handle: Resource<SecretHandle>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        let secret = self.table.get(&handle)?;
-        if let Err(e) = secret.require(Operation::Sign) {
-            return Ok(Err(e));
-        }
-        Ok(secret
-            .material
-            .signing_key()
-            .map(|key| key.public_key_spki())
-            .map_err(|e| secret.unusable(e)))
+        self.with_grant(&handle, Operation::Sign, |secret| {
+            secret
+                .material
+                .signing_key()
+                .map(|key| key.public_key_spki())
+                .map_err(|e| secret.unusable(e))
+        })
     }
 
     fn seal(
@@ -305,11 +308,9 @@ impl secrets::HostSecret for SecretsView<'_> {
         plaintext: Vec<u8>,
         aad: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        let secret = self.table.get(&handle)?;
-        if let Err(e) = secret.require(Operation::Seal) {
-            return Ok(Err(e));
-        }
-        Ok(secret.aes_key().map(|key| key.seal(&plaintext, &aad)))
+        self.with_grant(&handle, Operation::Seal, |secret| {
+            Ok(secret.aes_key()?.seal(&plaintext, &aad))
+        })
     }
 
     fn open(
@@ -318,12 +319,10 @@ impl secrets::HostSecret for SecretsView<'_> {
         ciphertext: Vec<u8>,
         aad: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        let secret = self.table.get(&handle)?;
-        if let Err(e) = secret.require(Operation::Seal) {
-            return Ok(Err(e));
-        }
-        Ok(secret.aes_key().and_then(|key| {
-            key.open(&ciphertext, &aad)
+        self.with_grant(&handle, Operation::Seal, |secret| {
+            secret
+                .aes_key()?
+                .open(&ciphertext, &aad)
                 .map(|plain| plain.to_vec())
                 .map_err(|_| {
                     Error::InvalidArgument(format!(
@@ -331,33 +330,32 @@ impl secrets::HostSecret for SecretsView<'_> {
                         secret.binding
                     ))
                 })
-        }))
+        })
     }
 
     fn header_token(
         &mut self,
         handle: Resource<SecretHandle>,
     ) -> wasmtime::Result<Result<String, Error>> {
-        let secret = self.table.get(&handle)?;
-        if let Err(e) = secret.require(Operation::Inject) {
-            return Ok(Err(e));
-        }
-        if secret.egress.is_empty() {
-            return Ok(Err(Error::Denied(format!(
-                "binding `{}` may be injected, but its grant names no egress host",
-                secret.binding
-            ))));
-        }
-        let (binding, material, egress) = (
-            secret.binding.clone(),
-            Arc::clone(&secret.material),
-            Arc::clone(&secret.egress),
-        );
-        Ok(self
-            .ctx
-            .injector
-            .issue(&binding, material, egress)
-            .map_err(|e| Error::InvalidArgument(e.to_string())))
+        let bound = self.with_grant(&handle, Operation::Inject, |secret| {
+            if secret.egress.is_empty() {
+                return Err(Error::Denied(format!(
+                    "binding `{}` may be injected, but its grant names no egress host",
+                    secret.binding
+                )));
+            }
+            Ok((
+                secret.binding.clone(),
+                Arc::clone(&secret.material),
+                Arc::clone(&secret.egress),
+            ))
+        })?;
+        Ok(bound.and_then(|(binding, material, egress)| {
+            self.ctx
+                .injector
+                .issue(&binding, material, egress)
+                .map_err(|e| Error::InvalidArgument(e.to_string()))
+        }))
     }
 
     fn drop(&mut self, handle: Resource<SecretHandle>) -> wasmtime::Result<()> {
