@@ -77,6 +77,25 @@ pub fn header(request: &IncomingRequest, name: &str) -> Option<String> {
     }
 }
 
+/// The value of query parameter `name` in `path_with_query` (as
+/// `IncomingRequest::path_with_query` gives it), as written: not
+/// percent-decoded. `None` when the parameter is absent.
+///
+/// ```no_run
+/// let path = "/token?sub=alice&alg=rs256";
+/// assert_eq!(keyhole_sdk::http::query_param(path, "alg"), Some("rs256"));
+/// assert_eq!(keyhole_sdk::http::query_param(path, "kid"), None);
+/// ```
+pub fn query_param<'a>(path_with_query: &'a str, name: &str) -> Option<&'a str> {
+    let (_, query) = path_with_query.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|pair| match pair.split_once('=') {
+            Some((key, value)) if key == name => Some(value),
+            _ => None,
+        })
+}
+
 /// Sends a complete response: status, content type and body (with its
 /// length, so clients need no chunked decoding).
 ///

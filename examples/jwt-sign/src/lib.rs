@@ -18,14 +18,8 @@ struct JwtSign;
 impl wasip2::exports::http::incoming_handler::Guest for JwtSign {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path_with_query = request.path_with_query().unwrap_or_default();
-        let (path, query) = path_with_query
-            .split_once('?')
-            .unwrap_or((&path_with_query, ""));
-        let param = |name: &str| {
-            query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-        };
+        let path = path_with_query.split('?').next().unwrap_or_default();
+        let param = |name: &str| http::query_param(&path_with_query, name);
         let (algorithm, binding) = match param("alg").unwrap_or("es256") {
             "es256" => (Algorithm::Es256, "JWT_ES256_KEY"),
             "rs256" => (Algorithm::Rs256, "JWT_RS256_KEY"),

@@ -25,10 +25,8 @@ impl wasip2::exports::http::incoming_handler::Guest for SessionSeal {
             Ok(key) => key,
             Err(e) => return http::respond(out, 503, TEXT, format!("{e}\n").as_bytes()),
         };
-        if let Some(query) = path_with_query.strip_prefix("/session/login?") {
-            let Some(user) = query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("user="))
+        if path_with_query.starts_with("/session/login?") {
+            let Some(user) = http::query_param(&path_with_query, "user")
                 .filter(|u| !u.is_empty() && u.len() <= 64)
             else {
                 return http::respond(out, 400, TEXT, b"user= is required (1-64 bytes)\n");

@@ -17,15 +17,8 @@ struct Probe;
 impl wasip2::exports::http::incoming_handler::Guest for Probe {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path_with_query = request.path_with_query().unwrap_or_default();
-        let (path, query) = path_with_query
-            .split_once('?')
-            .unwrap_or((&path_with_query, ""));
-        let param = |name: &str| {
-            query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
-                .map(str::to_owned)
-        };
+        let path = path_with_query.split('?').next().unwrap_or_default();
+        let param = |name: &str| http::query_param(&path_with_query, name).map(str::to_owned);
         let binding = param("binding").unwrap_or_default();
         match path.rsplit('/').next().unwrap_or("") {
             "hmac" => respond_result(
