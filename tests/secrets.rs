@@ -216,9 +216,12 @@ fn removed_secret_makes_its_bindings_unavailable() {
     node.granted_probe("fn-a", "/a", "k", "hmac", "");
     node.start();
     assert_eq!(node.get("/a/hmac?binding=KEY").status, 200);
-    let removed = node.ok(&["secret", "rm", "k"]);
+    // Refused while a grant names it; forced, it says what now fails.
+    assert!(!node.cli(&["secret", "rm", "k"]).status.success());
+    assert_eq!(node.get("/a/hmac?binding=KEY").status, 200);
+    let removed = node.ok(&["secret", "rm", "k", "--force"]);
     assert!(
-        removed.contains("`fn-a` binding `KEY` still names it"),
+        removed.contains("`fn-a` binding `KEY` now gets `unavailable`"),
         "{removed}"
     );
     let reply = node.wait_for("/a/hmac?binding=KEY", |r| r.status != 200);

@@ -9,8 +9,9 @@
 use crate::material::SecretMaterial;
 use crate::operations::OperationSet;
 use crate::runtime::{FunctionPre, Runtime};
-use crate::secrets_host::{BoundSecret, FunctionSecrets};
-use crate::store::{Store, StoreError};
+use crate::secrets_host::{BoundSecret, FunctionSecrets, GraceVersion};
+use crate::store::{Store, StoreError, Timestamp};
+use crate::usage::UsageLog;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -34,6 +35,9 @@ pub struct LoadedFunction {
 pub struct Snapshot {
     /// Route prefixes, longest first, with the function serving each.
     routes: Vec<(String, Arc<LoadedFunction>)>,
+    /// When the first grace window in it ends: the snapshot is reloaded
+    /// then, so an expired version leaves memory.
+    next_expiry: Option<Timestamp>,
 }
 
 impl Snapshot {
@@ -68,6 +72,15 @@ pub struct Catalog {
     compiled: Mutex<HashMap<String, FunctionPre>>,
     snapshot: RwLock<Arc<Snapshot>>,
     loaded_revision: Mutex<Option<u64>>,
+    usage: UsageLog,
+    overdue_warned: Mutex<HashMap<String, i64>>,
+}
+
+/// One secret's usable versions, shared by every binding that names it.
+#[derive(Clone)]
+struct Resolved {
+    current: Arc<SecretMaterial>,
+    grace: Arc<[GraceVersion]>,
 }
 
 impl Catalog {
@@ -79,6 +92,8 @@ impl Catalog {
             compiled: Mutex::default(),
             snapshot: RwLock::default(),
             loaded_revision: Mutex::default(),
+            usage: UsageLog::default(),
+            overdue_warned: Mutex::default(),
         }
     }
 
@@ -102,9 +117,16 @@ impl Catalog {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let revision = self.store.revision()?;
-        if *loaded == Some(revision) {
+        let expired = self
+            .snapshot()
+            .next_expiry
+            .is_some_and(|at| crate::store::now() >= at);
+        if *loaded == Some(revision) && !expired {
             return Ok(false);
         }
+        // After a master-key rotation by another process every secret would
+        // fail to decrypt: keep serving what is loaded until the key is back.
+        self.store.check_master_key()?;
         let snapshot = self.load()?;
         let count = snapshot.function_count();
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
@@ -116,7 +138,7 @@ impl Catalog {
     fn load(&self) -> Result<Snapshot, StoreError> {
         let functions = self.store.functions()?;
         let grants = self.store.grants(None)?;
-        let mut values: HashMap<String, Option<Arc<SecretMaterial>>> = HashMap::new();
+        let mut values: HashMap<String, Option<Resolved>> = HashMap::new();
         let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
         let mut still_used = HashMap::new();
         let mut routes = Vec::new();
@@ -143,17 +165,22 @@ impl Catalog {
                     continue;
                 };
                 let allowed: OperationSet = grant.allow.intersect(requested.operations);
-                let current = values
+                let resolved = values
                     .entry(grant.secret.clone())
                     .or_insert_with(|| self.decrypt(&grant.secret))
                     .clone();
                 let egress = Arc::new(grant.egress.clone());
+                let usage = self
+                    .usage
+                    .slot(&info.name, &requested.binding, &grant.secret);
                 secrets.insert(
                     requested.binding.clone(),
                     BoundSecret {
                         allowed,
                         egress,
-                        current,
+                        current: resolved.as_ref().map(|r| Arc::clone(&r.current)),
+                        grace: resolved.map_or_else(|| Arc::from([]), |r| r.grace),
+                        usage,
                     },
                 );
             }
@@ -170,15 +197,73 @@ impl Catalog {
             }
         }
         *compiled = still_used;
+        self.usage.retain_live();
         routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        Ok(Snapshot { routes })
+        let next_expiry = values
+            .values()
+            .flatten()
+            .flat_map(|r| r.grace.iter().map(|g| g.until))
+            .min();
+        Ok(Snapshot {
+            routes,
+            next_expiry,
+        })
     }
 
-    /// The current value of secret `name`, or `None` (logged) when it has no
-    /// usable version.
-    fn decrypt(&self, name: &str) -> Option<Arc<SecretMaterial>> {
-        match self.store.current_secret(name) {
-            Ok(Some((version, value))) => Some(Arc::new(SecretMaterial::new(version, value))),
+    /// Writes the secret uses recorded since the last call to the store.
+    /// Called off the request path; returns how many bindings it reported.
+    pub fn flush_usage(&self) -> Result<usize, StoreError> {
+        self.usage.flush(&*self.store)
+    }
+
+    /// Logs a warning for each secret older than its maximum age, at most
+    /// once per secret per day; returns the overdue secrets' names.
+    pub fn warn_overdue(&self) -> Result<Vec<String>, StoreError> {
+        let now = crate::store::now();
+        let today = now / 86_400;
+        let mut warned = self
+            .overdue_warned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut overdue = Vec::new();
+        for secret in self.store.list_secrets()? {
+            if !secret.overdue(now) {
+                continue;
+            }
+            if warned.get(&secret.name) != Some(&today) {
+                tracing::warn!(
+                    secret = %secret.name,
+                    version = secret.current_version,
+                    age_days = (now - secret.value_created_at) / 86_400,
+                    max_age_days = secret.max_age.unwrap_or(0) / 86_400,
+                    "secret is overdue for rotation (keyhole secret rotate {})",
+                    secret.name
+                );
+                warned.insert(secret.name.clone(), today);
+            }
+            overdue.push(secret.name);
+        }
+        Ok(overdue)
+    }
+
+    /// The usable versions of secret `name`, or `None` (logged) when it has
+    /// none.
+    fn decrypt(&self, name: &str) -> Option<Resolved> {
+        match self.store.usable_versions(name) {
+            Ok(Some(usable)) => Some(Resolved {
+                current: Arc::new(SecretMaterial::new(
+                    usable.current.version,
+                    usable.current.value,
+                )),
+                grace: usable
+                    .grace
+                    .into_iter()
+                    .map(|(v, until)| GraceVersion {
+                        material: Arc::new(SecretMaterial::new(v.version, v.value)),
+                        until,
+                    })
+                    .collect(),
+            }),
             Ok(None) => {
                 tracing::warn!(
                     secret = name,

@@ -138,6 +138,21 @@ pub fn open_version(
     Ok(SecretValue::new(std::mem::take(&mut *plain)))
 }
 
+/// Re-seals the data key of version `version` of secret `name` from `old`
+/// to `new`, leaving the ciphertext it protects untouched.
+pub fn rewrap_data_key(
+    old: &AesKey,
+    new: &AesKey,
+    name: &str,
+    version: u32,
+    wrapped_key: &[u8],
+) -> Result<Vec<u8>, IntegrityError> {
+    let aad = data_key_aad(name, version);
+    let key_bytes = old.open(wrapped_key, &aad)?;
+    let data_key = AesKey::from_slice(&key_bytes).ok_or(IntegrityError)?;
+    Ok(new.seal(data_key.expose(), &aad))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +210,24 @@ mod tests {
             t.wrapped_key[i] ^= 0x80;
             assert!(open_version(&master, "api-key", 3, &t).is_err(), "byte {i}");
         }
+    }
+
+    #[test]
+    fn rewrapping_moves_a_version_to_the_new_master_key_only() {
+        let old = AesKey::generate();
+        let new = AesKey::generate();
+        let s = sealed(&old);
+        let moved = SealedVersion {
+            wrapped_key: rewrap_data_key(&old, &new, "api-key", 3, &s.wrapped_key).unwrap(),
+            ciphertext: s.ciphertext.clone(),
+        };
+        assert_eq!(
+            open_version(&new, "api-key", 3, &moved).unwrap().expose(),
+            b"s3cr3t-value"
+        );
+        assert!(open_version(&old, "api-key", 3, &moved).is_err());
+        assert!(rewrap_data_key(&new, &old, "api-key", 3, &s.wrapped_key).is_err());
+        assert!(rewrap_data_key(&old, &new, "api-key", 2, &s.wrapped_key).is_err());
     }
 
     #[test]

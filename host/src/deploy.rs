@@ -5,6 +5,7 @@
 use crate::manifest::{self, Manifest, ManifestError};
 use crate::operations::OperationSet;
 use crate::runtime::{ComponentError, Runtime};
+use crate::scan::{self, Finding, KnownValue, ScanError};
 use crate::store::{Deployment, FunctionInfo, Grant, Store, StoreError};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -30,6 +31,25 @@ pub enum DeployError {
         path: PathBuf,
         /// What is wrong with it.
         source: ComponentError,
+    },
+    /// The component carries what looks like hard-coded credentials.
+    #[error(
+        "component {path} carries what looks like hard-coded credentials; nothing was deployed:\n{}\nput credentials in the store (`keyhole secret put`) and reach them through a binding; after reviewing a finding, deploy anyway with --allow-finding ID",
+        findings.iter().map(|f| format!("  {f}")).collect::<Vec<_>>().join("\n")
+    )]
+    HardCodedSecrets {
+        /// The component path.
+        path: PathBuf,
+        /// What was found, not allowed.
+        findings: Vec<Finding>,
+    },
+    /// The component could not be parsed for scanning.
+    #[error("component {path} cannot be scanned")]
+    Scan {
+        /// The component path.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: ScanError,
     },
     /// The store refused it (e.g. a route taken by another function).
     #[error(transparent)]
@@ -87,9 +107,55 @@ pub struct DeployReport {
     pub bindings: Vec<(String, OperationSet, BindingState)>,
 }
 
+/// What the deploy gate let through.
+#[derive(Debug, Clone, Default)]
+pub struct GateReport {
+    /// Findings deployed anyway, because `--allow-finding` named them.
+    pub allowed: Vec<Finding>,
+    /// `--allow-finding` IDs that matched nothing.
+    pub unused_allowances: Vec<String>,
+}
+
+/// Scans a prepared deployment's component for `known` secret values and
+/// credential formats; refuses it while any finding is not in `allow`.
+pub fn gate(
+    deployment: &Deployment,
+    component_path: &Path,
+    known: &[KnownValue],
+    allow: &[String],
+) -> Result<GateReport, DeployError> {
+    let findings =
+        scan::scan(&deployment.component, known).map_err(|source| DeployError::Scan {
+            path: component_path.to_owned(),
+            source,
+        })?;
+    let (allowed, refused): (Vec<Finding>, Vec<Finding>) = findings
+        .into_iter()
+        .partition(|f| allow.iter().any(|id| id == &f.id));
+    if !refused.is_empty() {
+        return Err(DeployError::HardCodedSecrets {
+            path: component_path.to_owned(),
+            findings: refused,
+        });
+    }
+    let unused_allowances = allow
+        .iter()
+        .filter(|id| !allowed.iter().any(|f| &&f.id == id))
+        .cloned()
+        .collect();
+    Ok(GateReport {
+        allowed,
+        unused_allowances,
+    })
+}
+
 /// Checks the manifest at `manifest_path` and the component it names, and
-/// returns them ready to store. Touches nothing but those two files.
-pub fn prepare(runtime: &Runtime, manifest_path: &Path) -> Result<Deployment, DeployError> {
+/// returns them ready to store, with the component's path. Touches nothing
+/// but those two files.
+pub fn prepare(
+    runtime: &Runtime,
+    manifest_path: &Path,
+) -> Result<(Deployment, PathBuf), DeployError> {
     let manifest: Manifest = manifest::load(manifest_path)?;
     let component =
         std::fs::read(&manifest.component).map_err(|source| DeployError::ReadComponent {
@@ -115,7 +181,7 @@ pub fn prepare(runtime: &Runtime, manifest_path: &Path) -> Result<Deployment, De
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0),
     };
-    Ok(Deployment { info, component })
+    Ok((Deployment { info, component }, manifest.component))
 }
 
 /// Stores a prepared deployment (one transaction: all or nothing) and

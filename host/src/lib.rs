@@ -11,7 +11,9 @@
 //! the [`store`] keeps sealed with [`crypto`]. Keys are used on the host
 //! ([`keys`], [`material`]); bearer tokens reach only allowed hosts
 //! ([`injection`], [`egress`]); guest output is logged through
-//! [`guest_log`], with secret values removed by [`redact`].
+//! [`guest_log`], with secret values removed by [`redact`]. Rotation keeps previous
+//! versions in a grace window; [`usage`] records which function last used
+//! which version; [`scan`] refuses components that carry a secret inside.
 
 #![warn(missing_docs)]
 
@@ -31,7 +33,9 @@ pub mod names;
 pub mod operations;
 pub mod redact;
 pub mod runtime;
+pub mod scan;
 pub mod secret_value;
 pub mod secrets_host;
 pub mod server;
 pub mod store;
+pub mod usage;

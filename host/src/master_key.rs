@@ -16,6 +16,12 @@ use zeroize::Zeroizing;
 pub const MASTER_KEY_ENV: &str = "KEYHOLE_MASTER_KEY";
 /// The key file's name inside the data directory.
 pub const MASTER_KEY_FILE: &str = "master.key";
+/// The environment variable that carries the new key for
+/// `keyhole master-key rotate`, base64-encoded.
+pub const NEW_MASTER_KEY_ENV: &str = "KEYHOLE_NEW_MASTER_KEY";
+/// Where a rotation writes the new key before the store switches to it; it
+/// replaces [`MASTER_KEY_FILE`] once the store has committed.
+pub const PENDING_KEY_FILE: &str = "master.key.new";
 
 /// Why the master key could not be had. Never carries key bytes.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +58,7 @@ pub enum KeySource {
 }
 
 /// Decodes a base64 master key, as found in the environment or a key file.
-fn decode(text: &str) -> Option<AesKey> {
+pub fn decode(text: &str) -> Option<AesKey> {
     let bytes = Zeroizing::new(STANDARD.decode(text.trim()).ok()?);
     AesKey::from_slice(&bytes)
 }
@@ -88,6 +94,78 @@ pub fn load(data_dir: &Path) -> Result<(AesKey, KeySource), MasterKeyError> {
     }
 }
 
+/// The master key from the environment or the existing key file; never
+/// creates one.
+pub fn load_existing(data_dir: &Path) -> Result<AesKey, MasterKeyError> {
+    if std::env::var_os(MASTER_KEY_ENV).is_some() {
+        return load(data_dir).map(|(key, _)| key);
+    }
+    read_key_file(&data_dir.join(MASTER_KEY_FILE))
+}
+
+/// The key a rotation left in [`PENDING_KEY_FILE`], if any.
+pub fn load_pending(data_dir: &Path) -> Result<Option<AesKey>, MasterKeyError> {
+    let path = data_dir.join(PENDING_KEY_FILE);
+    match read_key_file(&path) {
+        Ok(key) => Ok(Some(key)),
+        Err(MasterKeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<AesKey, MasterKeyError> {
+    let text =
+        Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|source| MasterKeyError::Io {
+                path: path.to_owned(),
+                source,
+            })?,
+        );
+    decode(&text).ok_or_else(|| MasterKeyError::BadFile(path.to_owned()))
+}
+
+/// Writes `key` as the pending key of a rotation, durably, replacing any
+/// pending key an earlier, interrupted rotation left.
+pub fn write_pending(data_dir: &Path, key: &AesKey) -> Result<(), MasterKeyError> {
+    let path = data_dir.join(PENDING_KEY_FILE);
+    let io = |source| MasterKeyError::Io {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        _ => {}
+    }
+    write_new_key_file(&path, key).map_err(io)?;
+    sync_dir(data_dir).map_err(io)
+}
+
+/// Makes the pending key the key file (an atomic rename), once the store
+/// is sealed under it.
+pub fn promote_pending(data_dir: &Path) -> Result<(), MasterKeyError> {
+    let path = data_dir.join(MASTER_KEY_FILE);
+    std::fs::rename(data_dir.join(PENDING_KEY_FILE), &path)
+        .and_then(|()| sync_dir(data_dir))
+        .map_err(|source| MasterKeyError::Io { path, source })
+}
+
+/// Removes the pending key of a rotation that never reached the store.
+pub fn discard_pending(data_dir: &Path) -> Result<(), MasterKeyError> {
+    let path = data_dir.join(PENDING_KEY_FILE);
+    std::fs::remove_file(&path)
+        .and_then(|()| sync_dir(data_dir))
+        .map_err(|source| MasterKeyError::Io { path, source })
+}
+
+/// Makes a rename or removal in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
 /// Writes a fresh key file that only its owner can read; never overwrites.
 fn write_new_key_file(path: &Path, key: &AesKey) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
@@ -107,6 +185,30 @@ fn write_new_key_file(path: &Path, key: &AesKey) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pending_key_is_promoted_or_discarded_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = AesKey::generate();
+        write_new_key_file(&dir.path().join(MASTER_KEY_FILE), &old).unwrap();
+        assert!(load_pending(dir.path()).unwrap().is_none());
+        let new = AesKey::generate();
+        write_pending(dir.path(), &new).unwrap();
+        // A second, interrupted attempt replaces the first pending key.
+        let newer = AesKey::generate();
+        write_pending(dir.path(), &newer).unwrap();
+        assert_eq!(
+            load_pending(dir.path()).unwrap().unwrap().expose(),
+            newer.expose()
+        );
+        discard_pending(dir.path()).unwrap();
+        assert!(load_pending(dir.path()).unwrap().is_none());
+        write_pending(dir.path(), &new).unwrap();
+        promote_pending(dir.path()).unwrap();
+        assert!(load_pending(dir.path()).unwrap().is_none());
+        let text = std::fs::read_to_string(dir.path().join(MASTER_KEY_FILE)).unwrap();
+        assert_eq!(decode(&text).unwrap().expose(), new.expose());
+    }
 
     #[test]
     fn decode_accepts_only_32_bytes() {

@@ -49,7 +49,7 @@ impl Redactor {
                 .labels
                 .push(format!("[REDACTED:{binding}]").into_bytes());
             let label = redactor.labels.len() - 1;
-            for bytes in encodings(value) {
+            for (_, bytes) in encodings(value) {
                 if redactor.patterns.iter().any(|p| p.bytes == bytes) {
                     continue;
                 }
@@ -123,24 +123,34 @@ impl Redactor {
     }
 }
 
-/// Every form of `value` the redactor looks for.
-fn encodings(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+/// Every form of `value` the redactor (and the deploy scanner) looks for,
+/// each with the name of its encoding.
+pub(crate) fn encodings(value: &[u8]) -> Vec<(&'static str, Zeroizing<Vec<u8>>)> {
     let mut out = vec![
-        Zeroizing::new(value.to_vec()),
-        Zeroizing::new(hex::encode(value).into_bytes()),
-        Zeroizing::new(hex::encode_upper(value).into_bytes()),
-        percent_encode(value, b"0123456789ABCDEF"),
-        percent_encode(value, b"0123456789abcdef"),
+        ("raw", Zeroizing::new(value.to_vec())),
+        ("hex", Zeroizing::new(hex::encode(value).into_bytes())),
+        ("hex", Zeroizing::new(hex::encode_upper(value).into_bytes())),
+        (
+            "percent-encoded",
+            percent_encode(value, b"0123456789ABCDEF"),
+        ),
+        (
+            "percent-encoded",
+            percent_encode(value, b"0123456789abcdef"),
+        ),
     ];
-    for engine in [&STANDARD, &URL_SAFE] {
-        out.push(Zeroizing::new(engine.encode(value).into_bytes()));
+    for (name, engine) in [("base64", &STANDARD), ("base64url", &URL_SAFE)] {
+        out.push((name, Zeroizing::new(engine.encode(value).into_bytes())));
     }
-    for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
-        out.push(Zeroizing::new(engine.encode(value).into_bytes()));
+    for (name, engine) in [
+        ("base64", &STANDARD_NO_PAD),
+        ("base64url", &URL_SAFE_NO_PAD),
+    ] {
+        out.push((name, Zeroizing::new(engine.encode(value).into_bytes())));
         for offset in 0..3 {
             let fragment = base64_fragment(engine, value, offset);
             if fragment.len() >= MIN_FRAGMENT_LEN {
-                out.push(fragment);
+                out.push((name, fragment));
             }
         }
     }
@@ -227,7 +237,7 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(&out)
             );
-            for other in encodings(SECRET) {
+            for (_, other) in encodings(SECRET) {
                 assert!(memchr::memmem::find(&out, &other).is_none());
             }
         }

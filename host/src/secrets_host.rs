@@ -13,6 +13,8 @@ use crate::keys::{self, KeyError};
 use crate::material::SecretMaterial;
 use crate::operations::{Operation, OperationSet};
 use crate::redact::Redactor;
+use crate::store::Timestamp;
+use crate::usage::UsageSlot;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::HashMap;
@@ -35,6 +37,33 @@ pub struct BoundSecret {
     /// The current version, or `None` when the secret has no usable
     /// version (removed, or failed its integrity check).
     pub current: Option<Arc<SecretMaterial>>,
+    /// Previous versions in their grace window, newest first: accepted by
+    /// `verify-hmac-sha256` and `open` only.
+    pub grace: Arc<[GraceVersion]>,
+    /// Where this binding's uses are recorded.
+    pub usage: Arc<UsageSlot>,
+}
+
+/// A previous version that still verifies and decrypts until `until`.
+#[derive(Debug)]
+pub struct GraceVersion {
+    /// The version's material.
+    pub material: Arc<SecretMaterial>,
+    /// When its grace window ends (seconds since the epoch).
+    pub until: Timestamp,
+}
+
+impl GraceVersion {
+    /// Whether the window is still open at `now`.
+    fn open_at(&self, now: Timestamp) -> bool {
+        now < self.until
+    }
+}
+
+/// The grace versions whose window is open now.
+fn in_grace(grace: &[GraceVersion]) -> impl Iterator<Item = &GraceVersion> {
+    let now = crate::store::now();
+    grace.iter().filter(move |g| g.open_at(now))
 }
 
 /// Everything one function may reach through `keyhole:secrets`, by binding.
@@ -64,10 +93,12 @@ impl FunctionSecrets {
         self.redactor.get_or_init(|| {
             let mut bound: Vec<(&String, &BoundSecret)> = self.bindings.iter().collect();
             bound.sort_by_key(|(name, _)| name.as_str());
-            Redactor::new(bound.into_iter().filter_map(|(name, b)| {
+            Redactor::new(bound.into_iter().flat_map(|(name, b)| {
+                let grace = b.grace.iter().map(|g| &g.material);
                 b.current
-                    .as_ref()
-                    .map(|m| (name.as_str(), m.value().expose()))
+                    .iter()
+                    .chain(grace)
+                    .map(move |m| (name.as_str(), m.value().expose()))
             }))
         })
     }
@@ -110,6 +141,8 @@ pub struct SecretHandle {
     allowed: OperationSet,
     egress: Arc<EgressList>,
     material: Arc<SecretMaterial>,
+    grace: Arc<[GraceVersion]>,
+    usage: Arc<UsageSlot>,
 }
 
 impl SecretHandle {
@@ -125,21 +158,29 @@ impl SecretHandle {
     }
 
     fn mac(&self) -> Hmac<Sha256> {
-        Hmac::<Sha256>::new_from_slice(self.material.value().expose())
-            .expect("HMAC accepts keys of any length")
+        mac(&self.material)
     }
 
     /// The value as an AES-256 key, for `seal` and `open`.
     fn aes_key(&self) -> Result<AesKey, Error> {
-        let value = self.material.value().expose();
-        keys::check_aes_key(value).map_err(|e| self.unusable(&e))?;
-        Ok(AesKey::from_slice(value).expect("length checked"))
+        aes_key(&self.material).map_err(|e| self.unusable(&e))
     }
 
     /// `invalid-argument` saying why the bound secret cannot serve.
     fn unusable(&self, e: &KeyError) -> Error {
         Error::InvalidArgument(format!("binding `{}`: {e}", self.binding))
     }
+}
+
+fn mac(material: &SecretMaterial) -> Hmac<Sha256> {
+    Hmac::<Sha256>::new_from_slice(material.value().expose())
+        .expect("HMAC accepts keys of any length")
+}
+
+fn aes_key(material: &SecretMaterial) -> Result<AesKey, KeyError> {
+    let value = material.value().expose();
+    keys::check_aes_key(value)?;
+    Ok(AesKey::from_slice(value).expect("length checked"))
 }
 
 /// The view of a store's data that the secrets interface works on.
@@ -192,11 +233,14 @@ impl secrets::Host for SecretsView<'_> {
                 "too many open secret handles (at most {MAX_OPEN_HANDLES} per request); drop handles you no longer need"
             ))));
         }
+        bound.usage.record(material.version());
         let handle = SecretHandle {
             binding,
             allowed: bound.allowed,
             egress: Arc::clone(&bound.egress),
             material: Arc::clone(material),
+            grace: Arc::clone(&bound.grace),
+            usage: Arc::clone(&bound.usage),
         };
         let resource = self.table.push(handle)?;
         self.ctx.open_handles += 1;
@@ -247,10 +291,22 @@ impl secrets::HostSecret for SecretsView<'_> {
         tag: Vec<u8>,
     ) -> wasmtime::Result<Result<bool, Error>> {
         self.with_grant(&handle, Operation::Hmac, |secret| {
-            let mut mac = secret.mac();
-            mac.update(&message);
             // `verify_slice` compares in constant time and rejects wrong lengths.
-            Ok(mac.verify_slice(&tag).is_ok())
+            let verifies = |material: &SecretMaterial| {
+                let mut mac = mac(material);
+                mac.update(&message);
+                mac.verify_slice(&tag).is_ok()
+            };
+            if verifies(&secret.material) {
+                return Ok(true);
+            }
+            match in_grace(&secret.grace).find(|g| verifies(&g.material)) {
+                Some(g) => {
+                    secret.usage.record_grace(g.material.version());
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
         })
     }
 
@@ -320,16 +376,25 @@ impl secrets::HostSecret for SecretsView<'_> {
         aad: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
         self.with_grant(&handle, Operation::Seal, |secret| {
-            secret
-                .aes_key()?
-                .open(&ciphertext, &aad)
-                .map(|plain| plain.to_vec())
-                .map_err(|_| {
-                    Error::InvalidArgument(format!(
-                        "binding `{}`: the ciphertext does not open with this key and aad (tampered with, truncated, or sealed under another key or aad)",
-                        secret.binding
-                    ))
-                })
+            let opened = |material: &SecretMaterial| {
+                let key = aes_key(material).ok()?;
+                key.open(&ciphertext, &aad).ok()
+            };
+            if let Some(plain) = opened(&secret.material) {
+                return Ok(plain.to_vec());
+            }
+            let from_grace =
+                in_grace(&secret.grace).find_map(|g| Some((g.material.version(), opened(&g.material)?)));
+            if let Some((version, plain)) = from_grace {
+                secret.usage.record_grace(version);
+                return Ok(plain.to_vec());
+            }
+            // A current value that is no AES-256 key says so.
+            secret.aes_key()?;
+            Err(Error::InvalidArgument(format!(
+                "binding `{}`: the ciphertext does not open with this key and aad (tampered with, truncated, or sealed under another key or aad)",
+                secret.binding
+            )))
         })
     }
 

@@ -21,6 +21,10 @@ use tokio::sync::watch;
 
 /// How often a running node checks the store for changes.
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
+/// How often a node writes the secret uses it recorded to the store.
+pub const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a node looks for secrets overdue for rotation.
+const OVERDUE_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// Pending connections each listening socket queues.
 const BACKLOG: i32 = 1024;
 
@@ -143,20 +147,60 @@ pub fn start_workers(
     Ok(workers)
 }
 
-/// Starts the thread that reloads `catalog` whenever the store changes,
-/// checking every [`REFRESH_INTERVAL`] until `stop` turns true.
+/// Starts the thread that keeps the node in step with its store until
+/// `stop` turns true: it reloads `catalog` whenever the store changes
+/// (checking every [`REFRESH_INTERVAL`]), writes recorded secret uses every
+/// [`USAGE_FLUSH_INTERVAL`] (and once more on the way out), and warns about
+/// secrets overdue for rotation. When the store's master key was rotated
+/// by another process, it calls `reload_master_key`, which returns whether
+/// the node now holds the new key.
 pub fn start_refresher(
     catalog: Arc<Catalog>,
     stop: watch::Receiver<bool>,
+    reload_master_key: impl Fn() -> bool + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("keyhole-refresh".into())
         .spawn(move || {
+            let mut last_flush = std::time::Instant::now();
+            let mut last_overdue_check: Option<std::time::Instant> = None;
+            let mut key_warned = false;
             while !*stop.borrow() {
                 std::thread::sleep(REFRESH_INTERVAL);
-                if let Err(e) = catalog.refresh() {
-                    tracing::error!("reloading from the store failed: {e}");
+                match catalog.refresh() {
+                    Ok(_) => key_warned = false,
+                    Err(crate::store::StoreError::WrongMasterKey) => {
+                        if reload_master_key() {
+                            tracing::info!("the master key was rotated; now using the new key");
+                            continue;
+                        }
+                        if !key_warned {
+                            tracing::error!(
+                                "the store's master key was rotated and this node cannot load the new one: still serving what was loaded; restart the node with the new {}",
+                                crate::master_key::MASTER_KEY_ENV
+                            );
+                            key_warned = true;
+                        }
+                    }
+                    Err(e) => tracing::error!("reloading from the store failed: {e}"),
+                }
+                if last_flush.elapsed() >= USAGE_FLUSH_INTERVAL {
+                    flush_usage(&catalog);
+                    last_flush = std::time::Instant::now();
+                }
+                if last_overdue_check.is_none_or(|at| at.elapsed() >= OVERDUE_CHECK_INTERVAL) {
+                    if let Err(e) = catalog.warn_overdue() {
+                        tracing::error!("checking secrets' ages failed: {e}");
+                    }
+                    last_overdue_check = Some(std::time::Instant::now());
                 }
             }
+            flush_usage(&catalog);
         })
+}
+
+fn flush_usage(catalog: &Catalog) {
+    if let Err(e) = catalog.flush_usage() {
+        tracing::warn!("recording secret uses failed (kept for the next try): {e}");
+    }
 }

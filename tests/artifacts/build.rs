@@ -21,7 +21,7 @@ const WORKSPACES: &[(&str, &[&str])] = &[
             "session-seal",
         ],
     ),
-    ("tests/programs", &["probe", "legacy"]),
+    ("tests/programs", &["probe", "legacy", "leaky"]),
 ];
 
 fn main() {

@@ -18,7 +18,9 @@ pub const KEYHOLE: &str = env!("CARGO_BIN_EXE_keyhole");
 /// A data directory with its own master key, and optionally a running node.
 pub struct Node {
     pub data: tempfile::TempDir,
-    master_key: String,
+    /// The key passed in `KEYHOLE_MASTER_KEY`; `None` leaves the node to
+    /// its key file.
+    master_key: Option<String>,
     server: Option<Child>,
     logs: Arc<Mutex<String>>,
     pub base: String,
@@ -49,20 +51,38 @@ impl Node {
         let key: [u8; 32] = rand::random();
         Self {
             data: tempfile::tempdir().unwrap(),
-            master_key: base64::engine::general_purpose::STANDARD.encode(key),
+            master_key: Some(base64::engine::general_purpose::STANDARD.encode(key)),
             server: None,
             logs: Arc::default(),
             base: String::new(),
         }
     }
 
-    fn command(&self) -> Command {
+    /// A fresh data directory whose master key lives in its key file
+    /// (created by the first command), not in the environment.
+    pub fn with_key_file() -> Self {
+        let mut node = Self::new();
+        node.master_key = None;
+        node
+    }
+
+    /// The master key in `KEYHOLE_MASTER_KEY`, if this node uses one.
+    pub fn env_key(&self) -> Option<&str> {
+        self.master_key.as_deref()
+    }
+
+    /// `keyhole` with this node's data directory and key, and no stdin.
+    pub fn command(&self) -> Command {
         let mut command = Command::new(KEYHOLE);
         command
             .env("KEYHOLE_DATA", self.data.path())
-            .env("KEYHOLE_MASTER_KEY", &self.master_key)
+            .env_remove("KEYHOLE_MASTER_KEY")
+            .env_remove("KEYHOLE_NEW_MASTER_KEY")
             .env_remove("KEYHOLE_NODE")
             .stdin(Stdio::null());
+        if let Some(key) = &self.master_key {
+            command.env("KEYHOLE_MASTER_KEY", key);
+        }
         command
     }
 

@@ -3,17 +3,37 @@
 use super::{Access, open_store, output};
 use keyhole_host::deploy::{self, BindingState};
 use keyhole_host::runtime::Runtime;
+use keyhole_host::scan;
 use keyhole_host::store::Store;
 use std::path::Path;
 
-/// `keyhole deploy`: check, store, and report each binding's state.
-pub fn deploy(data: &Path, manifest: &Path) -> anyhow::Result<()> {
+/// `keyhole deploy`: check, scan, store, and report each binding's state.
+pub fn deploy(data: &Path, manifest: &Path, allow_findings: &[String]) -> anyhow::Result<()> {
     // Check manifest and component before touching the data directory, so
     // a refused deploy creates nothing.
     let runtime = Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    let deployment = deploy::prepare(&runtime, manifest)?;
+    let (deployment, component_path) = deploy::prepare(&runtime, manifest)?;
+    let existing = data.join(keyhole_host::store::DATABASE_FILE).exists();
+    let stored = if existing {
+        scan::stored_values(&open_store(data, Access::Existing)?)?
+    } else {
+        scan::StoredValues::default()
+    };
+    for name in &stored.unreadable {
+        eprintln!(
+            "warning: secret `{name}` failed its integrity check and was not searched for (see `keyhole check`)"
+        );
+    }
+    let gate = deploy::gate(&deployment, &component_path, &stored.values, allow_findings)?;
+    drop(stored);
     let store = open_store(data, Access::CreateIfMissing)?;
     let report = deploy::store(&store, &deployment)?;
+    for finding in &gate.allowed {
+        eprintln!("warning: deployed despite {finding} (allowed by --allow-finding)");
+    }
+    for id in &gate.unused_allowances {
+        eprintln!("warning: --allow-finding {id} matched no finding");
+    }
     let info = &report.info;
     println!(
         "deployed `{}` at {} ({} KiB, sha256 {})",

@@ -3,13 +3,14 @@
 
 mod functions;
 mod grants;
+mod master_key;
 mod output;
 mod secrets;
 mod serve;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use keyhole_host::master_key::{self, KeySource};
+use keyhole_host::master_key::{self as key, KeySource};
 use keyhole_host::store::SqliteStore;
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,10 @@ enum Command {
     Deploy {
         /// Path of the function's keyhole.toml.
         manifest: PathBuf,
+        /// Deploy even though the scan reports this finding (an ID such as
+        /// `jwt@5123` from the refusal), after reviewing it; repeatable.
+        #[arg(long, value_name = "ID")]
+        allow_finding: Vec<String>,
     },
     /// Remove a deployed function and its grants.
     Undeploy {
@@ -57,6 +62,12 @@ enum Command {
         /// The binding name.
         binding: String,
     },
+    /// Rotate the master key that protects every stored secret (operator).
+    #[command(subcommand, name = "master-key")]
+    MasterKey(master_key::MasterKeyCommand),
+    /// Decrypt every stored secret version and report any that fail their
+    /// integrity check.
+    Check,
     /// List grants, of one function or of all.
     Grants {
         /// Only this function's grants.
@@ -74,12 +85,17 @@ pub fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(data, args),
         Command::Secret(command) => secrets::run(data, command),
-        Command::Deploy { manifest } => functions::deploy(data, &manifest),
+        Command::Deploy {
+            manifest,
+            allow_finding,
+        } => functions::deploy(data, &manifest, &allow_finding),
         Command::Undeploy { function } => functions::undeploy(data, &function),
         Command::Functions { json } => functions::list(data, json),
         Command::Grant(args) => grants::grant(data, args),
         Command::Revoke { function, binding } => grants::revoke(data, &function, &binding),
         Command::Grants { function, json } => grants::list(data, function.as_deref(), json),
+        Command::MasterKey(command) => master_key::run(data, command),
+        Command::Check => master_key::check(data),
     }
 }
 
@@ -95,6 +111,11 @@ enum Access {
 /// Opens the store in `data`, with the master key from the environment or
 /// the key file, refusing to mint a new key for a store that already exists.
 fn open_store(data: &Path, access: Access) -> anyhow::Result<SqliteStore> {
+    Ok(open_store_with_source(data, access)?.0)
+}
+
+/// Like [`open_store`], and says where the master key came from.
+fn open_store_with_source(data: &Path, access: Access) -> anyhow::Result<(SqliteStore, KeySource)> {
     let db = data.join(keyhole_host::store::DATABASE_FILE);
     let exists = db.exists();
     if !exists && access == Access::Existing {
@@ -103,26 +124,30 @@ fn open_store(data: &Path, access: Access) -> anyhow::Result<SqliteStore> {
             data.display()
         );
     }
-    let key_file = data.join(master_key::MASTER_KEY_FILE);
-    if exists && std::env::var_os(master_key::MASTER_KEY_ENV).is_none() && !key_file.exists() {
+    let key_file = data.join(key::MASTER_KEY_FILE);
+    let key_from_env = std::env::var_os(key::MASTER_KEY_ENV).is_some();
+    if exists && !key_from_env && !key_file.exists() {
         bail!(
             "the store {} exists but its master key is missing: set {} or restore {}",
             db.display(),
-            master_key::MASTER_KEY_ENV,
+            key::MASTER_KEY_ENV,
             key_file.display()
         );
+    }
+    if exists && !key_from_env {
+        master_key::finish_interrupted_rotation(data)?;
     }
     if !exists {
         std::fs::create_dir_all(data)
             .with_context(|| format!("creating data directory {}", data.display()))?;
     }
-    let (key, source) = master_key::load(data)?;
+    let (master, source) = key::load(data)?;
     if let KeySource::Created(path) = &source {
         eprintln!(
             "warning: created a new master key in {}; in production supply {} from outside the data directory",
             path.display(),
-            master_key::MASTER_KEY_ENV
+            key::MASTER_KEY_ENV
         );
     }
-    Ok(SqliteStore::open(data, key)?)
+    Ok((SqliteStore::open(data, master)?, source))
 }

@@ -4,6 +4,7 @@ use super::{Access, open_store};
 use anyhow::Context;
 use clap::Args;
 use keyhole_host::catalog::Catalog;
+use keyhole_host::master_key;
 use keyhole_host::runtime::{self, Runtime};
 use keyhole_host::server;
 use std::io::IsTerminal;
@@ -32,10 +33,10 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let store = open_store(data, Access::CreateIfMissing)?;
+    let store = Arc::new(open_store(data, Access::CreateIfMissing)?);
     let runtime = Arc::new(Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?);
     runtime::start_epoch_ticker(runtime.engine());
-    let catalog = Arc::new(Catalog::new(Arc::new(store), runtime));
+    let catalog = Arc::new(Catalog::new(Arc::clone(&store) as _, runtime));
     catalog.refresh()?;
 
     let workers = match args.workers {
@@ -47,7 +48,16 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let addr = listeners[0].local_addr()?;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let refresher = server::start_refresher(Arc::clone(&catalog), stopped.clone())?;
+    let data_dir = data.to_owned();
+    let reload_master_key = move || {
+        // A key file rotated by `keyhole master-key rotate` is picked up
+        // here; a key from the environment needs a restart.
+        master_key::load_existing(&data_dir)
+            .ok()
+            .is_some_and(|key| store.rekey(key).is_ok())
+    };
+    let refresher =
+        server::start_refresher(Arc::clone(&catalog), stopped.clone(), reload_master_key)?;
     let workers_running = server::start_workers(listeners, &catalog, &stopped)?;
     println!("keyhole listening on http://{addr}");
     tracing::info!(%addr, workers, data = %data.display(), "serving");

@@ -7,7 +7,7 @@
 
 mod sqlite;
 
-pub use sqlite::{DATABASE_FILE, SqliteStore};
+pub use sqlite::{CheckReport, DATABASE_FILE, SqliteStore};
 
 use crate::egress::EgressList;
 use crate::keys::KeyKind;
@@ -16,6 +16,13 @@ use crate::secret_value::SecretValue;
 
 /// Seconds since the Unix epoch, as stored and listed.
 pub type Timestamp = i64;
+
+/// Seconds since the Unix epoch, now.
+pub fn now() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as Timestamp)
+}
 
 /// What the store tells about a secret: never its value.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -33,6 +40,143 @@ pub struct SecretInfo {
     /// What the current version holds, as declared when it was put.
     #[serde(serialize_with = "serialize_kind")]
     pub kind: KeyKind,
+    /// When the current version's value was stored: its age counts from here
+    /// (a rollback makes an older value current, with its own age).
+    pub value_created_at: Timestamp,
+    /// How old the current value may grow before it is overdue for
+    /// rotation, in seconds; `None` when no maximum is set.
+    pub max_age: Option<i64>,
+}
+
+impl SecretInfo {
+    /// Whether the current value is older than its maximum age at `now`.
+    pub fn overdue(&self, now: Timestamp) -> bool {
+        self.max_age
+            .is_some_and(|max| now.saturating_sub(self.value_created_at) > max)
+    }
+}
+
+/// Where one version of a secret stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum VersionState {
+    /// What functions get now, for every operation.
+    Current,
+    /// A previous version still accepted for verification and decryption
+    /// (never for signing, sealing, injection or reveal) until `until`.
+    Grace {
+        /// When the grace window ends.
+        until: Timestamp,
+    },
+    /// Kept for rollback; no function can use it.
+    Retired,
+}
+
+/// One stored version of a secret, as listed: never its value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VersionInfo {
+    /// The version number.
+    pub version: u32,
+    /// When it was stored.
+    pub created_at: Timestamp,
+    /// What it holds, as declared when it was stored.
+    #[serde(serialize_with = "serialize_kind")]
+    pub kind: KeyKind,
+    /// Whether functions can use it now, and how.
+    #[serde(flatten)]
+    pub state: VersionState,
+}
+
+/// One decrypted version a function may use.
+#[derive(Debug)]
+pub struct UsableVersion {
+    /// The version number.
+    pub version: u32,
+    /// Its decrypted value.
+    pub value: SecretValue,
+}
+
+/// The versions of one secret that functions may use right now.
+#[derive(Debug)]
+pub struct UsableVersions {
+    /// The current version: every operation uses it.
+    pub current: UsableVersion,
+    /// Previous versions inside their grace window, newest first, each with
+    /// the end of its window: verification and decryption only.
+    pub grace: Vec<(UsableVersion, Timestamp)>,
+}
+
+/// How a new version changes a secret's maximum age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MaxAgeChange {
+    /// Keep whatever the secret had (none for a new secret).
+    #[default]
+    Keep,
+    /// Set it to this many seconds.
+    Set(i64),
+    /// Remove it.
+    Clear,
+}
+
+/// A new version of a secret, and how it takes over from the current one.
+#[derive(Debug)]
+pub struct NewVersion<'a> {
+    /// The value.
+    pub value: &'a SecretValue,
+    /// What it holds; callers validate the value against it first.
+    pub kind: KeyKind,
+    /// How long the version it replaces stays usable for verification and
+    /// decryption, in seconds; `None` retires it at once.
+    pub grace: Option<i64>,
+    /// The secret's maximum age from now on.
+    pub max_age: MaxAgeChange,
+}
+
+/// What a rollback changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RolledBack {
+    /// The version that was current before.
+    pub from: u32,
+    /// The version that is current now.
+    pub to: u32,
+}
+
+/// The most recent use of a binding, as recorded by a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LastUse {
+    /// When the function last opened the binding (to the second).
+    pub at: Timestamp,
+    /// The version it got.
+    pub version: u32,
+}
+
+/// A function that depends on a secret: its grant, and when it last used it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Dependent {
+    /// The grant naming the secret.
+    #[serde(flatten)]
+    pub grant: Grant,
+    /// Its last use, or `None` if no node has recorded one.
+    pub last_use: Option<LastUse>,
+    /// The last time a verification or decryption succeeded only with a
+    /// version in its grace window: a sign that a peer still uses the old
+    /// value.
+    pub last_grace_use: Option<LastUse>,
+}
+
+/// Uses of one binding that a node observed since its last report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UseRecord {
+    /// The function.
+    pub function: String,
+    /// The binding.
+    pub binding: String,
+    /// The secret the binding resolved to.
+    pub secret: String,
+    /// The latest open, if any since the last report.
+    pub last_use: Option<LastUse>,
+    /// The latest grace-only success, if any since the last report.
+    pub last_grace_use: Option<LastUse>,
 }
 
 fn serialize_kind<S: serde::Serializer>(kind: &KeyKind, s: S) -> Result<S::Ok, S::Error> {
@@ -105,9 +249,17 @@ fn serialize_ops<S: serde::Serializer>(ops: &OperationSet, s: S) -> Result<S::Ok
 pub struct RemovedSecret {
     /// How many versions were deleted.
     pub versions: u32,
-    /// Grants that still name the secret; their functions now get
-    /// `unavailable` for those bindings.
+    /// Grants that still name the secret (only with `force`); their
+    /// functions now get `unavailable` for those bindings.
     pub dangling_grants: Vec<Grant>,
+}
+
+fn grant_list(grants: &[Grant]) -> String {
+    grants
+        .iter()
+        .map(|g| format!("`{}` (binding `{}`)", g.function, g.binding))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Why a store operation failed. Never carries secret bytes.
@@ -128,6 +280,33 @@ pub enum StoreError {
         function: String,
         /// The binding named.
         binding: String,
+    },
+    /// A secret still granted to functions cannot be removed without force.
+    #[error(
+        "secret `{secret}` is still granted to {}: revoke those grants first, or pass --force and they get `unavailable`",
+        grant_list(grants)
+    )]
+    HasDependents {
+        /// The secret.
+        secret: String,
+        /// The grants that name it.
+        grants: Vec<Grant>,
+    },
+    /// No such version of a secret.
+    #[error("secret `{name}` has no version {version} (see `keyhole secret versions {name}`)")]
+    UnknownVersion {
+        /// The secret.
+        name: String,
+        /// The version asked for.
+        version: u32,
+    },
+    /// A rollback to the version that is already current.
+    #[error("version {version} of secret `{name}` is already current")]
+    AlreadyCurrent {
+        /// The secret.
+        name: String,
+        /// The version.
+        version: u32,
     },
     /// A route is already served by another function.
     #[error("route `{route}` is already served by function `{owner}`")]
@@ -184,18 +363,33 @@ impl From<rusqlite::Error> for StoreError {
 /// secret's plaintext. `revision` lets a running node notice writes made by
 /// other processes (the CLI) cheaply.
 pub trait Store: Send + Sync {
-    /// Stores `value` as a new version of secret `name` (creating the secret
-    /// if needed), makes it current, and returns its version number. `kind`
-    /// is recorded as declared; callers validate the value against it.
-    fn put_secret(&self, name: &str, value: &SecretValue, kind: KeyKind)
-    -> Result<u32, StoreError>;
+    /// Stores a new version of secret `name` (creating the secret if
+    /// needed), makes it current in the same transaction, and returns its
+    /// version number. The version it replaces enters its grace window, or
+    /// retires.
+    fn put_secret(&self, name: &str, new: &NewVersion<'_>) -> Result<u32, StoreError>;
+    /// Like [`Store::put_secret`], but only for a secret that exists.
+    fn rotate_secret(&self, name: &str, new: &NewVersion<'_>) -> Result<u32, StoreError>;
     /// All secrets, by name; never values.
     fn list_secrets(&self) -> Result<Vec<SecretInfo>, StoreError>;
-    /// Deletes secret `name` and all its versions.
-    fn remove_secret(&self, name: &str) -> Result<RemovedSecret, StoreError>;
-    /// The current version of secret `name` and its decrypted value, or
+    /// One secret; never its value.
+    fn secret(&self, name: &str) -> Result<SecretInfo, StoreError>;
+    /// Every version of secret `name`, newest first; never values.
+    fn versions(&self, name: &str) -> Result<Vec<VersionInfo>, StoreError>;
+    /// Makes version `to` current again; the version it replaces enters a
+    /// grace window of `grace` seconds, or retires.
+    fn rollback(&self, name: &str, to: u32, grace: Option<i64>) -> Result<RolledBack, StoreError>;
+    /// Deletes secret `name` and all its versions. Refused while grants name
+    /// it, unless `force`.
+    fn remove_secret(&self, name: &str, force: bool) -> Result<RemovedSecret, StoreError>;
+    /// The versions of secret `name` functions may use now, decrypted, or
     /// `None` if there is no such secret.
-    fn current_secret(&self, name: &str) -> Result<Option<(u32, SecretValue)>, StoreError>;
+    fn usable_versions(&self, name: &str) -> Result<Option<UsableVersions>, StoreError>;
+    /// Every grant naming secret `name`, with its last recorded use.
+    fn dependents(&self, name: &str) -> Result<Vec<Dependent>, StoreError>;
+    /// Records uses observed by a node. Not a change to what is served: it
+    /// leaves [`Store::revision`] alone.
+    fn record_uses(&self, uses: &[UseRecord]) -> Result<(), StoreError>;
 
     /// Stores (or replaces) a function. Grants of a replaced function stay.
     fn deploy(&self, deployment: &Deployment) -> Result<(), StoreError>;
@@ -215,4 +409,7 @@ pub trait Store: Send + Sync {
 
     /// A number that changes whenever anything in the store changes.
     fn revision(&self) -> Result<u64, StoreError>;
+    /// Fails with [`StoreError::WrongMasterKey`] when the master key in use
+    /// no longer opens the store (another process rotated it).
+    fn check_master_key(&self) -> Result<(), StoreError>;
 }

@@ -1,22 +1,22 @@
 //! The embedded store: one SQLite file in the data directory.
 
 use super::{
-    Deployment, FunctionInfo, Grant, RemovedSecret, RequestedBinding, SecretInfo, Store,
-    StoreError, Timestamp,
+    Dependent, Deployment, FunctionInfo, Grant, LastUse, MaxAgeChange, NewVersion, RemovedSecret,
+    RequestedBinding, RolledBack, SecretInfo, Store, StoreError, Timestamp, UsableVersion,
+    UsableVersions, UseRecord, VersionInfo, VersionState, now,
 };
 use crate::crypto::{self, AesKey, SealedVersion};
 use crate::egress::EgressList;
-use crate::keys::KeyKind;
 use crate::operations::OperationSet;
-use crate::secret_value::SecretValue;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 /// The database file's name inside the data directory.
 pub const DATABASE_FILE: &str = "keyhole.db";
-/// Version 2 added `secret_versions.kind` and `grants.egress`.
-const SCHEMA_VERSION: i64 = 2;
+/// Version 2 added `secret_versions.kind` and `grants.egress`; version 3
+/// grace windows, maximum ages and recorded uses.
+const SCHEMA_VERSION: i64 = 3;
 const KEY_CHECK_PLAINTEXT: &[u8] = b"keyhole master key check";
 const KEY_CHECK_AAD: &[u8] = b"keyhole/v1/key-check";
 
@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS secrets (
     name            TEXT PRIMARY KEY,
     current_version INTEGER NOT NULL,
     created_at      INTEGER NOT NULL,
-    updated_at      INTEGER NOT NULL
+    updated_at      INTEGER NOT NULL,
+    max_age         INTEGER
 );
 CREATE TABLE IF NOT EXISTS secret_versions (
     name        TEXT NOT NULL REFERENCES secrets(name) ON DELETE CASCADE,
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS secret_versions (
     wrapped_key BLOB NOT NULL,
     ciphertext  BLOB NOT NULL,
     kind        TEXT NOT NULL DEFAULT 'opaque',
+    grace_until INTEGER,
     PRIMARY KEY (name, version)
 );
 CREATE TABLE IF NOT EXISTS functions (
@@ -62,6 +64,16 @@ CREATE TABLE IF NOT EXISTS grants (
     egress   TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (function, binding)
 );
+CREATE TABLE IF NOT EXISTS secret_uses (
+    function      TEXT NOT NULL,
+    binding       TEXT NOT NULL,
+    secret        TEXT NOT NULL,
+    version       INTEGER,
+    used_at       INTEGER,
+    grace_version INTEGER,
+    grace_used_at INTEGER,
+    PRIMARY KEY (function, binding)
+);
 ";
 
 /// Brings a version-1 store (before key kinds and egress lists) to version 2.
@@ -71,11 +83,44 @@ ALTER TABLE grants ADD COLUMN egress TEXT NOT NULL DEFAULT '';
 UPDATE meta SET value = 2 WHERE key = 'schema';
 ";
 
+/// Brings a version-2 store to version 3 (grace windows, maximum ages, uses).
+const MIGRATE_2_TO_3: &str = "
+ALTER TABLE secrets ADD COLUMN max_age INTEGER;
+ALTER TABLE secret_versions ADD COLUMN grace_until INTEGER;
+CREATE TABLE secret_uses (
+    function      TEXT NOT NULL,
+    binding       TEXT NOT NULL,
+    secret        TEXT NOT NULL,
+    version       INTEGER,
+    used_at       INTEGER,
+    grace_version INTEGER,
+    grace_used_at INTEGER,
+    PRIMARY KEY (function, binding)
+);
+UPDATE meta SET value = 3 WHERE key = 'schema';
+";
+
+/// One secret's columns as listed, current version's kind included.
+const SECRET_COLUMNS: &str = "
+SELECT s.name, s.current_version,
+       (SELECT COUNT(*) FROM secret_versions v WHERE v.name = s.name),
+       s.created_at, s.updated_at, c.kind, c.created_at, s.max_age
+FROM secrets s LEFT JOIN secret_versions c ON c.name = s.name AND c.version = s.current_version";
+
+/// What [`SqliteStore::check_all`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// How many versions were decrypted.
+    pub checked: usize,
+    /// The versions that failed, as `(secret, version)`.
+    pub failed: Vec<(String, u32)>,
+}
+
 /// Secrets, deployments and grants in one SQLite file, with every secret
 /// version sealed under the master key (see [`crate::crypto`]).
 pub struct SqliteStore {
     conn: Mutex<Connection>,
-    master: AesKey,
+    master: RwLock<Arc<AesKey>>,
     path: PathBuf,
 }
 
@@ -85,13 +130,6 @@ impl std::fmt::Debug for SqliteStore {
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
-}
-
-fn now() -> Timestamp {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -129,7 +167,7 @@ impl SqliteStore {
         conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
         let store = Self {
             conn: Mutex::new(conn),
-            master,
+            master: RwLock::new(Arc::new(master)),
             path,
         };
         store.initialize()?;
@@ -156,17 +194,14 @@ impl SqliteStore {
                 Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.starts_with("no such table") => None,
                 Err(e) => return Err(e.into()),
             };
-            if schema == Some(1) {
-                tx.execute_batch(MIGRATE_1_TO_2)?;
-            } else {
-                tx.execute_batch(SCHEMA)?;
-            }
-            let schema = if schema == Some(1) { Some(SCHEMA_VERSION) } else { schema };
             match schema {
                 None => {
+                    tx.execute_batch(SCHEMA)?;
                     tx.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])?;
                     tx.execute("INSERT INTO meta (key, value) VALUES ('revision', 0)", [])?;
                 }
+                Some(1) => tx.execute_batch(&format!("{MIGRATE_1_TO_2}{MIGRATE_2_TO_3}"))?,
+                Some(2) => tx.execute_batch(MIGRATE_2_TO_3)?,
                 Some(SCHEMA_VERSION) => {}
                 Some(other) => {
                     return Err(corrupt(format!(
@@ -177,17 +212,100 @@ impl SqliteStore {
             let check: Option<Vec<u8>> = tx
                 .query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| r.get(0))
                 .optional()?;
+            let master = self.master();
             match check {
-                Some(sealed) => match self.master.open(&sealed, KEY_CHECK_AAD) {
-                    Ok(plain) if plain.as_slice() == KEY_CHECK_PLAINTEXT => Ok(()),
-                    _ => Err(StoreError::WrongMasterKey),
-                },
+                Some(sealed) if opens_key_check(&master, &sealed) => Ok(()),
+                Some(_) => Err(StoreError::WrongMasterKey),
                 None => {
-                    let sealed = self.master.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_AAD);
+                    let sealed = master.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_AAD);
                     tx.execute("INSERT INTO meta (key, value) VALUES ('key_check', ?1)", [sealed])?;
                     Ok(())
                 }
             }
+        })
+    }
+
+    /// The master key in use.
+    fn master(&self) -> Arc<AesKey> {
+        Arc::clone(&self.master.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Switches to `key` if it is the one the store is sealed under now: a
+    /// running node calls this when another process rotated the master key.
+    pub fn rekey(&self, key: AesKey) -> Result<(), StoreError> {
+        let sealed: Vec<u8> = self.read(|tx| {
+            Ok(
+                tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })?;
+        if !opens_key_check(&key, &sealed) {
+            return Err(StoreError::WrongMasterKey);
+        }
+        *self.master.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
+        Ok(())
+    }
+
+    /// Re-wraps every data key, and the key check, under `new` in one
+    /// transaction, and switches to it. Secret ciphertexts stay as they
+    /// are. Returns how many versions were re-wrapped. A version whose data
+    /// key does not open refuses the whole rotation, changing nothing.
+    pub fn rotate_master_key(&self, new: AesKey) -> Result<usize, StoreError> {
+        let (count, mut master) = self.write(|tx| {
+            // Held until the new key is in place, so no write in this
+            // process seals under the old key after the commit.
+            let master = self.master.write().unwrap_or_else(|p| p.into_inner());
+            let rows: Vec<(String, u32, Vec<u8>)> = {
+                let mut stmt =
+                    tx.prepare("SELECT name, version, wrapped_key FROM secret_versions")?;
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<_, _>>()?
+            };
+            for (name, version, wrapped) in &rows {
+                let rewrapped = crypto::rewrap_data_key(&master, &new, name, *version, wrapped)
+                    .map_err(|_| StoreError::Integrity {
+                        name: name.clone(),
+                        version: *version,
+                    })?;
+                tx.execute(
+                    "UPDATE secret_versions SET wrapped_key = ?3 WHERE name = ?1 AND version = ?2",
+                    params![name, version, rewrapped],
+                )?;
+            }
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'key_check'",
+                [new.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_AAD)],
+            )?;
+            Ok((rows.len(), master))
+        })?;
+        *master = Arc::new(new);
+        Ok(count)
+    }
+
+    /// Decrypts every stored version and reports which fail their
+    /// integrity check; values are dropped (wiped) at once.
+    pub fn check_all(&self) -> Result<CheckReport, StoreError> {
+        let rows: Vec<(String, u32, SealedVersion)> = self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT name, version, wrapped_key, ciphertext FROM secret_versions ORDER BY name, version",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, SealedVersion { wrapped_key: r.get(2)?, ciphertext: r.get(3)? }))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })?;
+        let master = self.master();
+        let failed = rows
+            .iter()
+            .filter(|(name, version, sealed)| {
+                crypto::open_version(&master, name, *version, sealed).is_err()
+            })
+            .map(|(name, version, _)| (name.clone(), *version))
+            .collect();
+        Ok(CheckReport {
+            checked: rows.len(),
+            failed,
         })
     }
 
@@ -197,13 +315,25 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.transact(true, f)
+    }
+
+    /// Runs `f` in one immediate transaction; commits only if it succeeds.
+    /// With `bump`, the revision goes up too, so nodes reload.
+    fn transact<T>(
+        &self,
+        bump: bool,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
-        tx.execute(
-            "UPDATE meta SET value = value + 1 WHERE key = 'revision'",
-            [],
-        )?;
+        if bump {
+            tx.execute(
+                "UPDATE meta SET value = value + 1 WHERE key = 'revision'",
+                [],
+            )?;
+        }
         tx.commit()?;
         Ok(out)
     }
@@ -216,6 +346,124 @@ impl SqliteStore {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         f(&tx)
+    }
+
+    /// The current version of secret `name`, if it exists.
+    fn current_version(tx: &Transaction<'_>, name: &str) -> Result<Option<u32>, StoreError> {
+        Ok(tx
+            .query_row(
+                "SELECT current_version FROM secrets WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn secret_in(tx: &Transaction<'_>, name: &str) -> Result<SecretInfo, StoreError> {
+        let row = tx
+            .query_row(
+                &format!("{SECRET_COLUMNS} WHERE s.name = ?1"),
+                [name],
+                secret_from_row,
+            )
+            .optional()?;
+        to_secret(row.ok_or_else(|| StoreError::UnknownSecret(name.to_owned()))?)
+    }
+
+    fn grants_naming(tx: &Transaction<'_>, secret: &str) -> Result<Vec<Grant>, StoreError> {
+        let mut stmt = tx.prepare(
+            "SELECT function, binding, secret, allow, egress FROM grants WHERE secret = ?1 ORDER BY function, binding",
+        )?;
+        let rows = stmt.query_map([secret], Self::grant_from_row)?;
+        rows.map(|row| Self::to_grant(row?)).collect()
+    }
+
+    /// Seals and stores a new version and makes it current.
+    fn add_version(
+        &self,
+        tx: &Transaction<'_>,
+        name: &str,
+        new: &NewVersion<'_>,
+        must_exist: bool,
+    ) -> Result<u32, StoreError> {
+        let current = Self::current_version(tx, name)?;
+        if must_exist && current.is_none() {
+            return Err(StoreError::UnknownSecret(name.to_owned()));
+        }
+        let latest: Option<u32> = tx.query_row(
+            "SELECT MAX(version) FROM secret_versions WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )?;
+        let version = latest.unwrap_or(0) + 1;
+        let sealed = crypto::seal_version(&self.master(), name, version, new.value);
+        let at = now();
+        if current.is_none() {
+            tx.execute(
+                "INSERT INTO secrets (name, current_version, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
+                params![name, version, at],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO secret_versions (name, version, created_at, wrapped_key, ciphertext, kind)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                name,
+                version,
+                at,
+                sealed.wrapped_key,
+                sealed.ciphertext,
+                new.kind.as_str()
+            ],
+        )?;
+        if let Some(from) = current {
+            Self::make_current(
+                tx,
+                name,
+                from,
+                version,
+                new.grace.map(|g| at.saturating_add(g)),
+                at,
+            )?;
+        }
+        match new.max_age {
+            MaxAgeChange::Keep => {}
+            MaxAgeChange::Set(secs) => {
+                tx.execute(
+                    "UPDATE secrets SET max_age = ?2 WHERE name = ?1",
+                    params![name, secs],
+                )?;
+            }
+            MaxAgeChange::Clear => {
+                tx.execute("UPDATE secrets SET max_age = NULL WHERE name = ?1", [name])?;
+            }
+        }
+        Ok(version)
+    }
+
+    /// Makes `to` current in place of `from`, which is usable until
+    /// `grace_until` for verification and decryption, or retires.
+    fn make_current(
+        tx: &Transaction<'_>,
+        name: &str,
+        from: u32,
+        to: u32,
+        grace_until: Option<Timestamp>,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        tx.execute(
+            "UPDATE secret_versions SET grace_until = ?3 WHERE name = ?1 AND version = ?2",
+            params![name, from, grace_until],
+        )?;
+        tx.execute(
+            "UPDATE secret_versions SET grace_until = NULL WHERE name = ?1 AND version = ?2",
+            params![name, to],
+        )?;
+        tx.execute(
+            "UPDATE secrets SET current_version = ?2, updated_at = ?3 WHERE name = ?1",
+            params![name, to, at],
+        )?;
+        Ok(())
     }
 
     fn function_exists(tx: &Transaction<'_>, name: &str) -> Result<bool, StoreError> {
@@ -296,119 +544,241 @@ fn to_function(
 }
 
 impl Store for SqliteStore {
-    fn put_secret(
-        &self,
-        name: &str,
-        value: &SecretValue,
-        kind: KeyKind,
-    ) -> Result<u32, StoreError> {
-        self.write(|tx| {
-            let current: Option<u32> = tx
-                .query_row("SELECT current_version FROM secrets WHERE name = ?1", [name], |r| r.get(0))
-                .optional()?;
-            let latest: Option<u32> = tx
-                .query_row("SELECT MAX(version) FROM secret_versions WHERE name = ?1", [name], |r| r.get(0))?;
-            let version = latest.unwrap_or(0) + 1;
-            let sealed = crypto::seal_version(&self.master, name, version, value);
-            let at = now();
-            if current.is_some() {
-                tx.execute(
-                    "UPDATE secrets SET current_version = ?2, updated_at = ?3 WHERE name = ?1",
-                    params![name, version, at],
-                )?;
-            } else {
-                tx.execute(
-                    "INSERT INTO secrets (name, current_version, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
-                    params![name, version, at],
-                )?;
-            }
-            tx.execute(
-                "INSERT INTO secret_versions (name, version, created_at, wrapped_key, ciphertext, kind)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![name, version, at, sealed.wrapped_key, sealed.ciphertext, kind.as_str()],
-            )?;
-            Ok(version)
-        })
+    fn put_secret(&self, name: &str, new: &NewVersion<'_>) -> Result<u32, StoreError> {
+        self.write(|tx| self.add_version(tx, name, new, false))
+    }
+
+    fn rotate_secret(&self, name: &str, new: &NewVersion<'_>) -> Result<u32, StoreError> {
+        self.write(|tx| self.add_version(tx, name, new, true))
     }
 
     fn list_secrets(&self) -> Result<Vec<SecretInfo>, StoreError> {
         self.read(|tx| {
+            let mut stmt = tx.prepare(&format!("{SECRET_COLUMNS} ORDER BY s.name"))?;
+            let rows = stmt.query_map([], secret_from_row)?;
+            rows.map(|row| to_secret(row?)).collect()
+        })
+    }
+
+    fn secret(&self, name: &str) -> Result<SecretInfo, StoreError> {
+        self.read(|tx| Self::secret_in(tx, name))
+    }
+
+    fn versions(&self, name: &str) -> Result<Vec<VersionInfo>, StoreError> {
+        let at = now();
+        self.read(|tx| {
+            let current = Self::current_version(tx, name)?
+                .ok_or_else(|| StoreError::UnknownSecret(name.to_owned()))?;
             let mut stmt = tx.prepare(
-                "SELECT s.name, s.current_version, COUNT(v.version), s.created_at, s.updated_at,
-                        (SELECT c.kind FROM secret_versions c WHERE c.name = s.name AND c.version = s.current_version)
-                 FROM secrets s LEFT JOIN secret_versions v ON v.name = s.name
-                 GROUP BY s.name ORDER BY s.name",
+                "SELECT version, created_at, kind, grace_until FROM secret_versions
+                 WHERE name = ?1 ORDER BY version DESC",
             )?;
-            let rows = stmt.query_map([], |r| {
+            let rows = stmt.query_map([name], |r| {
                 Ok((
-                    SecretInfo {
-                        name: r.get(0)?,
-                        current_version: r.get(1)?,
-                        versions: r.get(2)?,
-                        created_at: r.get(3)?,
-                        updated_at: r.get(4)?,
-                        kind: KeyKind::Opaque,
-                    },
-                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, u32>(0)?,
+                    r.get(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<Timestamp>>(3)?,
                 ))
             })?;
             rows.map(|row| {
-                let (mut info, kind) = row?;
-                info.kind = kind.unwrap_or_default().parse().map_err(corrupt)?;
-                Ok(info)
+                let (version, created_at, kind, grace_until) = row?;
+                let state = match grace_until {
+                    _ if version == current => VersionState::Current,
+                    Some(until) if until > at => VersionState::Grace { until },
+                    _ => VersionState::Retired,
+                };
+                Ok(VersionInfo {
+                    version,
+                    created_at,
+                    kind: kind.parse().map_err(corrupt)?,
+                    state,
+                })
             })
             .collect()
         })
     }
 
-    fn remove_secret(&self, name: &str) -> Result<RemovedSecret, StoreError> {
+    fn rollback(&self, name: &str, to: u32, grace: Option<i64>) -> Result<RolledBack, StoreError> {
         self.write(|tx| {
-            let versions: u32 =
-                tx.query_row("SELECT COUNT(*) FROM secret_versions WHERE name = ?1", [name], |r| r.get(0))?;
-            if tx.execute("DELETE FROM secrets WHERE name = ?1", [name])? == 0 {
-                return Err(StoreError::UnknownSecret(name.to_owned()));
+            let from = Self::current_version(tx, name)?
+                .ok_or_else(|| StoreError::UnknownSecret(name.to_owned()))?;
+            if from == to {
+                return Err(StoreError::AlreadyCurrent {
+                    name: name.to_owned(),
+                    version: to,
+                });
             }
-            let mut stmt = tx.prepare(
-                "SELECT function, binding, secret, allow, egress FROM grants WHERE secret = ?1 ORDER BY function, binding",
-            )?;
-            let dangling_grants = stmt
-                .query_map([name], Self::grant_from_row)?
-                .map(|row| Self::to_grant(row?))
-                .collect::<Result<_, _>>()?;
-            Ok(RemovedSecret { versions, dangling_grants })
+            let exists = tx
+                .query_row(
+                    "SELECT 1 FROM secret_versions WHERE name = ?1 AND version = ?2",
+                    params![name, to],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if !exists {
+                return Err(StoreError::UnknownVersion {
+                    name: name.to_owned(),
+                    version: to,
+                });
+            }
+            let at = now();
+            Self::make_current(tx, name, from, to, grace.map(|g| at.saturating_add(g)), at)?;
+            Ok(RolledBack { from, to })
         })
     }
 
-    fn current_secret(&self, name: &str) -> Result<Option<(u32, SecretValue)>, StoreError> {
-        let row = self.read(|tx| {
-            Ok(tx
-                .query_row(
-                    "SELECT v.version, v.wrapped_key, v.ciphertext FROM secrets s
-                     JOIN secret_versions v ON v.name = s.name AND v.version = s.current_version
-                     WHERE s.name = ?1",
-                    [name],
-                    |r| {
-                        Ok((
-                            r.get::<_, u32>(0)?,
-                            SealedVersion {
-                                wrapped_key: r.get(1)?,
-                                ciphertext: r.get(2)?,
-                            },
-                        ))
-                    },
-                )
-                .optional()?)
+    fn remove_secret(&self, name: &str, force: bool) -> Result<RemovedSecret, StoreError> {
+        self.write(|tx| {
+            let versions: u32 = tx.query_row(
+                "SELECT COUNT(*) FROM secret_versions WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )?;
+            let grants = Self::grants_naming(tx, name)?;
+            if Self::current_version(tx, name)?.is_none() {
+                return Err(StoreError::UnknownSecret(name.to_owned()));
+            }
+            if !grants.is_empty() && !force {
+                return Err(StoreError::HasDependents {
+                    secret: name.to_owned(),
+                    grants,
+                });
+            }
+            tx.execute("DELETE FROM secrets WHERE name = ?1", [name])?;
+            Ok(RemovedSecret {
+                versions,
+                dangling_grants: grants,
+            })
+        })
+    }
+
+    fn usable_versions(&self, name: &str) -> Result<Option<UsableVersions>, StoreError> {
+        let at = now();
+        let rows = self.read(|tx| {
+            let Some(current) = Self::current_version(tx, name)? else {
+                return Ok(None);
+            };
+            let mut stmt = tx.prepare(
+                "SELECT version, wrapped_key, ciphertext, grace_until FROM secret_versions
+                 WHERE name = ?1 AND (version = ?2 OR grace_until > ?3) ORDER BY version = ?2 DESC, version DESC",
+            )?;
+            let rows = stmt
+                .query_map(params![name, current, at], |r| {
+                    Ok((
+                        r.get::<_, u32>(0)?,
+                        SealedVersion { wrapped_key: r.get(1)?, ciphertext: r.get(2)? },
+                        r.get::<_, Option<Timestamp>>(3)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some((current, rows)))
         })?;
-        let Some((version, sealed)) = row else {
+        let Some((current, rows)) = rows else {
             return Ok(None);
         };
-        let value = crypto::open_version(&self.master, name, version, &sealed).map_err(|_| {
-            StoreError::Integrity {
-                name: name.to_owned(),
-                version,
+        let master = self.master();
+        let open = |version: u32, sealed: &SealedVersion| {
+            crypto::open_version(&master, name, version, sealed)
+                .map(|value| UsableVersion { version, value })
+                .map_err(|_| StoreError::Integrity {
+                    name: name.to_owned(),
+                    version,
+                })
+        };
+        let mut rows = rows.into_iter();
+        let current = match rows.next() {
+            Some((version, sealed, _)) if version == current => open(version, &sealed)?,
+            _ => {
+                return Err(corrupt(format!(
+                    "secret `{name}` has no row for its current version {current}"
+                )));
             }
-        })?;
-        Ok(Some((version, value)))
+        };
+        let mut grace = Vec::new();
+        for (version, sealed, until) in rows {
+            match open(version, &sealed) {
+                Ok(usable) => grace.push((usable, until.unwrap_or(0))),
+                // A damaged old version must not take the current one down with it.
+                Err(e) => tracing::error!(secret = name, version, "grace version is unusable: {e}"),
+            }
+        }
+        Ok(Some(UsableVersions { current, grace }))
+    }
+
+    fn dependents(&self, name: &str) -> Result<Vec<Dependent>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT g.function, g.binding, g.secret, g.allow, g.egress,
+                        u.version, u.used_at, u.grace_version, u.grace_used_at
+                 FROM grants g LEFT JOIN secret_uses u
+                   ON u.function = g.function AND u.binding = g.binding AND u.secret = g.secret
+                 WHERE g.secret = ?1 ORDER BY g.function, g.binding",
+            )?;
+            let rows = stmt.query_map([name], |r| {
+                let last = |v: usize, t: usize| -> rusqlite::Result<Option<LastUse>> {
+                    Ok(
+                        match (
+                            r.get::<_, Option<u32>>(v)?,
+                            r.get::<_, Option<Timestamp>>(t)?,
+                        ) {
+                            (Some(version), Some(at)) => Some(LastUse { at, version }),
+                            _ => None,
+                        },
+                    )
+                };
+                Ok((Self::grant_from_row(r)?, last(5, 6)?, last(7, 8)?))
+            })?;
+            let dependents: Vec<Dependent> = rows
+                .map(|row| {
+                    let (grant, last_use, last_grace_use) = row?;
+                    Ok(Dependent {
+                        grant: Self::to_grant(grant)?,
+                        last_use,
+                        last_grace_use,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?;
+            if dependents.is_empty() && Self::current_version(tx, name)?.is_none() {
+                return Err(StoreError::UnknownSecret(name.to_owned()));
+            }
+            Ok(dependents)
+        })
+    }
+
+    fn record_uses(&self, uses: &[UseRecord]) -> Result<(), StoreError> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        self.transact(false, |tx| {
+            let mut stmt = tx.prepare(
+                "INSERT INTO secret_uses (function, binding, secret, version, used_at, grace_version, grace_used_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (function, binding) DO UPDATE SET
+                   version = CASE WHEN secret_uses.secret = excluded.secret
+                             THEN COALESCE(excluded.version, secret_uses.version) ELSE excluded.version END,
+                   used_at = CASE WHEN secret_uses.secret = excluded.secret
+                             THEN COALESCE(excluded.used_at, secret_uses.used_at) ELSE excluded.used_at END,
+                   grace_version = CASE WHEN secret_uses.secret = excluded.secret
+                             THEN COALESCE(excluded.grace_version, secret_uses.grace_version) ELSE excluded.grace_version END,
+                   grace_used_at = CASE WHEN secret_uses.secret = excluded.secret
+                             THEN COALESCE(excluded.grace_used_at, secret_uses.grace_used_at) ELSE excluded.grace_used_at END,
+                   secret = excluded.secret",
+            )?;
+            for u in uses {
+                stmt.execute(params![
+                    u.function,
+                    u.binding,
+                    u.secret,
+                    u.last_use.map(|l| l.version),
+                    u.last_use.map(|l| l.at),
+                    u.last_grace_use.map(|l| l.version),
+                    u.last_grace_use.map(|l| l.at),
+                ])?;
+            }
+            Ok(())
+        })
     }
 
     fn deploy(&self, deployment: &Deployment) -> Result<(), StoreError> {
@@ -458,6 +828,7 @@ impl Store for SqliteStore {
     fn undeploy(&self, name: &str) -> Result<usize, StoreError> {
         self.write(|tx| {
             let grants = tx.execute("DELETE FROM grants WHERE function = ?1", [name])?;
+            tx.execute("DELETE FROM secret_uses WHERE function = ?1", [name])?;
             if tx.execute("DELETE FROM functions WHERE name = ?1", [name])? == 0 {
                 return Err(StoreError::UnknownFunction(name.to_owned()));
             }
@@ -549,6 +920,21 @@ impl Store for SqliteStore {
         })
     }
 
+    fn check_master_key(&self) -> Result<(), StoreError> {
+        let sealed: Vec<u8> = self.read(|tx| {
+            Ok(
+                tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })?;
+        if opens_key_check(&self.master(), &sealed) {
+            Ok(())
+        } else {
+            Err(StoreError::WrongMasterKey)
+        }
+    }
+
     fn revision(&self) -> Result<u64, StoreError> {
         self.read(|tx| {
             Ok(
@@ -560,13 +946,100 @@ impl Store for SqliteStore {
     }
 }
 
+type SecretRow = (
+    String,
+    u32,
+    u32,
+    Timestamp,
+    Timestamp,
+    Option<String>,
+    Option<Timestamp>,
+    Option<i64>,
+);
+
+fn secret_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SecretRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    ))
+}
+
+fn to_secret(
+    (name, current_version, versions, created_at, updated_at, kind, value_created_at, max_age): SecretRow,
+) -> Result<SecretInfo, StoreError> {
+    let kind = kind.ok_or_else(|| {
+        corrupt(format!(
+            "secret `{name}` has no row for its current version"
+        ))
+    })?;
+    Ok(SecretInfo {
+        kind: kind.parse().map_err(corrupt)?,
+        value_created_at: value_created_at.unwrap_or(updated_at),
+        name,
+        current_version,
+        versions,
+        created_at,
+        updated_at,
+        max_age,
+    })
+}
+
+/// Whether `key` opens the store's sealed key check.
+fn opens_key_check(key: &AesKey, sealed: &[u8]) -> bool {
+    key.open(sealed, KEY_CHECK_AAD)
+        .is_ok_and(|plain| plain.as_slice() == KEY_CHECK_PLAINTEXT)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::KeyKind;
     use crate::operations::Operation;
+    use crate::secret_value::SecretValue;
 
     fn open(dir: &Path) -> SqliteStore {
         SqliteStore::open(dir, AesKey::from_slice(&[9u8; 32]).unwrap()).unwrap()
+    }
+
+    fn version(value: &SecretValue, kind: KeyKind) -> NewVersion<'_> {
+        NewVersion {
+            value,
+            kind,
+            grace: None,
+            max_age: MaxAgeChange::Keep,
+        }
+    }
+
+    fn put(store: &SqliteStore, name: &str, value: &[u8]) -> u32 {
+        store
+            .put_secret(
+                name,
+                &version(&SecretValue::new(value.to_vec()), KeyKind::Opaque),
+            )
+            .unwrap()
+    }
+
+    fn rotate(store: &SqliteStore, name: &str, value: &[u8], grace: Option<i64>) -> u32 {
+        let value = SecretValue::new(value.to_vec());
+        let new = NewVersion {
+            grace,
+            ..version(&value, KeyKind::Opaque)
+        };
+        store.rotate_secret(name, &new).unwrap()
+    }
+
+    fn usable(store: &SqliteStore, name: &str) -> (u32, Vec<u32>) {
+        let usable = store.usable_versions(name).unwrap().unwrap();
+        (
+            usable.current.version,
+            usable.grace.iter().map(|(v, _)| v.version).collect(),
+        )
     }
 
     fn deployment(name: &str, route: &str) -> Deployment {
@@ -594,21 +1067,34 @@ mod tests {
         let store = open(dir.path());
         assert_eq!(
             store
-                .put_secret("api", &SecretValue::new(b"one".to_vec()), KeyKind::Opaque)
+                .put_secret(
+                    "api",
+                    &version(&SecretValue::new(b"one".to_vec()), KeyKind::Opaque)
+                )
                 .unwrap(),
             1
         );
         assert_eq!(
             store
-                .put_secret("api", &SecretValue::new(b"two".to_vec()), KeyKind::Opaque)
+                .put_secret(
+                    "api",
+                    &version(&SecretValue::new(b"two".to_vec()), KeyKind::Opaque)
+                )
                 .unwrap(),
             2
         );
-        let (version, value) = store.current_secret("api").unwrap().unwrap();
-        assert_eq!((version, value.expose()), (2, &b"two"[..]));
+        let usable = store.usable_versions("api").unwrap().unwrap();
+        assert_eq!(
+            (usable.current.version, usable.current.value.expose()),
+            (2, &b"two"[..])
+        );
+        assert!(
+            usable.grace.is_empty(),
+            "put retires the version it replaces"
+        );
         let list = store.list_secrets().unwrap();
         assert_eq!((list[0].current_version, list[0].versions), (2, 2));
-        assert!(store.current_secret("nope").unwrap().is_none());
+        assert!(store.usable_versions("nope").unwrap().is_none());
     }
 
     #[test]
@@ -618,8 +1104,10 @@ mod tests {
         store
             .put_secret(
                 "api",
-                &SecretValue::new(b"PLAINTEXT-MARKER-123".to_vec()),
-                KeyKind::Opaque,
+                &version(
+                    &SecretValue::new(b"PLAINTEXT-MARKER-123".to_vec()),
+                    KeyKind::Opaque,
+                ),
             )
             .unwrap();
         drop(store);
@@ -667,7 +1155,10 @@ mod tests {
             "a refused write changes nothing"
         );
         store
-            .put_secret("s", &SecretValue::new(b"x".to_vec()), KeyKind::Opaque)
+            .put_secret(
+                "s",
+                &version(&SecretValue::new(b"x".to_vec()), KeyKind::Opaque),
+            )
             .unwrap();
         store.grant(&grant).unwrap();
         assert_eq!(store.grants(Some("f")).unwrap(), vec![grant.clone()]);
@@ -681,28 +1172,267 @@ mod tests {
         {
             let store = open(dir.path());
             store
-                .put_secret("old", &SecretValue::new(b"kept".to_vec()), KeyKind::Opaque)
+                .put_secret(
+                    "old",
+                    &version(&SecretValue::new(b"kept".to_vec()), KeyKind::Opaque),
+                )
                 .unwrap();
             // Turn it back into what version 1 wrote.
             let conn = store.conn.lock().unwrap();
             conn.execute_batch(
                 "ALTER TABLE secret_versions DROP COLUMN kind;
                  ALTER TABLE grants DROP COLUMN egress;
+                 ALTER TABLE secrets DROP COLUMN max_age;
+                 ALTER TABLE secret_versions DROP COLUMN grace_until;
+                 DROP TABLE secret_uses;
                  UPDATE meta SET value = 1 WHERE key = 'schema';",
             )
             .unwrap();
         }
         let store = open(dir.path());
-        let (version, value) = store.current_secret("old").unwrap().unwrap();
-        assert_eq!((version, value.expose()), (1, &b"kept"[..]));
+        let usable = store.usable_versions("old").unwrap().unwrap();
+        assert_eq!(
+            (usable.current.version, usable.current.value.expose()),
+            (1, &b"kept"[..])
+        );
         assert_eq!(store.list_secrets().unwrap()[0].kind, KeyKind::Opaque);
         store
-            .put_secret("aes", &SecretValue::new(vec![1; 32]), KeyKind::Aes256)
+            .put_secret(
+                "aes",
+                &version(&SecretValue::new(vec![1; 32]), KeyKind::Aes256),
+            )
             .unwrap();
         assert_eq!(store.list_secrets().unwrap()[0].kind, KeyKind::Aes256);
         drop(store);
         // Reopening a migrated store is a no-op.
         assert_eq!(open(dir.path()).list_secrets().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_version_2_store_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path());
+            put(&store, "old", b"kept-value");
+            let conn = store.conn.lock().unwrap();
+            conn.execute_batch(
+                "ALTER TABLE secrets DROP COLUMN max_age;
+                 ALTER TABLE secret_versions DROP COLUMN grace_until;
+                 DROP TABLE secret_uses;
+                 UPDATE meta SET value = 2 WHERE key = 'schema';",
+            )
+            .unwrap();
+        }
+        let store = open(dir.path());
+        assert_eq!(usable(&store, "old"), (1, vec![]));
+        assert_eq!(rotate(&store, "old", b"new-value", Some(60)), 2);
+        assert_eq!(usable(&store, "old"), (2, vec![1]));
+        assert_eq!(store.list_secrets().unwrap()[0].max_age, None);
+    }
+
+    #[test]
+    fn rotation_keeps_the_previous_version_in_grace_until_the_window_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        put(&store, "hook", b"version-one");
+        assert_eq!(rotate(&store, "hook", b"version-two", Some(3600)), 2);
+        assert_eq!(usable(&store, "hook"), (2, vec![1]));
+        // A second rotation inside the window: both old versions stay.
+        assert_eq!(rotate(&store, "hook", b"version-three", Some(3600)), 3);
+        assert_eq!(usable(&store, "hook"), (3, vec![2, 1]));
+        let states: Vec<VersionState> = store
+            .versions("hook")
+            .unwrap()
+            .into_iter()
+            .map(|v| v.state)
+            .collect();
+        assert_eq!(states[0], VersionState::Current);
+        assert!(matches!(states[1], VersionState::Grace { .. }));
+        // Ending a window: the version retires and is no longer usable.
+        store
+            .conn
+            .lock()
+            .unwrap()
+            .execute(
+                "UPDATE secret_versions SET grace_until = ?1 WHERE version = 1",
+                [now() - 1],
+            )
+            .unwrap();
+        assert_eq!(usable(&store, "hook"), (3, vec![2]));
+        assert_eq!(
+            store.versions("hook").unwrap()[2].state,
+            VersionState::Retired
+        );
+        // Without grace the replaced version retires at once.
+        assert_eq!(rotate(&store, "hook", b"version-four", None), 4);
+        assert_eq!(usable(&store, "hook"), (4, vec![2]));
+        assert!(matches!(
+            store.rotate_secret(
+                "nope",
+                &version(&SecretValue::new(b"x".to_vec()), KeyKind::Opaque)
+            ),
+            Err(StoreError::UnknownSecret(_))
+        ));
+    }
+
+    #[test]
+    fn rollback_makes_an_earlier_version_current_and_refuses_nonsense() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        put(&store, "k", b"first-value");
+        rotate(&store, "k", b"second-value", None);
+        let done = store.rollback("k", 1, Some(600)).unwrap();
+        assert_eq!(done, RolledBack { from: 2, to: 1 });
+        let usable = store.usable_versions("k").unwrap().unwrap();
+        assert_eq!(usable.current.value.expose(), b"first-value");
+        assert_eq!(usable.grace[0].0.version, 2);
+        assert!(matches!(
+            store.rollback("k", 1, None),
+            Err(StoreError::AlreadyCurrent { .. })
+        ));
+        assert!(matches!(
+            store.rollback("k", 9, None),
+            Err(StoreError::UnknownVersion { .. })
+        ));
+        // A new version after a rollback gets the next unused number.
+        assert_eq!(rotate(&store, "k", b"third-value", None), 3);
+    }
+
+    #[test]
+    fn max_age_is_kept_across_versions_and_marks_overdue_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let value = SecretValue::new(b"aged-value".to_vec());
+        let new = NewVersion {
+            max_age: MaxAgeChange::Set(90 * 86_400),
+            ..version(&value, KeyKind::Opaque)
+        };
+        store.put_secret("aged", &new).unwrap();
+        rotate(&store, "aged", b"aged-value-2", None);
+        let info = store.secret("aged").unwrap();
+        assert_eq!(info.max_age, Some(90 * 86_400));
+        assert!(!info.overdue(now()));
+        assert!(info.overdue(now() + 91 * 86_400));
+        let clear = NewVersion {
+            max_age: MaxAgeChange::Clear,
+            ..version(&value, KeyKind::Opaque)
+        };
+        store.rotate_secret("aged", &clear).unwrap();
+        assert_eq!(store.secret("aged").unwrap().max_age, None);
+    }
+
+    #[test]
+    fn dependents_carry_last_uses_and_rm_refuses_them_without_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.deploy(&deployment("f", "/f")).unwrap();
+        put(&store, "s", b"granted-value");
+        let grant = Grant {
+            function: "f".into(),
+            binding: "KEY".into(),
+            secret: "s".into(),
+            allow: OperationSet::EMPTY.with(Operation::Hmac),
+            egress: EgressList::default(),
+        };
+        store.grant(&grant).unwrap();
+        let dependents = store.dependents("s").unwrap();
+        assert_eq!(dependents.len(), 1);
+        assert_eq!(dependents[0].last_use, None);
+        let before = store.revision().unwrap();
+        let use_at = |version| {
+            Some(LastUse {
+                at: 1_900_000_000,
+                version,
+            })
+        };
+        store
+            .record_uses(&[UseRecord {
+                function: "f".into(),
+                binding: "KEY".into(),
+                secret: "s".into(),
+                last_use: use_at(1),
+                last_grace_use: None,
+            }])
+            .unwrap();
+        assert_eq!(
+            store.revision().unwrap(),
+            before,
+            "uses do not reload nodes"
+        );
+        // A later report without an open keeps the earlier one.
+        store
+            .record_uses(&[UseRecord {
+                function: "f".into(),
+                binding: "KEY".into(),
+                secret: "s".into(),
+                last_use: None,
+                last_grace_use: use_at(1),
+            }])
+            .unwrap();
+        let d = &store.dependents("s").unwrap()[0];
+        assert_eq!((d.last_use, d.last_grace_use), (use_at(1), use_at(1)));
+        let err = store.remove_secret("s", false).unwrap_err();
+        assert!(err.to_string().contains("`f` (binding `KEY`)"), "{err}");
+        assert!(
+            store.usable_versions("s").unwrap().is_some(),
+            "refusal removed nothing"
+        );
+        let removed = store.remove_secret("s", true).unwrap();
+        assert_eq!(removed.dangling_grants, vec![grant]);
+        assert!(store.usable_versions("s").unwrap().is_none());
+    }
+
+    #[test]
+    fn master_key_rotation_rewraps_every_version_and_retires_the_old_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        put(&store, "a", b"value-a-1");
+        rotate(&store, "a", b"value-a-2", Some(600));
+        put(&store, "b", b"value-b-1");
+        let new = AesKey::generate();
+        let new_copy = AesKey::from_slice(new.expose()).unwrap();
+        assert_eq!(store.rotate_master_key(new).unwrap(), 3);
+        // This process switched keys; writes after it use the new one.
+        put(&store, "c", b"value-c-1");
+        assert_eq!(
+            store.check_all().unwrap().failed,
+            Vec::<(String, u32)>::new()
+        );
+        drop(store);
+        let err =
+            SqliteStore::open(dir.path(), AesKey::from_slice(&[9u8; 32]).unwrap()).unwrap_err();
+        assert!(matches!(err, StoreError::WrongMasterKey), "{err}");
+        let store = SqliteStore::open(dir.path(), new_copy).unwrap();
+        let report = store.check_all().unwrap();
+        assert_eq!((report.checked, report.failed.len()), (4, 0));
+        assert_eq!(usable(&store, "a"), (2, vec![1]));
+    }
+
+    #[test]
+    fn a_damaged_version_refuses_master_key_rotation_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        put(&store, "a", b"value-a-1");
+        put(&store, "b", b"value-b-1");
+        store
+            .conn
+            .lock()
+            .unwrap()
+            .execute(
+                "UPDATE secret_versions SET wrapped_key = zeroblob(60) WHERE name = 'b'",
+                [],
+            )
+            .unwrap();
+        let err = store.rotate_master_key(AesKey::generate()).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Integrity { ref name, .. } if name == "b"),
+            "{err}"
+        );
+        drop(store);
+        // Nothing changed: the old key still opens everything it opened.
+        let store = open(dir.path());
+        assert_eq!(store.check_all().unwrap().failed, vec![("b".to_owned(), 1)]);
+        assert_eq!(usable(&store, "a"), (1, vec![]));
     }
 
     #[test]

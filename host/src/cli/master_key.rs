@@ -1,0 +1,129 @@
+//! `keyhole master-key rotate` and `keyhole check`: the operator's commands
+//! for the key that protects every stored secret.
+
+use super::{Access, open_store_with_source};
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use keyhole_host::crypto::AesKey;
+use keyhole_host::master_key::{self, KeySource, MASTER_KEY_ENV, NEW_MASTER_KEY_ENV};
+use keyhole_host::store::{SqliteStore, StoreError};
+use std::path::Path;
+use zeroize::Zeroizing;
+
+#[derive(Subcommand)]
+pub enum MasterKeyCommand {
+    /// Re-wrap every data key under a new master key, in one transaction.
+    /// The new key comes from KEYHOLE_NEW_MASTER_KEY, or is generated into
+    /// the key file. Afterwards the old key opens nothing.
+    Rotate,
+}
+
+/// Runs one `keyhole master-key …` command.
+pub fn run(data: &Path, command: MasterKeyCommand) -> anyhow::Result<()> {
+    match command {
+        MasterKeyCommand::Rotate => rotate(data),
+    }
+}
+
+fn rotate(data: &Path) -> anyhow::Result<()> {
+    let new_from_env = match std::env::var_os(NEW_MASTER_KEY_ENV) {
+        None => None,
+        Some(text) => {
+            let text = Zeroizing::new(text.into_string().unwrap_or_default());
+            Some(master_key::decode(&text).with_context(|| {
+                format!(
+                    "{NEW_MASTER_KEY_ENV} must be the base64 encoding of exactly 32 bytes (generate one with `openssl rand -base64 32`); nothing was changed"
+                )
+            })?)
+        }
+    };
+    let (store, source) = open_store_with_source(data, Access::Existing)?;
+    match (source, new_from_env) {
+        (KeySource::Environment, None) => bail!(
+            "the master key comes from {MASTER_KEY_ENV}: supply the new one in {NEW_MASTER_KEY_ENV}; nothing was changed"
+        ),
+        (source, Some(new)) => {
+            let count = store.rotate_master_key(new)?;
+            println!("re-wrapped {count} secret version(s) under the new master key");
+            if let KeySource::File(path) = source {
+                // The file holds a key that opens nothing any more.
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing the old key file {}", path.display()))?;
+                println!("removed the old key file {}", path.display());
+            }
+            println!(
+                "from now on supply {MASTER_KEY_ENV} with the new key (the value of {NEW_MASTER_KEY_ENV}), and restart running nodes with it"
+            );
+        }
+        (_, None) => {
+            let new = AesKey::generate();
+            // The new key is durable before the store depends on it; an
+            // interruption at any point is finished or undone by the next
+            // command that opens the store.
+            master_key::write_pending(data, &new)?;
+            let count = store.rotate_master_key(new)?;
+            master_key::promote_pending(data)?;
+            println!(
+                "re-wrapped {count} secret version(s) under a new master key, written to {}; running nodes pick it up within a second",
+                data.join(master_key::MASTER_KEY_FILE).display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Finishes or undoes a key-file rotation that was interrupted: the store
+/// opens with exactly one of the two keys, and the key file ends up holding
+/// that one.
+pub fn finish_interrupted_rotation(data: &Path) -> anyhow::Result<()> {
+    if !data.join(master_key::PENDING_KEY_FILE).exists() {
+        return Ok(());
+    }
+    let current = master_key::load_existing(data)?;
+    match SqliteStore::open(data, current) {
+        Ok(_) => {
+            master_key::discard_pending(data)?;
+            eprintln!(
+                "note: a master-key rotation was interrupted before the store switched keys; it still uses the old key (run `keyhole master-key rotate` again)"
+            );
+            Ok(())
+        }
+        Err(StoreError::WrongMasterKey) => {
+            let pending = master_key::load_pending(data)?
+                .context("the pending master key vanished while in use")?;
+            SqliteStore::open(data, pending).context(
+                "neither the key file nor the pending key of an interrupted rotation opens the store",
+            )?;
+            master_key::promote_pending(data)?;
+            eprintln!(
+                "note: finished an interrupted master-key rotation: the key file now holds the new key"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `keyhole check`: decrypt every stored version and report any that fail.
+pub fn check(data: &Path) -> anyhow::Result<()> {
+    let (store, _) = open_store_with_source(data, Access::Existing)?;
+    let report = store.check_all()?;
+    for (name, version) in &report.failed {
+        eprintln!(
+            "secret `{name}` version {version} failed its integrity check (tampered with, or sealed under another master key)"
+        );
+    }
+    println!(
+        "checked {} secret version(s): {} ok, {} failed",
+        report.checked,
+        report.checked - report.failed.len(),
+        report.failed.len()
+    );
+    if !report.failed.is_empty() {
+        bail!(
+            "{} secret version(s) failed their integrity check",
+            report.failed.len()
+        );
+    }
+    Ok(())
+}

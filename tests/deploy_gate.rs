@@ -1,0 +1,180 @@
+//! The deploy gate, end to end: `keyhole deploy` refuses a component built
+//! (from source, by the tests) with credentials compiled into it, names
+//! every finding and never its bytes, and deploys the examples untouched.
+
+mod common;
+
+use common::{Node, artifacts};
+
+/// What the `leaky` test program carries, one finding kind each.
+const EXPECTED_KINDS: &[&str] = &[
+    "stored-secret",
+    "aws-access-key",
+    "github-pat",
+    "github-fine-grained-pat",
+    "github-oauth",
+    "github-app-token",
+    "github-refresh-token",
+    "gitlab-pat",
+    "gitlab-pipeline-trigger-token",
+    "gitlab-runner-registration-token",
+    "stripe-key",
+    "slack-bot-token",
+    "slack-user-token",
+    "slack-app-token",
+    "slack-webhook-url",
+    "private-key",
+    "jwt",
+    "high-entropy-assignment",
+];
+
+/// The value `leaky` embeds, raw and encoded.
+const LEAKY_STORED: &[u8] = b"leaky-stored-value-7f3a9c51";
+
+/// The finding IDs (`KIND@OFFSET`) listed in a refusal.
+fn finding_ids(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.trim_start().split_once(": "))
+        .map(|(id, _)| id.to_owned())
+        .filter(|id| id.contains('@'))
+        .collect()
+}
+
+fn deploy_leaky(node: &Node, allow: &[String]) -> std::process::Output {
+    let manifest = node.write_manifest("leaky", artifacts::LEAKY, "/leaky", "");
+    let mut args = vec!["deploy".to_owned(), manifest.to_str().unwrap().to_owned()];
+    for id in allow {
+        args.push("--allow-finding".into());
+        args.push(id.clone());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    node.cli(&args)
+}
+
+#[test]
+fn a_component_with_embedded_credentials_is_refused_finding_by_finding() {
+    let node = Node::new();
+    node.put_secret("leaky-stored", LEAKY_STORED);
+    let out = deploy_leaky(&node, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "deployed a leaky component");
+    assert!(stderr.contains("nothing was deployed"), "{stderr}");
+
+    let ids = finding_ids(&stderr);
+    for kind in EXPECTED_KINDS {
+        assert!(
+            ids.iter().any(|id| id.starts_with(&format!("{kind}@"))),
+            "no {kind} finding in:\n{stderr}"
+        );
+    }
+    // The stored value is found raw, in hex (both cases) and in base64,
+    // named by its secret and never shown.
+    for encoding in ["raw)", "hex)", "base64)"] {
+        assert!(
+            stderr.contains(&format!(
+                "stored secret `leaky-stored` (version 1, {encoding}"
+            )),
+            "{encoding}: {stderr}"
+        );
+    }
+    let stored_hits = ids
+        .iter()
+        .filter(|id| id.starts_with("stored-secret@"))
+        .count();
+    assert_eq!(stored_hits, 4, "{stderr}");
+    for encoding in common::encodings(LEAKY_STORED) {
+        let shown = String::from_utf8_lossy(&encoding.1).into_owned();
+        assert!(
+            !stderr.contains(&shown),
+            "the refusal shows the value ({})",
+            encoding.0
+        );
+    }
+    assert!(
+        stderr.contains("data segment 0 of core module 0"),
+        "{stderr}"
+    );
+    // Nothing was stored.
+    assert!(!node.ok(&["functions"]).contains("leaky"));
+}
+
+#[test]
+fn reviewed_findings_can_be_allowed_one_by_one() {
+    let mut node = Node::new();
+    node.put_secret("leaky-stored", LEAKY_STORED);
+    let refusal = deploy_leaky(&node, &[]);
+    let ids = finding_ids(&String::from_utf8_lossy(&refusal.stderr));
+    assert!(ids.len() >= EXPECTED_KINDS.len(), "{ids:?}");
+
+    // All but one allowed: still refused, naming only the one left.
+    let (last, rest) = ids.split_last().unwrap();
+    let out = deploy_leaky(&node, rest);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(finding_ids(&stderr), vec![last.clone()], "{stderr}");
+
+    let mut all = ids.clone();
+    all.push("jwt@1".into());
+    let out = deploy_leaky(&node, &all);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("warning: deployed despite"), "{stderr}");
+    assert!(
+        stderr.contains("--allow-finding jwt@1 matched no finding"),
+        "{stderr}"
+    );
+    node.start();
+    assert_eq!(node.get("/leaky").status, 200);
+}
+
+#[test]
+fn without_the_stored_secret_only_the_formats_are_reported() {
+    let node = Node::new();
+    let out = deploy_leaky(&node, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let ids = finding_ids(&stderr);
+    assert!(
+        !ids.iter().any(|id| id.starts_with("stored-secret@")),
+        "{stderr}"
+    );
+    assert!(
+        ids.iter().any(|id| id.starts_with("github-pat@")),
+        "{stderr}"
+    );
+    // A refused deploy into a data directory with no store creates none.
+    assert!(!node.data.path().join("keyhole.db").exists());
+}
+
+#[test]
+fn the_examples_and_test_programs_deploy_with_no_findings() {
+    let node = Node::new();
+    // A store full of secrets, of every kind the examples use.
+    for i in 0..20 {
+        node.put_secret(&format!("random-{i}"), &common::random_secret());
+    }
+    node.put_secret("words", b"correct horse battery staple");
+    for manifest in [
+        artifacts::HELLO_SECRET_MANIFEST,
+        artifacts::WEBHOOK_VERIFY_MANIFEST,
+        artifacts::REVEAL_DEMO_MANIFEST,
+        artifacts::API_PROXY_MANIFEST,
+        artifacts::JWT_SIGN_MANIFEST,
+        artifacts::SESSION_SEAL_MANIFEST,
+    ] {
+        let out = node.cli(&["deploy", manifest]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{manifest}: {stderr}");
+        assert!(!stderr.contains("warning"), "{manifest}: {stderr}");
+    }
+    for (name, component) in [("probe", artifacts::PROBE), ("legacy", artifacts::LEGACY)] {
+        let manifest = node.write_manifest(name, component, &format!("/{name}"), "");
+        let out = node.cli(&["deploy", manifest.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
