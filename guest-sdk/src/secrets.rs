@@ -192,7 +192,9 @@ impl Secret {
     }
 
     /// Whether `tag` is the HMAC-SHA256 of `message`, compared in constant
-    /// time by the host. Needs the `hmac` grant.
+    /// time by the host. Needs the `hmac` grant. While a rotation's grace
+    /// window is open, a tag made with the previous version passes too, so
+    /// a sender that has not switched yet keeps working.
     ///
     /// ```no_run
     /// let key = keyhole_sdk::secrets::get("GITHUB_WEBHOOK")?;
@@ -258,7 +260,8 @@ impl Secret {
 
     /// Decrypts what [`Secret::seal`] produced with the same key and `aad`.
     /// A tampered, truncated or foreign input is [`Error::InvalidArgument`],
-    /// never garbage. Needs the `seal` grant.
+    /// never garbage. Needs the `seal` grant. While a rotation's grace
+    /// window is open, input sealed under the previous version opens too.
     ///
     /// ```no_run
     /// let key = keyhole_sdk::secrets::get("COOKIE_KEY")?;
