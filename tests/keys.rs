@@ -364,16 +364,13 @@ fn sealing_interoperates_with_aes_gcm_and_refuses_tampering() {
 fn the_session_seal_example_round_trips_a_cookie() {
     let mut node = Node::new();
     put_ok(&node, "session-key", "aes-256", &rand::random::<[u8; 32]>());
-    node.ok(&["deploy", artifacts::SESSION_SEAL_MANIFEST]);
-    node.ok(&[
-        "grant",
+    node.deploy_granted(
+        artifacts::SESSION_SEAL_MANIFEST,
         "session-seal",
         "SESSION_KEY",
-        "--secret",
         "session-key",
-        "--allow",
         "seal",
-    ]);
+    );
     node.start();
 
     let login = node.post("/session/login?user=alice", &[], b"");

@@ -32,22 +32,35 @@ fn value_file(node: &Node, name: &str, value: &[u8]) -> String {
     path.to_str().unwrap().to_owned()
 }
 
+/// `keyhole secret rotate SECRET` to `value`, with a grace window if given;
+/// returns what it printed.
+fn rotate(node: &Node, secret: &str, value: &[u8], grace: Option<&str>) -> String {
+    let file = value_file(node, &format!("{secret}.next"), value);
+    let mut args = vec!["secret", "rotate", secret, "--from-file", &file];
+    if let Some(grace) = grace {
+        args.extend(["--grace", grace]);
+    }
+    node.ok(&args)
+}
+
 /// A node serving `webhook-verify`, its binding granted secret `hook`
 /// holding `key`.
 fn webhook_node(key: &[u8]) -> Node {
     let node = Node::new();
+    grant_webhook(&node, key);
+    node
+}
+
+/// Stores `key` as secret `hook` and deploys `webhook-verify` granted it.
+fn grant_webhook(node: &Node, key: &[u8]) {
     node.put_secret("hook", key);
-    node.ok(&["deploy", artifacts::WEBHOOK_VERIFY_MANIFEST]);
-    node.ok(&[
-        "grant",
+    node.deploy_granted(
+        artifacts::WEBHOOK_VERIFY_MANIFEST,
         "webhook-verify",
         "GITHUB_WEBHOOK",
-        "--secret",
         "hook",
-        "--allow",
         "hmac",
-    ]);
-    node
+    );
 }
 
 fn webhook_status(node: &Node, key: &[u8]) -> u16 {
@@ -104,20 +117,9 @@ fn rotation_under_load_fails_no_request_and_answers_for_the_version_of_its_time(
         .collect();
 
     std::thread::sleep(Duration::from_millis(400));
-    let file = value_file(&node, "new.key", NEW);
     let rotate_started = started.elapsed();
-    let out = node.cli(&[
-        "secret",
-        "rotate",
-        "hook",
-        "--from-file",
-        &file,
-        "--grace",
-        "1h",
-    ]);
+    let stdout = rotate(&node, "hook", NEW, Some("1h"));
     let rotate_done = started.elapsed();
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
     assert!(
         stdout.contains("rotated secret `hook` to version 2"),
         "{stdout}"
@@ -219,16 +221,7 @@ fn a_grace_window_ends_and_a_rotation_without_one_retires_at_once() {
     node.start();
     assert_eq!(webhook_status(&node, V1), 200);
 
-    let file = value_file(&node, "v2.key", V2);
-    node.ok(&[
-        "secret",
-        "rotate",
-        "hook",
-        "--from-file",
-        &file,
-        "--grace",
-        "3s",
-    ]);
+    rotate(&node, "hook", V2, Some("3s"));
     wait_for_status(&node, V2, 200);
     assert_eq!(webhook_status(&node, V1), 200, "in grace");
     let versions: serde_json::Value =
@@ -242,8 +235,7 @@ fn a_grace_window_ends_and_a_rotation_without_one_retires_at_once() {
     assert_eq!(versions[1]["state"], "retired");
     assert_eq!(webhook_status(&node, V2), 200);
 
-    let file = value_file(&node, "v3.key", V3);
-    let out = node.ok(&["secret", "rotate", "hook", "--from-file", &file]);
+    let out = rotate(&node, "hook", V3, None);
     assert!(out.contains("version 2 is retired"), "{out}");
     wait_for_status(&node, V3, 200);
     assert_eq!(webhook_status(&node, V2), 401, "no grace: retired at once");
@@ -273,32 +265,25 @@ fn sealed_data_opens_during_the_grace_window_and_new_seals_use_the_new_key() {
         "--from-file",
         &v1,
     ]);
-    node.ok(&["deploy", artifacts::SESSION_SEAL_MANIFEST]);
-    node.ok(&[
-        "grant",
+    node.deploy_granted(
+        artifacts::SESSION_SEAL_MANIFEST,
         "session-seal",
         "SESSION_KEY",
-        "--secret",
         "session-key",
-        "--allow",
         "seal",
-    ]);
+    );
     node.start();
     let alice = login(&node, "alice");
     assert_eq!(session_status(&node, &alice), 200);
 
     // Rotate with a grace window: alice's cookie (version 1) still opens,
     // and new cookies are sealed under version 2.
-    let v2 = value_file(&node, "v2.key", &rand::random::<[u8; 32]>());
-    node.ok(&[
-        "secret",
-        "rotate",
+    rotate(
+        &node,
         "session-key",
-        "--from-file",
-        &v2,
-        "--grace",
-        "1h",
-    ]);
+        &rand::random::<[u8; 32]>(),
+        Some("1h"),
+    );
     // Once the node reports a use of version 2, it seals under it.
     let start = Instant::now();
     loop {
@@ -321,8 +306,7 @@ fn sealed_data_opens_during_the_grace_window_and_new_seals_use_the_new_key() {
     // Rotate again without grace: version 2 retires at once, so bob's
     // cookie (if sealed under it) no longer opens, while version 1 is still
     // inside the window the first rotation gave it.
-    let v3 = value_file(&node, "v3.key", &rand::random::<[u8; 32]>());
-    node.ok(&["secret", "rotate", "session-key", "--from-file", &v3]);
+    rotate(&node, "session-key", &rand::random::<[u8; 32]>(), None);
     let start = Instant::now();
     while session_status(&node, &bob) != 401 {
         assert!(
@@ -355,8 +339,7 @@ fn rollback_makes_an_earlier_version_current_again() {
     const V2: &[u8] = b"rollback-key-version-2";
     let mut node = webhook_node(V1);
     node.start();
-    let file = value_file(&node, "v2.key", V2);
-    node.ok(&["secret", "rotate", "hook", "--from-file", &file]);
+    rotate(&node, "hook", V2, None);
     wait_for_status(&node, V2, 200);
     assert_eq!(webhook_status(&node, V1), 401);
 
@@ -661,17 +644,7 @@ fn master_key_rotation_from_the_environment_retires_the_old_key() {
 fn master_key_rotation_in_the_key_file_is_picked_up_by_a_running_node() {
     let mut node = Node::with_key_file();
     let key = b"file-keyed-webhook-key";
-    node.put_secret("hook", key);
-    node.ok(&["deploy", artifacts::WEBHOOK_VERIFY_MANIFEST]);
-    node.ok(&[
-        "grant",
-        "webhook-verify",
-        "GITHUB_WEBHOOK",
-        "--secret",
-        "hook",
-        "--allow",
-        "hmac",
-    ]);
+    grant_webhook(&node, key);
     let key_file = node.data.path().join("master.key");
     let old = std::fs::read_to_string(&key_file).unwrap();
     node.start();
@@ -687,16 +660,7 @@ fn master_key_rotation_in_the_key_file_is_picked_up_by_a_running_node() {
     // A write after the rotation makes the node reload: it must have
     // switched to the new key to decrypt anything.
     let v2 = b"file-keyed-webhook-key-2";
-    let file = value_file(&node, "v2.key", v2);
-    node.ok(&[
-        "secret",
-        "rotate",
-        "hook",
-        "--from-file",
-        &file,
-        "--grace",
-        "1h",
-    ]);
+    rotate(&node, "hook", v2, Some("1h"));
     wait_for_status(&node, v2, 200);
     assert_eq!(
         webhook_status(&node, key),

@@ -17,16 +17,13 @@ fn webhook_verify_checks_github_signatures_on_the_host() {
     let mut node = Node::new();
     let key = b"It's a Secret to Everybody";
     node.put_secret("gh-webhook-prod", key);
-    node.ok(&["deploy", artifacts::WEBHOOK_VERIFY_MANIFEST]);
-    node.ok(&[
-        "grant",
+    node.deploy_granted(
+        artifacts::WEBHOOK_VERIFY_MANIFEST,
         "webhook-verify",
         "GITHUB_WEBHOOK",
-        "--secret",
         "gh-webhook-prod",
-        "--allow",
         "hmac",
-    ]);
+    );
     node.start();
 
     // GitHub's own documented test vector.

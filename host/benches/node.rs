@@ -135,27 +135,21 @@ fn main() {
         let mut node = Node::new();
         node.put_secret("greeting", b"bench-greeting-key");
         node.put_secret("webhook", WEBHOOK_KEY);
-        node.ok(&["deploy", artifacts::HELLO_SECRET_MANIFEST]);
-        node.ok(&["deploy", artifacts::WEBHOOK_VERIFY_MANIFEST]);
-        node.granted_probe("probe", "/probe", "webhook", "hmac", "");
-        node.ok(&[
-            "grant",
+        node.deploy_granted(
+            artifacts::HELLO_SECRET_MANIFEST,
             "hello-secret",
             "GREETING_KEY",
-            "--secret",
             "greeting",
-            "--allow",
             "hmac",
-        ]);
-        node.ok(&[
-            "grant",
+        );
+        node.deploy_granted(
+            artifacts::WEBHOOK_VERIFY_MANIFEST,
             "webhook-verify",
             "GITHUB_WEBHOOK",
-            "--secret",
             "webhook",
-            "--allow",
             "hmac",
-        ]);
+        );
+        node.granted_probe("probe", "/probe", "webhook", "hmac", "");
         node.start_with_backtrace(backtrace);
         let setting = if backtrace {
             "RUST_BACKTRACE=1"

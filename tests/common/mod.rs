@@ -140,6 +140,22 @@ impl Node {
         self.ok(&["grant", function, "KEY", "--secret", secret, "--allow", ops]);
     }
 
+    /// Deploys the example at `manifest` (function `function`) and grants
+    /// its `binding` secret `secret` for `ops`.
+    pub fn deploy_granted(
+        &self,
+        manifest: &str,
+        function: &str,
+        binding: &str,
+        secret: &str,
+        ops: &str,
+    ) {
+        self.ok(&["deploy", manifest]);
+        self.ok(&[
+            "grant", function, binding, "--secret", secret, "--allow", ops,
+        ]);
+    }
+
     /// Runs `keyhole ARGS…` with `KEYHOLE_MASTER_KEY` set to `key`, or
     /// unset when `None`, instead of this node's key.
     pub fn cli_with_key(&self, args: &[&str], key: Option<&str>) -> Output {

@@ -64,6 +64,11 @@ CREATE TABLE IF NOT EXISTS grants (
     egress   TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (function, binding)
 );
+";
+
+/// Uses of secrets recorded by nodes (since version 3): written in batches
+/// off the request path, never part of a revision.
+const SECRET_USES: &str = "
 CREATE TABLE IF NOT EXISTS secret_uses (
     function      TEXT NOT NULL,
     binding       TEXT NOT NULL,
@@ -87,16 +92,6 @@ UPDATE meta SET value = 2 WHERE key = 'schema';
 const MIGRATE_2_TO_3: &str = "
 ALTER TABLE secrets ADD COLUMN max_age INTEGER;
 ALTER TABLE secret_versions ADD COLUMN grace_until INTEGER;
-CREATE TABLE secret_uses (
-    function      TEXT NOT NULL,
-    binding       TEXT NOT NULL,
-    secret        TEXT NOT NULL,
-    version       INTEGER,
-    used_at       INTEGER,
-    grace_version INTEGER,
-    grace_used_at INTEGER,
-    PRIMARY KEY (function, binding)
-);
 UPDATE meta SET value = 3 WHERE key = 'schema';
 ";
 
@@ -197,11 +192,12 @@ impl SqliteStore {
             match schema {
                 None => {
                     tx.execute_batch(SCHEMA)?;
+                    tx.execute_batch(SECRET_USES)?;
                     tx.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])?;
                     tx.execute("INSERT INTO meta (key, value) VALUES ('revision', 0)", [])?;
                 }
-                Some(1) => tx.execute_batch(&format!("{MIGRATE_1_TO_2}{MIGRATE_2_TO_3}"))?,
-                Some(2) => tx.execute_batch(MIGRATE_2_TO_3)?,
+                Some(1) => tx.execute_batch(&format!("{MIGRATE_1_TO_2}{MIGRATE_2_TO_3}{SECRET_USES}"))?,
+                Some(2) => tx.execute_batch(&format!("{MIGRATE_2_TO_3}{SECRET_USES}"))?,
                 Some(SCHEMA_VERSION) => {}
                 Some(other) => {
                     return Err(corrupt(format!(
@@ -230,16 +226,21 @@ impl SqliteStore {
         Arc::clone(&self.master.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Switches to `key` if it is the one the store is sealed under now: a
-    /// running node calls this when another process rotated the master key.
-    pub fn rekey(&self, key: AesKey) -> Result<(), StoreError> {
-        let sealed: Vec<u8> = self.read(|tx| {
+    /// The key check as stored: a known plaintext sealed under the master key.
+    fn sealed_key_check(&self) -> Result<Vec<u8>, StoreError> {
+        self.read(|tx| {
             Ok(
                 tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
                     r.get(0)
                 })?,
             )
-        })?;
+        })
+    }
+
+    /// Switches to `key` if it is the one the store is sealed under now: a
+    /// running node calls this when another process rotated the master key.
+    pub fn rekey(&self, key: AesKey) -> Result<(), StoreError> {
+        let sealed = self.sealed_key_check()?;
         if !opens_key_check(&key, &sealed) {
             return Err(StoreError::WrongMasterKey);
         }
@@ -364,7 +365,7 @@ impl SqliteStore {
             .query_row(
                 &format!("{SECRET_COLUMNS} WHERE s.name = ?1"),
                 [name],
-                secret_from_row,
+                |r| SecretRow::try_from(r),
             )
             .optional()?;
         to_secret(row.ok_or_else(|| StoreError::UnknownSecret(name.to_owned()))?)
@@ -374,7 +375,7 @@ impl SqliteStore {
         let mut stmt = tx.prepare(
             "SELECT function, binding, secret, allow, egress FROM grants WHERE secret = ?1 ORDER BY function, binding",
         )?;
-        let rows = stmt.query_map([secret], Self::grant_from_row)?;
+        let rows = stmt.query_map([secret], |r| GrantRow::try_from(r))?;
         rows.map(|row| Self::to_grant(row?)).collect()
     }
 
@@ -477,16 +478,6 @@ impl SqliteStore {
             .is_some())
     }
 
-    fn grant_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<GrantRow> {
-        Ok((
-            row.get(0)?,
-            row.get(1)?,
-            row.get(2)?,
-            row.get(3)?,
-            row.get(4)?,
-        ))
-    }
-
     fn to_grant((function, binding, secret, allow, egress): GrantRow) -> Result<Grant, StoreError> {
         let allow = OperationSet::parse_list(&allow).map_err(corrupt)?;
         let egress = EgressList::parse_list(&egress).map_err(corrupt)?;
@@ -503,19 +494,6 @@ impl SqliteStore {
 type GrantRow = (String, String, String, String, String);
 
 type FunctionRow = (String, String, u32, u32, String, String, u64, Timestamp);
-
-fn function_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FunctionRow> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-        row.get(7)?,
-    ))
-}
 
 fn to_function(
     (name, routes, memory_mib, timeout_ms, bindings, component_sha256, component_size, deployed_at): FunctionRow,
@@ -555,7 +533,7 @@ impl Store for SqliteStore {
     fn list_secrets(&self) -> Result<Vec<SecretInfo>, StoreError> {
         self.read(|tx| {
             let mut stmt = tx.prepare(&format!("{SECRET_COLUMNS} ORDER BY s.name"))?;
-            let rows = stmt.query_map([], secret_from_row)?;
+            let rows = stmt.query_map([], |r| SecretRow::try_from(r))?;
             rows.map(|row| to_secret(row?)).collect()
         })
     }
@@ -728,7 +706,7 @@ impl Store for SqliteStore {
                         },
                     )
                 };
-                Ok((Self::grant_from_row(r)?, last(5, 6)?, last(7, 8)?))
+                Ok((GrantRow::try_from(r)?, last(5, 6)?, last(7, 8)?))
             })?;
             let dependents: Vec<Dependent> = rows
                 .map(|row| {
@@ -842,7 +820,7 @@ impl Store for SqliteStore {
                 "SELECT name, routes, memory_mib, timeout_ms, bindings, component_sha256, length(component), deployed_at
                  FROM functions ORDER BY name",
             )?;
-            let rows = stmt.query_map([], function_from_row)?;
+            let rows = stmt.query_map([], |r| FunctionRow::try_from(r))?;
             rows.map(|row| to_function(row?)).collect()
         })
     }
@@ -893,7 +871,7 @@ impl Store for SqliteStore {
                 .query_row(
                     "SELECT function, binding, secret, allow, egress FROM grants WHERE function = ?1 AND binding = ?2",
                     [function, binding],
-                    Self::grant_from_row,
+                    |r| GrantRow::try_from(r),
                 )
                 .optional()?;
             let Some(row) = row else {
@@ -915,19 +893,13 @@ impl Store for SqliteStore {
                 "SELECT function, binding, secret, allow, egress FROM grants
                  WHERE ?1 IS NULL OR function = ?1 ORDER BY function, binding",
             )?;
-            let rows = stmt.query_map([function], Self::grant_from_row)?;
+            let rows = stmt.query_map([function], |r| GrantRow::try_from(r))?;
             rows.map(|row| Self::to_grant(row?)).collect()
         })
     }
 
     fn check_master_key(&self) -> Result<(), StoreError> {
-        let sealed: Vec<u8> = self.read(|tx| {
-            Ok(
-                tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
-                    r.get(0)
-                })?,
-            )
-        })?;
+        let sealed = self.sealed_key_check()?;
         if opens_key_check(&self.master(), &sealed) {
             Ok(())
         } else {
@@ -956,19 +928,6 @@ type SecretRow = (
     Option<Timestamp>,
     Option<i64>,
 );
-
-fn secret_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SecretRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-    ))
-}
 
 fn to_secret(
     (name, current_version, versions, created_at, updated_at, kind, value_created_at, max_age): SecretRow,
