@@ -177,6 +177,9 @@ fn rotation_under_load_fails_no_request_and_answers_for_the_version_of_its_time(
         assert!(seen_accepted, "the new key was never accepted");
         new_accepted_after += new.iter().filter(|(_, s)| *s == 200).count();
     }
+    eprintln!(
+        "under load: {old_count} old-key requests, all 200; {new_accepted_after} new-key requests accepted after the switch"
+    );
     assert!(
         old_count > 100 && new_accepted_after > 10,
         "too little load: {old_count}"
@@ -798,4 +801,69 @@ fn an_interrupted_environment_rotation_opens_with_exactly_one_key() {
             (old, new) => panic!("round {round}: old {old:?}, new {new:?}: not exactly one key"),
         }
     }
+}
+
+#[test]
+fn check_names_a_damaged_version_and_master_key_rotation_refuses_to_lose_it() {
+    let node = Node::new();
+    node.put_secret("intact", b"intact-value-123");
+    node.put_secret("damaged", b"damaged-value-456");
+    assert!(
+        check_ok(&node, node.env_key())
+            .unwrap()
+            .contains("checked 2 secret version(s): 2 ok, 0 failed")
+    );
+    // Flip one bit of the damaged secret's ciphertext.
+    let db = rusqlite::Connection::open(node.data.path().join("keyhole.db")).unwrap();
+    let mut ciphertext: Vec<u8> = db
+        .query_row(
+            "SELECT ciphertext FROM secret_versions WHERE name = 'damaged'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    ciphertext[20] ^= 1;
+    db.execute(
+        "UPDATE secret_versions SET ciphertext = ?1 WHERE name = 'damaged'",
+        [ciphertext],
+    )
+    .unwrap();
+    drop(db);
+
+    let err = check_ok(&node, node.env_key()).unwrap_err();
+    assert!(
+        err.contains("secret `damaged` version 1 failed its integrity check"),
+        "{err}"
+    );
+    assert!(!err.contains("intact"), "{err}");
+    assert!(err.contains("1 secret version(s) failed"), "{err}");
+
+    // A version whose data key does not open refuses a master-key
+    // rotation whole, rather than leaving it behind under the old key.
+    let db = rusqlite::Connection::open(node.data.path().join("keyhole.db")).unwrap();
+    db.execute(
+        "UPDATE secret_versions SET wrapped_key = zeroblob(60) WHERE name = 'damaged'",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let out = node
+        .command()
+        .env("KEYHOLE_NEW_MASTER_KEY", key_b64())
+        .args(["master-key", "rotate"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("secret `damaged` version 1 failed its integrity check"),
+        "{stderr}"
+    );
+    // Nothing changed: the old key still opens the intact version.
+    let out = node.cli(&["check"]);
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("2 secret version(s): 1 ok, 1 failed"),
+        "{stdout}"
+    );
 }

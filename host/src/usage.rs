@@ -1,71 +1,76 @@
-//! Which function last used which secret, and which version: recorded on
-//! the request path with one atomic store, written to the store in batches
-//! by a background thread.
+//! Which function last used which secret, and which version: marked on the
+//! request path with one atomic read (and a write only when the mark
+//! changes), written to the store in batches by a background thread.
 //!
 //! The operator's question "what breaks if I rotate this?" is answered by
 //! grants plus these records (`keyhole secret dependents`). A request never
 //! waits on disk for them; a record reaches the store within
 //! [`crate::server::USAGE_FLUSH_INTERVAL`] of the use.
 
-use crate::store::{LastUse, Store, StoreError, Timestamp, UseRecord, now};
+use crate::store::{LastUse, Store, StoreError, UseRecord, now};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// `(seconds since the epoch) << 32 | version`, 0 for "never": one word, so
-/// a use is recorded with a single relaxed store.
-fn pack(at: Timestamp, version: u32) -> u64 {
-    ((at.clamp(0, i64::from(u32::MAX)) as u64) << 32) | u64::from(version)
+/// A mark meaning "used since the last flush, with this version". Zero is
+/// "not used".
+fn mark(version: u32) -> u64 {
+    (1 << 32) | u64::from(version)
 }
 
-fn unpack(word: u64) -> Option<LastUse> {
-    (word != 0).then_some(LastUse {
-        at: (word >> 32) as Timestamp,
-        version: word as u32,
-    })
+/// Sets `slot` to `word` unless it already holds it: after the first use
+/// in a flush interval, workers on other cores only read the cache line
+/// instead of taking it from each other on every request.
+fn set_mark(slot: &AtomicU64, word: u64) {
+    if slot.load(Ordering::Relaxed) != word {
+        slot.store(word, Ordering::Relaxed);
+    }
 }
 
-/// The latest uses of one binding of one function.
+/// Takes the mark out of `slot`, leaving "not used".
+fn take_mark(slot: &AtomicU64) -> Option<u32> {
+    match slot.swap(0, Ordering::Relaxed) {
+        0 => None,
+        word => Some(word as u32),
+    }
+}
+
+/// Puts back a mark whose write to the store failed, unless a newer use
+/// has marked the slot since.
+fn restore_mark(slot: &AtomicU64, version: Option<u32>) {
+    if let Some(version) = version {
+        let _ = slot.compare_exchange(0, mark(version), Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// The uses of one binding of one function since the last flush. Uses are
+/// stamped with the flush's time, so the time a store records is at most a
+/// flush interval late; the request path reads no clock.
 #[derive(Debug, Default)]
 pub struct UsageSlot {
     last: AtomicU64,
     last_grace: AtomicU64,
-    reported: Mutex<(u64, u64)>,
 }
 
 impl UsageSlot {
     /// The function opened the binding and got `version`.
     pub fn record(&self, version: u32) {
-        self.last.store(pack(now(), version), Ordering::Relaxed);
+        set_mark(&self.last, mark(version));
     }
 
     /// A verification or decryption succeeded only with `version`, which is
     /// in its grace window.
     pub fn record_grace(&self, version: u32) {
-        self.last_grace
-            .store(pack(now(), version), Ordering::Relaxed);
+        set_mark(&self.last_grace, mark(version));
     }
 
-    /// What changed since the last call, as `(last, last_grace)`.
-    fn take_changes(&self) -> Option<(Option<LastUse>, Option<LastUse>)> {
-        let last = self.last.load(Ordering::Relaxed);
-        let grace = self.last_grace.load(Ordering::Relaxed);
-        let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
-        if *reported == (last, grace) {
-            return None;
-        }
-        let changes = (
-            (last != reported.0).then(|| unpack(last)).flatten(),
-            (grace != reported.1).then(|| unpack(grace)).flatten(),
-        );
-        *reported = (last, grace);
-        Some(changes)
+    /// The versions used since the last call, as `(opened, grace)`.
+    fn take(&self) -> (Option<u32>, Option<u32>) {
+        (take_mark(&self.last), take_mark(&self.last_grace))
     }
 
-    /// Puts back changes whose write failed, unless newer ones arrived.
-    fn restore(&self, before: (u64, u64)) {
-        let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
-        *reported = before;
+    fn is_idle(&self) -> bool {
+        self.last.load(Ordering::Relaxed) == 0 && self.last_grace.load(Ordering::Relaxed) == 0
     }
 }
 
@@ -93,16 +98,7 @@ impl UsageLog {
     /// uses are written.
     pub fn retain_live(&self) {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots.retain(|_, slot| {
-            Arc::strong_count(slot) > 1 || {
-                let reported = *slot.reported.lock().unwrap_or_else(|p| p.into_inner());
-                reported
-                    != (
-                        slot.last.load(Ordering::Relaxed),
-                        slot.last_grace.load(Ordering::Relaxed),
-                    )
-            }
-        });
+        slots.retain(|_, slot| Arc::strong_count(slot) > 1 || !slot.is_idle());
     }
 
     /// Writes every use recorded since the last flush to `store`, in one
@@ -116,24 +112,28 @@ impl UsageLog {
             .iter()
             .map(|(k, v)| (k.clone(), Arc::clone(v)))
             .collect();
+        let at = now();
         let mut records = Vec::new();
         let mut taken = Vec::new();
         for ((function, binding, secret), slot) in slots {
-            let before = *slot.reported.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((last_use, last_grace_use)) = slot.take_changes() {
-                records.push(UseRecord {
-                    function,
-                    binding,
-                    secret,
-                    last_use,
-                    last_grace_use,
-                });
-                taken.push((slot, before));
+            let (opened, grace) = slot.take();
+            if opened.is_none() && grace.is_none() {
+                continue;
             }
+            let stamp = |version| LastUse { at, version };
+            records.push(UseRecord {
+                function,
+                binding,
+                secret,
+                last_use: opened.map(stamp),
+                last_grace_use: grace.map(stamp),
+            });
+            taken.push((slot, opened, grace));
         }
         if let Err(e) = store.record_uses(&records) {
-            for (slot, before) in taken {
-                slot.restore(before);
+            for (slot, opened, grace) in taken {
+                restore_mark(&slot.last, opened);
+                restore_mark(&slot.last_grace, grace);
             }
             return Err(e);
         }
@@ -146,31 +146,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn packing_round_trips_and_zero_means_never() {
-        assert_eq!(unpack(0), None);
-        let word = pack(1_800_000_000, 7);
-        assert_eq!(
-            unpack(word),
-            Some(LastUse {
-                at: 1_800_000_000,
-                version: 7
-            })
-        );
+    fn a_use_is_taken_once_with_its_version() {
+        let slot = UsageSlot::default();
+        assert_eq!(slot.take(), (None, None));
+        slot.record(3);
+        slot.record(3);
+        assert_eq!(slot.take(), (Some(3), None));
+        assert_eq!(slot.take(), (None, None), "nothing new since");
+        slot.record_grace(2);
+        slot.record(4);
+        assert_eq!(slot.take(), (Some(4), Some(2)));
+        assert!(slot.is_idle());
     }
 
     #[test]
-    fn changes_are_taken_once() {
+    fn a_mark_whose_write_failed_is_put_back_unless_a_newer_use_came() {
         let slot = UsageSlot::default();
-        assert!(slot.take_changes().is_none());
-        slot.record(3);
-        let (last, grace) = slot.take_changes().unwrap();
-        assert_eq!(last.unwrap().version, 3);
-        assert!(grace.is_none());
-        assert!(slot.take_changes().is_none(), "nothing new since");
-        slot.record_grace(2);
-        let (last, grace) = slot.take_changes().unwrap();
-        assert!(last.is_none(), "the open was already reported");
-        assert_eq!(grace.unwrap().version, 2);
+        slot.record(1);
+        let (opened, _) = slot.take();
+        restore_mark(&slot.last, opened);
+        assert_eq!(slot.take(), (Some(1), None));
+        slot.record(1);
+        let (opened, _) = slot.take();
+        slot.record(2);
+        restore_mark(&slot.last, opened);
+        assert_eq!(slot.take(), (Some(2), None), "the newer use wins");
     }
 
     #[test]

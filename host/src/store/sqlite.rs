@@ -260,7 +260,7 @@ impl SqliteStore {
             let rows: Vec<(String, u32, Vec<u8>)> = {
                 let mut stmt =
                     tx.prepare("SELECT name, version, wrapped_key FROM secret_versions")?;
-                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, sealed_bytes(r, 2)?)))?
                     .collect::<Result<_, _>>()?
             };
             for (name, version, wrapped) in &rows {
@@ -292,7 +292,7 @@ impl SqliteStore {
                 "SELECT name, version, wrapped_key, ciphertext FROM secret_versions ORDER BY name, version",
             )?;
             let rows = stmt.query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, SealedVersion { wrapped_key: r.get(2)?, ciphertext: r.get(3)? }))
+                Ok((r.get(0)?, r.get(1)?, SealedVersion { wrapped_key: sealed_bytes(r, 2)?, ciphertext: sealed_bytes(r, 3)? }))
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
         })?;
@@ -646,7 +646,7 @@ impl Store for SqliteStore {
                 .query_map(params![name, current, at], |r| {
                     Ok((
                         r.get::<_, u32>(0)?,
-                        SealedVersion { wrapped_key: r.get(1)?, ciphertext: r.get(2)? },
+                        SealedVersion { wrapped_key: sealed_bytes(r, 1)?, ciphertext: sealed_bytes(r, 2)? },
                         r.get::<_, Option<Timestamp>>(3)?,
                     ))
                 })?
@@ -946,6 +946,18 @@ fn to_secret(
         created_at,
         updated_at,
         max_age,
+    })
+}
+
+/// A sealed column's bytes, whatever SQL type a tampered row gave it: a
+/// wrong type then fails that version's integrity check, like any other
+/// change, instead of failing every read that meets the row.
+fn sealed_bytes(r: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Vec<u8>> {
+    Ok(match r.get_ref(index)? {
+        rusqlite::types::ValueRef::Blob(bytes) | rusqlite::types::ValueRef::Text(bytes) => {
+            bytes.to_vec()
+        }
+        _ => Vec::new(),
     })
 }
 
@@ -1392,6 +1404,32 @@ mod tests {
         let store = open(dir.path());
         assert_eq!(store.check_all().unwrap().failed, vec![("b".to_owned(), 1)]);
         assert_eq!(usable(&store, "a"), (1, vec![]));
+    }
+
+    #[test]
+    fn a_record_of_the_wrong_type_fails_alone_as_an_integrity_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        put(&store, "good", b"good-value-1");
+        put(&store, "bad", b"bad-value-22");
+        store
+            .conn
+            .lock()
+            .unwrap()
+            .execute_batch(
+                "UPDATE secret_versions SET ciphertext = 'not a blob' WHERE name = 'bad';",
+            )
+            .unwrap();
+        let report = store.check_all().unwrap();
+        assert_eq!(
+            (report.checked, report.failed),
+            (2, vec![("bad".to_owned(), 1)])
+        );
+        assert!(matches!(
+            store.usable_versions("bad"),
+            Err(StoreError::Integrity { version: 1, .. })
+        ));
+        assert_eq!(usable(&store, "good"), (1, vec![]));
     }
 
     #[test]
