@@ -22,6 +22,39 @@ pub const NEW_MASTER_KEY_ENV: &str = "KEYHOLE_NEW_MASTER_KEY";
 /// Where a rotation writes the new key before the store switches to it; it
 /// replaces [`MASTER_KEY_FILE`] once the store has committed.
 pub const PENDING_KEY_FILE: &str = "master.key.new";
+/// Held (locked) by a process rotating the master key, so nothing else
+/// mistakes its pending key for the leftover of an interrupted rotation.
+/// The kernel releases the lock when the process dies, however it dies.
+pub const ROTATION_LOCK_FILE: &str = "master.key.lock";
+
+/// Proof that this process alone is rotating the master key (or repairing
+/// an interrupted rotation); released on drop.
+#[derive(Debug)]
+pub struct RotationLock {
+    _file: std::fs::File,
+}
+
+/// Takes the rotation lock of the store in `data_dir`, or `None` when
+/// another process holds it.
+pub fn try_lock_rotation(data_dir: &Path) -> Result<Option<RotationLock>, MasterKeyError> {
+    let path = data_dir.join(ROTATION_LOCK_FILE);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(&path).map_err(|source| MasterKeyError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(RotationLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(source)) => Err(MasterKeyError::Io { path, source }),
+    }
+}
 
 /// Why the master key could not be had. Never carries key bytes.
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +241,15 @@ mod tests {
         assert!(load_pending(dir.path()).unwrap().is_none());
         let text = std::fs::read_to_string(dir.path().join(MASTER_KEY_FILE)).unwrap();
         assert_eq!(decode(&text).unwrap().expose(), new.expose());
+    }
+
+    #[test]
+    fn the_rotation_lock_is_exclusive_and_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = try_lock_rotation(dir.path()).unwrap().expect("free");
+        assert!(try_lock_rotation(dir.path()).unwrap().is_none(), "held");
+        drop(held);
+        assert!(try_lock_rotation(dir.path()).unwrap().is_some(), "released");
     }
 
     #[test]

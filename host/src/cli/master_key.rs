@@ -38,6 +38,13 @@ fn rotate(data: &Path) -> anyhow::Result<()> {
         }
     };
     let (store, source) = open_store_with_source(data, Access::Existing)?;
+    let _lock = master_key::try_lock_rotation(data)?.with_context(|| {
+        format!(
+            "another process is rotating the master key of {} (it holds {}); nothing was changed",
+            data.display(),
+            master_key::ROTATION_LOCK_FILE
+        )
+    })?;
     match (source, new_from_env) {
         (KeySource::Environment, None) => bail!(
             "the master key comes from {MASTER_KEY_ENV}: supply the new one in {NEW_MASTER_KEY_ENV}; nothing was changed"
@@ -72,13 +79,19 @@ fn rotate(data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Finishes or undoes a key-file rotation that was interrupted: the store
-/// opens with exactly one of the two keys, and the key file ends up holding
-/// that one.
+/// Finishes or undoes a key-file rotation that was interrupted (its
+/// process died): the store opens with exactly one of the two keys, and the
+/// key file ends up holding that one.
 pub fn finish_interrupted_rotation(data: &Path) -> anyhow::Result<()> {
     if !data.join(master_key::PENDING_KEY_FILE).exists() {
         return Ok(());
     }
+    // A pending key under a held lock belongs to a rotation in progress:
+    // leave it alone. The lock dies with its process, so a killed
+    // rotation's leftovers are repaired here.
+    let Some(_lock) = master_key::try_lock_rotation(data)? else {
+        return Ok(());
+    };
     let current = master_key::load_existing(data)?;
     match SqliteStore::open(data, current) {
         Ok(_) => {

@@ -51,10 +51,16 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let data_dir = data.to_owned();
     let reload_master_key = move || {
         // A key file rotated by `keyhole master-key rotate` is picked up
-        // here; a key from the environment needs a restart.
-        master_key::load_existing(&data_dir)
+        // here, also from the pending file of a rotation that was killed
+        // before renaming it; a key from the environment needs a restart.
+        let installed = master_key::load_existing(&data_dir)
             .ok()
-            .is_some_and(|key| store.rekey(key).is_ok())
+            .is_some_and(|key| store.rekey(key).is_ok());
+        installed
+            || master_key::load_pending(&data_dir)
+                .ok()
+                .flatten()
+                .is_some_and(|key| store.rekey(key).is_ok())
     };
     let refresher =
         server::start_refresher(Arc::clone(&catalog), stopped.clone(), reload_master_key)?;

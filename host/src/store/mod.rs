@@ -144,7 +144,7 @@ pub struct RolledBack {
 /// The most recent use of a binding, as recorded by a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct LastUse {
-    /// When the function last opened the binding (to the second).
+    /// When (to within a second or so: nodes report uses once a second).
     pub at: Timestamp,
     /// The version it got.
     pub version: u32,

@@ -177,7 +177,11 @@ impl SqliteStore {
     /// Creates the schema on first use and checks the schema version and the
     /// master key on every open.
     fn initialize(&self) -> Result<(), StoreError> {
-        self.write(|tx| {
+        // Not `write`: a new file has no key check yet, and this is where
+        // the key is checked (or the check created).
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.in_transaction(tx, true, |tx| {
             let schema: Option<i64> = match tx.query_row(
                 "SELECT value FROM meta WHERE key = 'schema'",
                 [],
@@ -310,8 +314,9 @@ impl SqliteStore {
         })
     }
 
-    /// Runs `f` in one immediate transaction; commits only if it succeeds,
-    /// and then bumps the store's revision.
+    /// Runs `f` in one immediate transaction, after checking that the master
+    /// key in use still opens the store; commits only if it succeeds, and
+    /// then bumps the store's revision.
     fn write<T>(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
@@ -319,8 +324,9 @@ impl SqliteStore {
         self.transact(true, f)
     }
 
-    /// Runs `f` in one immediate transaction; commits only if it succeeds.
-    /// With `bump`, the revision goes up too, so nodes reload.
+    /// Runs `f` in one immediate transaction after checking the master key;
+    /// commits only if it succeeds. With `bump`, the revision goes up too,
+    /// so nodes reload.
     fn transact<T>(
         &self,
         bump: bool,
@@ -328,6 +334,26 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another process may have rotated the master key since this one
+        // opened the store: nothing is written under a key that no longer
+        // opens it.
+        let sealed: Vec<u8> =
+            tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
+                r.get(0)
+            })?;
+        if !opens_key_check(&self.master(), &sealed) {
+            return Err(StoreError::WrongMasterKey);
+        }
+        self.in_transaction(tx, bump, f)
+    }
+
+    /// Runs `f` in the open transaction `tx` and commits if it succeeds.
+    fn in_transaction<T>(
+        &self,
+        tx: Transaction<'_>,
+        bump: bool,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let out = f(&tx)?;
         if bump {
             tx.execute(
@@ -625,6 +651,8 @@ impl Store for SqliteStore {
                 });
             }
             tx.execute("DELETE FROM secrets WHERE name = ?1", [name])?;
+            // A later secret of the same name starts with no history.
+            tx.execute("DELETE FROM secret_uses WHERE secret = ?1", [name])?;
             Ok(RemovedSecret {
                 versions,
                 dangling_grants: grants,
@@ -1351,6 +1379,9 @@ mod tests {
         let removed = store.remove_secret("s", true).unwrap();
         assert_eq!(removed.dangling_grants, vec![grant]);
         assert!(store.usable_versions("s").unwrap().is_none());
+        // A new secret of the same name does not inherit the old one's uses.
+        put(&store, "s", b"another-value");
+        assert_eq!(store.dependents("s").unwrap()[0].last_use, None);
     }
 
     #[test]
@@ -1377,6 +1408,25 @@ mod tests {
         let report = store.check_all().unwrap();
         assert_eq!((report.checked, report.failed.len()), (4, 0));
         assert_eq!(usable(&store, "a"), (2, vec![1]));
+    }
+
+    #[test]
+    fn a_writer_that_opened_before_a_master_key_rotation_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let rotator = open(dir.path());
+        let late = open(dir.path());
+        put(&rotator, "a", b"value-a-1");
+        rotator.rotate_master_key(AesKey::generate()).unwrap();
+        let value = SecretValue::new(b"sealed-under-a-dead-key".to_vec());
+        let err = late
+            .put_secret("b", &version(&value, KeyKind::Opaque))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::WrongMasterKey), "{err}");
+        assert!(rotator.usable_versions("b").unwrap().is_none());
+        assert_eq!(
+            rotator.check_all().unwrap().failed,
+            Vec::<(String, u32)>::new()
+        );
     }
 
     #[test]
