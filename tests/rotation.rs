@@ -386,6 +386,13 @@ fn rollback_makes_an_earlier_version_current_again() {
     }
     // The refusals changed nothing.
     assert_eq!(webhook_status(&node, V1), 200);
+    // The next rotation replaces the version that is current (1), not the
+    // latest (2).
+    let out = rotate(&node, "hook", b"rollback-key-version-3", None);
+    assert!(
+        out.contains("to version 3") && out.contains("version 1 is retired"),
+        "{out}"
+    );
 }
 
 #[test]

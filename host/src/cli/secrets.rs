@@ -151,15 +151,16 @@ fn put(data: &Path, name: &str, args: &ValueArgs, kind: Option<KeyKind>) -> anyh
         grace: None,
         max_age: args.max_age.unwrap_or_default(),
     };
-    let version = store.put_secret(name, &new)?;
+    let stored = store.put_secret(name, &new)?;
     println!(
-        "stored secret `{name}` version {version} ({} bytes, {kind})",
+        "stored secret `{name}` version {} ({} bytes, {kind})",
+        stored.version,
         value.len()
     );
-    if version > 1 {
-        print_affected(&store, name, None)?;
+    match stored.replaced {
+        Some(replaced) => report_replaced(&store, name, replaced, None),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn rotate(data: &Path, name: &str, args: &ValueArgs, grace: Option<i64>) -> anyhow::Result<()> {
@@ -174,20 +175,34 @@ fn rotate(data: &Path, name: &str, args: &ValueArgs, grace: Option<i64>) -> anyh
         grace,
         max_age: args.max_age.unwrap_or_default(),
     };
-    let version = store.rotate_secret(name, &new)?;
+    let stored = store.rotate_secret(name, &new)?;
     println!(
-        "rotated secret `{name}` to version {version} ({} bytes, {kind}); running nodes use it from their next request",
+        "rotated secret `{name}` to version {} ({} bytes, {kind}); running nodes use it from their next request",
+        stored.version,
         value.len()
     );
+    let replaced = stored
+        .replaced
+        .context("a rotated secret always had a current version")?;
+    report_replaced(&store, name, replaced, grace)
+}
+
+/// After a new current version: what became of the one it `replaced`, and
+/// which functions the change reaches.
+fn report_replaced(
+    store: &dyn Store,
+    name: &str,
+    replaced: u32,
+    grace: Option<i64>,
+) -> anyhow::Result<()> {
     match grace {
         Some(secs) => println!(
-            "version {} stays usable for verification and decryption until {}",
-            version - 1,
+            "version {replaced} stays usable for verification and decryption until {}",
             output::time(keyhole_host::store::now() + secs)
         ),
-        None => println!("version {} is retired", version - 1),
+        None => println!("version {replaced} is retired"),
     }
-    print_affected(&store, name, grace)
+    print_affected(store, name, grace)
 }
 
 /// The secret `name`, if the store and the secret exist.
@@ -218,7 +233,7 @@ fn check_kind(kind: KeyKind, value: &SecretValue, from_file: Option<&Path>) -> a
     Ok(())
 }
 
-/// After a new current version: which functions it reaches.
+/// Which functions a change of current version reaches.
 fn print_affected(store: &dyn Store, name: &str, grace: Option<i64>) -> anyhow::Result<()> {
     let dependents = store.dependents(name)?;
     if dependents.is_empty() {
@@ -378,15 +393,7 @@ fn rollback(data: &Path, name: &str, to: u32, grace: Option<i64>) -> anyhow::Res
         "secret `{name}`: version {} is current again (was {}); running nodes use it from their next request",
         done.to, done.from
     );
-    match grace {
-        Some(secs) => println!(
-            "version {} stays usable for verification and decryption until {}",
-            done.from,
-            output::time(keyhole_host::store::now() + secs)
-        ),
-        None => println!("version {} is retired", done.from),
-    }
-    print_affected(&store, name, grace)
+    report_replaced(&store, name, done.from, grace)
 }
 
 fn dependents(data: &Path, name: &str, json: bool) -> anyhow::Result<()> {

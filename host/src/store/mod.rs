@@ -132,6 +132,16 @@ pub struct NewVersion<'a> {
     pub max_age: MaxAgeChange,
 }
 
+/// What storing a new version did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// The new version's number; it is current now.
+    pub version: u32,
+    /// The version it replaced as current (into its grace window, or
+    /// retired), if the secret existed.
+    pub replaced: Option<u32>,
+}
+
 /// What a rollback changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RolledBack {
@@ -367,9 +377,9 @@ pub trait Store: Send + Sync {
     /// needed), makes it current in the same transaction, and returns its
     /// version number. The version it replaces enters its grace window, or
     /// retires.
-    fn put_secret(&self, name: &str, new: &NewVersion<'_>) -> Result<u32, StoreError>;
+    fn put_secret(&self, name: &str, new: &NewVersion<'_>) -> Result<Stored, StoreError>;
     /// Like [`Store::put_secret`], but only for a secret that exists.
-    fn rotate_secret(&self, name: &str, new: &NewVersion<'_>) -> Result<u32, StoreError>;
+    fn rotate_secret(&self, name: &str, new: &NewVersion<'_>) -> Result<Stored, StoreError>;
     /// All secrets, by name; never values.
     fn list_secrets(&self) -> Result<Vec<SecretInfo>, StoreError>;
     /// One secret; never its value.

@@ -2,7 +2,7 @@
 
 use super::{
     Dependent, Deployment, FunctionInfo, Grant, LastUse, MaxAgeChange, NewVersion, RemovedSecret,
-    RequestedBinding, RolledBack, SecretInfo, Store, StoreError, Timestamp, UsableVersion,
+    RequestedBinding, RolledBack, SecretInfo, Store, StoreError, Stored, Timestamp, UsableVersion,
     UsableVersions, UseRecord, VersionInfo, VersionState, now,
 };
 use crate::crypto::{self, AesKey, SealedVersion};
@@ -412,7 +412,7 @@ impl SqliteStore {
         name: &str,
         new: &NewVersion<'_>,
         must_exist: bool,
-    ) -> Result<u32, StoreError> {
+    ) -> Result<Stored, StoreError> {
         let current = Self::current_version(tx, name)?;
         if must_exist && current.is_none() {
             return Err(StoreError::UnknownSecret(name.to_owned()));
@@ -465,7 +465,10 @@ impl SqliteStore {
                 tx.execute("UPDATE secrets SET max_age = NULL WHERE name = ?1", [name])?;
             }
         }
-        Ok(version)
+        Ok(Stored {
+            version,
+            replaced: current,
+        })
     }
 
     /// Makes `to` current in place of `from`, which is usable until
@@ -548,11 +551,11 @@ fn to_function(
 }
 
 impl Store for SqliteStore {
-    fn put_secret(&self, name: &str, new: &NewVersion<'_>) -> Result<u32, StoreError> {
+    fn put_secret(&self, name: &str, new: &NewVersion<'_>) -> Result<Stored, StoreError> {
         self.write(|tx| self.add_version(tx, name, new, false))
     }
 
-    fn rotate_secret(&self, name: &str, new: &NewVersion<'_>) -> Result<u32, StoreError> {
+    fn rotate_secret(&self, name: &str, new: &NewVersion<'_>) -> Result<Stored, StoreError> {
         self.write(|tx| self.add_version(tx, name, new, true))
     }
 
@@ -1022,6 +1025,7 @@ mod tests {
                 &version(&SecretValue::new(value.to_vec()), KeyKind::Opaque),
             )
             .unwrap()
+            .version
     }
 
     fn rotate(store: &SqliteStore, name: &str, value: &[u8], grace: Option<i64>) -> u32 {
@@ -1030,7 +1034,7 @@ mod tests {
             grace,
             ..version(&value, KeyKind::Opaque)
         };
-        store.rotate_secret(name, &new).unwrap()
+        store.rotate_secret(name, &new).unwrap().version
     }
 
     fn usable(store: &SqliteStore, name: &str) -> (u32, Vec<u32>) {
@@ -1071,7 +1075,10 @@ mod tests {
                     &version(&SecretValue::new(b"one".to_vec()), KeyKind::Opaque)
                 )
                 .unwrap(),
-            1
+            Stored {
+                version: 1,
+                replaced: None
+            }
         );
         assert_eq!(
             store
@@ -1080,7 +1087,10 @@ mod tests {
                     &version(&SecretValue::new(b"two".to_vec()), KeyKind::Opaque)
                 )
                 .unwrap(),
-            2
+            Stored {
+                version: 2,
+                replaced: Some(1)
+            }
         );
         let usable = store.usable_versions("api").unwrap().unwrap();
         assert_eq!(
@@ -1293,8 +1303,18 @@ mod tests {
             store.rollback("k", 9, None),
             Err(StoreError::UnknownVersion { .. })
         ));
-        // A new version after a rollback gets the next unused number.
-        assert_eq!(rotate(&store, "k", b"third-value", None), 3);
+        // A new version after a rollback gets the next unused number and
+        // replaces the version that is current, not the latest.
+        let value = SecretValue::new(b"third-value".to_vec());
+        assert_eq!(
+            store
+                .rotate_secret("k", &version(&value, KeyKind::Opaque))
+                .unwrap(),
+            Stored {
+                version: 3,
+                replaced: Some(1)
+            }
+        );
     }
 
     #[test]
