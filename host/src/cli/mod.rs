@@ -30,7 +30,8 @@ struct Cli {
 enum Command {
     /// Serve deployed functions over HTTP.
     Serve(serve::ServeArgs),
-    /// Store, list and remove secrets (operator).
+    /// Store, rotate, roll back, list and remove secrets, and see who
+    /// depends on them (operator).
     #[command(subcommand)]
     Secret(secrets::SecretCommand),
     /// Deploy a function from its keyhole.toml manifest (developer).
