@@ -408,7 +408,7 @@ fn dependents_are_listed_and_rm_refuses_while_they_exist() {
         table.contains("probe-a") && table.contains("webhook-verify"),
         "{table}"
     );
-    assert!(table.contains("never"), "no use yet: {table}");
+    assert!(table.contains("not recorded"), "no use yet: {table}");
 
     assert_eq!(webhook_status(&node, key), 200);
     let start = Instant::now();

@@ -256,7 +256,7 @@ fn print_affected(store: &dyn Store, name: &str, grace: Option<i64>) -> anyhow::
             d.grant.binding,
             d.grant.allow,
             d.last_use.map_or_else(
-                || ", never used".to_owned(),
+                || ", no use recorded (nodes report uses once a second)".to_owned(),
                 |u| format!(
                     ", last used version {} at {}",
                     u.version,
@@ -403,7 +403,7 @@ fn dependents(data: &Path, name: &str, json: bool) -> anyhow::Result<()> {
     }
     let last = |u: Option<LastUse>| {
         u.map_or_else(
-            || "never".to_owned(),
+            || "not recorded".to_owned(),
             |u| format!("{} (v{})", output::time(u.at), u.version),
         )
     };
