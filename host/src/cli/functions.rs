@@ -1,6 +1,6 @@
 //! `keyhole deploy`, `undeploy` and `functions`: the developer's commands.
 
-use super::{Access, open_store, output};
+use super::{Access, open_existing_store, open_store, output};
 use keyhole_host::deploy::{self, BindingState};
 use keyhole_host::runtime::Runtime;
 use keyhole_host::scan;
@@ -13,11 +13,10 @@ pub fn deploy(data: &Path, manifest: &Path, allow_findings: &[String]) -> anyhow
     // a refused deploy creates nothing.
     let runtime = Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let (deployment, component_path) = deploy::prepare(&runtime, manifest)?;
-    let existing = data.join(keyhole_host::store::DATABASE_FILE).exists();
-    let stored = if existing {
-        scan::stored_values(&open_store(data, Access::Existing)?)?
-    } else {
-        scan::StoredValues::default()
+    let existing = open_existing_store(data)?;
+    let stored = match &existing {
+        Some(store) => scan::stored_values(store)?,
+        None => scan::StoredValues::default(),
     };
     for name in &stored.unreadable {
         eprintln!(
@@ -26,7 +25,10 @@ pub fn deploy(data: &Path, manifest: &Path, allow_findings: &[String]) -> anyhow
     }
     let gate = deploy::gate(&deployment, &component_path, &stored.values, allow_findings)?;
     drop(stored);
-    let store = open_store(data, Access::CreateIfMissing)?;
+    let store = match existing {
+        Some(store) => store,
+        None => open_store(data, Access::CreateIfMissing)?,
+    };
     let report = deploy::store(&store, &deployment)?;
     for finding in &gate.allowed {
         eprintln!("warning: deployed despite {finding} (allowed by --allow-finding)");

@@ -115,6 +115,16 @@ fn open_store(data: &Path, access: Access) -> anyhow::Result<SqliteStore> {
     Ok(open_store_with_source(data, access)?.0)
 }
 
+/// The store in `data` if there is one yet: commands that check against
+/// an existing store before they create one open it once.
+fn open_existing_store(data: &Path) -> anyhow::Result<Option<SqliteStore>> {
+    if data.join(keyhole_host::store::DATABASE_FILE).exists() {
+        open_store(data, Access::Existing).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// Like [`open_store`], and says where the master key came from.
 fn open_store_with_source(data: &Path, access: Access) -> anyhow::Result<(SqliteStore, KeySource)> {
     let db = data.join(keyhole_host::store::DATABASE_FILE);

@@ -1,6 +1,6 @@
 //! `keyhole secret …`: the operator's commands for stored secrets.
 
-use super::{Access, open_store, output};
+use super::{Access, open_existing_store, open_store, output};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use keyhole_host::keys::KeyKind;
@@ -139,12 +139,18 @@ fn put(data: &Path, name: &str, args: &ValueArgs, kind: Option<KeyKind>) -> anyh
     let value = read_value(args.from_file.as_deref())?;
     // The kind is checked against the value before the store is touched;
     // with no --kind, an existing secret keeps its kind.
-    let existing = existing_secret(data, name)?;
-    let kind = kind
-        .or(existing.as_ref().map(|s| s.kind))
-        .unwrap_or_default();
+    let existing = open_existing_store(data)?;
+    let current_kind = match existing.as_ref().map(|store| store.secret(name)) {
+        None | Some(Err(StoreError::UnknownSecret(_))) => None,
+        Some(Ok(info)) => Some(info.kind),
+        Some(Err(e)) => return Err(e.into()),
+    };
+    let kind = kind.or(current_kind).unwrap_or_default();
     check_kind(kind, &value, args.from_file.as_deref())?;
-    let store = open_store(data, Access::CreateIfMissing)?;
+    let store = match existing {
+        Some(store) => store,
+        None => open_store(data, Access::CreateIfMissing)?,
+    };
     let new = NewVersion {
         value: &value,
         kind,
@@ -203,18 +209,6 @@ fn report_replaced(
         None => println!("version {replaced} is retired"),
     }
     print_affected(store, name, grace)
-}
-
-/// The secret `name`, if the store and the secret exist.
-fn existing_secret(data: &Path, name: &str) -> anyhow::Result<Option<SecretInfo>> {
-    if !data.join(keyhole_host::store::DATABASE_FILE).exists() {
-        return Ok(None);
-    }
-    match open_store(data, Access::Existing)?.secret(name) {
-        Ok(info) => Ok(Some(info)),
-        Err(StoreError::UnknownSecret(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
 }
 
 fn check_kind(kind: KeyKind, value: &SecretValue, from_file: Option<&Path>) -> anyhow::Result<()> {

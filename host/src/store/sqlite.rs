@@ -181,7 +181,9 @@ impl SqliteStore {
         // the key is checked (or the check created).
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        self.in_transaction(tx, true, |tx| {
+        // Opening is not a change to what nodes serve: no revision bump, so
+        // a CLI command does not make every running node reload.
+        self.in_transaction(tx, false, |tx| {
             let schema: Option<i64> = match tx.query_row(
                 "SELECT value FROM meta WHERE key = 'schema'",
                 [],
@@ -1018,6 +1020,12 @@ mod tests {
         }
     }
 
+    /// Changes the database behind the store's back, as a damaged disk, an
+    /// older keyhole or an attacker would.
+    fn tamper(store: &SqliteStore, sql: &str) {
+        store.conn.lock().unwrap().execute_batch(sql).unwrap();
+    }
+
     fn put(store: &SqliteStore, name: &str, value: &[u8]) -> u32 {
         store
             .put_secret(
@@ -1187,16 +1195,15 @@ mod tests {
                 )
                 .unwrap();
             // Turn it back into what version 1 wrote.
-            let conn = store.conn.lock().unwrap();
-            conn.execute_batch(
+            tamper(
+                &store,
                 "ALTER TABLE secret_versions DROP COLUMN kind;
                  ALTER TABLE grants DROP COLUMN egress;
                  ALTER TABLE secrets DROP COLUMN max_age;
                  ALTER TABLE secret_versions DROP COLUMN grace_until;
                  DROP TABLE secret_uses;
                  UPDATE meta SET value = 1 WHERE key = 'schema';",
-            )
-            .unwrap();
+            );
         }
         let store = open(dir.path());
         let usable = store.usable_versions("old").unwrap().unwrap();
@@ -1212,9 +1219,13 @@ mod tests {
             )
             .unwrap();
         assert_eq!(store.list_secrets().unwrap()[0].kind, KeyKind::Aes256);
+        let revision = store.revision().unwrap();
         drop(store);
-        // Reopening a migrated store is a no-op.
-        assert_eq!(open(dir.path()).list_secrets().unwrap().len(), 2);
+        // Reopening a migrated store is a no-op, and not a change running
+        // nodes would reload for.
+        let store = open(dir.path());
+        assert_eq!(store.list_secrets().unwrap().len(), 2);
+        assert_eq!(store.revision().unwrap(), revision);
     }
 
     #[test]
@@ -1223,14 +1234,13 @@ mod tests {
         {
             let store = open(dir.path());
             put(&store, "old", b"kept-value");
-            let conn = store.conn.lock().unwrap();
-            conn.execute_batch(
+            tamper(
+                &store,
                 "ALTER TABLE secrets DROP COLUMN max_age;
                  ALTER TABLE secret_versions DROP COLUMN grace_until;
                  DROP TABLE secret_uses;
                  UPDATE meta SET value = 2 WHERE key = 'schema';",
-            )
-            .unwrap();
+            );
         }
         let store = open(dir.path());
         assert_eq!(usable(&store, "old"), (1, vec![]));
@@ -1258,15 +1268,13 @@ mod tests {
         assert_eq!(states[0], VersionState::Current);
         assert!(matches!(states[1], VersionState::Grace { .. }));
         // Ending a window: the version retires and is no longer usable.
-        store
-            .conn
-            .lock()
-            .unwrap()
-            .execute(
-                "UPDATE secret_versions SET grace_until = ?1 WHERE version = 1",
-                [now() - 1],
-            )
-            .unwrap();
+        tamper(
+            &store,
+            &format!(
+                "UPDATE secret_versions SET grace_until = {} WHERE version = 1",
+                now() - 1
+            ),
+        );
         assert_eq!(usable(&store, "hook"), (3, vec![2]));
         assert_eq!(
             store.versions("hook").unwrap()[2].state,
@@ -1455,15 +1463,10 @@ mod tests {
         let store = open(dir.path());
         put(&store, "a", b"value-a-1");
         put(&store, "b", b"value-b-1");
-        store
-            .conn
-            .lock()
-            .unwrap()
-            .execute(
-                "UPDATE secret_versions SET wrapped_key = zeroblob(60) WHERE name = 'b'",
-                [],
-            )
-            .unwrap();
+        tamper(
+            &store,
+            "UPDATE secret_versions SET wrapped_key = zeroblob(60) WHERE name = 'b'",
+        );
         let err = store.rotate_master_key(AesKey::generate()).unwrap_err();
         assert!(
             matches!(err, StoreError::Integrity { ref name, .. } if name == "b"),
@@ -1482,14 +1485,10 @@ mod tests {
         let store = open(dir.path());
         put(&store, "good", b"good-value-1");
         put(&store, "bad", b"bad-value-22");
-        store
-            .conn
-            .lock()
-            .unwrap()
-            .execute_batch(
-                "UPDATE secret_versions SET ciphertext = 'not a blob' WHERE name = 'bad';",
-            )
-            .unwrap();
+        tamper(
+            &store,
+            "UPDATE secret_versions SET ciphertext = 'not a blob' WHERE name = 'bad'",
+        );
         let report = store.check_all().unwrap();
         assert_eq!(
             (report.checked, report.failed),
