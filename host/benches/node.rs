@@ -272,13 +272,18 @@ fn key_operations(node: &mut Node) {
 /// Nanoseconds the host spends replacing one token in an outgoing
 /// request's headers (the request's own construction subtracted).
 fn substitution_ns() -> f64 {
-    let mut injector = Injector::new("bench".into(), 1);
+    // Each substitution is also counted and queued for the audit trail, as
+    // on a node (the queue is never written here, so past its capacity the
+    // records are counted as lost instead).
+    let mut injector = Injector::new("bench".into(), 1, Arc::default());
     let material = Arc::new(SecretMaterial::new(
         1,
         SecretValue::new(b"sk_live_0123456789abcdefghijklmnopqrstuvwxyz".to_vec()),
     ));
     let egress = Arc::new(EgressList::parse_list("api.example.com").unwrap());
-    let token = injector.issue("API", material, egress).unwrap();
+    let token = injector
+        .issue("API".into(), "api-key".into(), material, egress)
+        .unwrap();
     let bearer = format!("Bearer {token}");
     let request = || {
         hyper::Request::get("https://api.example.com/v1/items?limit=10")

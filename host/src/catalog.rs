@@ -7,6 +7,7 @@
 //! with, so it finishes on the versions it opened.
 
 use crate::material::SecretMaterial;
+use crate::observe::Observer;
 use crate::operations::OperationSet;
 use crate::runtime::{FunctionPre, Runtime};
 use crate::secrets_host::{BoundSecret, FunctionSecrets, GraceVersion};
@@ -28,6 +29,8 @@ pub struct LoadedFunction {
     pub timeout: Duration,
     /// What its bindings resolve to.
     pub secrets: Arc<FunctionSecrets>,
+    /// Where its requests and secret operations are counted and audited.
+    pub observer: Arc<Observer>,
 }
 
 /// One consistent view of everything the node serves.
@@ -74,6 +77,7 @@ pub struct Catalog {
     loaded_revision: Mutex<Option<u64>>,
     usage: UsageLog,
     overdue_warned: Mutex<HashMap<String, i64>>,
+    observer: Arc<Observer>,
 }
 
 /// One secret's usable versions, shared by every binding that names it.
@@ -84,9 +88,11 @@ struct Resolved {
 }
 
 impl Catalog {
-    /// An empty catalog over `store`; call [`Catalog::refresh`] to load it.
-    pub fn new(store: Arc<dyn Store>, runtime: Arc<Runtime>) -> Self {
+    /// An empty catalog over `store`, its functions reporting to
+    /// `observer`; call [`Catalog::refresh`] to load it.
+    pub fn new(store: Arc<dyn Store>, runtime: Arc<Runtime>, observer: Arc<Observer>) -> Self {
         Self {
+            observer,
             store,
             runtime,
             compiled: Mutex::default(),
@@ -95,6 +101,11 @@ impl Catalog {
             usage: UsageLog::default(),
             overdue_warned: Mutex::default(),
         }
+    }
+
+    /// Where the node's metrics and function audit records go.
+    pub fn observer(&self) -> &Arc<Observer> {
+        &self.observer
     }
 
     /// The runtime functions run on.
@@ -176,6 +187,7 @@ impl Catalog {
                 secrets.insert(
                     requested.binding.clone(),
                     BoundSecret {
+                        secret: grant.secret.as_str().into(),
                         allowed,
                         egress,
                         current: resolved.as_ref().map(|r| Arc::clone(&r.current)),
@@ -191,6 +203,7 @@ impl Catalog {
                 memory_bytes: info.memory_mib as usize * 1024 * 1024,
                 timeout: Duration::from_millis(info.timeout_ms.into()),
                 secrets: Arc::new(FunctionSecrets::new(secrets)),
+                observer: Arc::clone(&self.observer),
             });
             for route in info.routes {
                 routes.push((route, Arc::clone(&function)));

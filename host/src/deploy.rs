@@ -57,7 +57,7 @@ pub enum DeployError {
 }
 
 /// Where one requested binding stands after a deploy.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum BindingState {
     /// Granted for every operation requested.
@@ -70,15 +70,10 @@ pub enum BindingState {
         /// The secret it resolves to.
         secret: String,
         /// Requested operations the grant does not allow.
-        #[serde(serialize_with = "ops")]
         missing: OperationSet,
     },
     /// No grant yet: calls get `not-granted` until an operator grants it.
     Pending,
-}
-
-fn ops<S: serde::Serializer>(set: &OperationSet, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(set.iter().map(|op| op.as_str()))
 }
 
 /// The state of a requested binding, given the function's grants.
@@ -162,6 +157,29 @@ pub fn prepare(
             path: manifest.component.clone(),
             source,
         })?;
+    check(runtime, manifest, component)
+}
+
+/// Like [`prepare`], for a manifest and component uploaded through the
+/// admin API: `manifest_path` (as the developer named it) only shapes
+/// messages and the component path shown in them.
+pub fn prepare_upload(
+    runtime: &Runtime,
+    manifest_text: &str,
+    manifest_path: &Path,
+    component: Vec<u8>,
+) -> Result<(Deployment, PathBuf), DeployError> {
+    let base = manifest_path.parent().unwrap_or(Path::new("."));
+    let manifest = manifest::parse(manifest_text, manifest_path, base)?;
+    check(runtime, manifest, component)
+}
+
+/// Checks that `component` runs as a function, and describes it.
+fn check(
+    runtime: &Runtime,
+    manifest: Manifest,
+    component: Vec<u8>,
+) -> Result<(Deployment, PathBuf), DeployError> {
     runtime
         .prepare(&component)
         .map_err(|source| DeployError::Component {

@@ -207,6 +207,19 @@ impl serde::Serialize for EgressList {
     }
 }
 
+/// A list of host patterns, each checked as `keyhole grant --egress` checks it.
+impl<'de> serde::Deserialize<'de> for EgressList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let items: Vec<String> = serde::Deserialize::deserialize(d)?;
+        items
+            .iter()
+            .map(|item| item.parse::<EgressPattern>())
+            .collect::<Result<Vec<_>, _>>()
+            .map(EgressList)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

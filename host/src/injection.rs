@@ -6,8 +6,10 @@
 //! so a token from another request or another function resolves to
 //! nothing. URLs and bodies are never touched.
 
+use crate::audit::{FunctionEvent, OpOutcome};
 use crate::egress::EgressList;
 use crate::material::SecretMaterial;
+use crate::observe::Observer;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http_body_util::BodyExt;
@@ -29,7 +31,8 @@ pub const TOKEN_LEN: usize = TOKEN_PREFIX.len() + (TOKEN_RANDOM_BYTES * 4).div_c
 pub const MAX_TOKENS: usize = 256;
 
 struct Issued {
-    binding: String,
+    binding: Arc<str>,
+    secret: Arc<str>,
     material: Arc<SecretMaterial>,
     egress: Arc<EgressList>,
 }
@@ -39,6 +42,7 @@ pub struct Injector {
     function: Arc<str>,
     request: u64,
     tokens: HashMap<String, Issued>,
+    observer: Arc<Observer>,
 }
 
 /// Why a token could not be issued.
@@ -47,20 +51,45 @@ pub struct Injector {
 pub struct TooManyTokens;
 
 impl Injector {
-    /// An injector with no tokens, for request `request` of `function`.
-    pub fn new(function: Arc<str>, request: u64) -> Self {
+    /// An injector with no tokens, for request `request` of `function`,
+    /// reporting every injection (and refusal) to `observer`.
+    pub fn new(function: Arc<str>, request: u64, observer: Arc<Observer>) -> Self {
         Self {
             function,
             request,
             tokens: HashMap::new(),
+            observer,
         }
+    }
+
+    /// Reports an injection of `issued` toward `destination` to the audit trail.
+    fn report(&self, issued: &Issued, destination: &str, refused: Option<String>) {
+        self.observer.secret_operation(
+            FunctionEvent {
+                function: Arc::clone(&self.function),
+                request: self.request,
+                binding: Arc::clone(&issued.binding),
+                secret: Some(Arc::clone(&issued.secret)),
+                version: Some(issued.material.version()),
+                operation: "inject".into(),
+                outcome: if refused.is_some() {
+                    OpOutcome::Denied
+                } else {
+                    OpOutcome::Allowed
+                },
+                destination: Some(destination.escape_debug().to_string()),
+                reason: refused,
+            },
+            "inject",
+        );
     }
 
     /// A fresh token standing for `material` under `binding`, which may
     /// reach the hosts in `egress`.
     pub fn issue(
         &mut self,
-        binding: &str,
+        binding: Arc<str>,
+        secret: Arc<str>,
         material: Arc<SecretMaterial>,
         egress: Arc<EgressList>,
     ) -> Result<String, TooManyTokens> {
@@ -73,7 +102,8 @@ impl Injector {
         self.tokens.insert(
             token.clone(),
             Issued {
-                binding: binding.to_owned(),
+                binding,
+                secret,
                 material,
                 egress,
             },
@@ -107,10 +137,16 @@ impl Injector {
                 .map_or("(no host)".to_owned(), ToString::to_string),
         };
         let mut replacements = Vec::new();
+        let mut used = Vec::new();
         for (index, value) in request.headers().values().enumerate() {
-            if let Some(replaced) = self.replace_tokens(value.as_bytes(), &destination)? {
+            if let Some(replaced) =
+                self.replace_tokens(value.as_bytes(), &destination, &mut used)?
+            {
                 replacements.push((index, replaced));
             }
+        }
+        for issued in used {
+            self.report(issued, &destination.shown, None);
         }
         let mut replacements = replacements.into_iter().peekable();
         for (index, value) in request.headers_mut().values_mut().enumerate() {
@@ -123,10 +159,11 @@ impl Injector {
 
     /// `value` with this request's tokens replaced, or `None` when it holds
     /// none of them.
-    fn replace_tokens(
-        &self,
+    fn replace_tokens<'s>(
+        &'s self,
         value: &[u8],
         destination: &Destination<'_>,
+        used: &mut Vec<&'s Issued>,
     ) -> Result<Option<HeaderValue>, wasmtime_wasi_http::Error> {
         let prefix = TOKEN_PREFIX.as_bytes();
         let found = memchr::memmem::find_iter(value, prefix).count();
@@ -158,12 +195,9 @@ impl Injector {
                         destination.port,
                         destination.default_port,
                     ) {
-                        return Err(self.refuse(
-                            &issued.binding,
-                            &destination.shown,
-                            &issued.egress,
-                        ));
+                        return Err(self.refuse(issued, &destination.shown));
                     }
+                    used.push(issued);
                     replaced.extend_from_slice(issued.material.value().expose());
                     substituted = true;
                     at = end;
@@ -189,12 +223,13 @@ impl Injector {
         Ok(Some(header))
     }
 
-    fn refuse(
-        &self,
-        binding: &str,
-        destination: &str,
-        egress: &EgressList,
-    ) -> wasmtime_wasi_http::Error {
+    fn refuse(&self, issued: &Issued, destination: &str) -> wasmtime_wasi_http::Error {
+        let (binding, egress) = (&*issued.binding, &issued.egress);
+        self.report(
+            issued,
+            destination,
+            Some(format!("the grant's egress list allows only {egress}")),
+        );
         let destination = destination.escape_debug().to_string();
         tracing::warn!(
             request = self.request,
@@ -274,12 +309,22 @@ mod tests {
 
     #[test]
     fn every_own_token_in_a_header_value_is_replaced() {
-        let mut injector = Injector::new("f".into(), 1);
+        let mut injector = Injector::new("f".into(), 1, Arc::default());
         let a = injector
-            .issue("A", material(b"alpha"), egress("api.example.com"))
+            .issue(
+                "A".into(),
+                "s".into(),
+                material(b"alpha"),
+                egress("api.example.com"),
+            )
             .unwrap();
         let b = injector
-            .issue("B", material(b"beta"), egress("*.example.com"))
+            .issue(
+                "B".into(),
+                "s".into(),
+                material(b"beta"),
+                egress("*.example.com"),
+            )
             .unwrap();
         assert_eq!(a.len(), TOKEN_LEN);
         assert_ne!(a, b);
@@ -303,9 +348,14 @@ mod tests {
 
     #[test]
     fn a_token_toward_another_host_stops_the_request() {
-        let mut injector = Injector::new("f".into(), 1);
+        let mut injector = Injector::new("f".into(), 1, Arc::default());
         let token = injector
-            .issue("API", material(b"secret-value"), egress("api.example.com"))
+            .issue(
+                "API".into(),
+                "s".into(),
+                material(b"secret-value"),
+                egress("api.example.com"),
+            )
             .unwrap();
         for uri in [
             "https://evil.example.net/",
@@ -327,13 +377,19 @@ mod tests {
 
     #[test]
     fn a_refused_request_is_left_as_the_guest_made_it() {
-        let mut injector = Injector::new("f".into(), 1);
+        let mut injector = Injector::new("f".into(), 1, Arc::default());
         let ok = injector
-            .issue("OK", material(b"allowed-value"), egress("api.example.com"))
+            .issue(
+                "OK".into(),
+                "s".into(),
+                material(b"allowed-value"),
+                egress("api.example.com"),
+            )
             .unwrap();
         let other = injector
             .issue(
-                "OTHER",
+                "OTHER".into(),
+                "s".into(),
                 material(b"other-value"),
                 egress("other.example.com"),
             )
@@ -350,9 +406,14 @@ mod tests {
 
     #[test]
     fn a_value_that_cannot_be_a_header_is_refused_without_echoing_it() {
-        let mut injector = Injector::new("f".into(), 1);
+        let mut injector = Injector::new("f".into(), 1, Arc::default());
         let token = injector
-            .issue("API", material(b"line\r\nbreak"), egress("api.example.com"))
+            .issue(
+                "API".into(),
+                "s".into(),
+                material(b"line\r\nbreak"),
+                egress("api.example.com"),
+            )
             .unwrap();
         let mut req = request("https://api.example.com/", &[("authorization", &token)]);
         let text = format!("{:?}", injector.substitute(&mut req).unwrap_err());
@@ -362,14 +423,24 @@ mod tests {
 
     #[test]
     fn tokens_are_capped_per_request() {
-        let mut injector = Injector::new("f".into(), 1);
+        let mut injector = Injector::new("f".into(), 1, Arc::default());
         for _ in 0..MAX_TOKENS {
             injector
-                .issue("A", material(b"v"), egress("api.example.com"))
+                .issue(
+                    "A".into(),
+                    "s".into(),
+                    material(b"v"),
+                    egress("api.example.com"),
+                )
                 .unwrap();
         }
         assert_eq!(
-            injector.issue("A", material(b"v"), egress("api.example.com")),
+            injector.issue(
+                "A".into(),
+                "s".into(),
+                material(b"v"),
+                egress("api.example.com")
+            ),
             Err(TooManyTokens)
         );
     }

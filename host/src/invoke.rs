@@ -55,11 +55,13 @@ pub async fn invoke(
     id: u64,
 ) -> hyper::Response<HyperOutgoingBody> {
     let name = Arc::clone(&function.name);
+    let observer = Arc::clone(&function.observer);
     let state = RequestState::new(
         Arc::clone(&function.name),
         id,
         Arc::clone(&function.secrets),
         function.memory_bytes,
+        Arc::clone(&function.observer),
     );
     let mut store = Store::new(function.pre.engine(), state);
     store.limiter(|state| &mut state.limits);
@@ -117,6 +119,11 @@ pub async fn invoke(
                 Ok(None) => Failure::NoResponse,
                 Err(join) => Failure::Trap(wasmtime::Error::msg(join.to_string())),
             };
+            match failure {
+                Failure::Trap(_) => observer.trap(&name),
+                Failure::Timeout => observer.timeout(&name),
+                Failure::NoResponse | Failure::Overloaded => {}
+            }
             failure_response(&name, id, failure)
         }
     }

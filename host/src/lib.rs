@@ -17,6 +17,9 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
+pub mod admin;
+pub mod audit;
 pub mod bindings;
 pub mod catalog;
 pub mod crypto;
@@ -30,6 +33,7 @@ pub mod manifest;
 pub mod master_key;
 pub mod material;
 pub mod names;
+pub mod observe;
 pub mod operations;
 pub mod redact;
 pub mod runtime;

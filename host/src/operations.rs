@@ -137,6 +137,24 @@ impl fmt::Display for OperationSet {
     }
 }
 
+/// A list of operation names, such as `["hmac", "sign"]`.
+impl serde::Serialize for OperationSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter().map(Operation::as_str))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for OperationSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let names: Vec<String> = serde::Deserialize::deserialize(d)?;
+        names
+            .iter()
+            .map(|name| name.parse::<Operation>())
+            .collect::<Result<OperationSet, _>>()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Debug for OperationSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "OperationSet({self})")

@@ -5,12 +5,14 @@
 //! live in the request's resource table and die with it. The only path by
 //! which secret bytes enter guest memory is `reveal`, behind its grant.
 
+use crate::audit::{FunctionEvent, OpOutcome};
 use crate::bindings::secrets::{self, Algorithm, Error};
 use crate::crypto::AesKey;
 use crate::egress::EgressList;
 use crate::injection::Injector;
 use crate::keys::{self, KeyError};
 use crate::material::SecretMaterial;
+use crate::observe::{Observer, outcome_of};
 use crate::operations::{Operation, OperationSet};
 use crate::redact::Redactor;
 use crate::store::Timestamp;
@@ -29,6 +31,8 @@ pub const MAX_OPEN_HANDLES: usize = 1024;
 /// What one binding of one function resolves to right now.
 #[derive(Debug, Clone)]
 pub struct BoundSecret {
+    /// The stored secret's name, for the audit trail.
+    pub secret: Arc<str>,
     /// Operations allowed: the operator's grant, narrowed to what the
     /// function's manifest requested.
     pub allowed: OperationSet,
@@ -107,20 +111,56 @@ impl FunctionSecrets {
 /// Per-request state of the secrets interface.
 pub struct SecretsCtx {
     function: Arc<str>,
+    request: u64,
     bindings: Arc<FunctionSecrets>,
     open_handles: usize,
     injector: Injector,
+    observer: Arc<Observer>,
 }
 
 impl SecretsCtx {
-    /// The context for request `request` of `function`, with its bindings.
-    pub fn new(function: Arc<str>, request: u64, bindings: Arc<FunctionSecrets>) -> Self {
+    /// The context for request `request` of `function`, with its bindings;
+    /// every call is counted and audited through `observer`.
+    pub fn new(
+        function: Arc<str>,
+        request: u64,
+        bindings: Arc<FunctionSecrets>,
+        observer: Arc<Observer>,
+    ) -> Self {
         Self {
-            injector: Injector::new(Arc::clone(&function), request),
+            injector: Injector::new(Arc::clone(&function), request, Arc::clone(&observer)),
             function,
+            request,
             bindings,
             open_handles: 0,
+            observer,
         }
+    }
+
+    /// Counts and audits one call.
+    fn report(
+        &self,
+        operation: &'static str,
+        binding: Arc<str>,
+        secret: Option<Arc<str>>,
+        version: Option<u32>,
+        outcome: OpOutcome,
+        reason: Option<String>,
+    ) {
+        self.observer.secret_operation(
+            FunctionEvent {
+                function: Arc::clone(&self.function),
+                request: self.request,
+                binding,
+                secret,
+                version,
+                operation: operation.into(),
+                outcome,
+                destination: None,
+                reason,
+            },
+            operation,
+        );
     }
 
     /// The request's header-token injector, which `wasi:http` calls on every
@@ -137,7 +177,8 @@ impl SecretsCtx {
 /// header toward an egress host).
 #[derive(Debug)]
 pub struct SecretHandle {
-    binding: String,
+    binding: Arc<str>,
+    secret: Arc<str>,
     allowed: OperationSet,
     egress: Arc<EgressList>,
     material: Arc<SecretMaterial>,
@@ -210,31 +251,61 @@ pub fn add_to_linker<T: SecretsHost + 'static>(linker: &mut Linker<T>) -> wasmti
 
 impl secrets::Host for SecretsView<'_> {
     fn get(&mut self, binding: String) -> wasmtime::Result<Result<Resource<SecretHandle>, Error>> {
+        let refuse = |ctx: &SecretsCtx, secret: Option<&Arc<str>>, error: Error| {
+            let shown: Arc<str> = if binding.len() > MAX_BINDING_LEN {
+                format!("<{} bytes>", binding.len()).into()
+            } else {
+                printable(&binding).into()
+            };
+            ctx.report(
+                "get",
+                shown,
+                secret.cloned(),
+                None,
+                outcome_of::<()>(&Err(error.clone())),
+                Some(message(&error).to_owned()),
+            );
+            Ok(Err(error))
+        };
         if binding.is_empty() || binding.len() > MAX_BINDING_LEN {
-            return Ok(Err(Error::InvalidArgument(format!(
+            let error = Error::InvalidArgument(format!(
                 "binding names are 1 to {MAX_BINDING_LEN} bytes long (got {})",
                 binding.len()
-            ))));
+            ));
+            return refuse(self.ctx, None, error);
         }
         let Some(bound) = self.ctx.bindings.get(&binding) else {
-            return Ok(Err(Error::NotGranted(format!(
+            let error = Error::NotGranted(format!(
                 "function `{}` has no grant for binding `{}`",
                 self.ctx.function,
                 printable(&binding)
-            ))));
+            ));
+            return refuse(self.ctx, None, error);
         };
         let Some(material) = &bound.current else {
-            return Ok(Err(Error::Unavailable(format!(
+            let error = Error::Unavailable(format!(
                 "binding `{binding}`: its secret has no usable version"
-            ))));
+            ));
+            return refuse(self.ctx, Some(&bound.secret), error);
         };
         if self.ctx.open_handles >= MAX_OPEN_HANDLES {
-            return Ok(Err(Error::InvalidArgument(format!(
+            let error = Error::InvalidArgument(format!(
                 "too many open secret handles (at most {MAX_OPEN_HANDLES} per request); drop handles you no longer need"
-            ))));
+            ));
+            return refuse(self.ctx, Some(&bound.secret), error);
         }
         bound.usage.record(material.version());
+        let binding: Arc<str> = binding.into();
+        self.ctx.report(
+            "get",
+            Arc::clone(&binding),
+            Some(Arc::clone(&bound.secret)),
+            Some(material.version()),
+            OpOutcome::Allowed,
+            None,
+        );
         let handle = SecretHandle {
+            secret: Arc::clone(&bound.secret),
             binding,
             allowed: bound.allowed,
             egress: Arc::clone(&bound.egress),
@@ -252,20 +323,32 @@ impl SecretsView<'_> {
     /// Runs `f` on the handle's state if its grant allows `op`. A handle
     /// that is not in the table traps; a refused operation is the guest's
     /// error to handle.
+    ///
+    /// Every call is counted and audited as `operation`.
     fn with_grant<T>(
         &self,
         handle: &Resource<SecretHandle>,
+        operation: &'static str,
         op: Operation,
         f: impl FnOnce(&SecretHandle) -> Result<T, Error>,
     ) -> wasmtime::Result<Result<T, Error>> {
         let secret = self.table.get(handle)?;
-        Ok(secret.require(op).and_then(|()| f(secret)))
+        let result = secret.require(op).and_then(|()| f(secret));
+        self.ctx.report(
+            operation,
+            Arc::clone(&secret.binding),
+            Some(Arc::clone(&secret.secret)),
+            Some(secret.material.version()),
+            outcome_of(&result),
+            result.as_ref().err().map(|e| message(e).to_owned()),
+        );
+        Ok(result)
     }
 }
 
 impl secrets::HostSecret for SecretsView<'_> {
     fn name(&mut self, handle: Resource<SecretHandle>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&handle)?.binding.clone())
+        Ok(self.table.get(&handle)?.binding.to_string())
     }
 
     fn version(&mut self, handle: Resource<SecretHandle>) -> wasmtime::Result<u32> {
@@ -277,7 +360,7 @@ impl secrets::HostSecret for SecretsView<'_> {
         handle: Resource<SecretHandle>,
         message: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        self.with_grant(&handle, Operation::Hmac, |secret| {
+        self.with_grant(&handle, "hmac-sha256", Operation::Hmac, |secret| {
             let mut mac = secret.mac();
             mac.update(&message);
             Ok(mac.finalize().into_bytes().to_vec())
@@ -290,7 +373,7 @@ impl secrets::HostSecret for SecretsView<'_> {
         message: Vec<u8>,
         tag: Vec<u8>,
     ) -> wasmtime::Result<Result<bool, Error>> {
-        self.with_grant(&handle, Operation::Hmac, |secret| {
+        self.with_grant(&handle, "verify-hmac-sha256", Operation::Hmac, |secret| {
             // `verify_slice` compares in constant time and rejects wrong lengths.
             let verifies = |material: &SecretMaterial| {
                 let mut mac = mac(material);
@@ -314,7 +397,7 @@ impl secrets::HostSecret for SecretsView<'_> {
         &mut self,
         handle: Resource<SecretHandle>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        self.with_grant(&handle, Operation::Reveal, |secret| {
+        self.with_grant(&handle, "reveal", Operation::Reveal, |secret| {
             Ok(secret.material.value().expose().to_vec())
         })
     }
@@ -330,7 +413,7 @@ impl secrets::HostSecret for SecretsView<'_> {
             Algorithm::EcdsaP256Sha256 => keys::Algorithm::EcdsaP256Sha256,
             Algorithm::RsaPkcs1Sha256 => keys::Algorithm::RsaPkcs1Sha256,
         };
-        self.with_grant(&handle, Operation::Sign, |secret| {
+        self.with_grant(&handle, "sign", Operation::Sign, |secret| {
             let key = secret
                 .material
                 .signing_key()
@@ -349,7 +432,7 @@ impl secrets::HostSecret for SecretsView<'_> {
         &mut self,
         handle: Resource<SecretHandle>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        self.with_grant(&handle, Operation::Sign, |secret| {
+        self.with_grant(&handle, "public-key", Operation::Sign, |secret| {
             secret
                 .material
                 .signing_key()
@@ -364,7 +447,7 @@ impl secrets::HostSecret for SecretsView<'_> {
         plaintext: Vec<u8>,
         aad: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        self.with_grant(&handle, Operation::Seal, |secret| {
+        self.with_grant(&handle, "seal", Operation::Seal, |secret| {
             Ok(secret.aes_key()?.seal(&plaintext, &aad))
         })
     }
@@ -375,7 +458,7 @@ impl secrets::HostSecret for SecretsView<'_> {
         ciphertext: Vec<u8>,
         aad: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        self.with_grant(&handle, Operation::Seal, |secret| {
+        self.with_grant(&handle, "open", Operation::Seal, |secret| {
             let opened = |material: &SecretMaterial| {
                 let key = aes_key(material).ok()?;
                 key.open(&ciphertext, &aad).ok()
@@ -402,7 +485,7 @@ impl secrets::HostSecret for SecretsView<'_> {
         &mut self,
         handle: Resource<SecretHandle>,
     ) -> wasmtime::Result<Result<String, Error>> {
-        let bound = self.with_grant(&handle, Operation::Inject, |secret| {
+        let bound = self.with_grant(&handle, "header-token", Operation::Inject, |secret| {
             if secret.egress.is_empty() {
                 return Err(Error::Denied(format!(
                     "binding `{}` may be injected, but its grant names no egress host",
@@ -410,15 +493,16 @@ impl secrets::HostSecret for SecretsView<'_> {
                 )));
             }
             Ok((
-                secret.binding.clone(),
+                Arc::clone(&secret.binding),
+                Arc::clone(&secret.secret),
                 Arc::clone(&secret.material),
                 Arc::clone(&secret.egress),
             ))
         })?;
-        Ok(bound.and_then(|(binding, material, egress)| {
+        Ok(bound.and_then(|(binding, secret, material, egress)| {
             self.ctx
                 .injector
-                .issue(&binding, material, egress)
+                .issue(binding, secret, material, egress)
                 .map_err(|e| Error::InvalidArgument(e.to_string()))
         }))
     }
@@ -427,6 +511,16 @@ impl secrets::HostSecret for SecretsView<'_> {
         self.table.delete(handle)?;
         self.ctx.open_handles -= 1;
         Ok(())
+    }
+}
+
+/// The text of an error returned to the guest.
+fn message(error: &Error) -> &str {
+    match error {
+        Error::NotGranted(m)
+        | Error::Denied(m)
+        | Error::Unavailable(m)
+        | Error::InvalidArgument(m) => m,
     }
 }
 

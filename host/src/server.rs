@@ -8,6 +8,7 @@
 use crate::catalog::Catalog;
 use crate::invoke::{invoke, text_response};
 use hyper::StatusCode;
+use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
@@ -15,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -27,6 +28,12 @@ pub const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 const OVERDUE_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// Pending connections each listening socket queues.
 const BACKLOG: i32 = 1024;
+
+/// The response header carrying the node's id for a request, as audit
+/// records name it.
+pub const REQUEST_ID_HEADER: &str = "keyhole-request-id";
+/// How often a node writes queued function audit records.
+pub const AUDIT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -63,6 +70,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let unrouted: Arc<str> = crate::observe::NO_FUNCTION.into();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -78,20 +86,37 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let catalog = Arc::clone(&catalog);
+        let unrouted = Arc::clone(&unrouted);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(
                 move |request: hyper::Request<hyper::body::Incoming>| {
                     let catalog = Arc::clone(&catalog);
+                    let unrouted = Arc::clone(&unrouted);
                     let id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed);
                     async move {
+                        let started = Instant::now();
                         let snapshot = catalog.snapshot();
-                        let response = match snapshot.route(request.uri().path()) {
-                            Some(function) => invoke(Arc::clone(function), request, id).await,
-                            None => text_response(
-                                StatusCode::NOT_FOUND,
-                                format!("no function serves {}\n", request.uri().path()),
+                        let (function, mut response) = match snapshot.route(request.uri().path()) {
+                            Some(function) => (
+                                Arc::clone(&function.name),
+                                invoke(Arc::clone(function), request, id).await,
+                            ),
+                            None => (
+                                unrouted,
+                                text_response(
+                                    StatusCode::NOT_FOUND,
+                                    format!("no function serves {}\n", request.uri().path()),
+                                ),
                             ),
                         };
+                        catalog.observer().request(
+                            &function,
+                            response.status().as_u16(),
+                            started.elapsed(),
+                        );
+                        response
+                            .headers_mut()
+                            .insert(REQUEST_ID_HEADER, HeaderValue::from(id));
                         Ok::<_, std::convert::Infallible>(response)
                     }
                 },
@@ -203,4 +228,61 @@ fn flush_usage(catalog: &Catalog) {
     if let Err(e) = catalog.flush_usage() {
         tracing::warn!("recording secret uses failed (kept for the next try): {e}");
     }
+}
+
+/// Starts the thread that writes function audit records to `store` in
+/// batches every [`AUDIT_FLUSH_INTERVAL`] until `stop` turns true, and once
+/// more on the way out. A failed batch is kept for the next try, as far as
+/// the queue's capacity allows; what does not fit is counted as lost.
+pub fn start_audit_writer(
+    store: Arc<crate::store::SqliteStore>,
+    observer: Arc<crate::observe::Observer>,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("keyhole-audit".into())
+        .spawn(move || {
+            let mut failing = false;
+            let flush = |failing: &mut bool| {
+                let batch = observer.trail.take_batch();
+                if batch.is_empty() {
+                    return;
+                }
+                let functions = batch
+                    .iter()
+                    .filter(|t| matches!(t.event, crate::audit::Event::Function(_)))
+                    .count();
+                let lost: u64 = batch
+                    .iter()
+                    .filter_map(|t| match &t.event {
+                        crate::audit::Event::Lost(l) => Some(l.records),
+                        _ => None,
+                    })
+                    .sum();
+                match store.append_audit(&batch) {
+                    Ok(()) => {
+                        observer.trail.written(functions);
+                        if lost > 0 {
+                            tracing::error!(
+                                lost,
+                                "the audit trail could not keep up: function records were dropped (recorded in the trail as a `lost` record)"
+                            );
+                        }
+                        *failing = false;
+                    }
+                    Err(e) => {
+                        if !*failing {
+                            tracing::error!("writing function audit records failed (kept for the next try): {e}");
+                        }
+                        *failing = true;
+                        observer.trail.restore(batch);
+                    }
+                }
+            };
+            while !*stop.borrow() {
+                std::thread::sleep(AUDIT_FLUSH_INTERVAL);
+                flush(&mut failing);
+            }
+            flush(&mut failing);
+        })
 }

@@ -24,6 +24,8 @@ pub struct Node {
     server: Option<Child>,
     logs: Arc<Mutex<String>>,
     pub base: String,
+    /// The admin API's base URL, when started with [`Node::start_admin`].
+    pub admin: String,
 }
 
 /// An HTTP answer: status and body.
@@ -55,6 +57,7 @@ impl Node {
             server: None,
             logs: Arc::default(),
             base: String::new(),
+            admin: String::new(),
         }
     }
 
@@ -182,8 +185,17 @@ impl Node {
         self.start_with_backtrace(true);
     }
 
+    /// Starts the node with the admin API on another free loopback port.
+    pub fn start_admin(&mut self) {
+        self.spawn(true, &["--admin", "127.0.0.1:0"]);
+    }
+
     /// Starts the node with `RUST_BACKTRACE=1` or with it unset.
     pub fn start_with_backtrace(&mut self, backtrace: bool) {
+        self.spawn(backtrace, &[]);
+    }
+
+    fn spawn(&mut self, backtrace: bool, extra: &[&str]) {
         let mut command = self.command();
         if backtrace {
             command.env("RUST_BACKTRACE", "1");
@@ -192,6 +204,7 @@ impl Node {
         }
         let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("KEYHOLE_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -214,6 +227,11 @@ impl Node {
         });
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
+        if let Some(admin) = line.trim().strip_prefix("keyhole admin API on ") {
+            self.admin = admin.to_owned();
+            line.clear();
+            stdout.read_line(&mut line).unwrap();
+        }
         let addr = line
             .trim()
             .strip_prefix("keyhole listening on ")
@@ -222,6 +240,83 @@ impl Node {
             });
         self.base = addr.to_owned();
         self.server = Some(child);
+    }
+
+    /// `keyhole` sent to this node's admin API with `token`, from a
+    /// directory that holds no store (so nothing can act locally).
+    pub fn remote_command(&self, token: &str) -> Command {
+        assert!(!self.admin.is_empty(), "start the node with start_admin");
+        let mut command = Command::new(KEYHOLE);
+        command
+            .env("KEYHOLE_DATA", "/nonexistent/keyhole-remote-test")
+            .env("KEYHOLE_NODE", &self.admin)
+            .env("KEYHOLE_TOKEN", token)
+            .env_remove("KEYHOLE_MASTER_KEY")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Creates a token on the data directory and returns it.
+    pub fn token(&self, args: &[&str]) -> String {
+        let mut all = vec!["token", "create"];
+        all.extend_from_slice(args);
+        self.ok(&all).trim().to_owned()
+    }
+
+    /// `method` `path` on the admin API with `token` (if any) and `body`.
+    pub fn admin_request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> Reply {
+        let url = format!("{}{path}", self.admin);
+        let agent = Self::agent();
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let response = match method {
+            "GET" | "DELETE" => {
+                let mut request = if method == "GET" {
+                    agent.get(&url)
+                } else {
+                    agent.delete(&url)
+                };
+                if let Some(auth) = &auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.call()
+            }
+            _ => {
+                let mut request = match method {
+                    "PUT" => agent.put(&url),
+                    "POST" => agent.post(&url),
+                    "PATCH" => agent.patch(&url),
+                    other => panic!("method {other}"),
+                };
+                if let Some(auth) = &auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.send(body)
+            }
+        };
+        Self::reply(response.unwrap())
+    }
+
+    /// GET `path` and return the reply with its `keyhole-request-id`.
+    pub fn get_with_id(&self, path: &str) -> (Reply, u64) {
+        let response = Self::agent()
+            .get(format!("{}{path}", self.base))
+            .call()
+            .unwrap();
+        let id = response
+            .headers()
+            .get("keyhole-request-id")
+            .expect("every response names its request id")
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        (Self::reply(response), id)
     }
 
     /// What the node has logged so far.
@@ -368,6 +463,28 @@ pub fn python(script: &str, args: &[&str]) -> String {
     assert!(
         out.status.success(),
         "python failed (run the suite with ./scripts/test, which installs PyJWT and cryptography, \
+         or set KEYHOLE_TEST_PYTHON): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a Python `script` with `input` on its stdin; returns its stdout.
+pub fn python_stdin(script: &str, input: &[u8]) -> String {
+    let interpreter = std::env::var("KEYHOLE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut child = Command::new(&interpreter)
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {interpreter}: {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python failed (run the suite with ./scripts/test, which installs its packages, \
          or set KEYHOLE_TEST_PYTHON): {}",
         String::from_utf8_lossy(&out.stderr)
     );

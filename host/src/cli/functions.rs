@@ -1,42 +1,61 @@
 //! `keyhole deploy`, `undeploy` and `functions`: the developer's commands.
 
-use super::{Access, open_existing_store, open_store, output};
+use super::{Access, Target, output};
+use anyhow::Context;
+use base64::Engine as _;
+use keyhole_host::admin::Request;
+use keyhole_host::admin::types::{Deploy, Deployed, FunctionListing, Undeployed};
 use keyhole_host::deploy::{self, BindingState};
+use keyhole_host::manifest;
 use keyhole_host::runtime::Runtime;
-use keyhole_host::scan;
-use keyhole_host::store::Store;
 use std::path::Path;
 
-/// `keyhole deploy`: check, scan, store, and report each binding's state.
-pub fn deploy(data: &Path, manifest: &Path, allow_findings: &[String]) -> anyhow::Result<()> {
-    // Check manifest and component before touching the data directory, so
-    // a refused deploy creates nothing.
-    let runtime = Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    let (deployment, component_path) = deploy::prepare(&runtime, manifest)?;
-    let existing = open_existing_store(data)?;
-    let stored = match &existing {
-        Some(store) => scan::stored_values(store)?,
-        None => scan::StoredValues::default(),
-    };
-    for name in &stored.unreadable {
-        eprintln!(
-            "warning: secret `{name}` failed its integrity check and was not searched for (see `keyhole check`)"
-        );
+/// `keyhole deploy`: send the manifest and its component to be checked,
+/// scanned and stored, and report each binding's state.
+pub fn deploy(
+    target: &Target,
+    manifest_path: &Path,
+    allow_findings: Vec<String>,
+) -> anyhow::Result<()> {
+    let manifest_text = std::fs::read_to_string(manifest_path)
+        .with_context(|| format!("cannot read manifest {}", manifest_path.display()))?;
+    let manifest = manifest::load(manifest_path)?;
+    let component = std::fs::read(&manifest.component).with_context(|| {
+        format!(
+            "cannot read component {} (named by the manifest's `component`)",
+            manifest.component.display()
+        )
+    })?;
+    // A refused deploy into a data directory without a store creates none:
+    // check manifest, component and scan before the store is made.
+    if !target.remote()
+        && !target
+            .data
+            .join(keyhole_host::store::DATABASE_FILE)
+            .exists()
+    {
+        let runtime = Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let (deployment, path) = deploy::prepare(&runtime, manifest_path)?;
+        deploy::gate(&deployment, &path, &[], &allow_findings)?;
     }
-    let gate = deploy::gate(&deployment, &component_path, &stored.values, allow_findings)?;
-    drop(stored);
-    let store = match existing {
-        Some(store) => store,
-        None => open_store(data, Access::CreateIfMissing)?,
-    };
-    let report = deploy::store(&store, &deployment)?;
-    for finding in &gate.allowed {
+    let request = Request::Deploy(Deploy {
+        manifest: manifest_text,
+        manifest_path: manifest_path.display().to_string(),
+        component_base64: base64::engine::general_purpose::STANDARD.encode(&component),
+        allow_findings,
+    });
+    drop(component);
+    let deployed: Deployed = target.backend(Access::CreateIfMissing)?.call(request)?;
+    for warning in &deployed.warnings {
+        eprintln!("warning: {warning}");
+    }
+    for finding in &deployed.allowed_findings {
         eprintln!("warning: deployed despite {finding} (allowed by --allow-finding)");
     }
-    for id in &gate.unused_allowances {
+    for id in &deployed.unused_allowances {
         eprintln!("warning: --allow-finding {id} matched no finding");
     }
-    let info = &report.info;
+    let info = &deployed.function.info;
     println!(
         "deployed `{}` at {} ({} KiB, sha256 {})",
         info.name,
@@ -44,8 +63,8 @@ pub fn deploy(data: &Path, manifest: &Path, allow_findings: &[String]) -> anyhow
         info.component_size.div_ceil(1024),
         &info.component_sha256[..16]
     );
-    for (binding, ops, state) in &report.bindings {
-        let line = match state {
+    for b in &deployed.function.binding_states {
+        let line = match &b.state {
             BindingState::Granted { secret } => format!("granted (secret `{secret}`)"),
             BindingState::Partial { secret, missing } => {
                 format!(
@@ -53,58 +72,31 @@ pub fn deploy(data: &Path, manifest: &Path, allow_findings: &[String]) -> anyhow
                 )
             }
             BindingState::Pending => format!(
-                "pending: an operator runs `keyhole grant {} {binding} --secret NAME --allow {ops}`",
-                info.name
+                "pending: an operator runs `keyhole grant {} {} --secret NAME --allow {}`",
+                info.name, b.binding, b.operations
             ),
         };
-        println!("  {binding} [{ops}]: {line}");
+        println!("  {} [{}]: {line}", b.binding, b.operations);
     }
     Ok(())
 }
 
 /// `keyhole undeploy`: remove a function and its grants.
-pub fn undeploy(data: &Path, function: &str) -> anyhow::Result<()> {
-    let grants = open_store(data, Access::Existing)?.undeploy(function)?;
-    println!("undeployed `{function}` and removed its {grants} grant(s)");
+pub fn undeploy(target: &Target, function: String) -> anyhow::Result<()> {
+    let done: Undeployed = target
+        .backend(Access::Existing)?
+        .call(Request::Undeploy { function })?;
+    println!(
+        "undeployed `{}` and removed its {} grant(s)",
+        done.function, done.grants
+    );
     Ok(())
 }
 
-#[derive(serde::Serialize)]
-struct FunctionListing {
-    #[serde(flatten)]
-    info: keyhole_host::store::FunctionInfo,
-    binding_states: Vec<(String, BindingState)>,
-}
-
 /// `keyhole functions`: deployed functions with their bindings' states.
-pub fn list(data: &Path, json: bool) -> anyhow::Result<()> {
-    let store = open_store(data, Access::Existing)?;
-    let grants = store.grants(None)?;
-    let listings: Vec<FunctionListing> = store
-        .functions()?
-        .into_iter()
-        .map(|info| {
-            let mine: Vec<_> = grants
-                .iter()
-                .filter(|g| g.function == info.name)
-                .cloned()
-                .collect();
-            let binding_states = info
-                .bindings
-                .iter()
-                .map(|b| {
-                    (
-                        b.binding.clone(),
-                        deploy::binding_state(&b.binding, b.operations, &mine),
-                    )
-                })
-                .collect();
-            FunctionListing {
-                info,
-                binding_states,
-            }
-        })
-        .collect();
+pub fn list(target: &Target, json: bool) -> anyhow::Result<()> {
+    let listings: Vec<FunctionListing> =
+        target.backend(Access::Existing)?.call(Request::Functions)?;
     if json {
         return output::json(&listings);
     }
@@ -114,13 +106,13 @@ pub fn list(data: &Path, json: bool) -> anyhow::Result<()> {
             let bindings: Vec<String> = l
                 .binding_states
                 .iter()
-                .map(|(name, state)| {
-                    let word = match state {
+                .map(|b| {
+                    let word = match b.state {
                         BindingState::Granted { .. } => "granted",
                         BindingState::Partial { .. } => "partial",
                         BindingState::Pending => "pending",
                     };
-                    format!("{name}:{word}")
+                    format!("{}:{word}", b.binding)
                 })
                 .collect();
             vec![

@@ -1,13 +1,14 @@
 //! `keyhole grant`, `revoke` and `grants`: the operator's decisions.
 
-use super::{Access, open_store, output};
+use super::{Access, Target, output};
 use anyhow::bail;
 use clap::Args;
+use keyhole_host::admin::Request;
+use keyhole_host::admin::types::{GrantBody, Granted};
 use keyhole_host::egress::EgressList;
 use keyhole_host::names;
 use keyhole_host::operations::{Operation, OperationSet};
-use keyhole_host::store::{Grant, Store};
-use std::path::Path;
+use keyhole_host::store::Grant;
 
 #[derive(Args)]
 pub struct GrantArgs {
@@ -47,7 +48,7 @@ fn parse_ops(list: &str) -> Result<OperationSet, String> {
 }
 
 /// `keyhole grant`: map a requested binding to a secret with operations.
-pub fn grant(data: &Path, args: GrantArgs) -> anyhow::Result<()> {
+pub fn grant(target: &Target, args: GrantArgs) -> anyhow::Result<()> {
     names::validate("binding", &args.binding)?;
     let injects = args.allow.contains(Operation::Inject);
     match (&args.egress, injects) {
@@ -61,39 +62,16 @@ pub fn grant(data: &Path, args: GrantArgs) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let store = open_store(data, Access::Existing)?;
-    let functions = store.functions()?;
-    let Some(function) = functions.iter().find(|f| f.name == args.function) else {
-        bail!(
-            "no function named `{}` is deployed (see `keyhole functions`)",
-            args.function
-        );
-    };
-    let Some(requested) = function.bindings.iter().find(|b| b.binding == args.binding) else {
-        let known: Vec<&str> = function
-            .bindings
-            .iter()
-            .map(|b| b.binding.as_str())
-            .collect();
-        bail!(
-            "function `{}` does not request binding `{}` in its manifest (it requests: {})",
-            args.function,
-            args.binding,
-            if known.is_empty() {
-                "nothing".to_owned()
-            } else {
-                known.join(", ")
-            }
-        );
-    };
-    let grant = Grant {
+    let granted: Granted = target.backend(Access::Existing)?.call(Request::Grant {
         function: args.function,
         binding: args.binding,
-        secret: args.secret,
-        allow: args.allow,
-        egress: args.egress.unwrap_or_default(),
-    };
-    store.grant(&grant)?;
+        body: GrantBody {
+            secret: args.secret,
+            allow: args.allow,
+            egress: args.egress.unwrap_or_default(),
+        },
+    })?;
+    let grant = &granted.grant;
     println!(
         "granted `{}` binding `{}` -> secret `{}` [{}]{}",
         grant.function,
@@ -105,12 +83,12 @@ pub fn grant(data: &Path, args: GrantArgs) -> anyhow::Result<()> {
     let unused = grant
         .allow
         .iter()
-        .filter(|op| !requested.operations.contains(*op))
+        .filter(|op| !granted.requested.contains(*op))
         .collect::<OperationSet>();
     if !unused.is_empty() {
         println!(
             "note: the manifest requests only [{}] for this binding, so [{unused}] stays unused until it asks for it",
-            requested.operations
+            granted.requested
         );
     }
     Ok(())
@@ -125,18 +103,22 @@ fn egress_note(egress: &EgressList) -> String {
 }
 
 /// `keyhole revoke`: remove one grant.
-pub fn revoke(data: &Path, function: &str, binding: &str) -> anyhow::Result<()> {
-    let grant = open_store(data, Access::Existing)?.revoke(function, binding)?;
+pub fn revoke(target: &Target, function: String, binding: String) -> anyhow::Result<()> {
+    let grant: Grant = target
+        .backend(Access::Existing)?
+        .call(Request::Revoke { function, binding })?;
     println!(
-        "revoked `{function}` binding `{binding}` (was secret `{}` [{}])",
-        grant.secret, grant.allow
+        "revoked `{}` binding `{}` (was secret `{}` [{}])",
+        grant.function, grant.binding, grant.secret, grant.allow
     );
     Ok(())
 }
 
 /// `keyhole grants`: list grants, of one function or all.
-pub fn list(data: &Path, function: Option<&str>, json: bool) -> anyhow::Result<()> {
-    let grants = open_store(data, Access::Existing)?.grants(function)?;
+pub fn list(target: &Target, function: Option<String>, json: bool) -> anyhow::Result<()> {
+    let grants: Vec<Grant> = target
+        .backend(Access::Existing)?
+        .call(Request::Grants { function })?;
     if json {
         return output::json(&grants);
     }

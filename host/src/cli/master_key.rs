@@ -1,9 +1,13 @@
 //! `keyhole master-key rotate` and `keyhole check`: the operator's commands
 //! for the key that protects every stored secret.
 
-use super::{Access, open_store_with_source};
+use super::{Access, Target, open_store_with_source};
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use keyhole_host::access::Caller;
+use keyhole_host::admin::Request;
+use keyhole_host::admin::types::CheckResult;
+use keyhole_host::audit::AdminEvent;
 use keyhole_host::crypto::AesKey;
 use keyhole_host::master_key::{self, KeySource, MASTER_KEY_ENV, NEW_MASTER_KEY_ENV};
 use keyhole_host::store::{SqliteStore, StoreError};
@@ -50,7 +54,7 @@ fn rotate(data: &Path) -> anyhow::Result<()> {
             "the master key comes from {MASTER_KEY_ENV}: supply the new one in {NEW_MASTER_KEY_ENV}; nothing was changed"
         ),
         (source, Some(new)) => {
-            let count = store.rotate_master_key(new)?;
+            let count = rotate_audited(&store, new)?;
             println!("re-wrapped {count} secret version(s) under the new master key");
             if let KeySource::File(path) = source {
                 // The file holds a key that opens nothing any more.
@@ -68,7 +72,7 @@ fn rotate(data: &Path) -> anyhow::Result<()> {
             // interruption at any point is finished or undone by the next
             // command that opens the store.
             master_key::write_pending(data, &new)?;
-            let count = store.rotate_master_key(new)?;
+            let count = rotate_audited(&store, new)?;
             master_key::promote_pending(data)?;
             println!(
                 "re-wrapped {count} secret version(s) under a new master key, written to {}; running nodes pick it up within a second",
@@ -77,6 +81,22 @@ fn rotate(data: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Rotates the master key, recorded in the audit trail in the same
+/// transaction.
+fn rotate_audited(store: &SqliteStore, new: AesKey) -> anyhow::Result<usize> {
+    let event = AdminEvent {
+        token: Caller::Local.name().to_owned(),
+        role: Caller::Local.role().as_str().to_owned(),
+        action: "master-key.rotate".into(),
+        target: "master-key".into(),
+        function: None,
+        secret: None,
+        outcome: "ok".into(),
+        detail: None,
+    };
+    Ok(store.audited(event, || store.rotate_master_key(new))??)
 }
 
 /// Finishes or undoes a key-file rotation that was interrupted (its
@@ -118,9 +138,8 @@ pub fn finish_interrupted_rotation(data: &Path) -> anyhow::Result<()> {
 }
 
 /// `keyhole check`: decrypt every stored version and report any that fail.
-pub fn check(data: &Path) -> anyhow::Result<()> {
-    let (store, _) = open_store_with_source(data, Access::Existing)?;
-    let report = store.check_all()?;
+pub fn check(target: &Target) -> anyhow::Result<()> {
+    let report: CheckResult = target.backend(Access::Existing)?.call(Request::Check)?;
     for (name, version) in &report.failed {
         eprintln!(
             "secret `{name}` version {version} failed its integrity check (tampered with, or sealed under another master key)"

@@ -1,12 +1,15 @@
 //! Command-line parsing and dispatch. Errors become `anyhow` here, at the
 //! binary's edge; the library keeps typed errors.
 
+mod audit;
+mod backend;
 mod functions;
 mod grants;
 mod master_key;
 mod output;
 mod secrets;
 mod serve;
+mod tokens;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -22,8 +25,41 @@ struct Cli {
     /// The node's data directory (store and, by default, master key).
     #[arg(long, global = true, env = "KEYHOLE_DATA", default_value = ".keyhole")]
     data: PathBuf,
+    /// Send commands to a running node's admin API instead of working on
+    /// the data directory, e.g. http://127.0.0.1:8081 (with KEYHOLE_TOKEN).
+    #[arg(long, global = true, env = "KEYHOLE_NODE", value_name = "URL")]
+    node: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where a command acts: the data directory, or a node.
+pub struct Target {
+    data: PathBuf,
+    node: Option<String>,
+}
+
+impl Target {
+    /// The backend for a command that reads (`Access::Existing`) or may
+    /// create the store (`Access::CreateIfMissing`).
+    fn backend(&self, access: Access) -> anyhow::Result<backend::Backend> {
+        backend::Backend::open(&self.data, self.node.as_deref(), access)
+    }
+
+    /// Whether commands go to a node.
+    fn remote(&self) -> bool {
+        backend::is_remote(self.node.as_deref())
+    }
+
+    /// Refuses commands that only work on the data directory.
+    fn local_only(&self, command: &str) -> anyhow::Result<&Path> {
+        if self.remote() {
+            bail!(
+                "`keyhole {command}` works on the node's data directory, not through the admin API: run it on the node without --node (unset KEYHOLE_NODE)"
+            );
+        }
+        Ok(&self.data)
+    }
 }
 
 #[derive(Subcommand)]
@@ -69,6 +105,11 @@ enum Command {
     /// Decrypt every stored secret version and report any that fail their
     /// integrity check.
     Check,
+    /// Create, list and revoke admin API tokens (admin).
+    #[command(subcommand)]
+    Token(tokens::TokenCommand),
+    /// Read the audit trail, or verify that it was not tampered with.
+    Audit(audit::AuditArgs),
     /// List grants, of one function or of all.
     Grants {
         /// Only this function's grants.
@@ -82,21 +123,27 @@ enum Command {
 /// Parses the command line and runs the command.
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let data = cli.data.as_path();
+    let target = Target {
+        data: cli.data,
+        node: cli.node,
+    };
+    let t = &target;
     match cli.command {
-        Command::Serve(args) => serve::run(data, args),
-        Command::Secret(command) => secrets::run(data, command),
+        Command::Serve(args) => serve::run(&t.data, args),
+        Command::Secret(command) => secrets::run(t, command),
         Command::Deploy {
             manifest,
             allow_finding,
-        } => functions::deploy(data, &manifest, &allow_finding),
-        Command::Undeploy { function } => functions::undeploy(data, &function),
-        Command::Functions { json } => functions::list(data, json),
-        Command::Grant(args) => grants::grant(data, args),
-        Command::Revoke { function, binding } => grants::revoke(data, &function, &binding),
-        Command::Grants { function, json } => grants::list(data, function.as_deref(), json),
-        Command::MasterKey(command) => master_key::run(data, command),
-        Command::Check => master_key::check(data),
+        } => functions::deploy(t, &manifest, allow_finding),
+        Command::Undeploy { function } => functions::undeploy(t, function),
+        Command::Functions { json } => functions::list(t, json),
+        Command::Grant(args) => grants::grant(t, args),
+        Command::Revoke { function, binding } => grants::revoke(t, function, binding),
+        Command::Grants { function, json } => grants::list(t, function, json),
+        Command::MasterKey(command) => master_key::run(t.local_only("master-key")?, command),
+        Command::Check => master_key::check(t),
+        Command::Token(command) => tokens::run(t, command),
+        Command::Audit(args) => audit::run(t, args),
     }
 }
 
@@ -113,16 +160,6 @@ enum Access {
 /// the key file, refusing to mint a new key for a store that already exists.
 fn open_store(data: &Path, access: Access) -> anyhow::Result<SqliteStore> {
     Ok(open_store_with_source(data, access)?.0)
-}
-
-/// The store in `data` if there is one yet: commands that check against
-/// an existing store before they create one open it once.
-fn open_existing_store(data: &Path) -> anyhow::Result<Option<SqliteStore>> {
-    if data.join(keyhole_host::store::DATABASE_FILE).exists() {
-        open_store(data, Access::Existing).map(Some)
-    } else {
-        Ok(None)
-    }
 }
 
 /// Like [`open_store`], and says where the master key came from.

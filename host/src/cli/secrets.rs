@@ -1,13 +1,17 @@
 //! `keyhole secret …`: the operator's commands for stored secrets.
 
-use super::{Access, open_existing_store, open_store, output};
+use super::{Access, Target, output};
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use keyhole_host::admin::Request;
+use keyhole_host::admin::types::{
+    PutSecret, Rollback, RotateSecret, SecretListing, SecretRemoved, VersionChange, WireValue,
+};
 use keyhole_host::keys::KeyKind;
 use keyhole_host::names;
 use keyhole_host::secret_value::SecretValue;
 use keyhole_host::store::{
-    LastUse, MaxAgeChange, NewVersion, SecretInfo, Store, StoreError, VersionState,
+    Dependent, LastUse, MaxAgeChange, StoreError, VersionInfo, VersionState,
 };
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -104,7 +108,7 @@ pub struct ValueArgs {
 }
 
 /// A duration such as `90s`, `15m`, `24h` or `90d`, in whole seconds.
-fn parse_duration(text: &str) -> Result<i64, String> {
+pub(super) fn parse_duration(text: &str) -> Result<i64, String> {
     let duration = humantime::parse_duration(text)
         .map_err(|e| format!("{e} (write a duration such as 30m, 24h or 7d)"))?;
     let secs = i64::try_from(duration.as_secs()).map_err(|_| "too long".to_owned())?;
@@ -122,93 +126,111 @@ fn parse_max_age(text: &str) -> Result<MaxAgeChange, String> {
 }
 
 /// Runs one `keyhole secret …` command.
-pub fn run(data: &Path, command: SecretCommand) -> anyhow::Result<()> {
+pub fn run(target: &Target, command: SecretCommand) -> anyhow::Result<()> {
     match command {
-        SecretCommand::Put { name, value, kind } => put(data, &name, &value, kind),
-        SecretCommand::Rotate { name, value, grace } => rotate(data, &name, &value, grace),
-        SecretCommand::List { json } => list(data, json),
-        SecretCommand::Versions { name, json } => versions(data, &name, json),
-        SecretCommand::Rollback { name, to, grace } => rollback(data, &name, to, grace),
-        SecretCommand::Dependents { name, json } => dependents(data, &name, json),
-        SecretCommand::Rm { name, force } => remove(data, &name, force),
+        SecretCommand::Put { name, value, kind } => put(target, name, &value, kind),
+        SecretCommand::Rotate { name, value, grace } => rotate(target, name, &value, grace),
+        SecretCommand::List { json } => list(target, json),
+        SecretCommand::Versions { name, json } => versions(target, name, json),
+        SecretCommand::Rollback { name, to, grace } => rollback(target, name, to, grace),
+        SecretCommand::Dependents { name, json } => dependents(target, name, json),
+        SecretCommand::Rm { name, force } => remove(target, name, force),
     }
 }
 
-fn put(data: &Path, name: &str, args: &ValueArgs, kind: Option<KeyKind>) -> anyhow::Result<()> {
-    names::validate("secret", name)?;
-    let value = read_value(args.from_file.as_deref())?;
-    // The kind is checked against the value before the store is touched;
-    // with no --kind, an existing secret keeps its kind.
-    let existing = open_existing_store(data)?;
-    let current_kind = match existing.as_ref().map(|store| store.secret(name)) {
-        None | Some(Err(StoreError::UnknownSecret(_))) => None,
-        Some(Ok(info)) => Some(info.kind),
-        Some(Err(e)) => return Err(e.into()),
-    };
-    let kind = kind.or(current_kind).unwrap_or_default();
-    check_kind(kind, &value, args.from_file.as_deref())?;
-    let store = match existing {
-        Some(store) => store,
-        None => open_store(data, Access::CreateIfMissing)?,
-    };
-    let new = NewVersion {
-        value: &value,
-        kind,
-        grace: None,
-        max_age: args.max_age.unwrap_or_default(),
-    };
-    let stored = store.put_secret(name, &new)?;
-    println!(
-        "stored secret `{name}` version {} ({} bytes, {kind})",
-        stored.version,
-        value.len()
-    );
-    match stored.replaced {
-        Some(replaced) => report_replaced(&store, name, replaced, None),
-        None => Ok(()),
+/// A `--max-age` as the admin API takes it: seconds, 0 to remove.
+fn max_age_secs(change: Option<MaxAgeChange>) -> Option<i64> {
+    match change.unwrap_or_default() {
+        MaxAgeChange::Keep => None,
+        MaxAgeChange::Set(secs) => Some(secs),
+        MaxAgeChange::Clear => Some(0),
     }
 }
 
-fn rotate(data: &Path, name: &str, args: &ValueArgs, grace: Option<i64>) -> anyhow::Result<()> {
-    // An unknown secret is refused before a value is asked for.
-    let store = open_store(data, Access::Existing)?;
-    let kind = store.secret(name)?.kind;
+fn put(
+    target: &Target,
+    name: String,
+    args: &ValueArgs,
+    kind: Option<KeyKind>,
+) -> anyhow::Result<()> {
+    names::validate("secret", &name)?;
     let value = read_value(args.from_file.as_deref())?;
-    check_kind(kind, &value, args.from_file.as_deref())?;
-    let new = NewVersion {
-        value: &value,
-        kind,
-        grace,
-        max_age: args.max_age.unwrap_or_default(),
-    };
-    let stored = store.rotate_secret(name, &new)?;
+    // A value that is not the kind asked for is refused before anything is
+    // created (the node checks again, also against an existing kind).
+    if let Some(kind) = kind {
+        check_kind(kind, &value, args.from_file.as_deref())?;
+    }
+    let backend = target.backend(Access::CreateIfMissing)?;
+    let change: VersionChange = backend.call(Request::PutSecret {
+        name,
+        body: PutSecret {
+            value: WireValue(value),
+            kind,
+            max_age_secs: max_age_secs(args.max_age),
+        },
+    })?;
     println!(
-        "rotated secret `{name}` to version {} ({} bytes, {kind}); running nodes use it from their next request",
-        stored.version,
-        value.len()
+        "stored secret `{}` version {} ({} bytes, {})",
+        change.name,
+        change.version,
+        change.bytes.unwrap_or(0),
+        change.kind
     );
-    let replaced = stored
-        .replaced
-        .context("a rotated secret always had a current version")?;
-    report_replaced(&store, name, replaced, grace)
+    if change.replaced.is_some() {
+        report_replaced(&change);
+    }
+    Ok(())
 }
 
-/// After a new current version: what became of the one it `replaced`, and
-/// which functions the change reaches.
-fn report_replaced(
-    store: &dyn Store,
-    name: &str,
-    replaced: u32,
+fn rotate(
+    target: &Target,
+    name: String,
+    args: &ValueArgs,
     grace: Option<i64>,
 ) -> anyhow::Result<()> {
-    match grace {
-        Some(secs) => println!(
+    let backend = target.backend(Access::Existing)?;
+    // An unknown secret is refused before a value is asked for.
+    let kind = backend
+        .call::<Vec<SecretListing>>(Request::ListSecrets)?
+        .into_iter()
+        .find(|s| s.info.name == name)
+        .map(|s| s.info.kind)
+        .ok_or_else(|| StoreError::UnknownSecret(name.clone()))?;
+    let value = read_value(args.from_file.as_deref())?;
+    check_kind(kind, &value, args.from_file.as_deref())?;
+    let change: VersionChange = backend.call(Request::RotateSecret {
+        name,
+        body: RotateSecret {
+            value: WireValue(value),
+            grace_secs: grace,
+            max_age_secs: max_age_secs(args.max_age),
+        },
+    })?;
+    println!(
+        "rotated secret `{}` to version {} ({} bytes, {}); running nodes use it from their next request",
+        change.name,
+        change.version,
+        change.bytes.unwrap_or(0),
+        change.kind
+    );
+    report_replaced(&change);
+    Ok(())
+}
+
+/// After a new current version: what became of the one it replaced, and
+/// which functions the change reaches.
+fn report_replaced(change: &VersionChange) {
+    let Some(replaced) = change.replaced else {
+        return;
+    };
+    match change.grace_until {
+        Some(until) => println!(
             "version {replaced} stays usable for verification and decryption until {}",
-            output::time(keyhole_host::store::now() + secs)
+            output::time(until)
         ),
         None => println!("version {replaced} is retired"),
     }
-    print_affected(store, name, grace)
+    print_affected(change);
 }
 
 fn check_kind(kind: KeyKind, value: &SecretValue, from_file: Option<&Path>) -> anyhow::Result<()> {
@@ -228,22 +250,22 @@ fn check_kind(kind: KeyKind, value: &SecretValue, from_file: Option<&Path>) -> a
 }
 
 /// Which functions a change of current version reaches.
-fn print_affected(store: &dyn Store, name: &str, grace: Option<i64>) -> anyhow::Result<()> {
-    let dependents = store.dependents(name)?;
-    if dependents.is_empty() {
+fn print_affected(change: &VersionChange) {
+    let name = &change.name;
+    if change.affected.is_empty() {
         println!("no function is granted `{name}`");
-        return Ok(());
+        return;
     }
     println!(
         "affects {} binding(s){}:",
-        dependents.len(),
-        if grace.is_some() {
+        change.affected.len(),
+        if change.grace_until.is_some() {
             "; verification and decryption also accept the previous version during the grace window"
         } else {
             ""
         }
     );
-    for d in &dependents {
+    for d in &change.affected {
         println!(
             "  {} (binding {}, allow {}){}",
             d.grant.function,
@@ -259,7 +281,6 @@ fn print_affected(store: &dyn Store, name: &str, grace: Option<i64>) -> anyhow::
             )
         );
     }
-    Ok(())
 }
 
 /// Reads a secret value from `from_file` (exact bytes) or stdin (one
@@ -307,32 +328,19 @@ fn read_value(from_file: Option<&Path>) -> anyhow::Result<SecretValue> {
     Ok(SecretValue::new(std::mem::take(&mut *buffer)))
 }
 
-#[derive(serde::Serialize)]
-struct SecretListing {
-    #[serde(flatten)]
-    info: SecretInfo,
-    overdue: bool,
-}
-
-fn list(data: &Path, json: bool) -> anyhow::Result<()> {
-    let secrets = open_store(data, Access::Existing)?.list_secrets()?;
-    let now = keyhole_host::store::now();
+fn list(target: &Target, json: bool) -> anyhow::Result<()> {
+    let secrets: Vec<SecretListing> = target
+        .backend(Access::Existing)?
+        .call(Request::ListSecrets)?;
     if json {
-        let listing: Vec<SecretListing> = secrets
-            .into_iter()
-            .map(|info| SecretListing {
-                overdue: info.overdue(now),
-                info,
-            })
-            .collect();
-        return output::json(&listing);
+        return output::json(&secrets);
     }
     let rows: Vec<Vec<String>> = secrets
         .iter()
-        .map(|s| {
+        .map(|SecretListing { info: s, overdue }| {
             let age = match s.max_age {
                 None => "-".to_owned(),
-                Some(max) if s.overdue(now) => format!("{} OVERDUE", output::duration(max)),
+                Some(max) if *overdue => format!("{} OVERDUE", output::duration(max)),
                 Some(max) => output::duration(max),
             };
             vec![
@@ -355,8 +363,10 @@ fn list(data: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn versions(data: &Path, name: &str, json: bool) -> anyhow::Result<()> {
-    let versions = open_store(data, Access::Existing)?.versions(name)?;
+fn versions(target: &Target, name: String, json: bool) -> anyhow::Result<()> {
+    let versions: Vec<VersionInfo> = target
+        .backend(Access::Existing)?
+        .call(Request::Versions { name })?;
     if json {
         return output::json(&versions);
     }
@@ -380,18 +390,28 @@ fn versions(data: &Path, name: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rollback(data: &Path, name: &str, to: u32, grace: Option<i64>) -> anyhow::Result<()> {
-    let store = open_store(data, Access::Existing)?;
-    let done = store.rollback(name, to, grace)?;
+fn rollback(target: &Target, name: String, to: u32, grace: Option<i64>) -> anyhow::Result<()> {
+    let change: VersionChange = target.backend(Access::Existing)?.call(Request::Rollback {
+        name,
+        body: Rollback {
+            to,
+            grace_secs: grace,
+        },
+    })?;
     println!(
-        "secret `{name}`: version {} is current again (was {}); running nodes use it from their next request",
-        done.to, done.from
+        "secret `{}`: version {} is current again (was {}); running nodes use it from their next request",
+        change.name,
+        change.version,
+        change.replaced.unwrap_or(0)
     );
-    report_replaced(&store, name, done.from, grace)
+    report_replaced(&change);
+    Ok(())
 }
 
-fn dependents(data: &Path, name: &str, json: bool) -> anyhow::Result<()> {
-    let dependents = open_store(data, Access::Existing)?.dependents(name)?;
+fn dependents(target: &Target, name: String, json: bool) -> anyhow::Result<()> {
+    let dependents: Vec<Dependent> = target
+        .backend(Access::Existing)?
+        .call(Request::Dependents { name })?;
     if json {
         return output::json(&dependents);
     }
@@ -433,9 +453,14 @@ fn dependents(data: &Path, name: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn remove(data: &Path, name: &str, force: bool) -> anyhow::Result<()> {
-    let removed = open_store(data, Access::Existing)?.remove_secret(name, force)?;
-    println!("removed secret `{name}` ({} versions)", removed.versions);
+fn remove(target: &Target, name: String, force: bool) -> anyhow::Result<()> {
+    let removed: SecretRemoved = target
+        .backend(Access::Existing)?
+        .call(Request::RemoveSecret { name, force })?;
+    println!(
+        "removed secret `{}` ({} versions)",
+        removed.name, removed.versions
+    );
     for grant in &removed.dangling_grants {
         println!(
             "  function `{}` binding `{}` now gets `unavailable` (keyhole revoke {} {})",

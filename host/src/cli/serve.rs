@@ -1,10 +1,12 @@
 //! `keyhole serve`: run the node.
 
 use super::{Access, open_store};
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
+use keyhole_host::admin::Admin;
 use keyhole_host::catalog::Catalog;
 use keyhole_host::master_key;
+use keyhole_host::observe::Observer;
 use keyhole_host::runtime::{self, Runtime};
 use keyhole_host::server;
 use std::io::IsTerminal;
@@ -21,6 +23,14 @@ pub struct ServeArgs {
     /// [default: one per core].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
+    /// Also serve the admin API and /metrics on this address, e.g.
+    /// 127.0.0.1:8081. Tokens travel in clear text: keep it on loopback (or
+    /// behind a TLS-terminating proxy) unless --admin-allow-remote.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Allow --admin on an address other than loopback.
+    #[arg(long, requires = "admin")]
+    admin_allow_remote: bool,
 }
 
 /// `keyhole serve`: open the store, load the catalog, serve until a signal.
@@ -33,10 +43,23 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    if let Some(admin) = args.admin
+        && !admin.ip().is_loopback()
+        && !args.admin_allow_remote
+    {
+        bail!(
+            "--admin {admin} is not a loopback address: admin tokens would cross the network in clear text; bind it to 127.0.0.1 (reach it through a TLS proxy or SSH tunnel), or pass --admin-allow-remote"
+        );
+    }
     let store = Arc::new(open_store(data, Access::CreateIfMissing)?);
     let runtime = Arc::new(Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?);
     runtime::start_epoch_ticker(runtime.engine());
-    let catalog = Arc::new(Catalog::new(Arc::clone(&store) as _, runtime));
+    let observer = Arc::new(Observer::default());
+    let catalog = Arc::new(Catalog::new(
+        Arc::clone(&store) as _,
+        Arc::clone(&runtime),
+        Arc::clone(&observer),
+    ));
     catalog.refresh()?;
 
     let workers = match args.workers {
@@ -47,7 +70,31 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listeners[0].local_addr()?;
 
+    let admin_listener = match args.admin {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on {addr} for the admin API"))?,
+        ),
+        None => None,
+    };
+
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // The audit writer stops after the workers, so it writes what their
+    // last requests recorded.
+    let (stop_audit, audit_stopped) = tokio::sync::watch::channel(false);
+    let audit_writer =
+        server::start_audit_writer(Arc::clone(&store), Arc::clone(&observer), audit_stopped)?;
+    let admin_server = match admin_listener {
+        Some(listener) => {
+            let admin = Arc::new(Admin::new(Arc::clone(&store)).with_runtime(Arc::clone(&runtime)));
+            let addr = listener.local_addr()?;
+            let thread = start_admin(listener, admin, Arc::clone(&observer), stopped.clone())?;
+            println!("keyhole admin API on http://{addr}");
+            tracing::info!(%addr, "admin API listening");
+            Some(thread)
+        }
+        None => None,
+    };
     let data_dir = data.to_owned();
     let reload_master_key = move || {
         // A key file rotated by `keyhole master-key rotate` is picked up
@@ -76,9 +123,43 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
     for worker in workers_running {
         let _ = worker.join();
     }
+    let _ = stop_audit.send(true);
+    let _ = audit_writer.join();
+    if let Some(admin) = admin_server {
+        let _ = admin.join();
+    }
     let _ = refresher.join();
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Runs the admin API on its own thread until `stop` turns true; actions
+/// run on that runtime's blocking pool.
+fn start_admin(
+    listener: std::net::TcpListener,
+    admin: Arc<Admin>,
+    observer: Arc<Observer>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()?;
+    Ok(std::thread::Builder::new()
+        .name("keyhole-admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(e) => return tracing::error!("cannot register the admin listener: {e}"),
+                };
+                let shutdown = async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                };
+                keyhole_host::admin::http::serve(listener, admin, observer, shutdown).await;
+            })
+        })?)
 }
 
 async fn shutdown_signal() {

@@ -7,7 +7,7 @@
 
 mod sqlite;
 
-pub use sqlite::{CheckReport, DATABASE_FILE, SqliteStore};
+pub use sqlite::{AuditedError, CheckReport, DATABASE_FILE, SqliteStore};
 
 use crate::egress::EgressList;
 use crate::keys::KeyKind;
@@ -25,7 +25,7 @@ pub fn now() -> Timestamp {
 }
 
 /// What the store tells about a secret: never its value.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SecretInfo {
     /// The secret's name in the store.
     pub name: String,
@@ -38,7 +38,6 @@ pub struct SecretInfo {
     /// When the current version was stored.
     pub updated_at: Timestamp,
     /// What the current version holds, as declared when it was put.
-    #[serde(serialize_with = "serialize_kind")]
     pub kind: KeyKind,
     /// When the current version's value was stored: its age counts from here
     /// (a rollback makes an older value current, with its own age).
@@ -57,7 +56,7 @@ impl SecretInfo {
 }
 
 /// Where one version of a secret stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum VersionState {
     /// What functions get now, for every operation.
@@ -73,14 +72,13 @@ pub enum VersionState {
 }
 
 /// One stored version of a secret, as listed: never its value.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VersionInfo {
     /// The version number.
     pub version: u32,
     /// When it was stored.
     pub created_at: Timestamp,
     /// What it holds, as declared when it was stored.
-    #[serde(serialize_with = "serialize_kind")]
     pub kind: KeyKind,
     /// Whether functions can use it now, and how.
     #[serde(flatten)]
@@ -152,7 +150,7 @@ pub struct RolledBack {
 }
 
 /// The most recent use of a binding, as recorded by a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LastUse {
     /// When (to within a second or so: nodes report uses once a second).
     pub at: Timestamp,
@@ -161,7 +159,7 @@ pub struct LastUse {
 }
 
 /// A function that depends on a secret: its grant, and when it last used it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Dependent {
     /// The grant naming the secret.
     #[serde(flatten)]
@@ -189,12 +187,8 @@ pub struct UseRecord {
     pub last_grace_use: Option<LastUse>,
 }
 
-fn serialize_kind<S: serde::Serializer>(kind: &KeyKind, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(kind.as_str())
-}
-
 /// A deployed function as listed: manifest facts, no component bytes.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FunctionInfo {
     /// The function's name.
     pub name: String,
@@ -215,12 +209,11 @@ pub struct FunctionInfo {
 }
 
 /// One binding a manifest asks for.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RequestedBinding {
     /// The name the code uses.
     pub binding: String,
     /// The operations the code needs.
-    #[serde(serialize_with = "serialize_ops")]
     pub operations: OperationSet,
 }
 
@@ -235,7 +228,7 @@ pub struct Deployment {
 
 /// The operator's decision: this function's binding maps to that secret and
 /// may do these operations with it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Grant {
     /// The function granted.
     pub function: String,
@@ -244,14 +237,9 @@ pub struct Grant {
     /// The stored secret the binding resolves to.
     pub secret: String,
     /// What the function may do with it.
-    #[serde(serialize_with = "serialize_ops")]
     pub allow: OperationSet,
     /// Hosts an injected value may be sent to (for `inject`).
     pub egress: EgressList,
-}
-
-fn serialize_ops<S: serde::Serializer>(ops: &OperationSet, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(ops.iter().map(|op| op.as_str()))
 }
 
 /// What removing a secret left behind.
@@ -270,6 +258,34 @@ fn grant_list(grants: &[Grant]) -> String {
         .map(|g| format!("`{}` (binding `{}`)", g.function, g.binding))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// An admin API token as listed: never the token, never its hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenInfo {
+    /// The public part of the token, which finds its record.
+    pub id: String,
+    /// A name to recognise it by in listings and the audit trail.
+    pub name: String,
+    /// What it may do.
+    pub role: crate::access::Role,
+    /// The functions a deployer token may deploy (empty: all).
+    pub functions: crate::access::FunctionScope,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it stops working, if ever.
+    pub expires_at: Option<Timestamp>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<Timestamp>,
+    /// Who created it (a token name, or `local`).
+    pub created_by: String,
+}
+
+impl TokenInfo {
+    /// Whether it is neither revoked nor expired at `now`.
+    pub fn active(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|at| now < at)
+    }
 }
 
 /// Why a store operation failed. Never carries secret bytes.
@@ -346,6 +362,15 @@ pub enum StoreError {
     /// The store file is damaged or not a Keyhole store.
     #[error("the store is damaged or not a Keyhole store: {0}")]
     Corrupt(String),
+    /// A token by that name exists already.
+    #[error("a token named `{0}` exists already (see `keyhole token list`); choose another --name")]
+    TokenNameTaken(String),
+    /// No token by that name.
+    #[error("no token named `{0}` (see `keyhole token list`)")]
+    UnknownToken(String),
+    /// The token was revoked before.
+    #[error("token `{0}` is already revoked")]
+    TokenAlreadyRevoked(String),
     /// The database itself failed (I/O, locking, ...).
     #[error("store database error: {0}")]
     Database(rusqlite::Error),

@@ -12,11 +12,17 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+mod audit_log;
+mod tokens;
+
+pub use audit_log::AuditedError;
+
 /// The database file's name inside the data directory.
 pub const DATABASE_FILE: &str = "keyhole.db";
 /// Version 2 added `secret_versions.kind` and `grants.egress`; version 3
-/// grace windows, maximum ages and recorded uses.
-const SCHEMA_VERSION: i64 = 3;
+/// grace windows, maximum ages and recorded uses; version 4 admin tokens
+/// and the audit trail.
+const SCHEMA_VERSION: i64 = 4;
 const KEY_CHECK_PLAINTEXT: &[u8] = b"keyhole master key check";
 const KEY_CHECK_AAD: &[u8] = b"keyhole/v1/key-check";
 
@@ -81,6 +87,36 @@ CREATE TABLE IF NOT EXISTS secret_uses (
 );
 ";
 
+/// Admin tokens and the audit trail (since version 4). Token secrets are
+/// stored only as SHA-256 hashes; audit records carry a chained MAC.
+const ADMIN_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS tokens (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    role        TEXT NOT NULL,
+    functions   TEXT NOT NULL DEFAULT '[]',
+    secret_hash BLOB NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER,
+    revoked_at  INTEGER,
+    created_by  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq      INTEGER PRIMARY KEY,
+    at_ms    INTEGER NOT NULL,
+    kind     TEXT NOT NULL,
+    function TEXT,
+    secret   TEXT,
+    body     TEXT NOT NULL,
+    prev     BLOB NOT NULL,
+    mac      BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at_ms);
+";
+
+/// Brings a version-3 store to version 4 (tokens and the audit trail).
+const MIGRATE_3_TO_4: &str = "UPDATE meta SET value = 4 WHERE key = 'schema';";
+
 /// Brings a version-1 store (before key kinds and egress lists) to version 2.
 const MIGRATE_1_TO_2: &str = "
 ALTER TABLE secret_versions ADD COLUMN kind TEXT NOT NULL DEFAULT 'opaque';
@@ -116,6 +152,9 @@ pub struct CheckReport {
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     master: RwLock<Arc<AesKey>>,
+    /// The audit chain's key, opened once at start (it survives master-key
+    /// rotations: only its wrapping changes).
+    chain_key: RwLock<Option<Arc<crate::audit::chain::ChainKey>>>,
     path: PathBuf,
 }
 
@@ -163,6 +202,7 @@ impl SqliteStore {
         let store = Self {
             conn: Mutex::new(conn),
             master: RwLock::new(Arc::new(master)),
+            chain_key: RwLock::new(None),
             path,
         };
         store.initialize()?;
@@ -199,11 +239,13 @@ impl SqliteStore {
                 None => {
                     tx.execute_batch(SCHEMA)?;
                     tx.execute_batch(SECRET_USES)?;
+                    tx.execute_batch(ADMIN_TABLES)?;
                     tx.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])?;
                     tx.execute("INSERT INTO meta (key, value) VALUES ('revision', 0)", [])?;
                 }
-                Some(1) => tx.execute_batch(&format!("{MIGRATE_1_TO_2}{MIGRATE_2_TO_3}{SECRET_USES}"))?,
-                Some(2) => tx.execute_batch(&format!("{MIGRATE_2_TO_3}{SECRET_USES}"))?,
+                Some(1) => tx.execute_batch(&format!("{MIGRATE_1_TO_2}{MIGRATE_2_TO_3}{SECRET_USES}{ADMIN_TABLES}{MIGRATE_3_TO_4}"))?,
+                Some(2) => tx.execute_batch(&format!("{MIGRATE_2_TO_3}{SECRET_USES}{ADMIN_TABLES}{MIGRATE_3_TO_4}"))?,
+                Some(3) => tx.execute_batch(&format!("{ADMIN_TABLES}{MIGRATE_3_TO_4}"))?,
                 Some(SCHEMA_VERSION) => {}
                 Some(other) => {
                     return Err(corrupt(format!(
@@ -216,14 +258,16 @@ impl SqliteStore {
                 .optional()?;
             let master = self.master();
             match check {
-                Some(sealed) if opens_key_check(&master, &sealed) => Ok(()),
-                Some(_) => Err(StoreError::WrongMasterKey),
+                Some(sealed) if opens_key_check(&master, &sealed) => {}
+                Some(_) => return Err(StoreError::WrongMasterKey),
                 None => {
                     let sealed = master.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_AAD);
                     tx.execute("INSERT INTO meta (key, value) VALUES ('key_check', ?1)", [sealed])?;
-                    Ok(())
                 }
             }
+            let chain_key = audit_log::load_or_create_chain_key(tx, &master)?;
+            *self.chain_key.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(chain_key));
+            Ok(())
         })
     }
 
@@ -284,6 +328,7 @@ impl SqliteStore {
                 "UPDATE meta SET value = ?1 WHERE key = 'key_check'",
                 [new.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_AAD)],
             )?;
+            audit_log::rewrap_chain_key(tx, &master, &new)?;
             Ok((rows.len(), master))
         })?;
         *master = Arc::new(new);
@@ -346,7 +391,14 @@ impl SqliteStore {
         if !opens_key_check(&self.master(), &sealed) {
             return Err(StoreError::WrongMasterKey);
         }
-        self.in_transaction(tx, bump, f)
+        self.in_transaction(tx, bump, |tx| {
+            let out = f(tx)?;
+            // An admin action in progress on this thread is recorded in the
+            // same transaction as its change: both land, or neither.
+            audit_log::append_pending_admin(self, tx)?;
+            Ok(out)
+        })
+        .inspect(|_| audit_log::committed_pending_admin())
     }
 
     /// Runs `f` in the open transaction `tx` and commits if it succeeds.
@@ -1436,6 +1488,148 @@ mod tests {
         let report = store.check_all().unwrap();
         assert_eq!((report.checked, report.failed.len()), (4, 0));
         assert_eq!(usable(&store, "a"), (2, vec![1]));
+    }
+
+    fn admin_event(action: &str) -> crate::audit::AdminEvent {
+        crate::audit::AdminEvent {
+            token: "t".into(),
+            role: "admin".into(),
+            action: action.into(),
+            target: "secret/a".into(),
+            function: None,
+            secret: Some("a".into()),
+            outcome: "ok".into(),
+            detail: None,
+        }
+    }
+
+    fn outcomes(store: &SqliteStore) -> Vec<(String, String)> {
+        store
+            .audit_entries(&crate::audit::Query::default())
+            .unwrap()
+            .into_iter()
+            .map(|e| match e.event {
+                crate::audit::Event::Admin(a) => (a.action, a.outcome),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_admin_record_lands_with_its_change_or_after_a_refusal_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let value = SecretValue::new(b"value-a-1".to_vec());
+        let done = store
+            .audited(admin_event("secret.put"), || {
+                store.put_secret("a", &version(&value, KeyKind::Opaque))
+            })
+            .unwrap();
+        assert_eq!(done.unwrap().version, 1);
+        let refused = store
+            .audited(admin_event("secret.rollback"), || {
+                store.rollback("a", 7, None)
+            })
+            .unwrap();
+        assert!(matches!(refused, Err(StoreError::UnknownVersion { .. })));
+        let read = store
+            .audited(admin_event("secret.list"), || store.list_secrets())
+            .unwrap();
+        assert_eq!(read.unwrap().len(), 1);
+        assert_eq!(
+            outcomes(&store),
+            [
+                ("secret.put".to_owned(), "ok".to_owned()),
+                ("secret.rollback".to_owned(), "failed".to_owned()),
+                ("secret.list".to_owned(), "ok".to_owned()),
+            ]
+        );
+        // A later write outside any admin action records nothing.
+        put(&store, "b", b"value-b-1");
+        assert_eq!(outcomes(&store).len(), 3);
+        assert_eq!(store.verify_audit().unwrap().first_bad, None);
+    }
+
+    #[test]
+    fn a_change_whose_record_cannot_be_written_is_not_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        // A trigger stands in for a trail that refuses writes.
+        tamper(
+            &store,
+            "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit full'); END;",
+        );
+        let value = SecretValue::new(b"value-a-1".to_vec());
+        let outcome = store.audited(admin_event("secret.put"), || {
+            store.put_secret("a", &version(&value, KeyKind::Opaque))
+        });
+        assert!(outcome.is_err(), "no success without its record");
+        assert!(store.list_secrets().unwrap().is_empty(), "and no change");
+    }
+
+    #[test]
+    fn the_chain_outlives_a_master_key_rotation_and_catches_an_edit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        for action in ["one", "two", "three"] {
+            store
+                .audited(admin_event(action), || Ok::<_, StoreError>(()))
+                .unwrap()
+                .unwrap();
+        }
+        let new = AesKey::generate();
+        let copy = AesKey::from_slice(new.expose()).unwrap();
+        store.rotate_master_key(new).unwrap();
+        drop(store);
+        let store = SqliteStore::open(dir.path(), copy).unwrap();
+        let verified = store.verify_audit().unwrap();
+        assert_eq!((verified.records, verified.first_bad), (3, None));
+        tamper(
+            &store,
+            "UPDATE audit SET body = replace(body, '\"two\"', '\"owt\"') WHERE seq = 2",
+        );
+        let bad = store.verify_audit().unwrap().first_bad.expect("caught");
+        assert_eq!(bad.seq, 2);
+    }
+
+    #[test]
+    fn tokens_are_stored_as_hashes_and_revoked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let new = crate::access::NewToken::generate();
+        let info = crate::store::TokenInfo {
+            id: new.id.clone(),
+            name: "ci".into(),
+            role: crate::access::Role::Deployer,
+            functions: crate::access::FunctionScope::parse_list("a-*").unwrap(),
+            created_at: 1,
+            expires_at: None,
+            revoked_at: None,
+            created_by: "local".into(),
+        };
+        store.create_token(&info, &new.hash).unwrap();
+        assert!(matches!(
+            store.create_token(&info, &new.hash),
+            Err(StoreError::TokenNameTaken(_))
+        ));
+        let (found, hash) = store.token_by_id(&new.id).unwrap().unwrap();
+        assert_eq!(found, info);
+        let presented = crate::access::PresentedToken::parse(&new.token).unwrap();
+        assert!(presented.matches(&hash));
+        let secret = &new.token["kh_0123456789abcdef_".len()..];
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let file = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(!file.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        }
+        assert!(store.revoke_token("ci").unwrap().revoked_at.is_some());
+        assert!(matches!(
+            store.revoke_token("ci"),
+            Err(StoreError::TokenAlreadyRevoked(_))
+        ));
+        assert!(matches!(
+            store.revoke_token("nope"),
+            Err(StoreError::UnknownToken(_))
+        ));
     }
 
     #[test]

@@ -1,0 +1,208 @@
+//! The admin listener: JSON over HTTP for token bearers, and `/metrics`.
+//!
+//! Every request is authenticated before its body is read; bodies are
+//! size-limited ([`super::wire::body_limit`]) and must arrive within
+//! [`BODY_TIMEOUT`]. Actions run on the blocking pool, since they write the
+//! database (and a deploy compiles a component).
+
+use super::{Admin, AdminError, wire};
+use crate::access::{Caller, Permission};
+use crate::observe::{METRICS_CONTENT_TYPE, Observer};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use zeroize::Zeroizing;
+
+/// How much of a too-large body is read (and dropped) before answering 413.
+const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+
+/// How long a client may take to send a request body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Response = hyper::Response<Full<Bytes>>;
+
+fn respond(status: u16, content_type: &'static str, body: Vec<u8>) -> Response {
+    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn json_response(status: u16, value: &serde_json::Value) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    respond(status, "application/json", body)
+}
+
+fn error_response(e: &AdminError) -> Response {
+    json_response(e.status, &serde_json::json!({ "error": e }))
+}
+
+/// Serves the admin API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    observer: Arc<Observer>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let Ok((stream, peer)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let admin = Arc::clone(&admin);
+        let observer = Arc::clone(&observer);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let admin = Arc::clone(&admin);
+                let observer = Arc::clone(&observer);
+                async move {
+                    let response = answer(&admin, &observer, request).await;
+                    observer.admin_request(response.status().as_u16());
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
+            if let Err(e) = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, "admin connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// Authenticates, reads the body, and runs one request.
+async fn answer(
+    admin: &Arc<Admin>,
+    observer: &Arc<Observer>,
+    request: hyper::Request<hyper::body::Incoming>,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let authorization = parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    let caller = {
+        let admin = Arc::clone(admin);
+        match tokio::task::spawn_blocking(move || admin.authenticate(authorization.as_deref()))
+            .await
+        {
+            Ok(Ok(caller)) => caller,
+            Ok(Err(e)) => return error_response(&e),
+            Err(_) => return error_response(&AdminError::new(500, "authentication failed")),
+        }
+    };
+    let method = parts.method.as_str().to_owned();
+    let path = parts.uri.path().to_owned();
+    if path == "/metrics" {
+        return metrics(&caller, &method, observer);
+    }
+    let limit = wire::body_limit(&method, &path);
+    let body = match read_body(&parts.headers, body, limit).await {
+        Ok(body) => body,
+        Err(e) => return error_response(&e),
+    };
+    let query = parts.uri.query().map(str::to_owned);
+    let admin = Arc::clone(admin);
+    let outcome = tokio::task::spawn_blocking(move || {
+        let request = wire::parse(&method, &path, query.as_deref(), &body)?;
+        drop(body);
+        admin.handle(&caller, request)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(value)) => json_response(200, &value),
+        Ok(Err(e)) => error_response(&e),
+        Err(_) => error_response(&AdminError::new(500, "the request failed inside the node")),
+    }
+}
+
+fn metrics(caller: &Caller, method: &str, observer: &Observer) -> Response {
+    if method != "GET" {
+        return error_response(&AdminError::new(405, "/metrics answers GET only"));
+    }
+    if !caller.role().allows(Permission::MetricsRead) {
+        return error_response(&AdminError::forbidden(caller, Permission::MetricsRead));
+    }
+    respond(
+        200,
+        METRICS_CONTENT_TYPE,
+        observer.render_metrics().into_bytes(),
+    )
+}
+
+/// Reads a body of at most `limit` bytes into memory that is wiped after
+/// use (it may hold a secret value).
+async fn read_body(
+    headers: &hyper::HeaderMap,
+    mut body: hyper::body::Incoming,
+    limit: usize,
+) -> Result<Zeroizing<Vec<u8>>, AdminError> {
+    let too_large = || {
+        AdminError::new(
+            413,
+            format!("the request body is larger than this endpoint's limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    // A body a little too large is read and dropped, so the client gets
+    // the 413 instead of a reset connection; a huge one is not read at all.
+    if declared.is_some_and(|len| len > limit.max(DRAIN_LIMIT)) {
+        return Err(too_large());
+    }
+    // Sized up front when the length is known, so growing never leaves an
+    // unwiped copy behind.
+    let mut buffer = Zeroizing::new(Vec::with_capacity(
+        declared.filter(|len| *len <= limit).unwrap_or(0),
+    ));
+    let mut over = false;
+    let mut received = 0usize;
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame
+                .map_err(|e| AdminError::bad_request(format!("reading the body failed: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                received += data.len();
+                if over || buffer.len() + data.len() > limit {
+                    over = true;
+                    if received > limit.max(DRAIN_LIMIT) {
+                        break;
+                    }
+                    continue;
+                }
+                buffer.extend_from_slice(&data);
+            }
+        }
+        if over { Err(too_large()) } else { Ok(()) }
+    };
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(())) => Ok(buffer),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(AdminError::new(
+            408,
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}

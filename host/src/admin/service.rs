@@ -1,0 +1,627 @@
+//! The admin actions themselves, over the store.
+
+use super::types::*;
+use super::{AdminError, Request, chain_message};
+use crate::access::{Caller, FunctionScope, NewToken, Permission, PresentedToken, Role};
+use crate::audit::{AdminEvent, Event, Timed, now_ms};
+use crate::deploy::{self, BindingState, DeployError};
+use crate::keys::KeyKind;
+use crate::names;
+use crate::operations::Operation;
+use crate::runtime::Runtime;
+use crate::scan;
+use crate::store::{
+    Grant, MaxAgeChange, NewVersion, SqliteStore, Store, StoreError, TokenInfo, now,
+};
+use base64::Engine as _;
+use serde::Serialize;
+use serde_json::Value;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+/// The admin actions over one node's store.
+pub struct Admin {
+    store: Arc<SqliteStore>,
+    /// For deploys; made on first use when not given.
+    runtime: OnceLock<Arc<Runtime>>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").finish_non_exhaustive()
+    }
+}
+
+/// What the store's refusal means for the caller, as an HTTP status.
+fn from_store(e: StoreError) -> AdminError {
+    let status = match &e {
+        StoreError::UnknownSecret(_)
+        | StoreError::UnknownFunction(_)
+        | StoreError::UnknownGrant { .. }
+        | StoreError::UnknownVersion { .. }
+        | StoreError::UnknownToken(_) => 404,
+        StoreError::HasDependents { .. }
+        | StoreError::AlreadyCurrent { .. }
+        | StoreError::RouteTaken { .. }
+        | StoreError::TokenNameTaken(_)
+        | StoreError::TokenAlreadyRevoked(_)
+        | StoreError::Integrity { .. } => 409,
+        StoreError::WrongMasterKey => 503,
+        _ => 500,
+    };
+    AdminError::new(status, chain_message(&e))
+}
+
+fn from_deploy(e: DeployError) -> AdminError {
+    let status = match &e {
+        DeployError::Store(StoreError::RouteTaken { .. }) => 409,
+        DeployError::Store(StoreError::WrongMasterKey) => 503,
+        DeployError::Store(_) => 500,
+        DeployError::Manifest(_) => 400,
+        _ => 422,
+    };
+    AdminError::new(status, chain_message(&e))
+}
+
+fn reply(value: impl Serialize) -> Result<Value, AdminError> {
+    serde_json::to_value(value)
+        .map_err(|e| AdminError::new(500, format!("cannot encode the reply: {e}")))
+}
+
+fn max_age(secs: Option<i64>) -> Result<MaxAgeChange, AdminError> {
+    match secs {
+        None => Ok(MaxAgeChange::Keep),
+        Some(0) => Ok(MaxAgeChange::Clear),
+        Some(s) if s > 0 => Ok(MaxAgeChange::Set(s)),
+        Some(_) => Err(AdminError::bad_request(
+            "`max_age_secs` must be positive (or 0 to remove the maximum age)",
+        )),
+    }
+}
+
+fn grace(secs: Option<i64>) -> Result<Option<i64>, AdminError> {
+    match secs {
+        Some(s) if s <= 0 => Err(AdminError::bad_request(
+            "`grace_secs` must be at least one second",
+        )),
+        other => Ok(other),
+    }
+}
+
+fn valid_name(kind: &'static str, name: &str) -> Result<(), AdminError> {
+    names::validate(kind, name).map_err(|e| AdminError::bad_request(e.to_string()))
+}
+
+/// Refuses a value that is not a `kind` key, without echoing it.
+fn check_kind(kind: KeyKind, value: &crate::secret_value::SecretValue) -> Result<(), AdminError> {
+    kind.validate(value.expose()).map_err(|e| {
+        let hint = if kind == KeyKind::Aes256 {
+            "\nhint: give the 32 raw key bytes, not hex or base64 text (standard input loses one trailing newline; pass raw bytes with --from-file)"
+        } else {
+            ""
+        };
+        AdminError::new(
+            422,
+            format!("not a valid {kind} key: {e}; nothing was stored{hint}"),
+        )
+    })
+}
+
+impl Admin {
+    /// The admin actions over `store`.
+    pub fn new(store: Arc<SqliteStore>) -> Self {
+        Self {
+            store,
+            runtime: OnceLock::new(),
+        }
+    }
+
+    /// The same, checking deployed components with `runtime` (a node's own).
+    pub fn with_runtime(self, runtime: Arc<Runtime>) -> Self {
+        let _ = self.runtime.set(runtime);
+        self
+    }
+
+    fn runtime(&self) -> Result<&Arc<Runtime>, AdminError> {
+        if let Some(runtime) = self.runtime.get() {
+            return Ok(runtime);
+        }
+        let runtime = Runtime::new()
+            .map_err(|e| AdminError::new(500, format!("cannot start the runtime: {e:#}")))?;
+        Ok(self.runtime.get_or_init(|| Arc::new(runtime)))
+    }
+
+    /// The store acted on.
+    pub fn store(&self) -> &Arc<SqliteStore> {
+        &self.store
+    }
+
+    /// Who presents `authorization` (an HTTP `Authorization` header value):
+    /// 401 for a missing, malformed, unknown, revoked or expired token.
+    /// Refusals are recorded in the audit trail.
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, AdminError> {
+        let result = self.check_token(authorization);
+        if let Err(e) = &result {
+            self.record_refusal("(unauthenticated)", "-", "authenticate", "token", e);
+        }
+        result
+    }
+
+    fn check_token(&self, authorization: Option<&[u8]>) -> Result<Caller, AdminError> {
+        let unauthorized = |m: &str| AdminError::new(401, m);
+        let header = authorization.ok_or_else(|| {
+            unauthorized("no bearer token: send `Authorization: Bearer <token>` (the CLI reads KEYHOLE_TOKEN)")
+        })?;
+        let token = std::str::from_utf8(header)
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| unauthorized("the Authorization header is not `Bearer <token>`"))?;
+        let presented = PresentedToken::parse(token)
+            .ok_or_else(|| unauthorized("not a Keyhole token (they look like kh_<id>_<secret>)"))?;
+        let (info, hash) = self
+            .store
+            .token_by_id(presented.id)
+            .map_err(from_store)?
+            .filter(|(_, hash)| presented.matches(hash))
+            .ok_or_else(|| unauthorized("unknown token"))?;
+        drop(hash);
+        if let Some(at) = info.revoked_at {
+            return Err(unauthorized(&format!(
+                "token `{}` was revoked at {}",
+                info.name,
+                crate::audit::format_time(at)
+            )));
+        }
+        if let Some(at) = info.expires_at.filter(|at| now() >= *at) {
+            return Err(unauthorized(&format!(
+                "token `{}` expired at {}",
+                info.name,
+                crate::audit::format_time(at)
+            )));
+        }
+        Ok(Caller::Token {
+            name: info.name,
+            role: info.role,
+            scope: info.functions,
+        })
+    }
+
+    /// Appends a refusal to the audit trail; a failure to do so is logged
+    /// (the request is refused either way).
+    fn record_refusal(&self, token: &str, role: &str, action: &str, target: &str, e: &AdminError) {
+        let record = Timed {
+            at_ms: now_ms(),
+            event: Event::Admin(AdminEvent {
+                token: token.into(),
+                role: role.into(),
+                action: action.into(),
+                target: target.into(),
+                function: None,
+                secret: None,
+                outcome: "denied".into(),
+                detail: Some(e.message.clone()),
+            }),
+        };
+        if let Err(err) = self.store.append_audit(&[record]) {
+            tracing::error!("cannot record a refused admin request in the audit trail: {err}");
+        }
+    }
+
+    /// Checks `caller` may make `request`, runs it, and records it in the
+    /// audit trail before returning; the reply is JSON.
+    pub fn handle(&self, caller: &Caller, request: Request) -> Result<Value, AdminError> {
+        let described = request.describe();
+        let mut event = AdminEvent {
+            token: caller.name().to_owned(),
+            role: caller.role().as_str().to_owned(),
+            action: described.action.to_owned(),
+            target: described.target.clone(),
+            function: described.function.clone(),
+            secret: described.secret.clone(),
+            outcome: "ok".into(),
+            detail: None,
+        };
+        let refusal = if !caller.role().allows(described.permission) {
+            Some(AdminError::forbidden(caller, described.permission))
+        } else if described.permission == Permission::FunctionsDeploy
+            && !described
+                .function
+                .as_deref()
+                .is_some_and(|f| caller.covers(f))
+        {
+            Some(AdminError::new(
+                403,
+                format!(
+                    "token `{}` may deploy only functions matching {}, not `{}`",
+                    caller.name(),
+                    scope_of(caller),
+                    described.function.as_deref().unwrap_or("?")
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some(e) = refusal {
+            event.outcome = "denied".into();
+            event.detail = Some(e.message.clone());
+            self.store
+                .append_audit(&[Timed {
+                    at_ms: now_ms(),
+                    event: Event::Admin(event),
+                }])
+                .map_err(|err| AdminError::new(500, chain_message(&err)))?;
+            return Err(e);
+        }
+        self.store
+            .audited(event, || self.execute(caller, request))
+            .map_err(|e| AdminError::new(500, chain_message(&e)))?
+    }
+
+    fn execute(&self, caller: &Caller, request: Request) -> Result<Value, AdminError> {
+        let store = &*self.store;
+        match request {
+            Request::PutSecret { name, body } => reply(self.put(&name, body)?),
+            Request::RotateSecret { name, body } => reply(self.rotate(&name, body)?),
+            Request::ListSecrets => {
+                let now = now();
+                let listing: Vec<SecretListing> = store
+                    .list_secrets()
+                    .map_err(from_store)?
+                    .into_iter()
+                    .map(|info| SecretListing {
+                        overdue: info.overdue(now),
+                        info,
+                    })
+                    .collect();
+                reply(listing)
+            }
+            Request::Versions { name } => reply(store.versions(&name).map_err(from_store)?),
+            Request::Rollback { name, body } => {
+                let grace = grace(body.grace_secs)?;
+                let done = store.rollback(&name, body.to, grace).map_err(from_store)?;
+                let kind = store.secret(&name).map_err(from_store)?.kind;
+                reply(self.change(&name, done.to, None, kind, Some(done.from), grace)?)
+            }
+            Request::Dependents { name } => reply(store.dependents(&name).map_err(from_store)?),
+            Request::RemoveSecret { name, force } => {
+                let removed = store.remove_secret(&name, force).map_err(from_store)?;
+                reply(SecretRemoved {
+                    name,
+                    versions: removed.versions,
+                    dangling_grants: removed.dangling_grants,
+                })
+            }
+            Request::Check => {
+                let report = store.check_all().map_err(from_store)?;
+                reply(CheckResult {
+                    checked: report.checked,
+                    failed: report.failed,
+                })
+            }
+            Request::Deploy(body) => reply(self.deploy(caller, body)?),
+            Request::Undeploy { function } => {
+                let grants = store.undeploy(&function).map_err(from_store)?;
+                reply(Undeployed { function, grants })
+            }
+            Request::Functions => reply(self.functions(caller)?),
+            Request::Grant {
+                function,
+                binding,
+                body,
+            } => reply(self.grant(function, binding, body)?),
+            Request::Revoke { function, binding } => {
+                reply(store.revoke(&function, &binding).map_err(from_store)?)
+            }
+            Request::Grants { function } => {
+                reply(store.grants(function.as_deref()).map_err(from_store)?)
+            }
+            Request::CreateToken(body) => reply(self.create_token(caller, body)?),
+            Request::Tokens => reply(store.tokens().map_err(from_store)?),
+            Request::RevokeToken { name } => reply(store.revoke_token(&name).map_err(from_store)?),
+            Request::Audit(query) => reply(store.audit_entries(&query).map_err(from_store)?),
+            Request::AuditVerify => reply(store.verify_audit().map_err(from_store)?),
+        }
+    }
+
+    fn put(&self, name: &str, body: PutSecret) -> Result<VersionChange, AdminError> {
+        valid_name("secret", name)?;
+        let current_kind = match self.store.secret(name) {
+            Ok(info) => Some(info.kind),
+            Err(StoreError::UnknownSecret(_)) => None,
+            Err(e) => return Err(from_store(e)),
+        };
+        let kind = body.kind.or(current_kind).unwrap_or_default();
+        let value = body.value.0;
+        if value.is_empty() {
+            return Err(AdminError::bad_request(
+                "the value is empty; nothing was stored",
+            ));
+        }
+        check_kind(kind, &value)?;
+        let new = NewVersion {
+            value: &value,
+            kind,
+            grace: None,
+            max_age: max_age(body.max_age_secs)?,
+        };
+        let stored = self.store.put_secret(name, &new).map_err(from_store)?;
+        self.change(
+            name,
+            stored.version,
+            Some(value.len()),
+            kind,
+            stored.replaced,
+            None,
+        )
+    }
+
+    fn rotate(&self, name: &str, body: RotateSecret) -> Result<VersionChange, AdminError> {
+        let kind = self.store.secret(name).map_err(from_store)?.kind;
+        let value = body.value.0;
+        if value.is_empty() {
+            return Err(AdminError::bad_request(
+                "the value is empty; nothing was stored",
+            ));
+        }
+        check_kind(kind, &value)?;
+        let grace = grace(body.grace_secs)?;
+        let new = NewVersion {
+            value: &value,
+            kind,
+            grace,
+            max_age: max_age(body.max_age_secs)?,
+        };
+        let stored = self.store.rotate_secret(name, &new).map_err(from_store)?;
+        self.change(
+            name,
+            stored.version,
+            Some(value.len()),
+            kind,
+            stored.replaced,
+            grace,
+        )
+    }
+
+    /// Describes a new current version and the grants it reaches.
+    fn change(
+        &self,
+        name: &str,
+        version: u32,
+        bytes: Option<usize>,
+        kind: KeyKind,
+        replaced: Option<u32>,
+        grace: Option<i64>,
+    ) -> Result<VersionChange, AdminError> {
+        let affected = match replaced {
+            Some(_) => self.store.dependents(name).map_err(from_store)?,
+            None => Vec::new(),
+        };
+        Ok(VersionChange {
+            name: name.to_owned(),
+            version,
+            bytes,
+            kind,
+            replaced,
+            grace_until: replaced.and(grace).map(|secs| now() + secs),
+            affected,
+        })
+    }
+
+    fn deploy(&self, caller: &Caller, body: Deploy) -> Result<Deployed, AdminError> {
+        let component = base64::engine::general_purpose::STANDARD
+            .decode(body.component_base64.as_bytes())
+            .map_err(|_| {
+                AdminError::bad_request("`component_base64` is not valid standard base64")
+            })?;
+        let (deployment, component_path) = deploy::prepare_upload(
+            self.runtime()?,
+            &body.manifest,
+            Path::new(&body.manifest_path),
+            component,
+        )
+        .map_err(from_deploy)?;
+        if !caller.covers(&deployment.info.name) {
+            return Err(AdminError::new(
+                403,
+                format!(
+                    "token `{}` may not deploy function `{}`",
+                    caller.name(),
+                    deployment.info.name
+                ),
+            ));
+        }
+        let stored = scan::stored_values(&*self.store).map_err(from_store)?;
+        let warnings = stored
+            .unreadable
+            .iter()
+            .map(|name| {
+                format!(
+                    "secret `{name}` failed its integrity check and was not searched for (see `keyhole check`)"
+                )
+            })
+            .collect();
+        let gate = deploy::gate(
+            &deployment,
+            &component_path,
+            &stored.values,
+            &body.allow_findings,
+        )
+        .map_err(from_deploy)?;
+        drop(stored);
+        let report = deploy::store(&*self.store, &deployment).map_err(from_deploy)?;
+        let function = FunctionListing {
+            binding_states: report
+                .bindings
+                .into_iter()
+                .map(|(binding, operations, state)| BindingStatus {
+                    binding,
+                    operations,
+                    state: shown_state(caller, state),
+                })
+                .collect(),
+            info: report.info,
+        };
+        Ok(Deployed {
+            function,
+            allowed_findings: gate.allowed.iter().map(ToString::to_string).collect(),
+            unused_allowances: gate.unused_allowances,
+            warnings,
+        })
+    }
+
+    fn functions(&self, caller: &Caller) -> Result<Vec<FunctionListing>, AdminError> {
+        let grants = self.store.grants(None).map_err(from_store)?;
+        let functions = self.store.functions().map_err(from_store)?;
+        Ok(functions
+            .into_iter()
+            .filter(|info| caller.role() != Role::Deployer || caller.covers(&info.name))
+            .map(|info| {
+                let mine: Vec<Grant> = grants
+                    .iter()
+                    .filter(|g| g.function == info.name)
+                    .cloned()
+                    .collect();
+                let binding_states = info
+                    .bindings
+                    .iter()
+                    .map(|b| BindingStatus {
+                        binding: b.binding.clone(),
+                        operations: b.operations,
+                        state: shown_state(
+                            caller,
+                            deploy::binding_state(&b.binding, b.operations, &mine),
+                        ),
+                    })
+                    .collect();
+                FunctionListing {
+                    info,
+                    binding_states,
+                }
+            })
+            .collect())
+    }
+
+    fn grant(
+        &self,
+        function: String,
+        binding: String,
+        body: GrantBody,
+    ) -> Result<Granted, AdminError> {
+        valid_name("binding", &binding)?;
+        if body.allow.is_empty() {
+            return Err(AdminError::bad_request(
+                "name at least one operation to allow (hmac, sign, seal, inject, reveal)",
+            ));
+        }
+        let injects = body.allow.contains(Operation::Inject);
+        match (body.egress.is_empty(), injects) {
+            (true, true) => {
+                return Err(AdminError::bad_request(
+                    "`inject` needs --egress: the hosts the secret may be sent to, e.g. --egress api.example.com",
+                ));
+            }
+            (false, false) => {
+                return Err(AdminError::bad_request(
+                    "--egress applies only to the `inject` operation; add it to --allow or drop --egress",
+                ));
+            }
+            _ => {}
+        }
+        let functions = self.store.functions().map_err(from_store)?;
+        let Some(info) = functions.iter().find(|f| f.name == function) else {
+            return Err(AdminError::new(
+                404,
+                format!("no function named `{function}` is deployed (see `keyhole functions`)"),
+            ));
+        };
+        let Some(requested) = info.bindings.iter().find(|b| b.binding == binding) else {
+            let known: Vec<&str> = info.bindings.iter().map(|b| b.binding.as_str()).collect();
+            return Err(AdminError::new(
+                409,
+                format!(
+                    "function `{function}` does not request binding `{binding}` in its manifest (it requests: {})",
+                    if known.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        };
+        let requested = requested.operations;
+        let grant = Grant {
+            function,
+            binding,
+            secret: body.secret,
+            allow: body.allow,
+            egress: body.egress,
+        };
+        self.store.grant(&grant).map_err(from_store)?;
+        Ok(Granted { grant, requested })
+    }
+
+    fn create_token(&self, caller: &Caller, body: CreateToken) -> Result<CreatedToken, AdminError> {
+        if body.role != Role::Deployer && !body.functions.is_unlimited() {
+            return Err(AdminError::bad_request(
+                "--functions limits deployer tokens only; drop it or use --role deployer",
+            ));
+        }
+        let expires_at = match body.expires_secs {
+            Some(secs) if secs <= 0 => {
+                return Err(AdminError::bad_request(
+                    "`expires_secs` must be at least one second",
+                ));
+            }
+            Some(secs) => Some(now().saturating_add(secs)),
+            None => None,
+        };
+        let new = NewToken::generate();
+        let name = body
+            .name
+            .unwrap_or_else(|| format!("{}-{}", body.role, &new.id[..8]));
+        valid_name("token", &name)?;
+        let info = TokenInfo {
+            id: new.id.clone(),
+            name,
+            role: body.role,
+            functions: body.functions,
+            created_at: now(),
+            expires_at,
+            revoked_at: None,
+            created_by: caller.name().to_owned(),
+        };
+        self.store
+            .create_token(&info, &new.hash)
+            .map_err(from_store)?;
+        Ok(CreatedToken {
+            info,
+            token: new.token.to_string(),
+        })
+    }
+}
+
+/// A deployer sees whether a binding is granted, not which secret it got.
+fn shown_state(caller: &Caller, state: BindingState) -> BindingState {
+    if caller.role() != Role::Deployer {
+        return state;
+    }
+    const HIDDEN: &str = "(hidden)";
+    match state {
+        BindingState::Granted { .. } => BindingState::Granted {
+            secret: HIDDEN.into(),
+        },
+        BindingState::Partial { missing, .. } => BindingState::Partial {
+            secret: HIDDEN.into(),
+            missing,
+        },
+        BindingState::Pending => BindingState::Pending,
+    }
+}
+
+fn scope_of(caller: &Caller) -> FunctionScope {
+    match caller {
+        Caller::Local => FunctionScope::default(),
+        Caller::Token { scope, .. } => scope.clone(),
+    }
+}

@@ -1,0 +1,208 @@
+//! The chain that makes the audit trail tamper-evident.
+//!
+//! Record `n` stores `mac_n = HMAC-SHA256(key, mac_{n-1} || n || body_n)`
+//! next to `mac_{n-1}`, with `mac_0` all zeros. Changing a record's body
+//! breaks its MAC; deleting, inserting or moving one breaks the link of the
+//! record after it (or the sequence); and without the key nobody can
+//! recompute the chain to hide it. The store also keeps a MAC of the head
+//! (last sequence number and MAC), so cutting records off the end shows too
+//! — unless the head is rolled back with them: compare the head `keyhole
+//! audit verify` prints with one kept elsewhere to rule that out.
+
+use super::{Entry, Event, Millis, Tampered, Verification};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+/// Length of a MAC in the chain.
+pub const MAC_LEN: usize = 32;
+/// The "previous MAC" of the first record.
+pub const GENESIS: [u8; MAC_LEN] = [0; MAC_LEN];
+
+/// The key the chain is computed with: random per store, kept sealed under
+/// the master key, never printed.
+pub struct ChainKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChainKey([REDACTED])")
+    }
+}
+
+impl ChainKey {
+    /// A key from exactly 32 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        Some(Self(Zeroizing::new(bytes.try_into().ok()?)))
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        Hmac::<Sha256>::new_from_slice(self.0.as_ref()).expect("HMAC takes any key length")
+    }
+
+    /// The MAC of record `seq` with `body`, following `prev`.
+    pub fn link(&self, prev: &[u8], seq: u64, body: &str) -> [u8; MAC_LEN] {
+        let mut mac = self.mac();
+        mac.update(prev);
+        mac.update(&seq.to_be_bytes());
+        mac.update(body.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The MAC of the chain's head: its last sequence number and MAC.
+    pub fn head(&self, seq: u64, last: &[u8]) -> [u8; MAC_LEN] {
+        let mut mac = self.mac();
+        mac.update(b"keyhole audit head");
+        mac.update(&seq.to_be_bytes());
+        mac.update(last);
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// What a record's MAC covers besides its place: its time and event.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Body {
+    /// When it happened.
+    pub at_ms: Millis,
+    /// What happened.
+    pub event: Event,
+}
+
+/// One record exactly as the database holds it.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Sequence number.
+    pub seq: u64,
+    /// Time column (must agree with the body).
+    pub at_ms: Millis,
+    /// Kind column (must agree with the body).
+    pub kind: String,
+    /// Function column (must agree with the body).
+    pub function: Option<String>,
+    /// Secret column (must agree with the body).
+    pub secret: Option<String>,
+    /// The MAC'd JSON body.
+    pub body: String,
+    /// The previous record's MAC, as stored.
+    pub prev: Vec<u8>,
+    /// This record's MAC, as stored.
+    pub mac: Vec<u8>,
+}
+
+impl Row {
+    /// The record as listed, if its body parses.
+    pub fn entry(&self) -> Option<Entry> {
+        let body: Body = serde_json::from_str(&self.body).ok()?;
+        Some(Entry {
+            seq: self.seq,
+            at_ms: body.at_ms,
+            event: body.event,
+        })
+    }
+}
+
+/// Walks the chain in sequence order and stops at the first bad record.
+pub struct Verifier<'k> {
+    key: &'k ChainKey,
+    next_seq: u64,
+    prev: Vec<u8>,
+    count: u64,
+}
+
+impl<'k> Verifier<'k> {
+    /// A verifier starting at the first record.
+    pub fn new(key: &'k ChainKey) -> Self {
+        Self {
+            key,
+            next_seq: 1,
+            prev: GENESIS.to_vec(),
+            count: 0,
+        }
+    }
+
+    /// Checks the next record in sequence order.
+    pub fn check(&mut self, row: &Row) -> Result<(), Tampered> {
+        let bad = |problem: String| Tampered {
+            seq: row.seq,
+            problem,
+        };
+        if row.seq != self.next_seq {
+            let missing = if row.seq > self.next_seq {
+                format!(
+                    "records {}..{} are missing (deleted)",
+                    self.next_seq,
+                    row.seq - 1
+                )
+            } else {
+                "its sequence number repeats or goes back".to_owned()
+            };
+            return Err(bad(format!(
+                "expected record {} next but found {}: {missing}",
+                self.next_seq, row.seq
+            )));
+        }
+        let own_link_holds = self.key.link(&row.prev, row.seq, &row.body)[..] == row.mac[..];
+        if !own_link_holds {
+            return Err(bad(
+                "its content does not match its MAC (edited, or moved from another position)"
+                    .into(),
+            ));
+        }
+        if row.prev != self.prev {
+            return Err(bad(format!(
+                "it does not follow record {} (a record before it was deleted, inserted or reordered)",
+                row.seq - 1
+            )));
+        }
+        let consistent = match serde_json::from_str::<Body>(&row.body) {
+            Ok(body) => {
+                body.at_ms == row.at_ms
+                    && body.event.kind() == row.kind
+                    && body.event.function() == row.function.as_deref()
+                    && body.event.secret() == row.secret.as_deref()
+            }
+            Err(_) => false,
+        };
+        if !consistent {
+            return Err(bad(
+                "its indexed columns (time, kind, function, secret) disagree with its MAC'd content (edited)"
+                    .into(),
+            ));
+        }
+        self.prev.clone_from(&row.mac);
+        self.next_seq += 1;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The result after the last record, given the stored head MAC.
+    pub fn finish(self, stored_head: Option<&[u8]>) -> Verification {
+        let last_seq = self.next_seq - 1;
+        let head = (self.count > 0).then(|| (last_seq, hex::encode(&self.prev)));
+        let expected = self.key.head(last_seq, &self.prev);
+        let first_bad = match stored_head {
+            Some(mac) if mac == expected => None,
+            None if self.count == 0 => None,
+            _ => Some(Tampered {
+                seq: last_seq + 1,
+                problem: format!(
+                    "the chain ends at record {last_seq} but the store's head says otherwise (records were cut off the end)"
+                ),
+            }),
+        };
+        Verification {
+            records: self.count,
+            head,
+            first_bad,
+        }
+    }
+
+    /// Stops early with `problem`.
+    pub fn fail(self, problem: Tampered) -> Verification {
+        Verification {
+            records: self.count,
+            head: None,
+            first_bad: Some(problem),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The audit trail: one record for every secret operation a function
+//! attempts and every admin action, never a value, chained so that an
+//! edited, deleted, reordered or inserted record is detected.
+//!
+//! Records live in the store's database ([`crate::store::SqliteStore`]
+//! appends, queries and verifies them). Each carries a MAC over its content
+//! and the previous record's MAC ([`chain`]), keyed with a random key kept
+//! sealed under the master key, so someone who can edit the database file
+//! cannot recompute the chain after changing it. Function records are
+//! queued on the request path and written in batches ([`trail`]); admin
+//! records are written in the same transaction as the change they describe.
+
+pub mod chain;
+pub mod trail;
+
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Milliseconds since the Unix epoch: audit records are stamped this finely.
+pub type Millis = i64;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}
+
+/// A time in seconds since the epoch as RFC 3339 UTC, for messages.
+pub fn format_time(at: i64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(at.max(0) as u64),
+    )
+    .to_string()
+}
+
+/// What happened, as one audit record tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Event {
+    /// A function called a `keyhole:secrets` operation.
+    Function(FunctionEvent),
+    /// Someone used the admin API or the CLI on the data directory.
+    Admin(AdminEvent),
+    /// Function records the node could not write because the trail fell
+    /// behind (see [`trail::FunctionTrail`]): the trail says so itself.
+    Lost(LostEvent),
+}
+
+impl Event {
+    /// The function a record is about, for filtering.
+    pub fn function(&self) -> Option<&str> {
+        match self {
+            Event::Function(e) => Some(&e.function),
+            Event::Admin(e) => e.function.as_deref(),
+            Event::Lost(_) => None,
+        }
+    }
+
+    /// The secret a record is about, for filtering.
+    pub fn secret(&self) -> Option<&str> {
+        match self {
+            Event::Function(e) => e.secret.as_deref(),
+            Event::Admin(e) => e.secret.as_deref(),
+            Event::Lost(_) => None,
+        }
+    }
+
+    /// The record's kind as stored in its own column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Function(_) => "function",
+            Event::Admin(_) => "admin",
+            Event::Lost(_) => "lost",
+        }
+    }
+}
+
+/// How a function's secret operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpOutcome {
+    /// The grant allowed it and the host did it.
+    Allowed,
+    /// The binding is granted, but not for this operation (or toward this
+    /// host, for injection).
+    Denied,
+    /// The function has no grant for the binding.
+    NotGranted,
+    /// The binding's secret has no usable version.
+    Unavailable,
+    /// The call was refused for its arguments (name too long, too many
+    /// handles, a key of the wrong kind, a ciphertext that does not open).
+    Invalid,
+}
+
+impl OpOutcome {
+    /// The outcome's name, as in records and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpOutcome::Allowed => "allowed",
+            OpOutcome::Denied => "denied",
+            OpOutcome::NotGranted => "not-granted",
+            OpOutcome::Unavailable => "unavailable",
+            OpOutcome::Invalid => "invalid",
+        }
+    }
+
+    /// Whether the grants refused the call.
+    pub fn is_denial(self) -> bool {
+        matches!(self, OpOutcome::Denied | OpOutcome::NotGranted)
+    }
+}
+
+/// One secret operation by a function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionEvent {
+    /// The function.
+    pub function: Arc<str>,
+    /// The node's id of the request (sent back as `keyhole-request-id`).
+    pub request: u64,
+    /// The binding the function named (escaped; over-long names are
+    /// replaced by their length).
+    pub binding: Arc<str>,
+    /// The secret the binding resolved to, when it is granted.
+    pub secret: Option<Arc<str>>,
+    /// The version used, when one was.
+    pub version: Option<u32>,
+    /// The operation, as the WIT names it (`get`, `hmac-sha256`, ...), or
+    /// `inject` for a token substituted into an outgoing request.
+    pub operation: std::borrow::Cow<'static, str>,
+    /// How it ended.
+    pub outcome: OpOutcome,
+    /// For `inject`: the host the request was bound for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// Why it was refused, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One admin action, by a token or by the local operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminEvent {
+    /// The token's name, or `local` for the CLI on the data directory.
+    pub token: String,
+    /// The caller's role.
+    pub role: String,
+    /// What was asked, e.g. `secret.put`.
+    pub action: String,
+    /// What it was asked of, e.g. `secret/gh-webhook`.
+    pub target: String,
+    /// The function it concerns, if any (for filtering).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// The secret it concerns, if any (for filtering).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// `ok`, `denied` or `failed`.
+    pub outcome: String,
+    /// Why it was denied or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Function records a node could not write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostEvent {
+    /// How many records were dropped since the last report.
+    pub records: u64,
+}
+
+/// A record as stored: its place in the chain, its time and what happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Position in the chain, from 1, without gaps.
+    pub seq: u64,
+    /// When it happened, in milliseconds since the epoch.
+    pub at_ms: Millis,
+    /// What happened.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// A record waiting to be appended: when and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timed {
+    /// When it happened.
+    pub at_ms: Millis,
+    /// What happened.
+    pub event: Event,
+}
+
+/// Which records `keyhole audit` lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Query {
+    /// Only records about this function.
+    #[serde(default)]
+    pub function: Option<String>,
+    /// Only records about this secret.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Only records at or after this time (milliseconds since the epoch).
+    #[serde(default)]
+    pub since_ms: Option<Millis>,
+    /// At most this many, the most recent.
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// The most records one query returns.
+pub const MAX_QUERY_RECORDS: u32 = 100_000;
+
+/// What `keyhole audit verify` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    /// How many records were checked.
+    pub records: u64,
+    /// The last record's sequence number and MAC (hex): write it down
+    /// somewhere else to detect a later truncation of the trail.
+    pub head: Option<(u64, String)>,
+    /// The first record that fails, if any.
+    pub first_bad: Option<Tampered>,
+}
+
+/// The first record that does not verify, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tampered {
+    /// Its sequence number (where the chain first breaks).
+    pub seq: u64,
+    /// What is wrong.
+    pub problem: String,
+}

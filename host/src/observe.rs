@@ -1,0 +1,281 @@
+//! What a node tells about itself: Prometheus metrics, and the function
+//! side of the audit trail, fed from the request path.
+//!
+//! Everything here is cheap on the request path: a counter increment per
+//! label set, a histogram observation, and a push onto the audit queue.
+//! `/metrics` on the admin listener renders the registry in the Prometheus
+//! text format.
+
+use crate::audit::trail::FunctionTrail;
+use crate::audit::{FunctionEvent, OpOutcome};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The content type of what [`Observer::render_metrics`] returns.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    function: Arc<str>,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionLabels {
+    function: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    function: Arc<str>,
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: u16,
+}
+
+/// The node's metrics and the queue of function audit records.
+pub struct Observer {
+    registry: Mutex<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<FunctionLabels, Histogram, fn() -> Histogram>,
+    secret_operations: Family<OperationLabels, Counter>,
+    denials: Family<OperationLabels, Counter>,
+    traps: Family<FunctionLabels, Counter>,
+    timeouts: Family<FunctionLabels, Counter>,
+    admin_requests: Family<StatusLabels, Counter>,
+    audit_backlog: Gauge,
+    audit_lost: Counter,
+    audit_written: Counter,
+    /// Function records on their way to the audit trail.
+    pub trail: FunctionTrail,
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observer").finish_non_exhaustive()
+    }
+}
+
+/// The label requests that matched no function get.
+pub const NO_FUNCTION: &str = "(none)";
+
+impl Default for Observer {
+    fn default() -> Self {
+        Self::new(FunctionTrail::default())
+    }
+}
+
+impl Observer {
+    /// An observer writing function records to `trail`.
+    pub fn new(trail: FunctionTrail) -> Self {
+        let observer = Self {
+            registry: Mutex::new(Registry::with_prefix("keyhole")),
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            secret_operations: Family::default(),
+            denials: Family::default(),
+            traps: Family::default(),
+            timeouts: Family::default(),
+            admin_requests: Family::default(),
+            audit_backlog: Gauge::default(),
+            audit_lost: Counter::default(),
+            audit_written: Counter::default(),
+            trail,
+        };
+        {
+            let mut r = observer.registry.lock().unwrap_or_else(|p| p.into_inner());
+            r.register(
+                "requests",
+                "HTTP requests served, by function and status",
+                observer.requests.clone(),
+            );
+            r.register(
+                "request_duration_seconds",
+                "Time from routing a request to its response head, by function",
+                observer.latency.clone(),
+            );
+            r.register(
+                "secret_operations",
+                "keyhole:secrets calls by function, operation and outcome",
+                observer.secret_operations.clone(),
+            );
+            r.register(
+                "secret_denials",
+                "keyhole:secrets calls refused by the grants (denied or not-granted)",
+                observer.denials.clone(),
+            );
+            r.register(
+                "instance_traps",
+                "Requests whose instance trapped, by function",
+                observer.traps.clone(),
+            );
+            r.register(
+                "instance_timeouts",
+                "Requests that ran out of time, by function",
+                observer.timeouts.clone(),
+            );
+            r.register(
+                "admin_requests",
+                "Admin API requests by status",
+                observer.admin_requests.clone(),
+            );
+            r.register(
+                "audit_backlog",
+                "Function audit records waiting to be written",
+                observer.audit_backlog.clone(),
+            );
+            r.register(
+                "audit_lost_records",
+                "Function audit records dropped because the trail could not keep up",
+                observer.audit_lost.clone(),
+            );
+            r.register(
+                "audit_written_records",
+                "Function audit records written to the trail",
+                observer.audit_written.clone(),
+            );
+        }
+        observer
+    }
+
+    /// A request to `function` was answered with `status` after `elapsed`.
+    pub fn request(&self, function: &Arc<str>, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                function: Arc::clone(function),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&FunctionLabels {
+                function: Arc::clone(function),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A request to `function` trapped.
+    pub fn trap(&self, function: &Arc<str>) {
+        self.traps
+            .get_or_create(&FunctionLabels {
+                function: Arc::clone(function),
+            })
+            .inc();
+    }
+
+    /// A request to `function` ran out of time.
+    pub fn timeout(&self, function: &Arc<str>) {
+        self.timeouts
+            .get_or_create(&FunctionLabels {
+                function: Arc::clone(function),
+            })
+            .inc();
+    }
+
+    /// An admin API request was answered with `status`.
+    pub fn admin_request(&self, status: u16) {
+        self.admin_requests
+            .get_or_create(&StatusLabels { status })
+            .inc();
+    }
+
+    /// A function called a secret operation: counted, and queued for the
+    /// audit trail.
+    pub fn secret_operation(&self, event: FunctionEvent, operation: &'static str) {
+        let labels = OperationLabels {
+            function: Arc::clone(&event.function),
+            operation,
+            outcome: event.outcome.as_str(),
+        };
+        if event.outcome.is_denial() {
+            self.denials.get_or_create(&labels).inc();
+        }
+        self.secret_operations.get_or_create(&labels).inc();
+        self.trail.record(event);
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        self.audit_backlog.set(self.trail.backlog() as i64);
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        catch_up(&self.audit_lost, self.trail.lost_total());
+        catch_up(&self.audit_written, self.trail.written_total());
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Raises a counter mirrored from an atomic total to that total.
+fn catch_up(counter: &Counter, total: u64) {
+    let current = counter.get();
+    if total > current {
+        counter.inc_by(total - current);
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to about 3.3 s.
+    Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
+}
+
+/// How an operation's result maps to its audit outcome.
+pub fn outcome_of<T>(result: &Result<T, crate::bindings::secrets::Error>) -> OpOutcome {
+    use crate::bindings::secrets::Error;
+    match result {
+        Ok(_) => OpOutcome::Allowed,
+        Err(Error::Denied(_)) => OpOutcome::Denied,
+        Err(Error::NotGranted(_)) => OpOutcome::NotGranted,
+        Err(Error::Unavailable(_)) => OpOutcome::Unavailable,
+        Err(Error::InvalidArgument(_)) => OpOutcome::Invalid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_move_with_what_they_count() {
+        let observer = Observer::default();
+        let f: Arc<str> = "hello".into();
+        observer.request(&f, 200, Duration::from_millis(2));
+        observer.request(&f, 200, Duration::from_millis(3));
+        observer.trap(&f);
+        observer.secret_operation(
+            FunctionEvent {
+                function: Arc::clone(&f),
+                request: 1,
+                binding: "b".into(),
+                secret: None,
+                version: None,
+                operation: "get".into(),
+                outcome: OpOutcome::NotGranted,
+                destination: None,
+                reason: None,
+            },
+            "get",
+        );
+        let text = observer.render_metrics();
+        assert!(
+            text.contains("keyhole_requests_total{function=\"hello\",status=\"200\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("keyhole_request_duration_seconds_count{function=\"hello\"} 2"));
+        assert!(text.contains("keyhole_instance_traps_total{function=\"hello\"} 1"));
+        assert!(text.contains(
+            "keyhole_secret_denials_total{function=\"hello\",operation=\"get\",outcome=\"not-granted\"} 1"
+        ));
+        assert!(text.contains("keyhole_audit_backlog 1"));
+    }
+}

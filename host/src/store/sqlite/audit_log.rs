@@ -1,0 +1,269 @@
+//! The audit trail in the store's database: appending to the chain,
+//! querying it, verifying it, and recording an admin action in the same
+//! transaction as the change it made.
+
+use super::{SqliteStore, corrupt};
+use crate::audit::chain::{ChainKey, GENESIS, Row, Verifier};
+use crate::audit::{
+    AdminEvent, Entry, Event, MAX_QUERY_RECORDS, Query, Timed, Verification, now_ms,
+};
+use crate::crypto::AesKey;
+use crate::store::StoreError;
+use rusqlite::{OptionalExtension, Transaction, params};
+use std::cell::RefCell;
+use std::sync::Arc;
+
+const CHAIN_KEY_AAD: &[u8] = b"keyhole/v1/audit-chain-key";
+
+thread_local! {
+    /// The admin action running on this thread, waiting to be recorded by
+    /// the transaction that applies its change.
+    static PENDING_ADMIN: RefCell<Option<Timed>> = const { RefCell::new(None) };
+}
+
+/// Why an audited admin action could not be recorded.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit record could not be written, so the action is refused: {0}")]
+pub struct AuditedError(#[source] pub StoreError);
+
+/// Opens the store's chain key, creating it on a store that has none.
+pub(super) fn load_or_create_chain_key(
+    tx: &Transaction<'_>,
+    master: &AesKey,
+) -> Result<ChainKey, StoreError> {
+    let sealed: Option<Vec<u8>> = tx
+        .query_row("SELECT value FROM meta WHERE key = 'audit_key'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    match sealed {
+        Some(sealed) => {
+            let plain = master
+                .open(&sealed, CHAIN_KEY_AAD)
+                .map_err(|_| corrupt("the audit trail's key does not open (tampered with)"))?;
+            ChainKey::from_slice(&plain).ok_or_else(|| corrupt("the audit trail's key is damaged"))
+        }
+        None => {
+            let fresh = AesKey::generate();
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('audit_key', ?1)",
+                [master.seal(fresh.expose(), CHAIN_KEY_AAD)],
+            )?;
+            Ok(ChainKey::from_slice(fresh.expose()).expect("32 bytes"))
+        }
+    }
+}
+
+/// Re-seals the chain key under `new` (master-key rotation).
+pub(super) fn rewrap_chain_key(
+    tx: &Transaction<'_>,
+    old: &AesKey,
+    new: &AesKey,
+) -> Result<(), StoreError> {
+    let sealed: Vec<u8> =
+        tx.query_row("SELECT value FROM meta WHERE key = 'audit_key'", [], |r| {
+            r.get(0)
+        })?;
+    let plain = old
+        .open(&sealed, CHAIN_KEY_AAD)
+        .map_err(|_| corrupt("the audit trail's key does not open (tampered with)"))?;
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'audit_key'",
+        [new.seal(&plain, CHAIN_KEY_AAD)],
+    )?;
+    Ok(())
+}
+
+/// Appends this thread's pending admin record inside `tx`, if there is one.
+pub(super) fn append_pending_admin(
+    store: &SqliteStore,
+    tx: &Transaction<'_>,
+) -> Result<(), StoreError> {
+    let pending = PENDING_ADMIN.with(|p| p.borrow().clone());
+    match pending {
+        Some(record) => append_in(tx, &*store.chain_key()?, std::slice::from_ref(&record)),
+        None => Ok(()),
+    }
+}
+
+/// The transaction that carried the pending admin record committed.
+pub(super) fn committed_pending_admin() {
+    PENDING_ADMIN.with(|p| p.borrow_mut().take());
+}
+
+/// Appends `batch` to the chain inside `tx`, and moves the head.
+fn append_in(tx: &Transaction<'_>, key: &ChainKey, batch: &[Timed]) -> Result<(), StoreError> {
+    let last: Option<(u64, Vec<u8>)> = tx
+        .query_row(
+            "SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (mut seq, mut prev) = last.unwrap_or((0, GENESIS.to_vec()));
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO audit (seq, at_ms, kind, function, secret, body, prev, mac)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for timed in batch {
+        seq += 1;
+        let body = serde_json::to_string(&crate::audit::chain::Body {
+            at_ms: timed.at_ms,
+            event: timed.event.clone(),
+        })
+        .map_err(|e| corrupt(format!("cannot encode an audit record: {e}")))?;
+        let mac = key.link(&prev, seq, &body);
+        insert.execute(params![
+            seq,
+            timed.at_ms,
+            timed.event.kind(),
+            timed.event.function(),
+            timed.event.secret(),
+            body,
+            prev,
+            &mac[..],
+        ])?;
+        prev = mac.to_vec();
+    }
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('audit_head', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [&key.head(seq, &prev)[..]],
+    )?;
+    Ok(())
+}
+
+impl SqliteStore {
+    fn chain_key(&self) -> Result<Arc<ChainKey>, StoreError> {
+        self.chain_key
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| corrupt("the audit trail's key is not loaded"))
+    }
+
+    /// Runs the admin action `action` and records `event` about it: in the
+    /// same transaction as the change it makes, or, for an action that
+    /// changes nothing (a read, a refusal), right after it. Either way the
+    /// record is durable before this returns. A failed action is recorded
+    /// with outcome `failed` and its error. If the record cannot be written
+    /// the caller must not report success.
+    pub fn audited<T, E: std::fmt::Display>(
+        &self,
+        event: AdminEvent,
+        action: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Result<T, E>, AuditedError> {
+        let record = Timed {
+            at_ms: now_ms(),
+            event: Event::Admin(event),
+        };
+        PENDING_ADMIN.with(|p| *p.borrow_mut() = Some(record));
+        let result = action();
+        let unwritten = PENDING_ADMIN.with(|p| p.borrow_mut().take());
+        if let Some(mut record) = unwritten {
+            if let (Err(e), Event::Admin(event)) = (&result, &mut record.event) {
+                event.outcome = "failed".into();
+                event.detail = Some(e.to_string());
+            }
+            self.append_audit(std::slice::from_ref(&record))
+                .map_err(AuditedError)?;
+        }
+        Ok(result)
+    }
+
+    /// Appends records to the audit trail in one transaction (not a change
+    /// to what nodes serve: the revision stays).
+    pub fn append_audit(&self, batch: &[Timed]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let key = self.chain_key()?;
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        append_in(&tx, &key, batch)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records matching `query`, oldest first (the most recent `limit`).
+    pub fn audit_entries(&self, query: &Query) -> Result<Vec<Entry>, StoreError> {
+        let limit = query
+            .limit
+            .unwrap_or(MAX_QUERY_RECORDS)
+            .min(MAX_QUERY_RECORDS);
+        self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT seq, at_ms, kind, function, secret, body, prev, mac FROM audit
+                 WHERE (?1 IS NULL OR function = ?1)
+                   AND (?2 IS NULL OR secret = ?2)
+                   AND (?3 IS NULL OR at_ms >= ?3)
+                 ORDER BY seq DESC LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(
+                params![query.function, query.secret, query.since_ms, limit],
+                to_row,
+            )?;
+            let mut entries = Vec::new();
+            for row in rows {
+                let row = row?;
+                entries.push(row.entry().ok_or_else(|| {
+                    corrupt(format!(
+                        "audit record {} cannot be read (see `keyhole audit verify`)",
+                        row.seq
+                    ))
+                })?);
+            }
+            entries.reverse();
+            Ok(entries)
+        })
+    }
+
+    /// Walks the whole chain and reports the first record that fails.
+    pub fn verify_audit(&self) -> Result<Verification, StoreError> {
+        let key = self.chain_key()?;
+        self.read(|tx| {
+            let head: Option<Vec<u8>> = tx
+                .query_row("SELECT value FROM meta WHERE key = 'audit_head'", [], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let mut stmt = tx.prepare(
+                "SELECT seq, at_ms, kind, function, secret, body, prev, mac FROM audit ORDER BY seq",
+            )?;
+            let mut rows = stmt.query_map([], to_row)?;
+            let mut verifier = Verifier::new(&key);
+            for row in rows.by_ref() {
+                let row = match row {
+                    Ok(row) => row,
+                    // A column of the wrong type is an edit too.
+                    Err(rusqlite::Error::FromSqlConversionFailure(..))
+                    | Err(rusqlite::Error::InvalidColumnType(..))
+                    | Err(rusqlite::Error::IntegralValueOutOfRange(..)) => {
+                        return Ok(verifier.fail(crate::audit::Tampered {
+                            seq: 0,
+                            problem: "a record has a column of the wrong type (edited)".into(),
+                        }));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if let Err(bad) = verifier.check(&row) {
+                    return Ok(verifier.fail(bad));
+                }
+            }
+            Ok(verifier.finish(head.as_deref()))
+        })
+    }
+}
+
+fn to_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        seq: r.get(0)?,
+        at_ms: r.get(1)?,
+        kind: r.get(2)?,
+        function: r.get(3)?,
+        secret: r.get(4)?,
+        body: r.get(5)?,
+        prev: r.get(6)?,
+        mac: r.get(7)?,
+    })
+}

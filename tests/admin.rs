@@ -1,0 +1,483 @@
+//! The admin API against a real node: every endpoint for every role,
+//! scoped deployer tokens, expiry and revocation, the CLI giving the same
+//! results in both modes, and malformed or oversized requests changing
+//! nothing.
+
+mod common;
+
+use base64::Engine as _;
+use common::{Node, artifacts};
+use std::time::Duration;
+
+const VALUE: &[u8] = b"matrix-secret-value-5d1e8a";
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A deploy body for the probe as `name` at `route`, requesting `KEY`.
+fn deploy_body(name: &str, route: &str) -> Vec<u8> {
+    let manifest = format!(
+        "name = \"{name}\"\ncomponent = \"probe.wasm\"\nroutes = [\"{route}\"]\n[bindings.KEY]\nallow = [\"hmac\"]\n"
+    );
+    let component = std::fs::read(artifacts::PROBE).unwrap();
+    serde_json::to_vec(&serde_json::json!({
+        "manifest": manifest,
+        "manifest_path": format!("{name}.toml"),
+        "component_base64": b64(&component),
+    }))
+    .unwrap()
+}
+
+/// A node serving the admin API, with one token per role.
+struct Roles {
+    node: Node,
+    admin: String,
+    deployer: String,
+    auditor: String,
+}
+
+fn node_with_roles() -> Roles {
+    let mut node = Node::new();
+    node.put_secret("base", b"base-secret-value-77aa");
+    let admin = node.token(&["--role", "admin", "--name", "root"]);
+    let deployer = node.token(&["--role", "deployer", "--name", "ci"]);
+    let auditor = node.token(&["--role", "auditor", "--name", "audit"]);
+    node.start_admin();
+    Roles {
+        node,
+        admin,
+        deployer,
+        auditor,
+    }
+}
+
+#[test]
+fn every_endpoint_answers_each_role_as_its_permissions_say() {
+    let r = node_with_roles();
+    let put = serde_json::to_vec(&serde_json::json!({ "value": b64(VALUE) })).unwrap();
+    let rotate =
+        serde_json::to_vec(&serde_json::json!({ "value": b64(b"matrix-second-value-0f9c") }))
+            .unwrap();
+    let deploy = deploy_body("matrix-fn", "/matrix");
+    let grant = br#"{"secret":"m","allow":["hmac"]}"#.to_vec();
+    let token = br#"{"role":"auditor","name":"made-by-api"}"#.to_vec();
+    // (method, path, body, [auditor, deployer, admin]) in an order where
+    // each allowed call finds what it needs.
+    let table: Vec<(&str, &str, Vec<u8>, [u16; 3])> = vec![
+        ("GET", "/v1/secrets", vec![], [200, 403, 200]),
+        ("PUT", "/v1/secrets/m", put, [403, 403, 200]),
+        ("POST", "/v1/secrets/m/rotate", rotate, [403, 403, 200]),
+        ("GET", "/v1/secrets/m/versions", vec![], [200, 403, 200]),
+        (
+            "POST",
+            "/v1/secrets/m/rollback",
+            br#"{"to":1}"#.to_vec(),
+            [403, 403, 200],
+        ),
+        ("GET", "/v1/check", vec![], [200, 403, 200]),
+        ("POST", "/v1/functions", deploy, [403, 200, 200]),
+        ("GET", "/v1/functions", vec![], [200, 200, 200]),
+        ("PUT", "/v1/grants/matrix-fn/KEY", grant, [403, 403, 200]),
+        ("GET", "/v1/grants", vec![], [200, 403, 200]),
+        ("GET", "/v1/secrets/m/dependents", vec![], [200, 403, 200]),
+        (
+            "DELETE",
+            "/v1/grants/matrix-fn/KEY",
+            vec![],
+            [403, 403, 200],
+        ),
+        ("DELETE", "/v1/functions/matrix-fn", vec![], [403, 200, 404]),
+        ("DELETE", "/v1/secrets/m", vec![], [403, 403, 200]),
+        ("GET", "/v1/tokens", vec![], [200, 403, 200]),
+        ("POST", "/v1/tokens", token, [403, 403, 200]),
+        ("DELETE", "/v1/tokens/made-by-api", vec![], [403, 403, 200]),
+        ("GET", "/v1/audit", vec![], [200, 403, 200]),
+        ("GET", "/v1/audit/verify", vec![], [200, 403, 200]),
+        ("GET", "/metrics", vec![], [200, 403, 200]),
+    ];
+    let mut bodies = Vec::new();
+    for (method, path, body, expected) in &table {
+        for (token, label) in [
+            (None, "no token"),
+            (Some("kh_0123456789abcdef_forged"), "forged token"),
+            (Some("not-a-token"), "garbage"),
+        ] {
+            let reply = r.node.admin_request(method, path, token, body);
+            assert_eq!(reply.status, 401, "{method} {path} with {label}: {reply:?}");
+        }
+        for (token, role, want) in [
+            (&r.auditor, "auditor", expected[0]),
+            (&r.deployer, "deployer", expected[1]),
+            (&r.admin, "admin", expected[2]),
+        ] {
+            let reply = r.node.admin_request(method, path, Some(token), body);
+            assert_eq!(reply.status, want, "{method} {path} as {role}: {reply:?}");
+            if want == 403 {
+                let text = reply.text();
+                assert!(
+                    text.contains("lacks the permission") && text.contains(&format!("role {role}")),
+                    "a 403 names the missing permission: {text}"
+                );
+            }
+            bodies.push(reply.text());
+        }
+    }
+    for body in &bodies {
+        assert!(
+            !body.contains("matrix-secret-value") && !body.contains(&b64(VALUE)),
+            "no reply carries a secret value: {body}"
+        );
+    }
+    // Every admin request above was recorded; refusals too.
+    let audit = r.node.ok(&["audit", "--json", "--limit", "100000"]);
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&audit).unwrap();
+    let count = |outcome: &str| {
+        entries
+            .iter()
+            .filter(|e| e["kind"] == "admin" && e["outcome"] == outcome)
+            .count()
+    };
+    let denied_403 = table
+        .iter()
+        .flat_map(|(_, path, _, e)| e.iter().map(move |s| (*path, *s)))
+        .filter(|(path, s)| *s == 403 && *path != "/metrics")
+        .count();
+    let unauthenticated = (table.len()) * 3;
+    assert_eq!(count("denied"), denied_403 + unauthenticated);
+    assert!(!audit.contains("matrix-secret-value"));
+    r.node.ok(&["audit", "verify"]);
+}
+
+#[test]
+fn scoped_deployer_tokens_reach_only_their_functions() {
+    let r = node_with_roles();
+    let node = &r.node;
+    node.put_secret("pay", b"payment-key-value-31c0");
+    let outside = node.token(&[
+        "--role",
+        "deployer",
+        "--functions",
+        "checkout-*",
+        "--name",
+        "outside-team",
+    ]);
+    let ours = node.write_manifest(
+        "checkout-api",
+        artifacts::PROBE,
+        "/checkout",
+        "[bindings.KEY]\nallow = [\"hmac\"]\n",
+    );
+    let theirs = node.write_manifest("billing", artifacts::PROBE, "/billing", "");
+    // An admin deploys billing and grants checkout-api's binding later.
+    let run = |token: &str, args: &[&str]| node.remote_command(token).args(args).output().unwrap();
+    let out = run(&r.admin, &["deploy", theirs.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = run(&outside, &["deploy", ours.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        &r.admin,
+        &[
+            "grant",
+            "checkout-api",
+            "KEY",
+            "--secret",
+            "pay",
+            "--allow",
+            "hmac",
+        ],
+    );
+    assert!(out.status.success());
+
+    for args in [
+        vec!["deploy", theirs.to_str().unwrap()],
+        vec!["undeploy", "billing"],
+    ] {
+        let out = run(&outside, &args);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("outside-team") && err.contains("checkout-*") && err.contains("billing"),
+            "{args:?}: {err}"
+        );
+    }
+    let listing = run(&outside, &["functions", "--json"]);
+    let listing: Vec<serde_json::Value> = serde_json::from_slice(&listing.stdout).unwrap();
+    let names: Vec<&str> = listing
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["checkout-api"],
+        "a scoped deployer sees only its functions"
+    );
+    let state = &listing[0]["binding_states"][0]["state"];
+    assert_eq!(state["state"], "granted");
+    assert_eq!(
+        state["secret"], "(hidden)",
+        "a deployer learns the state, not the secret"
+    );
+    for args in [
+        vec!["secret", "list"],
+        vec!["grants"],
+        vec!["token", "list"],
+    ] {
+        let out = run(&outside, &args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("lacks the permission"));
+    }
+    // billing was not replaced by the refused deploy, and is still there.
+    let all = node.ok(&["functions", "--json"]);
+    assert!(all.contains("\"billing\"") && all.contains("\"checkout-api\""));
+    let out = run(&r.admin, &["undeploy", "checkout-api"]);
+    assert!(out.status.success());
+}
+
+#[test]
+fn expired_and_revoked_tokens_are_refused() {
+    let r = node_with_roles();
+    let node = &r.node;
+    let short = node.token(&["--role", "auditor", "--expires", "2s", "--name", "short"]);
+    let revoked = node.token(&["--role", "auditor", "--name", "gone"]);
+    for token in [&short, &revoked] {
+        assert_eq!(
+            node.admin_request("GET", "/v1/secrets", Some(token), b"")
+                .status,
+            200
+        );
+    }
+    let out = node
+        .remote_command(&r.admin)
+        .args(["token", "revoke", "gone"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply = node.admin_request("GET", "/v1/secrets", Some(&revoked), b"");
+    assert_eq!(reply.status, 401);
+    assert!(
+        reply.text().contains("token `gone` was revoked"),
+        "{reply:?}"
+    );
+
+    std::thread::sleep(Duration::from_millis(2_500));
+    let reply = node.admin_request("GET", "/v1/secrets", Some(&short), b"");
+    assert_eq!(reply.status, 401);
+    assert!(reply.text().contains("token `short` expired"), "{reply:?}");
+
+    let list = node.ok(&["token", "list"]);
+    let line = |name: &str| {
+        list.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} in {list}"))
+            .to_owned()
+    };
+    assert!(line("short").contains("expired"), "{list}");
+    assert!(line("gone").contains("revoked"), "{list}");
+    assert!(line("root").ends_with("active"), "{list}");
+    // The database keeps hashes only: no token text in any file.
+    for (path, bytes) in node.data_files() {
+        for token in [&r.admin, &r.deployer, &short] {
+            // kh_<16 hex>_<secret>
+            let secret_part = &token["kh_0123456789abcdef_".len()..];
+            assert!(
+                !bytes
+                    .windows(secret_part.len())
+                    .any(|w| w == secret_part.as_bytes()),
+                "{} holds a token",
+                path.display()
+            );
+        }
+    }
+    let out = node.cli(&["token", "create", "--role", "auditor", "--functions", "x-*"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deployer tokens only"));
+}
+
+/// Timestamps and durations differ between runs; everything else must not.
+fn normalized(text: &[u8]) -> String {
+    let re = regex::Regex::new(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z").unwrap();
+    re.replace_all(&String::from_utf8_lossy(text), "<time>")
+        .into_owned()
+}
+
+#[test]
+fn the_cli_gives_the_same_results_against_the_data_directory_and_a_node() {
+    let local = Node::new();
+    let mut remote = Node::new();
+    let token = remote.token(&["--role", "admin", "--name", "ops"]);
+    remote.start_admin();
+    let manifest = local.write_manifest(
+        "same",
+        artifacts::PROBE,
+        "/same",
+        "[bindings.KEY]\nallow = [\"hmac\", \"reveal\"]\n",
+    );
+    let manifest = manifest.to_str().unwrap();
+    let script: Vec<(Vec<&str>, Option<&[u8]>)> = vec![
+        (
+            vec!["secret", "put", "alpha", "--max-age", "90d"],
+            Some(b"first-alpha-value"),
+        ),
+        (vec!["secret", "put", "alpha"], Some(b"second-alpha-value")),
+        (
+            vec!["secret", "put", "k", "--kind", "aes-256"],
+            Some(b"short"),
+        ),
+        (vec!["secret", "list"], None),
+        (vec!["secret", "list", "--json"], None),
+        (vec!["deploy", manifest], None),
+        (
+            vec![
+                "grant",
+                "same",
+                "KEY",
+                "--secret",
+                "alpha",
+                "--allow",
+                "hmac,seal",
+            ],
+            None,
+        ),
+        (
+            vec![
+                "grant", "same", "NOPE", "--secret", "alpha", "--allow", "hmac",
+            ],
+            None,
+        ),
+        (vec!["grants"], None),
+        (vec!["functions"], None),
+        (
+            vec!["secret", "rotate", "alpha", "--grace", "1h"],
+            Some(b"third-alpha-value"),
+        ),
+        (vec!["secret", "versions", "alpha"], None),
+        (vec!["secret", "rollback", "alpha", "--to", "1"], None),
+        (vec!["secret", "dependents", "alpha", "--json"], None),
+        (vec!["secret", "rm", "alpha"], None),
+        (vec!["revoke", "same", "KEY"], None),
+        (vec!["secret", "rm", "alpha"], None),
+        (vec!["secret", "rm", "alpha"], None),
+        (vec!["check"], None),
+        (vec!["undeploy", "same"], None),
+        (vec!["undeploy", "same"], None),
+        (vec!["functions", "--json"], None),
+    ];
+    for (args, input) in &script {
+        let run = |mut command: std::process::Command| {
+            let mut child = command
+                .args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.unwrap_or(b""))
+                .unwrap();
+            child.wait_with_output().unwrap()
+        };
+        let here = run(local.command());
+        let there = run(remote.remote_command(&token));
+        let stderr = |o: &std::process::Output| {
+            normalized(&o.stderr)
+                .lines()
+                .filter(|l| !l.contains("created a new master key"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            here.status.code(),
+            there.status.code(),
+            "{args:?}: {}",
+            stderr(&there)
+        );
+        assert_eq!(
+            normalized(&here.stdout),
+            normalized(&there.stdout),
+            "{args:?}"
+        );
+        assert_eq!(stderr(&here), stderr(&there), "{args:?}");
+    }
+    // Both trails hold the same actions with the same outcomes.
+    let actions = |node: &Node| -> Vec<(String, String)> {
+        let json = node.ok(&["audit", "--json", "--limit", "100000"]);
+        let entries: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        entries
+            .iter()
+            .filter(|e| e["kind"] == "admin" && !e["action"].as_str().unwrap().starts_with("token"))
+            .filter(|e| e["action"] != "audit.read")
+            .map(|e| {
+                (
+                    e["action"].as_str().unwrap().to_owned(),
+                    e["outcome"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(actions(&local), actions(&remote));
+}
+
+#[test]
+fn malformed_and_oversized_requests_change_nothing() {
+    let r = node_with_roles();
+    let node = &r.node;
+    node.deploy_probe("keep", "/keep", "[bindings.KEY]\nallow = [\"hmac\"]\n");
+    node.ok(&[
+        "grant", "keep", "KEY", "--secret", "base", "--allow", "hmac",
+    ]);
+    let state = || {
+        (
+            node.ok(&["secret", "versions", "base", "--json"]),
+            node.ok(&["grants", "--json"]),
+            node.ok(&["functions", "--json"]),
+            node.ok(&["token", "list", "--json"]),
+        )
+    };
+    let before = state();
+    let big = format!(r#"{{"value":"{}"}}"#, "A".repeat(400 * 1024));
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        ("PUT", "/v1/secrets/base", b"{not json".to_vec(), 400, "invalid request body"),
+        ("PUT", "/v1/secrets/base", br#"{"value":"AAAA","colour":"red"}"#.to_vec(), 400, "unknown field `colour`"),
+        ("PUT", "/v1/secrets/base", br#"{"kind":"opaque"}"#.to_vec(), 400, "missing field `value`"),
+        ("PUT", "/v1/secrets/base", br#"{"value":"not base64!"}"#.to_vec(), 400, "base64"),
+        ("PUT", "/v1/secrets/base", br#"{"value":"AAAA","kind":"rot13"}"#.to_vec(), 400, "unknown key kind"),
+        ("PUT", "/v1/secrets/base", big.into_bytes(), 413, "limit"),
+        ("PUT", "/v1/secrets/bad%2Fname", br#"{"value":"AAAA"}"#.to_vec(), 400, "secret name"),
+        ("POST", "/v1/secrets/base/rotate", br#"{"value":"AAAA","grace_secs":-5}"#.to_vec(), 400, "grace_secs"),
+        ("PUT", "/v1/grants/keep/KEY", br#"{"secret":"base","allow":["fly"]}"#.to_vec(), 400, "unknown operation `fly`"),
+        ("PUT", "/v1/grants/keep/KEY", br#"{"secret":"base","allow":["inject"]}"#.to_vec(), 400, "needs --egress"),
+        ("POST", "/v1/functions", br#"{"manifest":"name = \"keep\"","component_base64":"%%%"}"#.to_vec(), 400, "component_base64"),
+        ("POST", "/v1/functions", serde_json::to_vec(&serde_json::json!({"manifest": "name = \"keep\"\ncomponent = \"x\"\nroutes = [\"/other\"]\n", "component_base64": b64(b"not wasm")})).unwrap(), 422, "not a WebAssembly file"),
+        ("POST", "/v1/tokens", br#"{"role":"root"}"#.to_vec(), 400, "unknown variant `root`"),
+        ("GET", "/v1/audit?colour=red", vec![], 400, "unknown query parameter `colour`"),
+        ("PATCH", "/v1/secrets", b"{}".to_vec(), 405, "not allowed"),
+        ("GET", "/v1/nothing", vec![], 404, "no such admin endpoint"),
+    ];
+    for (method, path, body, status, needle) in &cases {
+        let reply = node.admin_request(method, path, Some(&r.admin), body);
+        assert_eq!(reply.status, *status, "{method} {path}: {reply:?}");
+        assert!(reply.text().contains(needle), "{method} {path}: {reply:?}");
+        let json: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(json["error"]["status"], *status);
+    }
+    assert_eq!(state(), before, "no refused request changed the store");
+    node.ok(&["audit", "verify"]);
+}

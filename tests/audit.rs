@@ -1,0 +1,350 @@
+//! The audit trail and metrics against a real node: every secret operation
+//! recorded exactly once, `audit verify` catching each kind of tampering,
+//! requests served while the trail's database is locked, and `/metrics`
+//! parsed by Prometheus' own parser moving with the requests.
+
+mod common;
+
+use common::Node;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+fn entries(node: &Node, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["audit", "--json", "--limit", "100000"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&node.ok(&all)).unwrap()
+}
+
+/// Function records of each request id, as (operation, outcome) pairs.
+fn by_request(entries: &[serde_json::Value]) -> BTreeMap<u64, Vec<(String, String)>> {
+    let mut map: BTreeMap<u64, Vec<(String, String)>> = BTreeMap::new();
+    for e in entries.iter().filter(|e| e["kind"] == "function") {
+        map.entry(e["request"].as_u64().unwrap())
+            .or_default()
+            .push((
+                e["operation"].as_str().unwrap().to_owned(),
+                e["outcome"].as_str().unwrap().to_owned(),
+            ));
+    }
+    map
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+/// Waits until the node has written the records of `ids`.
+fn wait_for_records(node: &Node, function: &str, ids: &[u64]) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let found = entries(node, &["--function", function]);
+        let seen = by_request(&found);
+        if ids.iter().all(|id| seen.contains_key(id)) {
+            return found;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "records of {} requests missing after 10 s",
+            ids.iter().filter(|id| !seen.contains_key(id)).count()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A request path, its expected status, and the (operation, outcome)
+/// records it must leave.
+type Step = (&'static str, u16, Vec<(&'static str, &'static str)>);
+
+#[test]
+fn every_secret_operation_appears_exactly_once() {
+    let mut node = Node::new();
+    node.put_secret("audited", b"audited-secret-value-4b2e");
+    node.granted_probe("aud", "/aud", "audited", "hmac", "");
+    node.start();
+    let mut expected: BTreeMap<u64, Vec<(String, String)>> = BTreeMap::new();
+    let script: Vec<Step> = vec![
+        (
+            "/aud/hmac?binding=KEY",
+            200,
+            vec![("get", "allowed"), ("hmac-sha256", "allowed")],
+        ),
+        (
+            "/aud/verify?binding=KEY",
+            200,
+            vec![("get", "allowed"), ("verify-hmac-sha256", "allowed")],
+        ),
+        (
+            "/aud/reveal?binding=KEY",
+            403,
+            vec![("get", "allowed"), ("reveal", "denied")],
+        ),
+        (
+            "/aud/seal?binding=KEY",
+            403,
+            vec![("get", "allowed"), ("seal", "denied")],
+        ),
+        ("/aud/hmac?binding=GUESS", 403, vec![("get", "not-granted")]),
+        ("/aud/version?binding=KEY", 200, vec![("get", "allowed")]),
+        ("/aud/plain", 200, vec![]),
+    ];
+    for round in 0..15 {
+        for (path, status, ops) in &script {
+            let (reply, id) = node.get_with_id(path);
+            assert_eq!(reply.status, *status, "round {round} {path}: {reply:?}");
+            assert!(
+                expected.insert(id, pairs(ops)).is_none(),
+                "request ids are unique"
+            );
+        }
+    }
+    let with_records: Vec<u64> = expected
+        .iter()
+        .filter(|(_, ops)| !ops.is_empty())
+        .map(|(id, _)| *id)
+        .collect();
+    let found = wait_for_records(&node, "aud", &with_records);
+    let mut recorded = by_request(&found);
+    for (id, want) in &expected {
+        let got = recorded.remove(id).unwrap_or_default();
+        assert_eq!(&got, want, "request {id}");
+    }
+    assert!(
+        recorded.is_empty(),
+        "records of requests never made: {recorded:?}"
+    );
+    for e in found.iter().filter(|e| e["kind"] == "function") {
+        assert_eq!(e["function"], "aud");
+        if e["outcome"] == "not-granted" {
+            assert_eq!(e["binding"], "GUESS");
+            assert!(
+                e["secret"].is_null(),
+                "an ungranted binding names no secret"
+            );
+        } else {
+            assert_eq!(e["secret"], "audited");
+            assert_eq!(e["version"], 1);
+        }
+        if e["outcome"] == "denied" {
+            assert!(e["reason"].as_str().unwrap().contains("is not granted"));
+        }
+    }
+    // The admin actions of the setup: one record each.
+    let admin: Vec<String> = entries(&node, &[])
+        .iter()
+        .filter(|e| e["kind"] == "admin" && e["action"] != "audit.read")
+        .map(|e| format!("{} {} {}", e["action"], e["target"], e["outcome"]))
+        .collect();
+    assert_eq!(
+        admin,
+        [
+            r#""secret.put" "secret/audited" "ok""#,
+            r#""function.deploy" "function/aud" "ok""#,
+            r#""grant.create" "grant/aud/KEY" "ok""#,
+        ]
+    );
+    let whole = std::fs::read(node.data.path().join("keyhole.db")).unwrap();
+    assert!(
+        !whole
+            .windows(b"audited-secret-value".len())
+            .any(|w| w == b"audited-secret-value"),
+        "the trail never holds a value"
+    );
+    let out = node.ok(&["audit", "verify"]);
+    assert!(out.contains("audit trail intact"), "{out}");
+}
+
+/// Runs SQL against a stopped node's database.
+fn tamper(node: &Node, sql: &str) {
+    let conn = rusqlite::Connection::open(node.data.path().join("keyhole.db")).unwrap();
+    conn.execute_batch(sql).unwrap();
+}
+
+fn verify_fails(node: &Node) -> String {
+    let out = node.cli(&["audit", "verify"]);
+    assert!(!out.status.success(), "verify passed a tampered trail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn audit_verify_names_the_first_tampered_record() {
+    let node = Node::new();
+    for i in 0..6 {
+        node.put_secret(
+            &format!("s{i}"),
+            format!("value-number-{i}-abcdef").as_bytes(),
+        );
+    }
+    assert!(node.ok(&["audit", "verify"]).contains("intact"));
+    let db = node.data.path().join("keyhole.db");
+    tamper(&node, "PRAGMA wal_checkpoint(TRUNCATE);");
+    let pristine = std::fs::read(&db).unwrap();
+    let restore = || {
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+        std::fs::write(&db, &pristine).unwrap();
+    };
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "edited",
+            "UPDATE audit SET body = replace(body, 'secret/s2', 'secret/s9') WHERE seq = 3;",
+            "record 3: its content does not match its MAC",
+        ),
+        (
+            "edited column",
+            "UPDATE audit SET secret = 's9' WHERE seq = 3;",
+            "record 3: its indexed columns",
+        ),
+        (
+            "deleted",
+            "DELETE FROM audit WHERE seq = 3;",
+            "record 4: expected record 3 next but found 4: records 3..3 are missing",
+        ),
+        (
+            "reordered",
+            "UPDATE audit SET seq = -1 WHERE seq = 3; UPDATE audit SET seq = 3 WHERE seq = 4; UPDATE audit SET seq = 4 WHERE seq = -1;",
+            "record 3:",
+        ),
+        (
+            "inserted",
+            "UPDATE audit SET seq = seq + 100 WHERE seq >= 3; UPDATE audit SET seq = seq - 99 WHERE seq >= 103;
+             INSERT INTO audit (seq, at_ms, kind, function, secret, body, prev, mac)
+                SELECT 3, at_ms, kind, function, secret, body, prev, mac FROM audit WHERE seq = 2;",
+            "record 3:",
+        ),
+        (
+            "truncated",
+            "DELETE FROM audit WHERE seq = (SELECT MAX(seq) FROM audit);",
+            "records were cut off the end",
+        ),
+    ];
+    for (kind, sql, needle) in cases {
+        restore();
+        tamper(&node, sql);
+        let err = verify_fails(&node);
+        assert!(err.contains(needle), "{kind}: {err}");
+    }
+    restore();
+    assert!(node.ok(&["audit", "verify"]).contains("intact"));
+}
+
+#[test]
+fn requests_are_served_while_the_trail_cannot_be_written() {
+    let mut node = Node::new();
+    node.put_secret("busy", b"busy-secret-value-9d0c");
+    node.granted_probe("busy", "/busy", "busy", "hmac", "");
+    node.start();
+    node.wait_for("/busy/hmac?binding=KEY", |r| r.status == 200);
+    // Another process holds the database's write lock for 3 s: the node's
+    // audit writer cannot append, and requests must not wait for it.
+    let conn = rusqlite::Connection::open(node.data.path().join("keyhole.db")).unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut ids = Vec::new();
+    let started = Instant::now();
+    for _ in 0..50 {
+        let (reply, id) = node.get_with_id("/busy/hmac?binding=KEY");
+        assert_eq!(reply.status, 200);
+        ids.push(id);
+    }
+    let served_in = started.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    conn.execute_batch("ROLLBACK").unwrap();
+    drop(conn);
+    let found = wait_for_records(&node, "busy", &ids);
+    let recorded = by_request(&found);
+    for id in &ids {
+        assert_eq!(recorded[id].len(), 2, "request {id}: get + hmac, once each");
+    }
+    eprintln!("50 requests served in {served_in:?} while the trail was locked");
+    node.ok(&["audit", "verify"]);
+}
+
+/// Parses `/metrics` with the Prometheus client's own parser and returns
+/// `name{labels} value` lines, labels sorted.
+fn scrape(node: &Node, token: &str) -> BTreeMap<String, f64> {
+    let reply = node.admin_request("GET", "/metrics", Some(token), b"");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        print(f"{s.name}{{{labels}}} {s.value}")
+"#;
+    let out = common::python_stdin(script, &reply.body);
+    out.lines()
+        .map(|line| {
+            let (key, value) = line.rsplit_once(' ').unwrap();
+            (key.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_parse_and_move_when_requests_happen() {
+    let mut node = Node::new();
+    node.put_secret("m", b"metrics-secret-value-1a2b");
+    node.granted_probe("met", "/met", "m", "hmac", "[limits]\ntimeout-ms = 300\n");
+    node.granted_probe("trap", "/trap", "m", "reveal", "");
+    let auditor = node.token(&["--role", "auditor"]);
+    node.start_admin();
+    node.wait_for("/met/hmac?binding=KEY", |r| r.status == 200);
+    let before = scrape(&node, &auditor);
+    let value = |m: &BTreeMap<String, f64>, key: &str| m.get(key).copied().unwrap_or(0.0);
+    for _ in 0..5 {
+        assert_eq!(node.get("/met/hmac?binding=KEY").status, 200);
+    }
+    assert_eq!(node.get("/met/hmac?binding=NOPE").status, 403);
+    assert_eq!(node.get("/met/panic?binding=KEY").status, 403);
+    assert_eq!(node.get("/met/spin").status, 504);
+    assert_eq!(node.get("/nowhere").status, 404);
+    assert_eq!(node.get("/trap/panic?binding=KEY").status, 500);
+    std::thread::sleep(Duration::from_millis(300));
+    let after = scrape(&node, &auditor);
+    let moved = |key: &str| value(&after, key) - value(&before, key);
+    assert_eq!(
+        moved("keyhole_requests_total{function=met,status=200}"),
+        5.0
+    );
+    assert_eq!(
+        moved("keyhole_requests_total{function=met,status=403}"),
+        2.0
+    );
+    assert_eq!(
+        moved("keyhole_requests_total{function=met,status=504}"),
+        1.0
+    );
+    assert_eq!(
+        moved("keyhole_requests_total{function=(none),status=404}"),
+        1.0
+    );
+    assert_eq!(
+        moved("keyhole_request_duration_seconds_count{function=met}"),
+        8.0
+    );
+    assert_eq!(moved("keyhole_instance_traps_total{function=trap}"), 1.0);
+    assert_eq!(
+        moved(
+            "keyhole_secret_operations_total{function=met,operation=hmac-sha256,outcome=allowed}"
+        ),
+        5.0
+    );
+    assert_eq!(
+        moved("keyhole_secret_denials_total{function=met,operation=get,outcome=not-granted}"),
+        1.0
+    );
+    assert_eq!(
+        moved("keyhole_secret_denials_total{function=met,operation=reveal,outcome=denied}"),
+        1.0
+    );
+    assert_eq!(moved("keyhole_instance_timeouts_total{function=met}"), 1.0);
+    assert!(value(&after, "keyhole_audit_written_records_total{}") >= 14.0);
+    assert_eq!(value(&after, "keyhole_audit_lost_records_total{}"), 0.0);
+    assert!(after.contains_key("keyhole_audit_backlog{}"));
+    let deployer = node.token(&["--role", "deployer"]);
+    let reply = node.admin_request("GET", "/metrics", Some(&deployer), b"");
+    assert_eq!(reply.status, 403, "a deployer may not read metrics");
+}
