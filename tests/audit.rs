@@ -348,3 +348,72 @@ fn metrics_parse_and_move_when_requests_happen() {
     let reply = node.admin_request("GET", "/metrics", Some(&deployer), b"");
     assert_eq!(reply.status, 403, "a deployer may not read metrics");
 }
+
+#[test]
+fn injections_are_recorded_with_where_they_were_bound() {
+    let allowed = common::Upstream::start();
+    let other = common::Upstream::start();
+    let mut node = Node::new();
+    node.put_secret("api-token", b"upstream-token-value-6e1f");
+    let manifest = node.write_manifest(
+        "caller",
+        common::artifacts::PROBE,
+        "/caller",
+        "[bindings.API]\nallow = [\"inject\"]\n",
+    );
+    node.ok(&["deploy", manifest.to_str().unwrap()]);
+    let egress = format!("127.0.0.1:{}", allowed.port);
+    node.ok(&[
+        "grant",
+        "caller",
+        "API",
+        "--secret",
+        "api-token",
+        "--allow",
+        "inject",
+        "--egress",
+        &egress,
+    ]);
+    node.start();
+    let (sent, sent_id) = node.get_with_id(&format!(
+        "/caller/inject?binding=API&url={}/v1",
+        allowed.url()
+    ));
+    assert_eq!(sent.status, 200, "{sent:?}");
+    let (refused, refused_id) =
+        node.get_with_id(&format!("/caller/inject?binding=API&url={}/x", other.url()));
+    assert_eq!(refused.status, 502, "{refused:?}");
+    let found = wait_for_records(&node, "caller", &[sent_id, refused_id]);
+    let recorded = by_request(&found);
+    assert_eq!(
+        recorded[&sent_id],
+        pairs(&[
+            ("get", "allowed"),
+            ("header-token", "allowed"),
+            ("inject", "allowed")
+        ])
+    );
+    assert_eq!(
+        recorded[&refused_id],
+        pairs(&[
+            ("get", "allowed"),
+            ("header-token", "allowed"),
+            ("inject", "denied")
+        ])
+    );
+    let destination = |id: u64| {
+        found
+            .iter()
+            .find(|e| e["request"] == id && e["operation"] == "inject")
+            .map(|e| e["destination"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(destination(sent_id), format!("127.0.0.1:{}", allowed.port));
+    assert_eq!(destination(refused_id), format!("127.0.0.1:{}", other.port));
+    assert!(
+        !serde_json::to_string(&found)
+            .unwrap()
+            .contains("upstream-token-value")
+    );
+    assert_eq!(other.connections(), 0);
+}

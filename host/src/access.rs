@@ -94,6 +94,20 @@ pub enum Permission {
 }
 
 impl Permission {
+    /// Every permission.
+    pub const ALL: [Permission; 10] = [
+        Permission::SecretsRead,
+        Permission::SecretsWrite,
+        Permission::GrantsRead,
+        Permission::GrantsWrite,
+        Permission::FunctionsRead,
+        Permission::FunctionsDeploy,
+        Permission::TokensRead,
+        Permission::TokensWrite,
+        Permission::AuditRead,
+        Permission::MetricsRead,
+    ];
+
     /// The permission's name, as 403 answers give it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -324,18 +338,7 @@ mod tests {
     #[test]
     fn roles_carry_exactly_their_permissions() {
         use Permission::*;
-        let all = [
-            SecretsRead,
-            SecretsWrite,
-            GrantsRead,
-            GrantsWrite,
-            FunctionsRead,
-            FunctionsDeploy,
-            TokensRead,
-            TokensWrite,
-            AuditRead,
-            MetricsRead,
-        ];
+        let all = Permission::ALL;
         assert!(all.iter().all(|p| Role::Admin.allows(*p)));
         let deployer: Vec<_> = all.iter().filter(|p| Role::Deployer.allows(**p)).collect();
         assert_eq!(deployer, [&FunctionsRead, &FunctionsDeploy]);

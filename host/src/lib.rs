@@ -14,6 +14,10 @@
 //! [`guest_log`], with secret values removed by [`redact`]. Rotation keeps previous
 //! versions in a grace window; [`usage`] records which function last used
 //! which version; [`scan`] refuses components that carry a secret inside.
+//! People administer a node through [`admin`] (the CLI on the data
+//! directory, or the HTTP admin API), as the roles in [`access`] allow;
+//! every secret operation and admin action is recorded in the [`audit`]
+//! trail, and [`observe`] counts what the node does for `/metrics`.
 
 #![warn(missing_docs)]
 

@@ -169,11 +169,15 @@ async fn read_body(
     if declared.is_some_and(|len| len > limit.max(DRAIN_LIMIT)) {
         return Err(too_large());
     }
-    // Sized up front when the length is known, so growing never leaves an
-    // unwiped copy behind.
-    let mut buffer = Zeroizing::new(Vec::with_capacity(
-        declared.filter(|len| *len <= limit).unwrap_or(0),
-    ));
+    // Sized up front, so growing never leaves an unwiped copy behind: to the
+    // declared length, or to the limit for bodies that may carry a value
+    // (a deploy's component is no secret).
+    let capacity = match declared {
+        Some(len) => len.min(limit),
+        None if limit <= wire::MAX_BODY => limit,
+        None => 0,
+    };
+    let mut buffer = Zeroizing::new(Vec::with_capacity(capacity));
     let mut over = false;
     let mut received = 0usize;
     let read = async {

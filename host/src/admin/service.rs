@@ -332,47 +332,45 @@ impl Admin {
             Err(e) => return Err(from_store(e)),
         };
         let kind = body.kind.or(current_kind).unwrap_or_default();
-        let value = body.value.0;
-        if value.is_empty() {
-            return Err(AdminError::bad_request(
-                "the value is empty; nothing was stored",
-            ));
-        }
-        check_kind(kind, &value)?;
-        let new = NewVersion {
-            value: &value,
-            kind,
-            grace: None,
-            max_age: max_age(body.max_age_secs)?,
-        };
-        let stored = self.store.put_secret(name, &new).map_err(from_store)?;
-        self.change(
-            name,
-            stored.version,
-            Some(value.len()),
-            kind,
-            stored.replaced,
-            None,
-        )
+        self.add_version(name, body.value, kind, None, body.max_age_secs, false)
     }
 
     fn rotate(&self, name: &str, body: RotateSecret) -> Result<VersionChange, AdminError> {
         let kind = self.store.secret(name).map_err(from_store)?.kind;
-        let value = body.value.0;
+        let grace = grace(body.grace_secs)?;
+        self.add_version(name, body.value, kind, grace, body.max_age_secs, true)
+    }
+
+    /// Stores `value` as the new current version of `name` (only of an
+    /// existing secret when `rotate`), after checking it is a `kind` key.
+    fn add_version(
+        &self,
+        name: &str,
+        value: WireValue,
+        kind: KeyKind,
+        grace: Option<i64>,
+        max_age_secs: Option<i64>,
+        rotate: bool,
+    ) -> Result<VersionChange, AdminError> {
+        let value = value.0;
         if value.is_empty() {
             return Err(AdminError::bad_request(
                 "the value is empty; nothing was stored",
             ));
         }
         check_kind(kind, &value)?;
-        let grace = grace(body.grace_secs)?;
         let new = NewVersion {
             value: &value,
             kind,
             grace,
-            max_age: max_age(body.max_age_secs)?,
+            max_age: max_age(max_age_secs)?,
         };
-        let stored = self.store.rotate_secret(name, &new).map_err(from_store)?;
+        let stored = if rotate {
+            self.store.rotate_secret(name, &new)
+        } else {
+            self.store.put_secret(name, &new)
+        }
+        .map_err(from_store)?;
         self.change(
             name,
             stored.version,
