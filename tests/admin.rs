@@ -466,6 +466,7 @@ fn malformed_and_oversized_requests_change_nothing() {
         ("PUT", "/v1/grants/keep/KEY", br#"{"secret":"base","allow":["inject"]}"#.to_vec(), 400, "needs --egress"),
         ("POST", "/v1/functions", br#"{"manifest":"name = \"keep\"","component_base64":"%%%"}"#.to_vec(), 400, "component_base64"),
         ("POST", "/v1/functions", serde_json::to_vec(&serde_json::json!({"manifest": "name = \"keep\"\ncomponent = \"x\"\nroutes = [\"/other\"]\n", "component_base64": b64(b"not wasm")})).unwrap(), 422, "not a WebAssembly file"),
+        ("POST", "/v1/functions", br#"{"manifest":"component = \"x\"","component_base64":"AAAA"}"#.to_vec(), 400, "missing field `name`"),
         ("POST", "/v1/tokens", br#"{"role":"root"}"#.to_vec(), 400, "unknown variant `root`"),
         ("GET", "/v1/audit?colour=red", vec![], 400, "unknown query parameter `colour`"),
         ("PATCH", "/v1/secrets", b"{}".to_vec(), 405, "not allowed"),

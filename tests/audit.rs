@@ -226,6 +226,38 @@ fn audit_verify_names_the_first_tampered_record() {
         let err = verify_fails(&node);
         assert!(err.contains(needle), "{kind}: {err}");
     }
+    // A record spliced in from a diverged copy of the same store: its own
+    // MAC holds (same key, same position), only its link to the record
+    // before it gives it away.
+    restore();
+    let fork = Node::new_sharing_key(&node);
+    std::fs::copy(&db, fork.data.path().join("keyhole.db")).unwrap();
+    node.put_secret("here", b"value-only-here-123456");
+    fork.put_secret("there", b"value-only-there-12345");
+    fork.put_secret("there2", b"value-only-there-67890");
+    tamper(&fork, "PRAGMA wal_checkpoint(TRUNCATE);");
+    tamper(&node, "PRAGMA wal_checkpoint(TRUNCATE);");
+    let last: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT MAX(seq) FROM audit", [], |r| r.get(0))
+        .unwrap();
+    tamper(
+        &node,
+        &format!(
+            "ATTACH '{}' AS fork;
+             INSERT INTO audit SELECT * FROM fork.audit WHERE seq = {};",
+            fork.data.path().join("keyhole.db").display(),
+            last + 1
+        ),
+    );
+    let err = verify_fails(&node);
+    assert!(
+        err.contains(&format!(
+            "record {}: it does not follow record {last}",
+            last + 1
+        )),
+        "spliced: {err}"
+    );
     restore();
     assert!(node.ok(&["audit", "verify"]).contains("intact"));
 }

@@ -275,7 +275,9 @@ fn substitution_ns() -> f64 {
     // Each substitution is also counted and queued for the audit trail, as
     // on a node (the queue is never written here, so past its capacity the
     // records are counted as lost instead).
-    let mut injector = Injector::new("bench".into(), 1, Arc::default());
+    let metrics =
+        Arc::new(keyhole_host::observe::Observer::default()).function_metrics(&"bench".into());
+    let mut injector = Injector::new("bench".into(), 1, metrics);
     let material = Arc::new(SecretMaterial::new(
         1,
         SecretValue::new(b"sk_live_0123456789abcdefghijklmnopqrstuvwxyz".to_vec()),

@@ -251,6 +251,11 @@ impl Caller {
         }
     }
 
+    /// Whether the caller is limited to some functions.
+    pub fn is_scoped(&self) -> bool {
+        matches!(self, Caller::Token { scope, .. } if !scope.is_unlimited())
+    }
+
     /// Whether the caller may act on `function` (a scoped deployer only on
     /// names its patterns cover).
     pub fn covers(&self, function: &str) -> bool {

@@ -7,7 +7,7 @@
 //! with, so it finishes on the versions it opened.
 
 use crate::material::SecretMaterial;
-use crate::observe::Observer;
+use crate::observe::{FunctionMetrics, Observer};
 use crate::operations::OperationSet;
 use crate::runtime::{FunctionPre, Runtime};
 use crate::secrets_host::{BoundSecret, FunctionSecrets, GraceVersion};
@@ -30,7 +30,7 @@ pub struct LoadedFunction {
     /// What its bindings resolve to.
     pub secrets: Arc<FunctionSecrets>,
     /// Where its requests and secret operations are counted and audited.
-    pub observer: Arc<Observer>,
+    pub metrics: Arc<FunctionMetrics>,
 }
 
 /// One consistent view of everything the node serves.
@@ -197,13 +197,14 @@ impl Catalog {
                 );
             }
 
+            let name: Arc<str> = info.name.as_str().into();
             let function = Arc::new(LoadedFunction {
-                name: info.name.as_str().into(),
+                metrics: self.observer.function_metrics(&name),
+                name,
                 pre,
                 memory_bytes: info.memory_mib as usize * 1024 * 1024,
                 timeout: Duration::from_millis(info.timeout_ms.into()),
                 secrets: Arc::new(FunctionSecrets::new(secrets)),
-                observer: Arc::clone(&self.observer),
             });
             for route in info.routes {
                 routes.push((route, Arc::clone(&function)));

@@ -9,7 +9,7 @@
 use crate::audit::{FunctionEvent, OpOutcome};
 use crate::egress::EgressList;
 use crate::material::SecretMaterial;
-use crate::observe::Observer;
+use crate::observe::FunctionMetrics;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http_body_util::BodyExt;
@@ -42,7 +42,7 @@ pub struct Injector {
     function: Arc<str>,
     request: u64,
     tokens: HashMap<String, Issued>,
-    observer: Arc<Observer>,
+    metrics: Arc<FunctionMetrics>,
 }
 
 /// Why a token could not be issued.
@@ -52,19 +52,19 @@ pub struct TooManyTokens;
 
 impl Injector {
     /// An injector with no tokens, for request `request` of `function`,
-    /// reporting every injection (and refusal) to `observer`.
-    pub fn new(function: Arc<str>, request: u64, observer: Arc<Observer>) -> Self {
+    /// reporting every injection (and refusal) to `metrics`.
+    pub fn new(function: Arc<str>, request: u64, metrics: Arc<FunctionMetrics>) -> Self {
         Self {
             function,
             request,
             tokens: HashMap::new(),
-            observer,
+            metrics,
         }
     }
 
     /// Reports an injection of `issued` toward `destination` to the audit trail.
     fn report(&self, issued: &Issued, destination: &str, refused: Option<String>) {
-        self.observer.secret_operation(
+        self.metrics.secret_operation(
             FunctionEvent {
                 function: Arc::clone(&self.function),
                 request: self.request,
@@ -289,6 +289,10 @@ mod tests {
     use crate::secret_value::SecretValue;
     use http_body_util::Empty;
 
+    fn metrics() -> Arc<FunctionMetrics> {
+        Arc::new(crate::observe::Observer::default()).function_metrics(&"f".into())
+    }
+
     fn material(value: &[u8]) -> Arc<SecretMaterial> {
         Arc::new(SecretMaterial::new(1, SecretValue::new(value.to_vec())))
     }
@@ -309,7 +313,7 @@ mod tests {
 
     #[test]
     fn every_own_token_in_a_header_value_is_replaced() {
-        let mut injector = Injector::new("f".into(), 1, Arc::default());
+        let mut injector = Injector::new("f".into(), 1, metrics());
         let a = injector
             .issue(
                 "A".into(),
@@ -348,7 +352,7 @@ mod tests {
 
     #[test]
     fn a_token_toward_another_host_stops_the_request() {
-        let mut injector = Injector::new("f".into(), 1, Arc::default());
+        let mut injector = Injector::new("f".into(), 1, metrics());
         let token = injector
             .issue(
                 "API".into(),
@@ -377,7 +381,7 @@ mod tests {
 
     #[test]
     fn a_refused_request_is_left_as_the_guest_made_it() {
-        let mut injector = Injector::new("f".into(), 1, Arc::default());
+        let mut injector = Injector::new("f".into(), 1, metrics());
         let ok = injector
             .issue(
                 "OK".into(),
@@ -406,7 +410,7 @@ mod tests {
 
     #[test]
     fn a_value_that_cannot_be_a_header_is_refused_without_echoing_it() {
-        let mut injector = Injector::new("f".into(), 1, Arc::default());
+        let mut injector = Injector::new("f".into(), 1, metrics());
         let token = injector
             .issue(
                 "API".into(),
@@ -423,7 +427,7 @@ mod tests {
 
     #[test]
     fn tokens_are_capped_per_request() {
-        let mut injector = Injector::new("f".into(), 1, Arc::default());
+        let mut injector = Injector::new("f".into(), 1, metrics());
         for _ in 0..MAX_TOKENS {
             injector
                 .issue(

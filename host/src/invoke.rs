@@ -55,13 +55,13 @@ pub async fn invoke(
     id: u64,
 ) -> hyper::Response<HyperOutgoingBody> {
     let name = Arc::clone(&function.name);
-    let observer = Arc::clone(&function.observer);
+    let metrics = Arc::clone(&function.metrics);
     let state = RequestState::new(
         Arc::clone(&function.name),
         id,
         Arc::clone(&function.secrets),
         function.memory_bytes,
-        Arc::clone(&function.observer),
+        Arc::clone(&function.metrics),
     );
     let mut store = Store::new(function.pre.engine(), state);
     store.limiter(|state| &mut state.limits);
@@ -120,8 +120,8 @@ pub async fn invoke(
                 Err(join) => Failure::Trap(wasmtime::Error::msg(join.to_string())),
             };
             match failure {
-                Failure::Trap(_) => observer.trap(&name),
-                Failure::Timeout => observer.timeout(&name),
+                Failure::Trap(_) => metrics.trap(),
+                Failure::Timeout => metrics.timeout(),
                 Failure::NoResponse | Failure::Overloaded => {}
             }
             failure_response(&name, id, failure)

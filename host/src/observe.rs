@@ -203,6 +203,34 @@ impl Observer {
         self.trail.record(event);
     }
 
+    /// The metric handles of `function`, for its requests to use.
+    pub fn function_metrics(self: &Arc<Self>, function: &Arc<str>) -> Arc<FunctionMetrics> {
+        let labels = FunctionLabels {
+            function: Arc::clone(function),
+        };
+        Arc::new(FunctionMetrics {
+            function: Arc::clone(function),
+            ok: self
+                .requests
+                .get_or_create(&RequestLabels {
+                    function: Arc::clone(function),
+                    status: 200,
+                })
+                .clone(),
+            latency: self.latency.get_or_create(&labels).clone(),
+            allowed: OPERATIONS.map(|operation| {
+                self.secret_operations
+                    .get_or_create(&OperationLabels {
+                        function: Arc::clone(function),
+                        operation,
+                        outcome: OpOutcome::Allowed.as_str(),
+                    })
+                    .clone()
+            }),
+            observer: Arc::clone(self),
+        })
+    }
+
     /// The metrics in the Prometheus text format.
     pub fn render_metrics(&self) -> String {
         self.audit_backlog.set(self.trail.backlog() as i64);
@@ -227,6 +255,85 @@ fn catch_up(counter: &Counter, total: u64) {
 fn latency_histogram() -> Histogram {
     // 100 µs to about 3.3 s.
     Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
+}
+
+/// The `keyhole:secrets` operations (and `inject`) as metric labels and
+/// audit records name them.
+pub const OPERATIONS: [&str; 10] = [
+    "get",
+    "hmac-sha256",
+    "verify-hmac-sha256",
+    "sign",
+    "public-key",
+    "seal",
+    "open",
+    "header-token",
+    "reveal",
+    "inject",
+];
+
+/// One function's metric handles, resolved when the function is loaded so
+/// that the request path's common case (status 200, an allowed operation)
+/// does no label lookup and takes no lock: only counter increments.
+pub struct FunctionMetrics {
+    function: Arc<str>,
+    ok: Counter,
+    latency: Histogram,
+    allowed: [Counter; OPERATIONS.len()],
+    observer: Arc<Observer>,
+}
+
+impl std::fmt::Debug for FunctionMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionMetrics")
+            .field("function", &self.function)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FunctionMetrics {
+    /// A request was answered with `status` after `elapsed`.
+    pub fn request(&self, status: u16, elapsed: Duration) {
+        if status == 200 {
+            self.ok.inc();
+        } else {
+            self.observer
+                .requests
+                .get_or_create(&RequestLabels {
+                    function: Arc::clone(&self.function),
+                    status,
+                })
+                .inc();
+        }
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// A request trapped.
+    pub fn trap(&self) {
+        self.observer.trap(&self.function);
+    }
+
+    /// A request ran out of time.
+    pub fn timeout(&self) {
+        self.observer.timeout(&self.function);
+    }
+
+    /// A secret operation: counted, and queued for the audit trail.
+    pub fn secret_operation(&self, event: FunctionEvent, operation: &'static str) {
+        if event.outcome == OpOutcome::Allowed
+            && let Some(i) = OPERATIONS.iter().position(|op| *op == operation)
+        {
+            self.allowed[i].inc();
+            self.observer.trail.record(event);
+            return;
+        }
+        self.observer.secret_operation(event, operation);
+    }
+
+    /// Where the rest goes: the node's observer.
+    pub fn observer(&self) -> &Arc<Observer> {
+        &self.observer
+    }
 }
 
 /// How an operation's result maps to its audit outcome.

@@ -5,7 +5,7 @@
 //! no host environment, arguments, directories or sockets.
 
 use crate::guest_log::{GuestOutput, Stream};
-use crate::observe::Observer;
+use crate::observe::FunctionMetrics;
 use crate::secrets_host::{self, FunctionSecrets, SecretsCtx, SecretsHost, SecretsView};
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +96,7 @@ impl RequestState {
         request: u64,
         secrets: Arc<FunctionSecrets>,
         memory_bytes: usize,
-        observer: Arc<Observer>,
+        metrics: Arc<FunctionMetrics>,
     ) -> Self {
         let output =
             |stream| GuestOutput::new(stream, Arc::clone(&function), request, Arc::clone(&secrets));
@@ -109,7 +109,7 @@ impl RequestState {
                 .build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            secrets: SecretsCtx::new(function, request, secrets, observer),
+            secrets: SecretsCtx::new(function, request, secrets, metrics),
             limits: StoreLimitsBuilder::new()
                 .memory_size(memory_bytes)
                 .instances(64)

@@ -12,7 +12,7 @@ use crate::egress::EgressList;
 use crate::injection::Injector;
 use crate::keys::{self, KeyError};
 use crate::material::SecretMaterial;
-use crate::observe::{Observer, outcome_of};
+use crate::observe::{FunctionMetrics, outcome_of};
 use crate::operations::{Operation, OperationSet};
 use crate::redact::Redactor;
 use crate::store::Timestamp;
@@ -115,25 +115,25 @@ pub struct SecretsCtx {
     bindings: Arc<FunctionSecrets>,
     open_handles: usize,
     injector: Injector,
-    observer: Arc<Observer>,
+    metrics: Arc<FunctionMetrics>,
 }
 
 impl SecretsCtx {
     /// The context for request `request` of `function`, with its bindings;
-    /// every call is counted and audited through `observer`.
+    /// every call is counted and audited through `metrics`.
     pub fn new(
         function: Arc<str>,
         request: u64,
         bindings: Arc<FunctionSecrets>,
-        observer: Arc<Observer>,
+        metrics: Arc<FunctionMetrics>,
     ) -> Self {
         Self {
-            injector: Injector::new(Arc::clone(&function), request, Arc::clone(&observer)),
+            injector: Injector::new(Arc::clone(&function), request, Arc::clone(&metrics)),
             function,
             request,
             bindings,
             open_handles: 0,
-            observer,
+            metrics,
         }
     }
 
@@ -147,7 +147,7 @@ impl SecretsCtx {
         outcome: OpOutcome,
         reason: Option<String>,
     ) {
-        self.observer.secret_operation(
+        self.metrics.secret_operation(
             FunctionEvent {
                 function: Arc::clone(&self.function),
                 request: self.request,

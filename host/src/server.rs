@@ -96,24 +96,26 @@ pub async fn serve(
                     async move {
                         let started = Instant::now();
                         let snapshot = catalog.snapshot();
-                        let (function, mut response) = match snapshot.route(request.uri().path()) {
-                            Some(function) => (
-                                Arc::clone(&function.name),
-                                invoke(Arc::clone(function), request, id).await,
-                            ),
-                            None => (
-                                unrouted,
-                                text_response(
+                        let mut response = match snapshot.route(request.uri().path()) {
+                            Some(function) => {
+                                let metrics = Arc::clone(&function.metrics);
+                                let response = invoke(Arc::clone(function), request, id).await;
+                                metrics.request(response.status().as_u16(), started.elapsed());
+                                response
+                            }
+                            None => {
+                                let response = text_response(
                                     StatusCode::NOT_FOUND,
                                     format!("no function serves {}\n", request.uri().path()),
-                                ),
-                            ),
+                                );
+                                catalog.observer().request(
+                                    &unrouted,
+                                    response.status().as_u16(),
+                                    started.elapsed(),
+                                );
+                                response
+                            }
                         };
-                        catalog.observer().request(
-                            &function,
-                            response.status().as_u16(),
-                            started.elapsed(),
-                        );
                         response
                             .headers_mut()
                             .insert(REQUEST_ID_HEADER, HeaderValue::from(id));

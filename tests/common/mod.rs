@@ -61,6 +61,14 @@ impl Node {
         }
     }
 
+    /// A fresh data directory using `other`'s master key (from the
+    /// environment), e.g. for a copy of its store.
+    pub fn new_sharing_key(other: &Node) -> Self {
+        let mut node = Self::new();
+        node.master_key = other.master_key.clone();
+        node
+    }
+
     /// A fresh data directory whose master key lives in its key file
     /// (created by the first command), not in the environment.
     pub fn with_key_file() -> Self {

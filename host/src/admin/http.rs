@@ -97,11 +97,13 @@ async fn answer(
     let authorization = parts
         .headers
         .get(hyper::header::AUTHORIZATION)
-        .map(|v| v.as_bytes().to_vec());
+        .map(|v| Zeroizing::new(v.as_bytes().to_vec()));
     let caller = {
         let admin = Arc::clone(admin);
-        match tokio::task::spawn_blocking(move || admin.authenticate(authorization.as_deref()))
-            .await
+        match tokio::task::spawn_blocking(move || {
+            admin.authenticate(authorization.as_ref().map(|a| a.as_slice()))
+        })
+        .await
         {
             Ok(Ok(caller)) => caller,
             Ok(Err(e)) => return error_response(&e),

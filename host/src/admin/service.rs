@@ -225,10 +225,12 @@ impl Admin {
         let refusal = if !caller.role().allows(described.permission) {
             Some(AdminError::forbidden(caller, described.permission))
         } else if described.permission == Permission::FunctionsDeploy
-            && !described
-                .function
-                .as_deref()
-                .is_some_and(|f| caller.covers(f))
+            && match described.function.as_deref() {
+                Some(function) => !caller.covers(function),
+                // A manifest without a readable name deploys nothing; a
+                // scoped token is refused rather than trusted with it.
+                None => caller.is_scoped(),
+            }
         {
             Some(AdminError::new(
                 403,

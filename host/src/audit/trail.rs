@@ -9,15 +9,40 @@
 
 use super::{Event, FunctionEvent, Timed, now_ms};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// How many function records may wait for the writer by default.
-pub const DEFAULT_CAPACITY: usize = 64 * 1024;
+/// How many function records may wait for the writer in each shard by
+/// default.
+pub const DEFAULT_CAPACITY: usize = 16 * 1024;
+/// How many independent queues records are spread over: each thread pushes
+/// to its own, so worker threads on different cores never contend for one
+/// lock or cache line.
+const SHARDS: usize = 8;
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// The shard this thread pushes to.
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+}
+
+/// One queue, alone on its cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard {
+    pending: Mutex<Vec<Timed>>,
+}
+
+impl Shard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Timed>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// The queue of function records not yet written.
 #[derive(Debug)]
 pub struct FunctionTrail {
-    pending: Mutex<Vec<Timed>>,
+    shards: [Shard; SHARDS],
     capacity: usize,
     lost: AtomicU64,
     lost_total: AtomicU64,
@@ -31,15 +56,20 @@ impl Default for FunctionTrail {
 }
 
 impl FunctionTrail {
-    /// A queue holding at most `capacity` records.
+    /// A queue holding at most `capacity` records per shard (per thread,
+    /// up to eight threads).
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
-            pending: Mutex::new(Vec::new()),
+            shards: Default::default(),
             capacity,
             lost: AtomicU64::new(0),
             lost_total: AtomicU64::new(0),
             written_total: AtomicU64::new(0),
         }
+    }
+
+    fn own_shard(&self) -> &Shard {
+        &self.shards[SHARD.with(|s| *s)]
     }
 
     /// Queues `event`, or counts it as lost when the queue is full.
@@ -48,7 +78,7 @@ impl FunctionTrail {
             at_ms: now_ms(),
             event: Event::Function(event),
         };
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.own_shard().lock();
         if pending.len() < self.capacity {
             pending.push(timed);
         } else {
@@ -58,11 +88,19 @@ impl FunctionTrail {
         }
     }
 
-    /// Takes everything queued, followed by a record of how many were lost
-    /// since the last batch, if any.
+    /// Takes everything queued, in time order, followed by a record of how
+    /// many were lost since the last batch, if any.
     pub fn take_batch(&self) -> Vec<Timed> {
-        let mut batch =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut batch = Vec::new();
+        for shard in &self.shards {
+            // The next round starts with room for as many records as this
+            // one had, so pushing on the request path rarely grows a queue.
+            let room = Vec::with_capacity(shard.lock().len());
+            let taken = std::mem::replace(&mut *shard.lock(), room);
+            batch.extend(taken);
+        }
+        // Each shard is in order; a stable sort merges them.
+        batch.sort_by_key(|timed| timed.at_ms);
         let lost = self.lost.swap(0, Ordering::Relaxed);
         if lost > 0 {
             batch.push(Timed {
@@ -84,7 +122,7 @@ impl FunctionTrail {
             }
             _ => true,
         });
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.own_shard().lock();
         let newer = std::mem::take(&mut *pending);
         batch.extend(newer);
         let overflow = batch.len().saturating_sub(self.capacity);
@@ -105,7 +143,7 @@ impl FunctionTrail {
 
     /// Records waiting to be written now.
     pub fn backlog(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.shards.iter().map(|shard| shard.lock().len()).sum()
     }
 
     /// Records dropped since the node started.

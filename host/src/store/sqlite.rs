@@ -112,6 +112,7 @@ CREATE TABLE IF NOT EXISTS audit (
     mac      BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at_ms);
+CREATE INDEX IF NOT EXISTS audit_function ON audit (function, seq);
 ";
 
 /// Brings a version-3 store to version 4 (tokens and the audit trail).

@@ -191,18 +191,33 @@ impl SqliteStore {
             .limit
             .unwrap_or(MAX_QUERY_RECORDS)
             .min(MAX_QUERY_RECORDS);
+        // Only the filters given, so SQLite can use the matching index.
+        let mut conditions = Vec::new();
+        let mut values: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(function) = &query.function {
+            conditions.push("function = ?");
+            values.push(function.clone().into());
+        }
+        if let Some(secret) = &query.secret {
+            conditions.push("secret = ?");
+            values.push(secret.clone().into());
+        }
+        if let Some(since) = query.since_ms {
+            conditions.push("at_ms >= ?");
+            values.push(since.into());
+        }
+        values.push(i64::from(limit).into());
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
         self.read(|tx| {
-            let mut stmt = tx.prepare(
+            let mut stmt = tx.prepare(&format!(
                 "SELECT seq, at_ms, kind, function, secret, body, prev, mac FROM audit
-                 WHERE (?1 IS NULL OR function = ?1)
-                   AND (?2 IS NULL OR secret = ?2)
-                   AND (?3 IS NULL OR at_ms >= ?3)
-                 ORDER BY seq DESC LIMIT ?4",
-            )?;
-            let rows = stmt.query_map(
-                params![query.function, query.secret, query.since_ms, limit],
-                to_row,
-            )?;
+                 {filter} ORDER BY seq DESC LIMIT ?"
+            ))?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(values), to_row)?;
             let mut entries = Vec::new();
             for row in rows {
                 let row = row?;
