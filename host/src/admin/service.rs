@@ -142,7 +142,20 @@ impl Admin {
     pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, AdminError> {
         let result = self.check_token(authorization);
         if let Err(e) = &result {
-            self.record_refusal("(unauthenticated)", "-", "authenticate", "token", e);
+            let event = AdminEvent {
+                token: "(unauthenticated)".into(),
+                role: "-".into(),
+                action: "authenticate".into(),
+                target: "token".into(),
+                function: None,
+                secret: None,
+                outcome: String::new(),
+                detail: None,
+            };
+            // Refused either way; a trail that cannot take the record is logged.
+            if let Err(err) = self.record_denied(event, e) {
+                tracing::error!("cannot record a refused admin request in the audit trail: {err}");
+            }
         }
         result
     }
@@ -187,32 +200,21 @@ impl Admin {
         })
     }
 
-    /// Appends a refusal to the audit trail; a failure to do so is logged
-    /// (the request is refused either way).
-    fn record_refusal(&self, token: &str, role: &str, action: &str, target: &str, e: &AdminError) {
-        let record = Timed {
+    /// Appends `event` as refused with `e` to the audit trail.
+    fn record_denied(&self, mut event: AdminEvent, e: &AdminError) -> Result<(), StoreError> {
+        event.outcome = "denied".into();
+        event.detail = Some(e.message.clone());
+        self.store.append_audit(&[Timed {
             at_ms: now_ms(),
-            event: Event::Admin(AdminEvent {
-                token: token.into(),
-                role: role.into(),
-                action: action.into(),
-                target: target.into(),
-                function: None,
-                secret: None,
-                outcome: "denied".into(),
-                detail: Some(e.message.clone()),
-            }),
-        };
-        if let Err(err) = self.store.append_audit(&[record]) {
-            tracing::error!("cannot record a refused admin request in the audit trail: {err}");
-        }
+            event: Event::Admin(event),
+        }])
     }
 
     /// Checks `caller` may make `request`, runs it, and records it in the
     /// audit trail before returning; the reply is JSON.
     pub fn handle(&self, caller: &Caller, request: Request) -> Result<Value, AdminError> {
         let described = request.describe();
-        let mut event = AdminEvent {
+        let event = AdminEvent {
             token: caller.name().to_owned(),
             role: caller.role().as_str().to_owned(),
             action: described.action.to_owned(),
@@ -245,13 +247,7 @@ impl Admin {
             None
         };
         if let Some(e) = refusal {
-            event.outcome = "denied".into();
-            event.detail = Some(e.message.clone());
-            self.store
-                .append_audit(&[Timed {
-                    at_ms: now_ms(),
-                    event: Event::Admin(event),
-                }])
+            self.record_denied(event, &e)
                 .map_err(|err| AdminError::new(500, chain_message(&err)))?;
             return Err(e);
         }

@@ -1,7 +1,6 @@
 //! Plain-text tables and timestamps for command output.
 
 use keyhole_host::store::Timestamp;
-use std::time::{Duration, UNIX_EPOCH};
 
 /// Prints rows as left-aligned columns under `header`.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
@@ -27,8 +26,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
 
 /// A store timestamp as RFC 3339 UTC.
 pub fn time(at: Timestamp) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(at.max(0) as u64))
-        .to_string()
+    keyhole_host::audit::format_time(at)
 }
 
 /// Prints `value` as pretty JSON.
