@@ -359,20 +359,7 @@ mod tests {
         observer.request(&f, 200, Duration::from_millis(2));
         observer.request(&f, 200, Duration::from_millis(3));
         observer.trap(&f);
-        observer.secret_operation(
-            FunctionEvent {
-                function: Arc::clone(&f),
-                request: 1,
-                binding: "b".into(),
-                secret: None,
-                version: None,
-                operation: "get".into(),
-                outcome: OpOutcome::NotGranted,
-                destination: None,
-                reason: None,
-            },
-            "get",
-        );
+        observer.secret_operation(FunctionEvent::example("hello", 1), "get");
         let text = observer.render_metrics();
         assert!(
             text.contains("keyhole_requests_total{function=\"hello\",status=\"200\"} 2"),

@@ -139,6 +139,24 @@ pub struct FunctionEvent {
     pub reason: Option<String>,
 }
 
+#[cfg(test)]
+impl FunctionEvent {
+    /// A refused `get` of binding `b` by `function`, for tests.
+    pub(crate) fn example(function: &str, request: u64) -> Self {
+        FunctionEvent {
+            function: function.into(),
+            request,
+            binding: "b".into(),
+            secret: None,
+            version: None,
+            operation: "get".into(),
+            outcome: OpOutcome::NotGranted,
+            destination: None,
+            reason: None,
+        }
+    }
+}
+
 /// One admin action, by a token or by the local operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminEvent {

@@ -160,20 +160,9 @@ impl FunctionTrail {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::OpOutcome;
 
     fn event(request: u64) -> FunctionEvent {
-        FunctionEvent {
-            function: "f".into(),
-            request,
-            binding: "b".into(),
-            secret: None,
-            version: None,
-            operation: "get".into(),
-            outcome: OpOutcome::NotGranted,
-            destination: None,
-            reason: None,
-        }
+        FunctionEvent::example("f", request)
     }
 
     fn requests(batch: &[Timed]) -> Vec<u64> {
