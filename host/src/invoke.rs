@@ -5,7 +5,7 @@
 //! alone (500 / 504); the node keeps serving.
 
 use crate::catalog::LoadedFunction;
-use crate::runtime::RequestState;
+use crate::runtime::{MAX_COMPONENT_HANDLES, MAX_HOSTCALL_INPUT_BYTES, RequestState};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::StatusCode;
@@ -65,6 +65,8 @@ pub async fn invoke(
     );
     let mut store = Store::new(function.pre.engine(), state);
     store.limiter(|state| &mut state.limits);
+    store.set_hostcall_fuel(MAX_HOSTCALL_INPUT_BYTES);
+    store.set_max_component_handles(MAX_COMPONENT_HANDLES);
     let deadline = Instant::now() + function.timeout;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {

@@ -27,6 +27,21 @@ pub const MAX_MEMORY_BYTES: usize = crate::manifest::MAX_MEMORY_MIB as usize * 1
 pub const MAX_WASM_STACK: usize = 512 * 1024;
 /// Table elements per table.
 pub const MAX_TABLE_ELEMENTS: usize = 20_000;
+/// Core and component instances one request's store may create.
+pub const MAX_INSTANCES_PER_REQUEST: usize = 64;
+/// Tables one request's store may create.
+pub const MAX_TABLES_PER_REQUEST: usize = 64;
+/// Linear memories one request's store may create.
+pub const MAX_MEMORIES_PER_REQUEST: usize = 8;
+/// Host resources (secret handles, WASI streams, HTTP fields, …) one
+/// request may hold at once; creating more traps the instance.
+pub const MAX_RESOURCES_PER_REQUEST: usize = 10_000;
+/// Component-model handles live at once in one request's store.
+pub const MAX_COMPONENT_HANDLES: usize = 10_000;
+/// The most bytes a guest may pass to the host in one call (a message to
+/// sign, a body chunk); a larger input traps the instance before any host
+/// code sees it.
+pub const MAX_HOSTCALL_INPUT_BYTES: usize = 16 << 20;
 
 /// Builds the engine every function runs on: pooling allocator,
 /// epoch-based interruption, async host calls.
@@ -108,17 +123,24 @@ impl RequestState {
                 .stderr(output(Stream::Stderr))
                 .build(),
             http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            table: resource_table(),
             secrets: SecretsCtx::new(function, request, secrets, metrics),
             limits: StoreLimitsBuilder::new()
                 .memory_size(memory_bytes)
-                .instances(64)
-                .tables(64)
-                .memories(8)
+                .instances(MAX_INSTANCES_PER_REQUEST)
+                .tables(MAX_TABLES_PER_REQUEST)
+                .memories(MAX_MEMORIES_PER_REQUEST)
                 .table_elements(MAX_TABLE_ELEMENTS)
                 .build(),
         }
     }
+}
+
+/// A request's resource table, capped at [`MAX_RESOURCES_PER_REQUEST`].
+fn resource_table() -> ResourceTable {
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_RESOURCES_PER_REQUEST);
+    table
 }
 
 impl WasiView for RequestState {

@@ -21,7 +21,7 @@ const WORKSPACES: &[(&str, &[&str])] = &[
             "session-seal",
         ],
     ),
-    ("tests/programs", &["probe", "legacy", "leaky"]),
+    ("tests/programs", &["probe", "legacy", "leaky", "hostile"]),
 ];
 
 fn main() {

@@ -327,6 +327,22 @@ impl Node {
         (Self::reply(response), id)
     }
 
+    /// The running node's resident set size in KiB, from `/proc`.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.server.as_ref().expect("the node is running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// Whether the node process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.server.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
     /// What the node has logged so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()

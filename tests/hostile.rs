@@ -1,0 +1,606 @@
+//! Hostile guests: each attack a real component makes on purpose (see
+//! `tests/programs/hostile`), and what the node must do about it: fail that
+//! request cleanly with a clear status, put no secret in any answer, keep
+//! serving everyone else, and never panic itself.
+
+mod common;
+
+use common::{Node, Reply, found_in, random_secret};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+const TIMEOUT_MS: u64 = 1500;
+
+/// A node with the hostile guest at `/h` (binding `KEY` → secret `k`,
+/// granted `hmac` only) and the same guest as `neighbour` at `/n` (binding
+/// `KEY` → secret `other`).
+struct Arena {
+    node: Node,
+    key: Vec<u8>,
+    other: Vec<u8>,
+}
+
+impl Arena {
+    fn new() -> Self {
+        let mut node = Node::new();
+        let key = random_secret();
+        let other = random_secret();
+        node.put_secret("k", &key);
+        node.put_secret("other", &other);
+        for (function, route, secret) in [("hostile", "/h", "k"), ("neighbour", "/n", "other")] {
+            let manifest = node.write_manifest(
+                function,
+                keyhole_test_artifacts::HOSTILE,
+                route,
+                &format!(
+                    "[bindings.KEY]\nallow = [\"hmac\", \"reveal\"]\n[limits]\ntimeout-ms = {TIMEOUT_MS}\nmemory-mib = 64\n"
+                ),
+            );
+            node.ok(&["deploy", manifest.to_str().unwrap()]);
+            node.ok(&[
+                "grant", function, "KEY", "--secret", secret, "--allow", "hmac",
+            ]);
+        }
+        node.start_admin();
+        Self { node, key, other }
+    }
+
+    /// Checks that `reply` holds neither secret in any encoding.
+    fn assert_no_secret(&self, what: &str, reply: &Reply) {
+        for secret in [&self.key, &self.other] {
+            assert_eq!(
+                found_in(secret, &reply.body),
+                Vec::<String>::new(),
+                "{what}: a secret in the answer"
+            );
+        }
+    }
+
+    /// Checks that both functions still serve, each with its own key.
+    fn assert_still_serving(&mut self, after: &str) {
+        assert!(self.node.is_running(), "the node died after {after}");
+        for (route, key) in [("/h", &self.key), ("/n", &self.other)] {
+            let reply = self.node.get(&format!("{route}/cross?msg=after"));
+            assert_eq!(reply.status, 200, "{route} after {after}: {reply:?}");
+            assert_eq!(
+                reply.text(),
+                hmac_hex(key, b"after"),
+                "{route} after {after}"
+            );
+        }
+    }
+
+    /// Checks the node's own log holds no panic of the host (a guest's
+    /// panic is logged as that function's output, tagged with its name).
+    fn assert_host_never_panicked(&self) {
+        let logs = self.node.logs();
+        let host_panics: Vec<&str> = logs
+            .lines()
+            .filter(|line| line.contains("panicked"))
+            .filter(|line| !line.contains("function=hostile") && !line.contains("hostile guest"))
+            .collect();
+        assert!(host_panics.is_empty(), "host panics: {host_panics:#?}");
+    }
+}
+
+fn hmac_hex(key: &[u8], message: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    mac.update(message);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// One attack: its name, the request path, the status it must get, text
+/// the answer must contain, and what the node must log about that request
+/// (which shows the intended limit stopped it; empty when the guest got an
+/// error it could handle and nothing is logged).
+struct Attack {
+    name: &'static str,
+    path: &'static str,
+    status: u16,
+    says: &'static str,
+    logged: &'static str,
+}
+
+impl Attack {
+    /// Waits for the node's log line about request `id` to contain `logged`.
+    fn assert_logged(&self, node: &Node, id: u64) {
+        if self.logged.is_empty() {
+            return;
+        }
+        let tag = format!("request={id} ");
+        let started = Instant::now();
+        loop {
+            let logs = node.logs();
+            if logs
+                .lines()
+                .any(|line| line.contains(&tag) && line.contains(self.logged))
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{}: no log line for {tag}containing `{}`",
+                self.name,
+                self.logged
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn every_attack_fails_alone_and_the_node_keeps_serving() {
+    let mut arena = Arena::new();
+    let trapped = "function `hostile` failed";
+    let attacks = [
+        Attack {
+            name: "ungranted binding",
+            path: "/h/hmac?binding=NOPE",
+            status: 200,
+            says: "error not-granted: function `hostile` has no grant for binding `NOPE`",
+            logged: "",
+        },
+        Attack {
+            name: "1 MiB binding name",
+            path: "/h/long-name?len=1048576",
+            status: 200,
+            says: "error invalid-argument: binding names are 1 to 128 bytes long (got 1048576)",
+            logged: "",
+        },
+        Attack {
+            name: "binding name one byte too long",
+            path: "/h/long-name?len=129",
+            status: 200,
+            says: "error invalid-argument",
+            logged: "",
+        },
+        Attack {
+            name: "0-byte binding name",
+            path: "/h/empty-name",
+            status: 200,
+            says: "error invalid-argument: binding names are 1 to 128 bytes long (got 0)",
+            logged: "",
+        },
+        Attack {
+            name: "binding name that is not UTF-8",
+            path: "/h/invalid-utf8",
+            status: 500,
+            says: trapped,
+            logged: "invalid utf-8",
+        },
+        Attack {
+            name: "forged handle index",
+            path: "/h/forged?index=57005",
+            status: 500,
+            says: trapped,
+            logged: "unknown handle index 57005",
+        },
+        Attack {
+            name: "handle index 0",
+            path: "/h/forged?index=0",
+            status: 500,
+            says: trapped,
+            logged: "unknown handle index 0",
+        },
+        Attack {
+            name: "handle index u32::MAX",
+            path: "/h/forged?index=4294967295",
+            status: 500,
+            says: trapped,
+            logged: "unknown handle index 4294967295",
+        },
+        Attack {
+            name: "drop of a forged handle",
+            path: "/h/forged-drop?index=7",
+            status: 500,
+            says: trapped,
+            logged: "unknown handle index 7",
+        },
+        Attack {
+            name: "handle used after its drop",
+            path: "/h/stale",
+            status: 500,
+            says: trapped,
+            logged: "unknown handle index",
+        },
+        Attack {
+            name: "handle dropped twice",
+            path: "/h/double-drop",
+            status: 500,
+            says: trapped,
+            logged: "unknown handle index",
+        },
+        Attack {
+            name: "another resource's handle passed as a secret",
+            path: "/h/wrong-type",
+            status: 500,
+            says: trapped,
+            logged: "used with the wrong type",
+        },
+        Attack {
+            name: "message pointer past the end of memory",
+            path: "/h/input-out-of-bounds",
+            status: 500,
+            says: trapped,
+            logged: "out of bounds of memory",
+        },
+        Attack {
+            name: "result pointer past the end of memory (trap mid-operation)",
+            path: "/h/result-out-of-bounds",
+            status: 500,
+            says: trapped,
+            logged: "pointer out of bounds",
+        },
+        Attack {
+            name: "reveal without the grant",
+            path: "/h/reveal",
+            status: 200,
+            says: "error denied: binding `KEY` is not granted `reveal` (granted: hmac)",
+            logged: "",
+        },
+        Attack {
+            name: "infinite loop",
+            path: "/h/spin",
+            status: 504,
+            says: "function `hostile` timed out",
+            logged: "request timed out",
+        },
+        Attack {
+            name: "deep recursion",
+            path: "/h/recurse",
+            status: 500,
+            says: trapped,
+            logged: "call stack exhausted",
+        },
+        Attack {
+            name: "memory growth past the limit",
+            path: "/h/grow",
+            status: 500,
+            says: trapped,
+            logged: "unreachable",
+        },
+        Attack {
+            name: "thousands of secret handles never dropped",
+            path: "/h/handles?n=5000",
+            status: 200,
+            says: "opened 1024 refused 3976 first error invalid-argument: too many open secret handles (at most 1024 per request)",
+            logged: "",
+        },
+        Attack {
+            name: "a million HTTP field resources never dropped",
+            path: "/h/fields?n=1000000",
+            status: 500,
+            says: trapped,
+            logged: "resource table has no free keys",
+        },
+        Attack {
+            name: "HMAC input past the host-call limit (32 MiB)",
+            path: "/h/big-hmac?mib=32",
+            status: 500,
+            says: trapped,
+            logged: "fuel allocated for hostcalls has been exhausted",
+        },
+        Attack {
+            name: "trap while holding a secret handle",
+            path: "/h/trap-mid-operation",
+            status: 500,
+            says: trapped,
+            logged: "unreachable",
+        },
+        Attack {
+            name: "guest panic",
+            path: "/h/panic",
+            status: 500,
+            says: trapped,
+            logged: "unreachable",
+        },
+        Attack {
+            name: "returns without a response",
+            path: "/h/no-response",
+            status: 500,
+            says: "function `hostile` returned no response",
+            logged: "returned without a response",
+        },
+        Attack {
+            name: "100 000 response headers",
+            path: "/h/headers?n=100000",
+            status: 500,
+            says: trapped,
+            logged: "total size of fields exceeds limit",
+        },
+    ];
+    assert!(attacks.len() >= 25);
+    for attack in &attacks {
+        let started = Instant::now();
+        let (reply, id) = arena.node.get_with_id(attack.path);
+        assert_eq!(reply.status, attack.status, "{}: {reply:?}", attack.name);
+        assert!(
+            reply.text().contains(attack.says),
+            "{}: expected `{}` in {reply:?}",
+            attack.name,
+            attack.says
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(TIMEOUT_MS + 3000),
+            "{} took {:?}",
+            attack.name,
+            started.elapsed()
+        );
+        attack.assert_logged(&arena.node, id);
+        arena.assert_no_secret(attack.name, &reply);
+        arena.assert_still_serving(attack.name);
+    }
+    // Inputs just under the limits still work.
+    let fine = arena.node.get("/h/big-hmac?mib=8");
+    assert_eq!(fine.text(), "allowed", "{fine:?}");
+    let longest = arena.node.get("/h/long-name?len=128");
+    assert!(longest.text().contains("error not-granted"), "{longest:?}");
+    arena.assert_host_never_panicked();
+}
+
+#[test]
+fn a_handle_from_an_earlier_request_means_nothing_in_the_next() {
+    let mut arena = Arena::new();
+    // In the request that opened it, the raw index works…
+    let used = arena.node.get("/h/keep-and-use");
+    assert_eq!(used.status, 200, "{used:?}");
+    let kept = arena.node.get("/h/keep");
+    assert_eq!(kept.status, 200, "{kept:?}");
+    let index: u32 = kept.text().parse().expect("a handle index");
+    assert_eq!(used.text(), format!("handle {index} is version 1"));
+    // …but the same index in the next request's fresh instance is no
+    // handle at all.
+    let (reused, id) = arena.node.get_with_id(&format!("/h/reuse?index={index}"));
+    assert_eq!(reused.status, 500, "{reused:?}");
+    Attack {
+        name: "a handle from an earlier request",
+        path: "",
+        status: 500,
+        says: "",
+        logged: "unknown handle index",
+    }
+    .assert_logged(&arena.node, id);
+    arena.assert_still_serving("a reused handle");
+    arena.assert_host_never_panicked();
+}
+
+#[test]
+fn binding_enumeration_finds_nothing_and_shows_in_audit_and_metrics() {
+    let arena = Arena::new();
+    let auditor = arena.node.token(&["--role", "auditor", "--name", "watch"]);
+    let guesses = 3000;
+    let (reply, request) = arena.node.get_with_id(&format!("/h/enumerate?n={guesses}"));
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.text(), format!("not-granted {guesses}\n"));
+
+    // Every guess is in the trail, as not-granted, under this request.
+    let started = Instant::now();
+    let records = loop {
+        let all: Vec<serde_json::Value> = serde_json::from_str(&arena.node.ok(&[
+            "audit",
+            "--json",
+            "--limit",
+            "100000",
+            "--function",
+            "hostile",
+        ]))
+        .unwrap();
+        let mine: Vec<serde_json::Value> = all
+            .into_iter()
+            .filter(|e| e["request"].as_u64() == Some(request))
+            .collect();
+        if mine.len() >= guesses || started.elapsed() > Duration::from_secs(10) {
+            break mine;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(records.len(), guesses);
+    assert!(
+        records
+            .iter()
+            .all(|e| e["operation"] == "get" && e["outcome"] == "not-granted"),
+        "{:?}",
+        records.iter().find(|e| e["outcome"] != "not-granted")
+    );
+
+    // And in the metrics, counted against the function (the guessed names
+    // never become labels).
+    let metrics = arena
+        .node
+        .admin_request("GET", "/metrics", Some(&auditor), b"")
+        .text();
+    let counted: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("keyhole_secret_operations_total{"))
+        .filter(|l| l.contains("function=\"hostile\"") && l.contains("outcome=\"not-granted\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(counted, guesses as f64, "{metrics}");
+    assert!(!metrics.contains("GUESS_"), "guessed names became labels");
+}
+
+#[test]
+fn two_functions_hammering_at_once_never_cross_keys() {
+    let mut arena = Arena::new();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = [("/h", &arena.key), ("/n", &arena.other)]
+            .into_iter()
+            .flat_map(|pair| [pair, pair])
+            .enumerate()
+            .map(|(worker, (route, key))| {
+                let node = &arena.node;
+                s.spawn(move || {
+                    for i in 0..150 {
+                        let msg = format!("w{worker}-{i}");
+                        let reply = node.get(&format!("{route}/cross?msg={msg}"));
+                        assert_eq!(reply.status, 200, "{route}: {reply:?}");
+                        assert_eq!(reply.text(), hmac_hex(key, msg.as_bytes()), "{route} {msg}");
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+    });
+    arena.assert_still_serving("600 concurrent requests");
+}
+
+/// Sends `head` and then `body` one byte per `pause` on a raw connection;
+/// returns the status line the node answers with, and how long it took.
+fn slow_client(base: &str, head: &str, body: &[u8], pause: Duration) -> (String, Duration) {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut reader = stream.try_clone().unwrap();
+    let answer = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        (got, started.elapsed())
+    });
+    for byte in body {
+        if answer.is_finished() || stream.write_all(&[*byte]).is_err() {
+            break;
+        }
+        std::thread::sleep(pause);
+    }
+    let (got, took) = answer.join().unwrap();
+    let text = String::from_utf8_lossy(&got);
+    (text.lines().next().unwrap_or("(closed)").to_owned(), took)
+}
+
+#[test]
+fn slow_loris_bodies_and_headers_are_cut_off() {
+    let mut arena = Arena::new();
+    let base = arena.node.base.clone();
+    std::thread::scope(|s| {
+        // A body dribbled one byte every 200 ms: the function's time limit ends it.
+        let body = s.spawn(|| {
+            let head = "POST /h/read-body HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n";
+            slow_client(&base, head, &[b'a'; 100], Duration::from_millis(200))
+        });
+        // Headers that never end: the node's header timeout closes the connection.
+        let headers = s.spawn(|| {
+            let addr = base.trim_start_matches("http://").to_owned();
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            let started = Instant::now();
+            stream
+                .write_all(b"GET /h/ok HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            let mut sink = Vec::new();
+            let closed = loop {
+                if stream.write_all(b"X-Slow: 1\r\n").is_err() {
+                    break true;
+                }
+                let mut buf = [0u8; 1024];
+                stream
+                    .set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                match stream.read(&mut buf) {
+                    Ok(0) => break true,
+                    Ok(n) => sink.extend_from_slice(&buf[..n]),
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => break true,
+                }
+                if started.elapsed() > Duration::from_secs(25) {
+                    break false;
+                }
+            };
+            (
+                closed,
+                started.elapsed(),
+                String::from_utf8_lossy(&sink).into_owned(),
+            )
+        });
+        // Meanwhile everyone else is served.
+        for _ in 0..20 {
+            assert_eq!(arena.node.get("/n/cross?msg=x").status, 200);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (status, took) = body.join().unwrap();
+        assert!(status.contains(" 504 "), "slow body: {status}");
+        assert!(
+            took < Duration::from_millis(TIMEOUT_MS + 2000),
+            "slow body took {took:?}"
+        );
+        let (closed, took, said) = headers.join().unwrap();
+        assert!(closed, "slow headers still open after {took:?}");
+        assert!(took < Duration::from_secs(15), "slow headers took {took:?}");
+        assert!(!said.contains(" 200 "), "slow headers were served: {said}");
+    });
+    arena.assert_still_serving("slow clients");
+}
+
+#[test]
+fn a_huge_response_body_is_streamed_not_buffered() {
+    let mut arena = Arena::new();
+    // Warm up, then measure the node's memory.
+    arena.assert_still_serving("warm-up");
+    let before = arena.node.rss_kib();
+    // A client that reads the status line, then stops reading: the guest
+    // blocks on back-pressure until its time limit, and the node must not
+    // buffer the 256 MiB it is trying to send.
+    let addr = arena.node.base.trim_start_matches("http://").to_owned();
+    let mut stalled = TcpStream::connect(&addr).unwrap();
+    stalled
+        .write_all(b"GET /h/big-body?mib=256 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 64];
+    let n = stalled.read(&mut first).unwrap();
+    assert!(
+        String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&first[..n])
+    );
+    std::thread::sleep(Duration::from_millis(TIMEOUT_MS + 500));
+    let during = arena.node.rss_kib();
+    assert!(
+        during < before + 64 * 1024,
+        "RSS grew from {before} KiB to {during} KiB with a stalled reader"
+    );
+    // The node ended that instance at its time limit and serves others.
+    arena.assert_still_serving("a stalled huge body");
+    drop(stalled);
+
+    // A reading client gets a body cut at the time limit or complete, never more.
+    let mut reader = TcpStream::connect(&addr).unwrap();
+    reader
+        .write_all(b"GET /h/big-body?mib=64 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    reader
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    while let Ok(n) = reader.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert!(total > 1 << 20, "only {total} bytes arrived");
+    assert!(total < (64 << 20) + (1 << 20), "{total} bytes");
+    arena.assert_still_serving("a huge body");
+    arena.assert_host_never_panicked();
+}
