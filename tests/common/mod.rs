@@ -338,6 +338,14 @@ impl Node {
             .expect("VmRSS in /proc/PID/status")
     }
 
+    /// Kills the node with SIGKILL (no chance to clean up) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
     /// Whether the node process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.server.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
