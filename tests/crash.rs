@@ -14,7 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use common::Node;
 use keyhole_host::crypto::{AesKey, SealedVersion, open_version};
-use rand::Rng;
+use rand::RngExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -39,18 +39,10 @@ struct Ledger {
     in_flight: Vec<(String, Vec<u8>)>,
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
-}
-
 /// Sends writes to the node until `stop` is set or the node is gone.
 /// Returns how many it sent.
 fn write_until_killed(admin: &str, token: &str, ledger: &mut Ledger, stop: &AtomicBool) -> usize {
-    let agent = agent();
+    let agent = Node::agent();
     let auth = format!("Bearer {token}");
     let mut rng = rand::rng();
     let mut sent = 0;

@@ -292,7 +292,7 @@ impl NewToken {
     /// A new random token.
     pub fn generate() -> Self {
         use base64::Engine as _;
-        use rand::RngCore as _;
+        use rand::Rng as _;
         let mut id = [0u8; ID_BYTES];
         let mut secret = zeroize::Zeroizing::new([0u8; SECRET_BYTES]);
         rand::rng().fill_bytes(&mut id);

@@ -9,7 +9,7 @@
 use crate::secret_value::SecretValue;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
-use rand::RngCore;
+use rand::Rng;
 use std::fmt;
 use zeroize::Zeroizing;
 

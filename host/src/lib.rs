@@ -29,6 +29,7 @@ pub mod catalog;
 pub mod crypto;
 pub mod deploy;
 pub mod egress;
+pub mod fuzzing;
 pub mod guest_log;
 pub mod injection;
 pub mod invoke;

@@ -515,7 +515,7 @@ impl secrets::HostSecret for SecretsView<'_> {
 }
 
 /// The text of an error returned to the guest.
-fn message(error: &Error) -> &str {
+pub(crate) fn message(error: &Error) -> &str {
     match error {
         Error::NotGranted(m)
         | Error::Denied(m)

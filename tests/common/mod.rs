@@ -356,7 +356,8 @@ impl Node {
         self.logs.lock().unwrap().clone()
     }
 
-    fn agent() -> ureq::Agent {
+    /// An HTTP client that returns error statuses as answers.
+    pub fn agent() -> ureq::Agent {
         ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))

@@ -1,0 +1,4 @@
+//! Fuzz target: `keyhole_host::fuzzing::admin_request` on arbitrary bytes.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| keyhole_host::fuzzing::admin_request(data));
