@@ -10,6 +10,7 @@
 use crate::admin::wire;
 use crate::bindings::secrets::{Algorithm, Error, Host, HostSecret};
 use crate::egress::EgressList;
+use crate::injection::MAX_TOKENS;
 use crate::material::SecretMaterial;
 use crate::observe::Observer;
 use crate::operations::{Operation, OperationSet};
@@ -183,6 +184,7 @@ pub fn secrets_calls(data: &[u8]) {
     };
     let mut open: Vec<(u32, &'static str)> = Vec::new();
     let mut sealed: Vec<u8> = Vec::new();
+    let mut tokens = 0;
     let mut input = Input(data);
     let mut steps = 0;
     while !input.is_empty() && steps < 4096 {
@@ -308,10 +310,15 @@ pub fn secrets_calls(data: &[u8]) {
                     Err(_) => assert!(binding.is_none(), "a live handle trapped"),
                     Ok(Ok(token)) => {
                         assert!(usable, "a token for {binding:?}");
+                        assert!(tokens < MAX_TOKENS, "more header tokens than the limit");
+                        tokens += 1;
                         check_text(&token);
                     }
                     Ok(Err(e)) => {
-                        assert!(!usable, "INJECT refused a token: {e:?}");
+                        assert!(
+                            !usable || tokens == MAX_TOKENS,
+                            "INJECT refused token {tokens}: {e:?}"
+                        );
                         check_text(message(&e));
                     }
                 }
