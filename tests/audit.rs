@@ -157,7 +157,7 @@ fn every_secret_operation_appears_exactly_once() {
 
 /// Runs SQL against a stopped node's database.
 fn tamper(node: &Node, sql: &str) {
-    let conn = rusqlite::Connection::open(node.data.path().join("keyhole.db")).unwrap();
+    let conn = node.db();
     conn.execute_batch(sql).unwrap();
 }
 
@@ -271,7 +271,7 @@ fn requests_are_served_while_the_trail_cannot_be_written() {
     node.wait_for("/busy/hmac?binding=KEY", |r| r.status == 200);
     // Another process holds the database's write lock for 3 s: the node's
     // audit writer cannot append, and requests must not wait for it.
-    let conn = rusqlite::Connection::open(node.data.path().join("keyhole.db")).unwrap();
+    let conn = node.db();
     conn.execute_batch("BEGIN IMMEDIATE").unwrap();
     let mut ids = Vec::new();
     let started = Instant::now();

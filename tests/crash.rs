@@ -133,7 +133,7 @@ fn check_store(
     round: usize,
 ) -> BTreeMap<String, BTreeSet<Vec<u8>>> {
     let mut values: BTreeMap<String, BTreeSet<Vec<u8>>> = BTreeMap::new();
-    let db = rusqlite::Connection::open(node.data.path().join("keyhole.db")).unwrap();
+    let db = node.db();
     let integrity: String = db
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();

@@ -5,9 +5,7 @@
 
 mod common;
 
-use common::{Node, Reply, found_in, random_secret};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use common::{Node, Reply, found_in, hmac_sha256_hex, random_secret};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -67,7 +65,7 @@ impl Arena {
             assert_eq!(reply.status, 200, "{route} after {after}: {reply:?}");
             assert_eq!(
                 reply.text(),
-                hmac_hex(key, b"after"),
+                hmac_sha256_hex(key, b"after"),
                 "{route} after {after}"
             );
         }
@@ -84,12 +82,6 @@ impl Arena {
             .collect();
         assert!(host_panics.is_empty(), "host panics: {host_panics:#?}");
     }
-}
-
-fn hmac_hex(key: &[u8], message: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    mac.update(message);
-    hex::encode(mac.finalize().into_bytes())
 }
 
 /// One attack: its name, the request path, the status it must get, text
@@ -437,7 +429,11 @@ fn two_functions_hammering_at_once_never_cross_keys() {
                         let msg = format!("w{worker}-{i}");
                         let reply = node.get(&format!("{route}/cross?msg={msg}"));
                         assert_eq!(reply.status, 200, "{route}: {reply:?}");
-                        assert_eq!(reply.text(), hmac_hex(key, msg.as_bytes()), "{route} {msg}");
+                        assert_eq!(
+                            reply.text(),
+                            hmac_sha256_hex(key, msg.as_bytes()),
+                            "{route} {msg}"
+                        );
                     }
                 })
             })

@@ -5,17 +5,13 @@
 mod common;
 
 use common::{Node, artifacts};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 fn signature(key: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!("sha256={}", common::hmac_sha256_hex(key, body))
 }
 
 fn text(out: &Output) -> (String, String) {
@@ -821,7 +817,7 @@ fn check_names_a_damaged_version_and_master_key_rotation_refuses_to_lose_it() {
             .contains("checked 2 secret version(s): 2 ok, 0 failed")
     );
     // Flip one bit of the damaged secret's ciphertext.
-    let db = rusqlite::Connection::open(node.data.path().join("keyhole.db")).unwrap();
+    let db = node.db();
     let mut ciphertext: Vec<u8> = db
         .query_row(
             "SELECT ciphertext FROM secret_versions WHERE name = 'damaged'",
@@ -847,7 +843,7 @@ fn check_names_a_damaged_version_and_master_key_rotation_refuses_to_lose_it() {
 
     // A version whose data key does not open refuses a master-key
     // rotation whole, rather than leaving it behind under the old key.
-    let db = rusqlite::Connection::open(node.data.path().join("keyhole.db")).unwrap();
+    let db = node.db();
     db.execute(
         "UPDATE secret_versions SET wrapped_key = zeroblob(60) WHERE name = 'damaged'",
         [],

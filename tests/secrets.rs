@@ -3,13 +3,9 @@
 mod common;
 
 use common::{Node, artifacts};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 fn github_signature(key: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!("sha256={}", common::hmac_sha256_hex(key, body))
 }
 
 #[test]
@@ -199,9 +195,7 @@ fn hmac_matches_an_independent_implementation() {
     node.put_secret("k", &key);
     node.granted_probe("fn-a", "/a", "k", "hmac", "");
     node.start();
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(b"probe");
-    let expected = hex::encode(mac.finalize().into_bytes());
+    let expected = common::hmac_sha256_hex(&key, b"probe");
     assert_eq!(node.get("/a/hmac?binding=KEY").text().trim(), expected);
     assert_eq!(node.get("/a/verify?binding=KEY").text().trim(), "false");
 }
@@ -267,10 +261,8 @@ fn a_function_built_against_keyhole_secrets_0_1_0_still_runs() {
     ]);
     node.start();
     let reply = node.get("/legacy");
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(b"legacy");
     assert_eq!(
         (reply.status, reply.text()),
-        (200, hex::encode(mac.finalize().into_bytes()))
+        (200, common::hmac_sha256_hex(&key, b"legacy"))
     );
 }

@@ -8,10 +8,8 @@
 
 mod common;
 
-use common::{Node, random_secret};
-use hmac::{Hmac, Mac};
+use common::{Node, hmac_sha256_hex, random_secret};
 use rusqlite::params;
-use sha2::Sha256;
 use std::collections::BTreeSet;
 
 /// How one secret's stored record is changed.
@@ -82,12 +80,6 @@ const UNTOUCHED: &[&str] = &["ok", "ok-rotated"];
 
 fn binding(secret: &str) -> String {
     secret.replace('-', "_").to_uppercase()
-}
-
-fn hmac_hex(key: &[u8], message: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    mac.update(message);
-    hex::encode(mac.finalize().into_bytes())
 }
 
 fn sealed(db: &rusqlite::Connection, name: &str, version: u32) -> (Vec<u8>, Vec<u8>) {
@@ -193,7 +185,7 @@ fn each_tampered_record_fails_alone_for_guests_and_operators() {
     assert!(before.contains("0 failed"), "{before}");
 
     {
-        let db = rusqlite::Connection::open(node.data.path().join("keyhole.db")).unwrap();
+        let db = node.db();
         for (name, tamper) in TAMPERED {
             apply(&db, name, *tamper);
         }
@@ -245,7 +237,7 @@ fn each_tampered_record_fails_alone_for_guests_and_operators() {
         assert_eq!(reply.status, 200, "{name}: {reply:?}");
         assert_eq!(
             reply.text().trim(),
-            hmac_hex(&values[name], b"probe"),
+            hmac_sha256_hex(&values[name], b"probe"),
             "{name}"
         );
     }
@@ -274,7 +266,7 @@ fn a_new_version_or_the_original_bytes_repair_a_tampered_secret() {
     node.put_secret("k", &value);
     node.granted_probe("probe", "/p", "k", "hmac", "");
     let original = {
-        let db = rusqlite::Connection::open(node.data.path().join("keyhole.db")).unwrap();
+        let db = node.db();
         let original = sealed(&db, "k", 1);
         apply(
             &db,
@@ -293,9 +285,9 @@ fn a_new_version_or_the_original_bytes_repair_a_tampered_secret() {
     let fresh = random_secret();
     node.put_secret("k", &fresh);
     let reply = node.wait_for("/p/hmac?binding=KEY", |r| r.status == 200);
-    assert_eq!(reply.text().trim(), hmac_hex(&fresh, b"probe"));
+    assert_eq!(reply.text().trim(), hmac_sha256_hex(&fresh, b"probe"));
     // And putting the original bytes back makes version 1 whole again.
-    let db = rusqlite::Connection::open(node.data.path().join("keyhole.db")).unwrap();
+    let db = node.db();
     store_sealed(&db, "k", 1, &original);
     drop(db);
     let report = node.ok(&["check"]);

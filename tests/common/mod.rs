@@ -351,6 +351,12 @@ impl Node {
         matches!(self.server.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
+    /// The store's database file, opened directly (to inspect or tamper
+    /// with it behind the node's back).
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.data.path().join("keyhole.db")).unwrap()
+    }
+
     /// What the node has logged so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
@@ -436,6 +442,15 @@ impl Drop for Node {
             let _ = child.wait();
         }
     }
+}
+
+/// HMAC-SHA256 of `message` under `key`, lowercase hex: what a function
+/// with an `hmac` grant must answer.
+pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(message);
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// The forms a secret could take in memory or on disk: raw, hex in both
