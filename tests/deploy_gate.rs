@@ -95,8 +95,12 @@ fn a_component_with_embedded_credentials_is_refused_finding_by_finding() {
         stderr.contains("data segment 0 of core module 0"),
         "{stderr}"
     );
-    // Nothing was stored.
+    // Nothing was stored, not even its compiled code (which would carry the
+    // embedded value into the data directory).
     assert!(!node.ok(&["functions"]).contains("leaky"));
+    let compiled = node.data.path().join("compiled");
+    let cached = std::fs::read_dir(&compiled).map_or(0, |d| d.count());
+    assert_eq!(cached, 0, "a refused component was cached in {compiled:?}");
 }
 
 #[test]

@@ -66,9 +66,9 @@ fn main() {
         let start = Instant::now();
         let mut prev = [0u8; 32];
         for r in &records {
-            let body = serde_json::to_string(&keyhole_host::audit::chain::Body {
+            let body = serde_json::to_string(&keyhole_host::audit::chain::BodyRef {
                 at_ms: r.at_ms,
-                event: r.event.clone(),
+                event: &r.event,
             })
             .unwrap();
             prev = key.link(&prev, 1, &body);

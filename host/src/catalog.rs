@@ -9,7 +9,7 @@
 use crate::material::SecretMaterial;
 use crate::observe::{FunctionMetrics, Observer};
 use crate::operations::OperationSet;
-use crate::runtime::{FunctionPre, Runtime};
+use crate::runtime::{ComponentError, FunctionPre, Runtime};
 use crate::secrets_host::{BoundSecret, FunctionSecrets, GraceVersion};
 use crate::store::{Store, StoreError, Timestamp};
 use crate::usage::UsageLog;
@@ -80,6 +80,14 @@ pub struct Catalog {
     observer: Arc<Observer>,
 }
 
+/// How a load came by its compiled components (those already loaded are
+/// counted in neither).
+#[derive(Default)]
+struct LoadCounts {
+    compiled: usize,
+    from_cache: usize,
+}
+
 /// One secret's usable versions, shared by every binding that names it.
 #[derive(Clone)]
 struct Resolved {
@@ -138,27 +146,42 @@ impl Catalog {
         // After a master-key rotation by another process every secret would
         // fail to decrypt: keep serving what is loaded until the key is back.
         self.store.check_master_key()?;
-        let snapshot = self.load()?;
+        let (snapshot, counts) = self.load()?;
         let count = snapshot.function_count();
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
         *loaded = Some(revision);
-        tracing::info!(revision, functions = count, "loaded functions and grants");
+        tracing::info!(
+            revision,
+            functions = count,
+            compiled = counts.compiled,
+            from_cache = counts.from_cache,
+            "loaded functions and grants"
+        );
         Ok(true)
     }
 
-    fn load(&self) -> Result<Snapshot, StoreError> {
+    fn load(&self) -> Result<(Snapshot, LoadCounts), StoreError> {
         let functions = self.store.functions()?;
         let grants = self.store.grants(None)?;
         let mut values: HashMap<String, Option<Resolved>> = HashMap::new();
         let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
         let mut still_used = HashMap::new();
         let mut routes = Vec::new();
+        let mut counts = LoadCounts::default();
 
         for info in functions {
-            let pre = match compiled.get(&info.component_sha256) {
-                Some(pre) => pre.clone(),
-                None => match self.runtime.prepare(&self.store.component(&info.name)?) {
-                    Ok(pre) => pre,
+            let loaded = compiled.get(&info.component_sha256).cloned().or_else(|| {
+                let pre = self.runtime.prepare_cached(&info.component_sha256);
+                counts.from_cache += usize::from(pre.is_some());
+                pre
+            });
+            let pre = match loaded {
+                Some(pre) => pre,
+                None => match self.compile(&info.name)? {
+                    Ok(pre) => {
+                        counts.compiled += 1;
+                        pre
+                    }
                     Err(e) => {
                         tracing::error!(function = %info.name, "cannot load function: {e}");
                         continue;
@@ -210,6 +233,9 @@ impl Catalog {
                 routes.push((route, Arc::clone(&function)));
             }
         }
+        if let Some(cache) = self.runtime.cache() {
+            cache.retain(&still_used.keys().map(String::as_str).collect());
+        }
         *compiled = still_used;
         self.usage.retain_live();
         routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
@@ -218,10 +244,24 @@ impl Catalog {
             .flatten()
             .flat_map(|r| r.grace.iter().map(|g| g.until))
             .min();
-        Ok(Snapshot {
-            routes,
-            next_expiry,
-        })
+        Ok((
+            Snapshot {
+                routes,
+                next_expiry,
+            },
+            counts,
+        ))
+    }
+
+    /// Compiles deployed function `name`'s component and caches the
+    /// result; the inner error is the component's, the outer the store's.
+    fn compile(&self, name: &str) -> Result<Result<FunctionPre, ComponentError>, StoreError> {
+        let bytes = self.store.component(name)?;
+        let compiled = self.runtime.prepare(&bytes);
+        if let Ok(pre) = &compiled {
+            self.runtime.remember(&bytes, pre);
+        }
+        Ok(compiled)
     }
 
     /// Writes the secret uses recorded since the last call to the store.

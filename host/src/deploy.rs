@@ -4,7 +4,7 @@
 
 use crate::manifest::{self, Manifest, ManifestError};
 use crate::operations::OperationSet;
-use crate::runtime::{ComponentError, Runtime};
+use crate::runtime::{ComponentError, FunctionPre, Runtime};
 use crate::scan::{self, Finding, KnownValue, ScanError};
 use crate::store::{Deployment, FunctionInfo, Grant, Store, StoreError};
 use sha2::{Digest, Sha256};
@@ -147,10 +147,7 @@ pub fn gate(
 /// Checks the manifest at `manifest_path` and the component it names, and
 /// returns them ready to store, with the component's path. Touches nothing
 /// but those two files.
-pub fn prepare(
-    runtime: &Runtime,
-    manifest_path: &Path,
-) -> Result<(Deployment, PathBuf), DeployError> {
+pub fn prepare(runtime: &Runtime, manifest_path: &Path) -> Result<Prepared, DeployError> {
     let manifest: Manifest = manifest::load(manifest_path)?;
     let component =
         std::fs::read(&manifest.component).map_err(|source| DeployError::ReadComponent {
@@ -168,10 +165,23 @@ pub fn prepare_upload(
     manifest_text: &str,
     manifest_path: &Path,
     component: Vec<u8>,
-) -> Result<(Deployment, PathBuf), DeployError> {
+) -> Result<Prepared, DeployError> {
     let base = manifest_path.parent().unwrap_or(Path::new("."));
     let manifest = manifest::parse(manifest_text, manifest_path, base)?;
     check(runtime, manifest, component)
+}
+
+/// A deployment checked and compiled, not yet stored.
+pub struct Prepared {
+    /// What to store.
+    pub deployment: Deployment,
+    /// The component's path as the manifest names it (for messages).
+    pub component_path: PathBuf,
+    /// The compiled component: worth keeping in the runtime's cache once
+    /// the deployment is accepted ([`Runtime::remember`]), never before —
+    /// a refused component (one embedding a stored secret, say) must leave
+    /// no copy in the data directory.
+    pub compiled: FunctionPre,
 }
 
 /// Checks that `component` runs as a function, and describes it.
@@ -179,8 +189,8 @@ fn check(
     runtime: &Runtime,
     manifest: Manifest,
     component: Vec<u8>,
-) -> Result<(Deployment, PathBuf), DeployError> {
-    runtime
+) -> Result<Prepared, DeployError> {
+    let compiled = runtime
         .prepare(&component)
         .map_err(|source| DeployError::Component {
             path: manifest.component.clone(),
@@ -199,7 +209,11 @@ fn check(
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0),
     };
-    Ok((Deployment { info, component }, manifest.component))
+    Ok(Prepared {
+        deployment: Deployment { info, component },
+        component_path: manifest.component,
+        compiled,
+    })
 }
 
 /// Stores a prepared deployment (one transaction: all or nothing) and

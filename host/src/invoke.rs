@@ -56,26 +56,7 @@ pub async fn invoke(
 ) -> hyper::Response<HyperOutgoingBody> {
     let name = Arc::clone(&function.name);
     let metrics = Arc::clone(&function.metrics);
-    let state = RequestState::new(
-        Arc::clone(&function.name),
-        id,
-        Arc::clone(&function.secrets),
-        function.memory_bytes,
-        Arc::clone(&function.metrics),
-    );
-    let mut store = Store::new(function.pre.engine(), state);
-    store.limiter(|state| &mut state.limits);
-    store.set_hostcall_fuel(MAX_HOSTCALL_INPUT_BYTES);
-    store.set_max_component_handles(MAX_COMPONENT_HANDLES);
-    let deadline = Instant::now() + function.timeout;
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        Ok(if Instant::now() >= deadline {
-            UpdateDeadline::Interrupt
-        } else {
-            UpdateDeadline::Yield(1)
-        })
-    });
+    let mut store = request_store(&function, id);
 
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let (req, out) = match request_resources(&mut store, request, sender) {
@@ -129,6 +110,33 @@ pub async fn invoke(
             failure_response(&name, id, failure)
         }
     }
+}
+
+/// A fresh store for request `id` of `function`, with the function's
+/// memory limit, the per-request limits, and its deadline (counted from
+/// now) armed: what every request's instance lives in.
+pub fn request_store(function: &LoadedFunction, id: u64) -> Store<RequestState> {
+    let state = RequestState::new(
+        Arc::clone(&function.name),
+        id,
+        Arc::clone(&function.secrets),
+        function.memory_bytes,
+        Arc::clone(&function.metrics),
+    );
+    let mut store = Store::new(function.pre.engine(), state);
+    store.limiter(|state| &mut state.limits);
+    store.set_hostcall_fuel(MAX_HOSTCALL_INPUT_BYTES);
+    store.set_max_component_handles(MAX_COMPONENT_HANDLES);
+    let deadline = Instant::now() + function.timeout;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
+    });
+    store
 }
 
 /// The guest's view of the request and of where its response goes.

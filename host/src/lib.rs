@@ -37,6 +37,7 @@ pub mod keys;
 pub mod manifest;
 pub mod master_key;
 pub mod material;
+pub mod module_cache;
 pub mod names;
 pub mod observe;
 pub mod operations;

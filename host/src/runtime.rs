@@ -5,11 +5,13 @@
 //! no host environment, arguments, directories or sockets.
 
 use crate::guest_log::{GuestOutput, Stream};
+use crate::module_cache::ModuleCache;
 use crate::observe::FunctionMetrics;
 use crate::secrets_host::{self, FunctionSecrets, SecretsCtx, SecretsHost, SecretsView};
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreLimits,
     StoreLimitsBuilder,
@@ -193,18 +195,58 @@ pub enum ComponentError {
 /// once per request.
 pub type FunctionPre = crate::bindings::FunctionPre<RequestState>;
 
-/// The engine and linker every function shares.
+/// The folder in a data directory where compiled components are cached.
+pub const COMPILED_CACHE_DIR: &str = "compiled";
+
+/// The engine and linker every function shares, and where compiled
+/// components are kept between runs.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<RequestState>,
+    cache: Option<ModuleCache>,
 }
 
 impl Runtime {
-    /// A runtime with the node's engine configuration and imports.
+    /// A runtime with the node's engine configuration and imports, which
+    /// compiles every component it is given.
     pub fn new() -> wasmtime::Result<Self> {
         let engine = engine()?;
         let linker = linker(&engine)?;
-        Ok(Self { engine, linker })
+        Ok(Self {
+            engine,
+            linker,
+            cache: None,
+        })
+    }
+
+    /// A runtime for the node or CLI working on `store`: it keeps compiled
+    /// components in [`COMPILED_CACHE_DIR`] beside the store's database,
+    /// authenticated under a key only that store holds.
+    pub fn for_store(store: &crate::store::SqliteStore) -> wasmtime::Result<Self> {
+        let runtime = Self::new()?;
+        let dir = store
+            .path()
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(COMPILED_CACHE_DIR);
+        Ok(match store.module_cache_key() {
+            Ok(key) => {
+                let cache = ModuleCache::new(dir, key, &runtime.engine);
+                runtime.with_cache(cache)
+            }
+            Err(e) => {
+                tracing::warn!("compiling every component at start: no cache key ({e})");
+                runtime
+            }
+        })
+    }
+
+    /// This runtime, saving what it compiles to `cache` and loading from it
+    /// in [`Runtime::prepare_cached`]. The cache must be made for
+    /// [`Runtime::engine`].
+    pub fn with_cache(mut self, cache: ModuleCache) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// The shared engine.
@@ -212,8 +254,14 @@ impl Runtime {
         &self.engine
     }
 
+    /// The compiled-module cache, when there is one.
+    pub fn cache(&self) -> Option<&ModuleCache> {
+        self.cache.as_ref()
+    }
+
     /// Compiles `bytes` and checks that the component imports only what the
-    /// node provides and exports `wasi:http/incoming-handler`.
+    /// node provides and exports `wasi:http/incoming-handler`. Saves
+    /// nothing: see [`Runtime::remember`].
     pub fn prepare(&self, bytes: &[u8]) -> Result<FunctionPre, ComponentError> {
         if !bytes.starts_with(b"\0asm") {
             return Err(ComponentError::NotWasm);
@@ -221,11 +269,42 @@ impl Runtime {
         if !wasmparser::Parser::is_component(bytes) {
             return Err(ComponentError::CoreModule);
         }
-        let component = wasmtime::component::Component::new(&self.engine, bytes)
+        let component = Component::new(&self.engine, bytes)
             .map_err(|e| ComponentError::Compile(format!("{e:#}")))?;
+        self.link(&component)
+    }
+
+    /// Saves `compiled`, the compilation of the deployed component whose
+    /// bytes are `bytes`, to the cache (if there is one) for the next start.
+    /// Only for accepted deployments. A failure is logged: it costs time,
+    /// not correctness.
+    pub fn remember(&self, bytes: &[u8], compiled: &FunctionPre) {
+        if let Some(cache) = &self.cache {
+            let sha256 = hex::encode(Sha256::digest(bytes));
+            if let Err(e) = cache.store(&sha256, compiled.instance_pre().component()) {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+
+    /// The component whose SHA-256 is `sha256` from the cache, linked, or
+    /// `None` when it is not cached (or its entry is unusable): then compile
+    /// it with [`Runtime::prepare`].
+    pub fn prepare_cached(&self, sha256: &str) -> Option<FunctionPre> {
+        let component = self.cache.as_ref()?.load(&self.engine, sha256)?;
+        match self.link(&component) {
+            Ok(pre) => Some(pre),
+            Err(e) => {
+                tracing::warn!("a cached component no longer links (compiling instead): {e}");
+                None
+            }
+        }
+    }
+
+    fn link(&self, component: &Component) -> Result<FunctionPre, ComponentError> {
         let pre = self
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(|e| ComponentError::World(format!("{e:#}")))?;
         FunctionPre::new(pre).map_err(|e| ComponentError::World(format!("{e:#}")))
     }

@@ -73,29 +73,51 @@ fn in_grace(grace: &[GraceVersion]) -> impl Iterator<Item = &GraceVersion> {
 /// Everything one function may reach through `keyhole:secrets`, by binding.
 #[derive(Debug)]
 pub struct FunctionSecrets {
-    bindings: HashMap<String, BoundSecret>,
+    bindings: HashMap<String, Arc<Binding>>,
     redactor: OnceLock<Redactor>,
+}
+
+/// A granted binding: its name and what it resolves to, shared by every
+/// handle opened on it.
+#[derive(Debug)]
+struct Binding {
+    name: Arc<str>,
+    bound: BoundSecret,
 }
 
 impl FunctionSecrets {
     /// The function's bindings, by name.
     pub fn new(bindings: HashMap<String, BoundSecret>) -> Self {
         Self {
-            bindings,
+            bindings: bindings
+                .into_iter()
+                .map(|(name, bound)| {
+                    let binding = Binding {
+                        name: name.as_str().into(),
+                        bound,
+                    };
+                    (name, Arc::new(binding))
+                })
+                .collect(),
             redactor: OnceLock::new(),
         }
     }
 
     /// What `binding` resolves to, if it is granted.
     pub fn get(&self, binding: &str) -> Option<&BoundSecret> {
-        self.bindings.get(binding)
+        self.binding(binding).map(|b| &b.bound)
+    }
+
+    fn binding(&self, name: &str) -> Option<&Arc<Binding>> {
+        self.bindings.get(name)
     }
 
     /// A redactor for every value this function can open (and so print, or
     /// have injected), built on first use.
     pub fn redactor(&self) -> &Redactor {
         self.redactor.get_or_init(|| {
-            let mut bound: Vec<(&String, &BoundSecret)> = self.bindings.iter().collect();
+            let mut bound: Vec<(&String, &BoundSecret)> =
+                self.bindings.iter().map(|(n, b)| (n, &b.bound)).collect();
             bound.sort_by_key(|(name, _)| name.as_str());
             Redactor::new(bound.into_iter().flat_map(|(name, b)| {
                 let grace = b.grace.iter().map(|g| &g.material);
@@ -175,25 +197,34 @@ impl SecretsCtx {
 /// The guest sees only the resource index; the value enters guest memory
 /// only through `reveal` (and leaves the host otherwise only as an injected
 /// header toward an egress host).
+///
+/// It shares its binding with the function's loaded state rather than
+/// copying it, so opening a handle costs two reference counts.
 #[derive(Debug)]
 pub struct SecretHandle {
-    binding: Arc<str>,
-    secret: Arc<str>,
-    allowed: OperationSet,
-    egress: Arc<EgressList>,
+    binding: Arc<Binding>,
     material: Arc<SecretMaterial>,
-    grace: Arc<[GraceVersion]>,
-    usage: Arc<UsageSlot>,
 }
 
 impl SecretHandle {
+    /// The binding's name, as the function asked for it.
+    fn name(&self) -> &Arc<str> {
+        &self.binding.name
+    }
+
+    /// What the binding resolved to when the handle was opened.
+    fn bound(&self) -> &BoundSecret {
+        &self.binding.bound
+    }
+
     fn require(&self, op: Operation) -> Result<(), Error> {
-        if self.allowed.contains(op) {
+        if self.bound().allowed.contains(op) {
             Ok(())
         } else {
             Err(Error::Denied(format!(
                 "binding `{}` is not granted `{op}` (granted: {})",
-                self.binding, self.allowed
+                self.name(),
+                self.bound().allowed
             )))
         }
     }
@@ -209,7 +240,7 @@ impl SecretHandle {
 
     /// `invalid-argument` saying why the bound secret cannot serve.
     fn unusable(&self, e: &KeyError) -> Error {
-        Error::InvalidArgument(format!("binding `{}`: {e}", self.binding))
+        Error::InvalidArgument(format!("binding `{}`: {e}", self.name()))
     }
 }
 
@@ -274,7 +305,7 @@ impl secrets::Host for SecretsView<'_> {
             ));
             return refuse(self.ctx, None, error);
         }
-        let Some(bound) = self.ctx.bindings.get(&binding) else {
+        let Some(entry) = self.ctx.bindings.binding(&binding) else {
             let error = Error::NotGranted(format!(
                 "function `{}` has no grant for binding `{}`",
                 self.ctx.function,
@@ -282,6 +313,7 @@ impl secrets::Host for SecretsView<'_> {
             ));
             return refuse(self.ctx, None, error);
         };
+        let bound = &entry.bound;
         let Some(material) = &bound.current else {
             let error = Error::Unavailable(format!(
                 "binding `{binding}`: its secret has no usable version"
@@ -295,23 +327,17 @@ impl secrets::Host for SecretsView<'_> {
             return refuse(self.ctx, Some(&bound.secret), error);
         }
         bound.usage.record(material.version());
-        let binding: Arc<str> = binding.into();
         self.ctx.report(
             "get",
-            Arc::clone(&binding),
+            Arc::clone(&entry.name),
             Some(Arc::clone(&bound.secret)),
             Some(material.version()),
             OpOutcome::Allowed,
             None,
         );
         let handle = SecretHandle {
-            secret: Arc::clone(&bound.secret),
-            binding,
-            allowed: bound.allowed,
-            egress: Arc::clone(&bound.egress),
+            binding: Arc::clone(entry),
             material: Arc::clone(material),
-            grace: Arc::clone(&bound.grace),
-            usage: Arc::clone(&bound.usage),
         };
         let resource = self.table.push(handle)?;
         self.ctx.open_handles += 1;
@@ -336,8 +362,8 @@ impl SecretsView<'_> {
         let result = secret.require(op).and_then(|()| f(secret));
         self.ctx.report(
             operation,
-            Arc::clone(&secret.binding),
-            Some(Arc::clone(&secret.secret)),
+            Arc::clone(secret.name()),
+            Some(Arc::clone(&secret.bound().secret)),
             Some(secret.material.version()),
             outcome_of(&result),
             result.as_ref().err().map(|e| message(e).to_owned()),
@@ -348,7 +374,7 @@ impl SecretsView<'_> {
 
 impl secrets::HostSecret for SecretsView<'_> {
     fn name(&mut self, handle: Resource<SecretHandle>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&handle)?.binding.to_string())
+        Ok(self.table.get(&handle)?.name().to_string())
     }
 
     fn version(&mut self, handle: Resource<SecretHandle>) -> wasmtime::Result<u32> {
@@ -383,9 +409,9 @@ impl secrets::HostSecret for SecretsView<'_> {
             if verifies(&secret.material) {
                 return Ok(true);
             }
-            match in_grace(&secret.grace).find(|g| verifies(&g.material)) {
+            match in_grace(&secret.bound().grace).find(|g| verifies(&g.material)) {
                 Some(g) => {
-                    secret.usage.record_grace(g.material.version());
+                    secret.bound().usage.record_grace(g.material.version());
                     Ok(true)
                 }
                 None => Ok(false),
@@ -421,7 +447,7 @@ impl secrets::HostSecret for SecretsView<'_> {
             key.sign(algorithm, &message).map_err(|e| {
                 Error::InvalidArgument(format!(
                     "binding `{}`: cannot sign {}: {e}",
-                    secret.binding,
+                    secret.name(),
                     algorithm.as_str()
                 ))
             })
@@ -467,16 +493,16 @@ impl secrets::HostSecret for SecretsView<'_> {
                 return Ok(plain.to_vec());
             }
             let from_grace =
-                in_grace(&secret.grace).find_map(|g| Some((g.material.version(), opened(&g.material)?)));
+                in_grace(&secret.bound().grace).find_map(|g| Some((g.material.version(), opened(&g.material)?)));
             if let Some((version, plain)) = from_grace {
-                secret.usage.record_grace(version);
+                secret.bound().usage.record_grace(version);
                 return Ok(plain.to_vec());
             }
             // A current value that is no AES-256 key says so.
             secret.aes_key()?;
             Err(Error::InvalidArgument(format!(
                 "binding `{}`: the ciphertext does not open with this key and aad (tampered with, truncated, or sealed under another key or aad)",
-                secret.binding
+                secret.name()
             )))
         })
     }
@@ -486,17 +512,17 @@ impl secrets::HostSecret for SecretsView<'_> {
         handle: Resource<SecretHandle>,
     ) -> wasmtime::Result<Result<String, Error>> {
         let bound = self.with_grant(&handle, "header-token", Operation::Inject, |secret| {
-            if secret.egress.is_empty() {
+            if secret.bound().egress.is_empty() {
                 return Err(Error::Denied(format!(
                     "binding `{}` may be injected, but its grant names no egress host",
-                    secret.binding
+                    secret.name()
                 )));
             }
             Ok((
-                Arc::clone(&secret.binding),
-                Arc::clone(&secret.secret),
+                Arc::clone(secret.name()),
+                Arc::clone(&secret.bound().secret),
                 Arc::clone(&secret.material),
-                Arc::clone(&secret.egress),
+                Arc::clone(&secret.bound().egress),
             ))
         })?;
         Ok(bound.and_then(|(binding, secret, material, egress)| {

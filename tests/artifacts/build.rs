@@ -21,7 +21,10 @@ const WORKSPACES: &[(&str, &[&str])] = &[
             "session-seal",
         ],
     ),
-    ("tests/programs", &["probe", "legacy", "leaky", "hostile"]),
+    (
+        "tests/programs",
+        &["probe", "legacy", "leaky", "hostile", "plain-hello"],
+    ),
 ];
 
 fn main() {

@@ -126,7 +126,7 @@ impl Admin {
         if let Some(runtime) = self.runtime.get() {
             return Ok(runtime);
         }
-        let runtime = Runtime::new()
+        let runtime = Runtime::for_store(&self.store)
             .map_err(|e| AdminError::new(500, format!("cannot start the runtime: {e:#}")))?;
         Ok(self.runtime.get_or_init(|| Arc::new(runtime)))
     }
@@ -410,7 +410,11 @@ impl Admin {
             .map_err(|_| {
                 AdminError::bad_request("`component_base64` is not valid standard base64")
             })?;
-        let (deployment, component_path) = deploy::prepare_upload(
+        let deploy::Prepared {
+            deployment,
+            component_path,
+            compiled,
+        } = deploy::prepare_upload(
             self.runtime()?,
             &body.manifest,
             Path::new(&body.manifest_path),
@@ -446,6 +450,8 @@ impl Admin {
         .map_err(from_deploy)?;
         drop(stored);
         let report = deploy::store(&*self.store, &deployment).map_err(from_deploy)?;
+        // Accepted and stored: worth compiling once for every later start.
+        self.runtime()?.remember(&deployment.component, &compiled);
         let function = FunctionListing {
             binding_states: report
                 .bindings

@@ -48,6 +48,16 @@ impl ChainKey {
         mac.finalize().into_bytes().into()
     }
 
+    /// A key for another purpose, derived from this one (so it is as secret
+    /// and survives master-key rotations likewise): the compiled-module
+    /// cache authenticates its entries with one.
+    pub fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        let mut mac = self.mac();
+        mac.update(b"keyhole derived key\0");
+        mac.update(purpose.as_bytes());
+        Zeroizing::new(mac.finalize().into_bytes().into())
+    }
+
     /// The MAC of the chain's head: its last sequence number and MAC.
     pub fn head(&self, seq: u64, last: &[u8]) -> [u8; MAC_LEN] {
         let mut mac = self.mac();
@@ -56,6 +66,16 @@ impl ChainKey {
         mac.update(last);
         mac.finalize().into_bytes().into()
     }
+}
+
+/// [`Body`] borrowing its event: what the writer encodes, without copying
+/// the event. Encodes exactly as [`Body`] does.
+#[derive(serde::Serialize)]
+pub struct BodyRef<'a> {
+    /// When it happened.
+    pub at_ms: Millis,
+    /// What happened.
+    pub event: &'a Event,
 }
 
 /// What a record's MAC covers besides its place: its time and event.

@@ -35,8 +35,13 @@ pub fn deploy(
             .exists()
     {
         let runtime = Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let (deployment, path) = deploy::prepare(&runtime, manifest_path)?;
-        deploy::gate(&deployment, &path, &[], &allow_findings)?;
+        let prepared = deploy::prepare(&runtime, manifest_path)?;
+        deploy::gate(
+            &prepared.deployment,
+            &prepared.component_path,
+            &[],
+            &allow_findings,
+        )?;
     }
     let request = Request::Deploy(Deploy {
         manifest: manifest_text,

@@ -52,7 +52,7 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let store = Arc::new(open_store(data, Access::CreateIfMissing)?);
-    let runtime = Arc::new(Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?);
+    let runtime = Arc::new(Runtime::for_store(&store).map_err(|e| anyhow::anyhow!("{e:#}"))?);
     runtime::start_epoch_ticker(runtime.engine());
     let observer = Arc::new(Observer::default());
     let catalog = Arc::new(Catalog::new(

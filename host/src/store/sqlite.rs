@@ -272,6 +272,16 @@ impl SqliteStore {
         })
     }
 
+    /// The key that authenticates this store's compiled-module cache
+    /// ([`crate::module_cache`]), derived from its secret audit-chain key.
+    pub fn module_cache_key(&self) -> Result<zeroize::Zeroizing<[u8; 32]>, StoreError> {
+        let chain_key = self.chain_key.read().unwrap_or_else(|p| p.into_inner());
+        chain_key
+            .as_ref()
+            .map(|key| key.derive("compiled-module cache"))
+            .ok_or_else(|| corrupt("the store's chain key is not loaded"))
+    }
+
     /// The master key in use.
     fn master(&self) -> Arc<AesKey> {
         Arc::clone(&self.master.read().unwrap_or_else(|p| p.into_inner()))

@@ -107,9 +107,9 @@ fn append_in(tx: &Transaction<'_>, key: &ChainKey, batch: &[Timed]) -> Result<()
     )?;
     for timed in batch {
         seq += 1;
-        let body = serde_json::to_string(&crate::audit::chain::Body {
+        let body = serde_json::to_string(&crate::audit::chain::BodyRef {
             at_ms: timed.at_ms,
-            event: timed.event.clone(),
+            event: &timed.event,
         })
         .map_err(|e| corrupt(format!("cannot encode an audit record: {e}")))?;
         let mac = key.link(&prev, seq, &body);
