@@ -5,8 +5,9 @@ mod cli;
 use std::process::ExitCode;
 
 /// mimalloc rather than the system allocator: every request allocates and
-/// frees its store, instance and HTTP state, and mimalloc's thread-local
-/// free lists make that markedly cheaper than glibc's malloc.
+/// frees its store, instance and HTTP state on its worker thread, and
+/// mimalloc serves that from thread-local free lists, with no lock shared
+/// between worker cores.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
