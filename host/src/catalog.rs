@@ -177,7 +177,7 @@ impl Catalog {
             });
             let pre = match loaded {
                 Some(pre) => pre,
-                None => match self.compile(&info.name)? {
+                None => match self.compile(&info.name, &info.component_sha256)? {
                     Ok(pre) => {
                         counts.compiled += 1;
                         pre
@@ -253,13 +253,17 @@ impl Catalog {
         ))
     }
 
-    /// Compiles deployed function `name`'s component and caches the
-    /// result; the inner error is the component's, the outer the store's.
-    fn compile(&self, name: &str) -> Result<Result<FunctionPre, ComponentError>, StoreError> {
-        let bytes = self.store.component(name)?;
-        let compiled = self.runtime.prepare(&bytes);
+    /// Compiles deployed function `name`'s component (whose SHA-256 the
+    /// store records as `sha256`) and caches the result; the inner error is
+    /// the component's, the outer the store's.
+    fn compile(
+        &self,
+        name: &str,
+        sha256: &str,
+    ) -> Result<Result<FunctionPre, ComponentError>, StoreError> {
+        let compiled = self.runtime.prepare(&self.store.component(name)?);
         if let Ok(pre) = &compiled {
-            self.runtime.remember(&bytes, pre);
+            self.runtime.remember(sha256, pre);
         }
         Ok(compiled)
     }

@@ -70,11 +70,6 @@ impl ModuleCache {
         }
     }
 
-    /// The folder entries live in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn path(&self, sha256: &str) -> PathBuf {
         self.dir
             .join(format!("{sha256}-{}{SUFFIX}", self.engine_tag))

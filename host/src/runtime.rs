@@ -8,7 +8,6 @@ use crate::guest_log::{GuestOutput, Stream};
 use crate::module_cache::ModuleCache;
 use crate::observe::FunctionMetrics;
 use crate::secrets_host::{self, FunctionSecrets, SecretsCtx, SecretsHost, SecretsView};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -275,15 +274,14 @@ impl Runtime {
     }
 
     /// Saves `compiled`, the compilation of the deployed component whose
-    /// bytes are `bytes`, to the cache (if there is one) for the next start.
-    /// Only for accepted deployments. A failure is logged: it costs time,
-    /// not correctness.
-    pub fn remember(&self, bytes: &[u8], compiled: &FunctionPre) {
-        if let Some(cache) = &self.cache {
-            let sha256 = hex::encode(Sha256::digest(bytes));
-            if let Err(e) = cache.store(&sha256, compiled.instance_pre().component()) {
-                tracing::warn!("{e}");
-            }
+    /// SHA-256 (as the store records it) is `sha256`, to the cache (if there
+    /// is one) for the next start. Only for accepted deployments. A failure
+    /// is logged: it costs time, not correctness.
+    pub fn remember(&self, sha256: &str, compiled: &FunctionPre) {
+        if let Some(cache) = &self.cache
+            && let Err(e) = cache.store(sha256, compiled.instance_pre().component())
+        {
+            tracing::warn!("{e}");
         }
     }
 

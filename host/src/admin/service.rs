@@ -451,7 +451,8 @@ impl Admin {
         drop(stored);
         let report = deploy::store(&*self.store, &deployment).map_err(from_deploy)?;
         // Accepted and stored: worth compiling once for every later start.
-        self.runtime()?.remember(&deployment.component, &compiled);
+        self.runtime()?
+            .remember(&deployment.info.component_sha256, &compiled);
         let function = FunctionListing {
             binding_states: report
                 .bindings
