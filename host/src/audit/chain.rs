@@ -1,13 +1,20 @@
 //! The chain that makes the audit trail tamper-evident.
 //!
-//! Record `n` stores `mac_n = HMAC-SHA256(key, mac_{n-1} || n || body_n)`
-//! next to `mac_{n-1}`, with `mac_0` all zeros. Changing a record's body
-//! breaks its MAC; deleting, inserting or moving one breaks the link of the
-//! record after it (or the sequence); and without the key nobody can
-//! recompute the chain to hide it. The store also keeps a MAC of the head
-//! (last sequence number and MAC), so cutting records off the end shows too
-//! — unless the head is rolled back with them: compare the head `keyhole
-//! audit verify` prints with one kept elsewhere to rule that out.
+//! The trail is stored as rows. A row holds one record, or a run of up to
+//! [`MAX_RECORDS_PER_ROW`] records of one kind about the same function and
+//! secret that were written in the same batch (the node's writer stores
+//! its function records that way: one database row per run rather than per
+//! record is most of what keeps auditing every secret call cheap). Records
+//! are numbered 1, 2, 3, … without gaps; a row is numbered by its last
+//! record. Row `n` stores `mac_n = HMAC-SHA256(key, mac_prev || n ||
+//! body_n)` next to `mac_prev`, the MAC of the row before it (all zeros
+//! for the first). Changing a record breaks its row's MAC; deleting,
+//! inserting or moving a row breaks the link of the row after it (or the
+//! numbering); and without the key nobody can recompute the chain to hide
+//! it. The store also keeps a MAC of the head (last sequence number and
+//! MAC), so cutting rows off the end shows too — unless the head is rolled
+//! back with them: compare the head `keyhole audit verify` prints with one
+//! kept elsewhere to rule that out.
 
 use super::{Entry, Event, Millis, Tampered, Verification};
 use hmac::{Hmac, Mac};
@@ -18,6 +25,9 @@ use zeroize::Zeroizing;
 pub const MAC_LEN: usize = 32;
 /// The "previous MAC" of the first record.
 pub const GENESIS: [u8; MAC_LEN] = [0; MAC_LEN];
+/// The most records one row holds: bounds the size of a row (and of what
+/// reading one back costs) however long a run of like records is.
+pub const MAX_RECORDS_PER_ROW: usize = 1024;
 
 /// The key the chain is computed with: random per store, kept sealed under
 /// the master key, never printed.
@@ -39,7 +49,8 @@ impl ChainKey {
         Hmac::<Sha256>::new_from_slice(self.0.as_ref()).expect("HMAC takes any key length")
     }
 
-    /// The MAC of record `seq` with `body`, following `prev`.
+    /// The MAC of the row whose last record is `seq`, with `body`,
+    /// following `prev`.
     pub fn link(&self, prev: &[u8], seq: u64, body: &str) -> [u8; MAC_LEN] {
         let mut mac = self.mac();
         mac.update(prev);
@@ -88,12 +99,14 @@ pub struct Body {
     pub event: Event,
 }
 
-/// One record exactly as the database holds it.
+/// One row exactly as the database holds it: one record, or a run of them.
 #[derive(Debug, Clone)]
 pub struct Row {
-    /// Sequence number.
+    /// Sequence number of its (last) record.
     pub seq: u64,
-    /// Time column (must agree with the body).
+    /// Time column: the latest of its records' times (must agree with the
+    /// body), so a query for records since a time finds every row that
+    /// holds one.
     pub at_ms: Millis,
     /// Kind column (must agree with the body).
     pub kind: String,
@@ -101,24 +114,48 @@ pub struct Row {
     pub function: Option<String>,
     /// Secret column (must agree with the body).
     pub secret: Option<String>,
-    /// The MAC'd JSON body.
+    /// The MAC'd JSON body: a [`Body`], or an array of them for a run.
     pub body: String,
-    /// The previous record's MAC, as stored.
+    /// The previous row's MAC, as stored.
     pub prev: Vec<u8>,
-    /// This record's MAC, as stored.
+    /// This row's MAC, as stored.
     pub mac: Vec<u8>,
 }
 
 impl Row {
-    /// The record as listed, if its body parses.
-    pub fn entry(&self) -> Option<Entry> {
-        let body: Body = serde_json::from_str(&self.body).ok()?;
-        Some(Entry {
-            seq: self.seq,
-            at_ms: body.at_ms,
-            event: body.event,
-        })
+    /// The records it holds, as listed, if its body parses.
+    pub fn entries(&self) -> Option<Vec<Entry>> {
+        let bodies = parse_bodies(&self.body)?;
+        let first = first_seq(self.seq, bodies.len())?;
+        Some(
+            bodies
+                .into_iter()
+                .zip(first..)
+                .map(|(body, seq)| Entry {
+                    seq,
+                    at_ms: body.at_ms,
+                    event: body.event,
+                })
+                .collect(),
+        )
     }
+}
+
+/// The records a row's body holds: one [`Body`], or a non-empty array.
+fn parse_bodies(body: &str) -> Option<Vec<Body>> {
+    if body.trim_start().starts_with('[') {
+        let run: Vec<Body> = serde_json::from_str(body).ok()?;
+        (!run.is_empty()).then_some(run)
+    } else {
+        Some(vec![serde_json::from_str(body).ok()?])
+    }
+}
+
+/// The sequence number of the first of `count` records in a row numbered
+/// `last`, if the numbering leaves room for them.
+fn first_seq(last: u64, count: usize) -> Option<u64> {
+    last.checked_sub(count as u64 - 1)
+        .filter(|first| *first >= 1)
 }
 
 /// Walks the chain in sequence order and stops at the first bad record.
@@ -140,25 +177,29 @@ impl<'k> Verifier<'k> {
         }
     }
 
-    /// Checks the next record in sequence order.
+    /// Checks the next row in sequence order.
     pub fn check(&mut self, row: &Row) -> Result<(), Tampered> {
         let bad = |problem: String| Tampered {
             seq: row.seq,
             problem,
         };
-        if row.seq != self.next_seq {
-            let missing = if row.seq > self.next_seq {
+        let bodies = parse_bodies(&row.body);
+        let count = bodies.as_ref().map_or(1, Vec::len);
+        let first = first_seq(row.seq, count);
+        if first != Some(self.next_seq) {
+            let found = first.unwrap_or(0);
+            let missing = if found > self.next_seq {
                 format!(
                     "records {}..{} are missing (deleted)",
                     self.next_seq,
-                    row.seq - 1
+                    found - 1
                 )
             } else {
                 "its sequence number repeats or goes back".to_owned()
             };
             return Err(bad(format!(
-                "expected record {} next but found {}: {missing}",
-                self.next_seq, row.seq
+                "expected record {} next but found {found}: {missing}",
+                self.next_seq
             )));
         }
         let own_link_holds = self.key.link(&row.prev, row.seq, &row.body)[..] == row.mac[..];
@@ -171,18 +212,17 @@ impl<'k> Verifier<'k> {
         if row.prev != self.prev {
             return Err(bad(format!(
                 "it does not follow record {} (a record before it was deleted, inserted or reordered)",
-                row.seq - 1
+                self.next_seq - 1
             )));
         }
-        let consistent = match serde_json::from_str::<Body>(&row.body) {
-            Ok(body) => {
-                body.at_ms == row.at_ms
-                    && body.event.kind() == row.kind
-                    && body.event.function() == row.function.as_deref()
-                    && body.event.secret() == row.secret.as_deref()
-            }
-            Err(_) => false,
-        };
+        let consistent = bodies.is_some_and(|bodies| {
+            bodies.iter().map(|body| body.at_ms).max() == Some(row.at_ms)
+                && bodies.iter().all(|body| {
+                    body.event.kind() == row.kind
+                        && body.event.function() == row.function.as_deref()
+                        && body.event.secret() == row.secret.as_deref()
+                })
+        });
         if !consistent {
             return Err(bad(
                 "its indexed columns (time, kind, function, secret) disagree with its MAC'd content (edited)"
@@ -190,8 +230,8 @@ impl<'k> Verifier<'k> {
             ));
         }
         self.prev.clone_from(&row.mac);
-        self.next_seq += 1;
-        self.count += 1;
+        self.next_seq = row.seq + 1;
+        self.count += count as u64;
         Ok(())
     }
 

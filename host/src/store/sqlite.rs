@@ -1603,6 +1603,179 @@ mod tests {
         assert_eq!(bad.seq, 2);
     }
 
+    fn function_record(
+        function: &str,
+        secret: Option<&str>,
+        request: u64,
+        at_ms: i64,
+    ) -> crate::audit::Timed {
+        crate::audit::Timed {
+            at_ms,
+            event: crate::audit::Event::Function(crate::audit::FunctionEvent {
+                function: function.into(),
+                request,
+                binding: "KEY".into(),
+                secret: secret.map(Into::into),
+                version: Some(1),
+                operation: "get".into(),
+                outcome: crate::audit::OpOutcome::Allowed,
+                destination: None,
+                reason: None,
+            }),
+        }
+    }
+
+    fn requests(entries: &[crate::audit::Entry]) -> Vec<(u64, u64)> {
+        entries
+            .iter()
+            .map(|e| match &e.event {
+                crate::audit::Event::Function(f) => (e.seq, f.request),
+                crate::audit::Event::Admin(_) => (e.seq, 0),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    /// A store holding an admin record, a batch of interleaved function
+    /// records (a/s1 ×3, b/s2 ×2, a without a secret, and a run of c/s3
+    /// longer than one row holds), and another admin record; and the
+    /// length of the long run.
+    fn store_with_runs(dir: &Path) -> (SqliteStore, u64) {
+        let store = open(dir);
+        store
+            .audited(admin_event("before"), || Ok::<_, StoreError>(()))
+            .unwrap()
+            .unwrap();
+        let mut batch = vec![
+            function_record("a", Some("s1"), 1, 1000),
+            function_record("b", Some("s2"), 2, 1001),
+            function_record("a", Some("s1"), 3, 1002),
+            function_record("a", None, 4, 1003),
+            function_record("b", Some("s2"), 5, 1004),
+            function_record("a", Some("s1"), 6, 1005),
+        ];
+        let long = crate::audit::chain::MAX_RECORDS_PER_ROW as u64 + 5;
+        batch.extend((0..long).map(|i| function_record("c", Some("s3"), 100 + i, 2000 + i as i64)));
+        store.append_audit(&batch).unwrap();
+        store
+            .audited(admin_event("after"), || Ok::<_, StoreError>(()))
+            .unwrap()
+            .unwrap();
+        (store, long)
+    }
+
+    #[test]
+    fn a_batch_is_stored_as_runs_and_read_back_record_by_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, long) = store_with_runs(dir.path());
+        let total = 2 + 6 + long;
+
+        // Rows: admin, a/s1, b/s2, a/-, c ×2 (split), admin.
+        let rows: Vec<(u64, String, Option<String>, i64)> = store
+            .read(|tx| {
+                let mut stmt =
+                    tx.prepare("SELECT seq, kind, function, at_ms FROM audit ORDER BY seq")?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .unwrap();
+        let last_c = 7 + long;
+        assert_eq!(
+            rows.iter().map(|r| (r.0, r.2.clone())).collect::<Vec<_>>(),
+            vec![
+                (1, None),
+                (4, Some("a".into())),
+                (6, Some("b".into())),
+                (7, Some("a".into())),
+                (
+                    7 + crate::audit::chain::MAX_RECORDS_PER_ROW as u64,
+                    Some("c".into())
+                ),
+                (last_c, Some("c".into())),
+                (last_c + 1, None),
+            ]
+        );
+        assert_eq!(
+            rows[1].3, 1005,
+            "a run's time column is its latest record's"
+        );
+
+        // Every record comes back, numbered without gaps.
+        let all = store
+            .audit_entries(&crate::audit::Query::default())
+            .unwrap();
+        assert_eq!(all.len() as u64, total);
+        assert!(all.iter().map(|e| e.seq).eq(1..=total));
+        assert_eq!(
+            requests(&all[..7]),
+            vec![(1, 0), (2, 1), (3, 3), (4, 6), (5, 2), (6, 5), (7, 4)]
+        );
+
+        // Filters and limits count records, not rows.
+        let query = |function: Option<&str>, secret: Option<&str>, since_ms, limit| {
+            store
+                .audit_entries(&crate::audit::Query {
+                    function: function.map(Into::into),
+                    secret: secret.map(Into::into),
+                    since_ms,
+                    limit,
+                })
+                .unwrap()
+        };
+        assert_eq!(requests(&query(Some("a"), None, None, None)).len(), 4);
+        assert_eq!(
+            requests(&query(Some("a"), Some("s1"), None, Some(2))),
+            vec![(3, 3), (4, 6)]
+        );
+        assert_eq!(
+            requests(&query(None, Some("s1"), Some(1002), None)),
+            vec![(3, 3), (4, 6)]
+        );
+        let c = query(Some("c"), None, None, Some(3));
+        assert_eq!(
+            c.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![last_c - 2, last_c - 1, last_c]
+        );
+        assert_eq!(
+            query(Some("c"), None, Some(2000 + long as i64 - 10), None).len(),
+            10
+        );
+
+        let verified = store.verify_audit().unwrap();
+        assert_eq!((verified.records, verified.first_bad), (total, None));
+        assert_eq!(verified.head.unwrap().0, total);
+
+        // One record edited inside a run, a run's column edited, a run cut
+        // short: each is caught at that row.
+        for (sql, needle) in [
+            (
+                "UPDATE audit SET body = replace(body, '\"request\":3,', '\"request\":9,') WHERE seq = 4",
+                "record 4: its content does not match its MAC",
+            ),
+            (
+                "UPDATE audit SET at_ms = 1000 WHERE seq = 4",
+                "record 4: its indexed columns",
+            ),
+            (
+                "UPDATE audit SET secret = 's9' WHERE seq = 6",
+                "record 6: its indexed columns",
+            ),
+            (
+                "UPDATE audit SET seq = 5 WHERE seq = 6",
+                "record 5: expected record 5 next but found 4",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, _) = store_with_runs(dir.path());
+            tamper(&store, sql);
+            let bad = store.verify_audit().unwrap().first_bad.expect(sql);
+            let shown = format!("record {}: {}", bad.seq, bad.problem);
+            assert!(shown.contains(needle), "{sql}: {shown}");
+        }
+    }
+
     #[test]
     fn tokens_are_stored_as_hashes_and_revoked_once() {
         let dir = tempfile::tempdir().unwrap();

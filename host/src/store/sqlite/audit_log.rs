@@ -3,7 +3,7 @@
 //! transaction as the change it made.
 
 use super::{SqliteStore, corrupt};
-use crate::audit::chain::{ChainKey, GENESIS, Row, Verifier};
+use crate::audit::chain::{BodyRef, ChainKey, GENESIS, MAX_RECORDS_PER_ROW, Row, Verifier};
 use crate::audit::{
     AdminEvent, Entry, Event, MAX_QUERY_RECORDS, Query, Timed, Verification, now_ms,
 };
@@ -11,6 +11,7 @@ use crate::crypto::AesKey;
 use crate::store::StoreError;
 use rusqlite::{OptionalExtension, Transaction, params};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 const CHAIN_KEY_AAD: &[u8] = b"keyhole/v1/audit-chain-key";
@@ -91,7 +92,11 @@ pub(super) fn committed_pending_admin() {
     PENDING_ADMIN.with(|p| p.borrow_mut().take());
 }
 
-/// Appends `batch` to the chain inside `tx`, and moves the head.
+/// Appends `batch` to the chain inside `tx`, and moves the head. Records
+/// of one kind about the same function and secret go into one row per
+/// [`MAX_RECORDS_PER_ROW`] (in batch order within the run; runs in the
+/// order they first appear), so a batch of function records costs a few
+/// rows rather than one per record.
 fn append_in(tx: &Transaction<'_>, key: &ChainKey, batch: &[Timed]) -> Result<(), StoreError> {
     let last: Option<(u64, Vec<u8>)> = tx
         .query_row(
@@ -105,25 +110,31 @@ fn append_in(tx: &Transaction<'_>, key: &ChainKey, batch: &[Timed]) -> Result<()
         "INSERT INTO audit (seq, at_ms, kind, function, secret, body, prev, mac)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
-    for timed in batch {
-        seq += 1;
-        let body = serde_json::to_string(&crate::audit::chain::BodyRef {
-            at_ms: timed.at_ms,
-            event: &timed.event,
-        })
-        .map_err(|e| corrupt(format!("cannot encode an audit record: {e}")))?;
-        let mac = key.link(&prev, seq, &body);
-        insert.execute(params![
-            seq,
-            timed.at_ms,
-            timed.event.kind(),
-            timed.event.function(),
-            timed.event.secret(),
-            body,
-            prev,
-            &mac[..],
-        ])?;
-        prev = mac.to_vec();
+    for run in runs(batch) {
+        for records in run.chunks(MAX_RECORDS_PER_ROW) {
+            seq += records.len() as u64;
+            let event = &records[0].event;
+            let at_ms = records
+                .iter()
+                .fold(records[0].at_ms, |t, timed| t.max(timed.at_ms));
+            let body = match records {
+                [one] => serde_json::to_string(&body_of(one)),
+                many => serde_json::to_string(&many.iter().map(body_of).collect::<Vec<_>>()),
+            }
+            .map_err(|e| corrupt(format!("cannot encode an audit record: {e}")))?;
+            let mac = key.link(&prev, seq, &body);
+            insert.execute(params![
+                seq,
+                at_ms,
+                event.kind(),
+                event.function(),
+                event.secret(),
+                body,
+                prev,
+                &mac[..],
+            ])?;
+            prev = mac.to_vec();
+        }
     }
     tx.execute(
         "INSERT INTO meta (key, value) VALUES ('audit_head', ?1)
@@ -131,6 +142,30 @@ fn append_in(tx: &Transaction<'_>, key: &ChainKey, batch: &[Timed]) -> Result<()
         [&key.head(seq, &prev)[..]],
     )?;
     Ok(())
+}
+
+/// `batch` split into runs of records that share a row's columns (kind,
+/// function, secret), each in batch order, in order of first appearance.
+fn runs(batch: &[Timed]) -> Vec<Vec<&Timed>> {
+    let mut runs: Vec<Vec<&Timed>> = Vec::new();
+    let mut index: HashMap<(&str, Option<&str>, Option<&str>), usize> = HashMap::new();
+    for timed in batch {
+        let event = &timed.event;
+        let columns = (event.kind(), event.function(), event.secret());
+        let run = *index.entry(columns).or_insert_with(|| {
+            runs.push(Vec::new());
+            runs.len() - 1
+        });
+        runs[run].push(timed);
+    }
+    runs
+}
+
+fn body_of<'a>(timed: &&'a Timed) -> BodyRef<'a> {
+    BodyRef {
+        at_ms: timed.at_ms,
+        event: &timed.event,
+    }
 }
 
 impl SqliteStore {
@@ -213,20 +248,30 @@ impl SqliteStore {
             format!("WHERE {}", conditions.join(" AND "))
         };
         self.read(|tx| {
+            // A row holds at least one matching record (its time is its
+            // latest record's), so `limit` rows hold at least `limit`.
             let mut stmt = tx.prepare(&format!(
                 "SELECT seq, at_ms, kind, function, secret, body, prev, mac FROM audit
                  {filter} ORDER BY seq DESC LIMIT ?"
             ))?;
             let rows = stmt.query_map(rusqlite::params_from_iter(values), to_row)?;
             let mut entries = Vec::new();
-            for row in rows {
+            'rows: for row in rows {
                 let row = row?;
-                entries.push(row.entry().ok_or_else(|| {
+                let records = row.entries().ok_or_else(|| {
                     corrupt(format!(
                         "audit record {} cannot be read (see `keyhole audit verify`)",
                         row.seq
                     ))
-                })?);
+                })?;
+                for entry in records.into_iter().rev() {
+                    if entries.len() == limit as usize {
+                        break 'rows;
+                    }
+                    if query.since_ms.is_none_or(|since| entry.at_ms >= since) {
+                        entries.push(entry);
+                    }
+                }
             }
             entries.reverse();
             Ok(entries)
