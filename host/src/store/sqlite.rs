@@ -1747,8 +1747,8 @@ mod tests {
         assert_eq!((verified.records, verified.first_bad), (total, None));
         assert_eq!(verified.head.unwrap().0, total);
 
-        // One record edited inside a run, a run's column edited, a run cut
-        // short: each is caught at that row.
+        // One record edited inside a run, a run's time or secret column
+        // edited, a run renumbered: each is caught at that row.
         for (sql, needle) in [
             (
                 "UPDATE audit SET body = replace(body, '\"request\":3,', '\"request\":9,') WHERE seq = 4",
