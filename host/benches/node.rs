@@ -182,9 +182,7 @@ fn main() {
         load(&node.base, duration, hello).print("hello-secret (GET /hello)");
         load(&node.base, duration, webhook).print("webhook-verify (POST /webhook, valid sig)");
 
-        let calls = node.get("/probe/bench?binding=KEY&n=200000");
-        assert_eq!(calls.status, 200, "{calls:?}");
-        for line in calls.text().lines() {
+        for line in node.probe_host_call_timings(200_000) {
             println!("host call, timed in the guest: {line}");
         }
         key_operations(&mut node);

@@ -151,6 +151,15 @@ impl Node {
         self.ok(&["grant", function, "KEY", "--secret", secret, "--allow", ops]);
     }
 
+    /// The probe's own timings of `n` host-call round trips on binding
+    /// `KEY`, one line per kind of call, from inside the guest (the probe
+    /// must be deployed at `/probe`).
+    pub fn probe_host_call_timings(&self, n: u32) -> Vec<String> {
+        let reply = self.get(&format!("/probe/bench?binding=KEY&n={n}"));
+        assert_eq!(reply.status, 200, "{reply:?}");
+        reply.text().lines().map(str::to_owned).collect()
+    }
+
     /// Deploys the example at `manifest` (function `function`) and grants
     /// its `binding` secret `secret` for `ops`.
     pub fn deploy_granted(
