@@ -600,3 +600,66 @@ fn a_huge_response_body_is_streamed_not_buffered() {
     arena.assert_still_serving("a huge body");
     arena.assert_host_never_panicked();
 }
+
+/// With `--max-instances 1`, a guest stuck in a loop holds the node's only
+/// instance slot: every other request meanwhile gets 503 `the node is at
+/// capacity` (and a warning in the log) instead of waiting or failing
+/// obscurely, and the slot serves again once the loop hits its time limit.
+/// Out-of-range values are refused before the node starts.
+#[test]
+fn a_node_out_of_instance_slots_answers_503_until_one_frees() {
+    let mut node = Node::new();
+    let manifest = node.write_manifest(
+        "hostile",
+        keyhole_test_artifacts::HOSTILE,
+        "/h",
+        &format!("[bindings.KEY]\nallow = [\"hmac\"]\n[limits]\ntimeout-ms = {TIMEOUT_MS}\n"),
+    );
+    node.ok(&["deploy", manifest.to_str().unwrap()]);
+
+    for bad in ["0", "10001", "many"] {
+        let out = node.cli(&["serve", "--listen", "127.0.0.1:0", "--max-instances", bad]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--max-instances {bad} was accepted");
+        assert!(stderr.contains("--max-instances"), "{bad}: {stderr}");
+    }
+
+    node.start_with_args(&["--max-instances", "1"]);
+    assert_eq!(node.get("/h/hmac").status, 200, "the one slot serves");
+
+    // The spinner may itself find the slot taken by one of the probes
+    // below: it tries again until it holds it.
+    let spinner = {
+        let url = format!("{}/h/spin", node.base);
+        std::thread::spawn(move || {
+            loop {
+                let status = Node::agent().get(&url).call().unwrap().status().as_u16();
+                if status != 503 {
+                    return status;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let started = Instant::now();
+    let refused = loop {
+        let reply = node.get("/h/hmac");
+        if reply.status == 503 {
+            break reply;
+        }
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the spinning request never held the slot"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(refused.text().contains("at capacity"), "{refused:?}");
+    assert_eq!(spinner.join().unwrap(), 504, "the loop ran into its limit");
+    assert_eq!(node.get("/h/hmac").status, 200, "the slot serves again");
+    assert!(
+        node.logs().contains("no free instance slot"),
+        "{}",
+        node.logs()
+    );
+}

@@ -20,8 +20,13 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// How often the engine's epoch advances; the granularity of timeouts.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// The most instances alive at once across the node (pooling allocator slots).
-pub const MAX_CONCURRENT_INSTANCES: u32 = 1000;
+/// The most instances alive at once across the node (pooling allocator
+/// slots) unless the operator says otherwise (`keyhole serve --max-instances`).
+pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+/// The most `--max-instances` may ask for: every slot reserves address space
+/// for its memories up front, and more than this would not fit in the 128 TiB
+/// a 64-bit process can address.
+pub const MAX_INSTANCES_LIMIT: u32 = 10_000;
 /// The largest linear memory any function may have; manifests ask for less.
 pub const MAX_MEMORY_BYTES: usize = crate::manifest::MAX_MEMORY_MIB as usize * 1024 * 1024;
 /// Wasm stack limit per instance.
@@ -44,15 +49,16 @@ pub const MAX_COMPONENT_HANDLES: usize = 10_000;
 /// code sees it.
 pub const MAX_HOSTCALL_INPUT_BYTES: usize = 16 << 20;
 
-/// Builds the engine every function runs on: pooling allocator,
-/// epoch-based interruption, async host calls.
-pub fn engine() -> wasmtime::Result<Engine> {
+/// Builds the engine every function runs on: a pooling allocator with room
+/// for `max_instances` function instances alive at once, epoch-based
+/// interruption, async host calls.
+pub fn engine(max_instances: u32) -> wasmtime::Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(MAX_CONCURRENT_INSTANCES)
-        .total_core_instances(MAX_CONCURRENT_INSTANCES * 4)
-        .total_memories(MAX_CONCURRENT_INSTANCES * 2)
-        .total_tables(MAX_CONCURRENT_INSTANCES * 4)
-        .total_stacks(MAX_CONCURRENT_INSTANCES)
+    pool.total_component_instances(max_instances)
+        .total_core_instances(max_instances * 4)
+        .total_memories(max_instances * 2)
+        .total_tables(max_instances * 4)
+        .total_stacks(max_instances)
         .max_memory_size(MAX_MEMORY_BYTES)
         .table_elements(MAX_TABLE_ELEMENTS)
         .max_core_instances_per_component(32)
@@ -209,7 +215,23 @@ impl Runtime {
     /// A runtime with the node's engine configuration and imports, which
     /// compiles every component it is given.
     pub fn new() -> wasmtime::Result<Self> {
-        let engine = engine()?;
+        Self::with_max_instances(DEFAULT_MAX_INSTANCES)
+    }
+
+    /// The same with room for `max_instances` (at most
+    /// [`MAX_INSTANCES_LIMIT`]) instances alive at once instead of
+    /// [`DEFAULT_MAX_INSTANCES`]; past that, requests get 503.
+    pub fn with_max_instances(max_instances: u32) -> wasmtime::Result<Self> {
+        if !(1..=MAX_INSTANCES_LIMIT).contains(&max_instances) {
+            return Err(wasmtime::format_err!(
+                "room for {max_instances} instances asked for: it must be 1 to {MAX_INSTANCES_LIMIT}"
+            ));
+        }
+        let engine = engine(max_instances).map_err(|e| {
+            e.context(format!(
+                "cannot reserve memory for {max_instances} instances alive at once; ask for fewer"
+            ))
+        })?;
         let linker = linker(&engine)?;
         Ok(Self {
             engine,
@@ -218,11 +240,15 @@ impl Runtime {
         })
     }
 
-    /// A runtime for the node or CLI working on `store`: it keeps compiled
+    /// A runtime for the node or CLI working on `store`, with room for
+    /// `max_instances` instances alive at once: it keeps compiled
     /// components in [`COMPILED_CACHE_DIR`] beside the store's database,
     /// authenticated under a key only that store holds.
-    pub fn for_store(store: &crate::store::SqliteStore) -> wasmtime::Result<Self> {
-        let runtime = Self::new()?;
+    pub fn for_store(
+        store: &crate::store::SqliteStore,
+        max_instances: u32,
+    ) -> wasmtime::Result<Self> {
+        let runtime = Self::with_max_instances(max_instances)?;
         let dir = store
             .path()
             .parent()
@@ -305,5 +331,24 @@ impl Runtime {
             .instantiate_pre(component)
             .map_err(|e| ComponentError::World(format!("{e:#}")))?;
         FunctionPre::new(pre).map_err(|e| ComponentError::World(format!("{e:#}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_for_instances_must_be_within_range() {
+        for refused in [0, MAX_INSTANCES_LIMIT + 1] {
+            let error = Runtime::with_max_instances(refused)
+                .err()
+                .unwrap_or_else(|| panic!("{refused} instances accepted"));
+            assert!(
+                error.to_string().contains(&format!("{refused} instances")),
+                "{error}"
+            );
+        }
+        assert!(Runtime::with_max_instances(1).is_ok());
     }
 }

@@ -207,6 +207,11 @@ impl Node {
         self.spawn(true, &["--admin", "127.0.0.1:0"]);
     }
 
+    /// Starts the node with `keyhole serve` options `extra` as well.
+    pub fn start_with_args(&mut self, extra: &[&str]) {
+        self.spawn(true, extra);
+    }
+
     /// Starts the node with `RUST_BACKTRACE=1` or with it unset.
     pub fn start_with_backtrace(&mut self, backtrace: bool) {
         self.spawn(backtrace, &[]);

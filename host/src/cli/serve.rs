@@ -23,6 +23,12 @@ pub struct ServeArgs {
     /// [default: one per core].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
+    /// Function instances alive at once across the node; a request past
+    /// them gets 503. Every one reserves address space (not memory) up
+    /// front, so a small machine or a profiler may want fewer.
+    #[arg(long, value_name = "N", default_value_t = runtime::DEFAULT_MAX_INSTANCES,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(runtime::MAX_INSTANCES_LIMIT)))]
+    max_instances: u32,
     /// Also serve the admin API and /metrics on this address, e.g.
     /// 127.0.0.1:8081. Tokens travel in clear text: keep it on loopback (or
     /// behind a TLS-terminating proxy) unless --admin-allow-remote.
@@ -52,7 +58,9 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let store = Arc::new(open_store(data, Access::CreateIfMissing)?);
-    let runtime = Arc::new(Runtime::for_store(&store).map_err(|e| anyhow::anyhow!("{e:#}"))?);
+    let runtime = Arc::new(
+        Runtime::for_store(&store, args.max_instances).map_err(|e| anyhow::anyhow!("{e:#}"))?,
+    );
     runtime::start_epoch_ticker(runtime.engine());
     let observer = Arc::new(Observer::default());
     let catalog = Arc::new(Catalog::new(
