@@ -387,3 +387,47 @@ fn reading_commands_do_not_create_a_store() {
     );
     assert!(!node.data.path().join("keyhole.db").exists());
 }
+
+/// Under an address-space limit (`ulimit -v`, as shared hosts and some
+/// containers set), `keyhole deploy` still works: it only compiles, so it
+/// reserves room for one instance (≈ 8 GiB of address space), not the
+/// node's 1 000 (≈ 8 TiB). A node that cannot reserve its slots refuses to
+/// start saying what to do, and doing it (`--max-instances`) serves.
+#[test]
+fn under_an_address_space_limit_deploy_works_and_serve_says_what_to_do() {
+    const LIMIT_GIB: u64 = 16;
+    let mut node = Node::new();
+    // The first deploy checks the component before a store exists, the
+    // second deploys into the store the first created.
+    for (name, route) in [("limited", "/limited"), ("also-limited", "/also")] {
+        let manifest = node.write_manifest(name, artifacts::PLAIN_HELLO, route, "");
+        let out = node
+            .command_with_address_limit(LIMIT_GIB, &["deploy", manifest.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    let refused = node
+        .command_with_address_limit(LIMIT_GIB, &["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    for needed in [
+        "cannot reserve address space for 1000 instances",
+        "--max-instances",
+        "ulimit -v",
+    ] {
+        assert!(
+            stderr(&refused).contains(needed),
+            "{needed:?} missing: {}",
+            stderr(&refused)
+        );
+    }
+
+    node.start_with_address_limit(LIMIT_GIB, &["--max-instances", "1"]);
+    for route in ["/limited", "/also"] {
+        let reply = node.get(route);
+        assert_eq!(reply.status, 200, "{route}: {}", reply.text());
+    }
+}

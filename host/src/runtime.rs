@@ -23,6 +23,12 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// The most instances alive at once across the node (pooling allocator
 /// slots) unless the operator says otherwise (`keyhole serve --max-instances`).
 pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+/// Instance slots of a runtime that only compiles and links components (the
+/// CLI's deploy checks, an admin API served without a node): it never runs
+/// more than one instance at once, and every slot reserves gigabytes of
+/// address space, which a process under an address-space limit
+/// (`ulimit -v`) may not have for [`DEFAULT_MAX_INSTANCES`] of them.
+pub const COMPILE_ONLY_INSTANCES: u32 = 1;
 /// The most `--max-instances` may ask for: every slot reserves address space
 /// for its memories up front, and more than this would not fit in the 128 TiB
 /// a 64-bit process can address.
@@ -228,8 +234,19 @@ impl Runtime {
             ));
         }
         let engine = engine(max_instances).map_err(|e| {
+            let (instances, remedy) = match max_instances {
+                1 => (
+                    "1 instance".to_owned(),
+                    "raise the process's address-space limit (`ulimit -v`)",
+                ),
+                n => (
+                    format!("{n} instances"),
+                    "ask for fewer (`keyhole serve --max-instances`) or raise the process's address-space limit (`ulimit -v`)",
+                ),
+            };
             e.context(format!(
-                "cannot reserve memory for {max_instances} instances alive at once; ask for fewer"
+                "cannot reserve address space for {instances} alive at once \
+                 (each reserves room for its largest memories and their guard pages); {remedy}"
             ))
         })?;
         let linker = linker(&engine)?;
@@ -238,6 +255,13 @@ impl Runtime {
             linker,
             cache: None,
         })
+    }
+
+    /// A runtime that only compiles and checks components, with room for
+    /// [`COMPILE_ONLY_INSTANCES`]: what the CLI and an admin API without a
+    /// node need, in little address space.
+    pub fn compile_only() -> wasmtime::Result<Self> {
+        Self::with_max_instances(COMPILE_ONLY_INSTANCES)
     }
 
     /// A runtime for the node or CLI working on `store`, with room for

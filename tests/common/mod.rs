@@ -15,6 +15,9 @@ pub use keyhole_test_artifacts as artifacts;
 /// The `keyhole` binary under test.
 pub const KEYHOLE: &str = env!("CARGO_BIN_EXE_keyhole");
 
+/// `keyhole serve` on a free loopback port, as the harness starts a node.
+const SERVE: [&str; 3] = ["serve", "--listen", "127.0.0.1:0"];
+
 /// A data directory with its own master key, and optionally a running node.
 pub struct Node {
     pub data: tempfile::TempDir,
@@ -84,7 +87,22 @@ impl Node {
 
     /// `keyhole` with this node's data directory and key, and no stdin.
     pub fn command(&self) -> Command {
-        let mut command = Command::new(KEYHOLE);
+        self.with_environment(Command::new(KEYHOLE))
+    }
+
+    /// `keyhole ARGS…` as [`Node::command`] runs it, but in a process whose
+    /// address space is limited to `gib` GiB (`ulimit -v`).
+    pub fn command_with_address_limit(&self, gib: u64, args: &[&str]) -> Command {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", r#"ulimit -v "$1" && shift && exec "$@""#, "sh"])
+            .arg((gib * 1024 * 1024).to_string())
+            .arg(KEYHOLE)
+            .args(args);
+        self.with_environment(command)
+    }
+
+    fn with_environment(&self, mut command: Command) -> Command {
         command
             .env("KEYHOLE_DATA", self.data.path())
             .env_remove("KEYHOLE_MASTER_KEY")
@@ -217,16 +235,27 @@ impl Node {
         self.spawn(backtrace, &[]);
     }
 
+    /// Starts the node with `keyhole serve` options `extra`, in a process
+    /// whose address space is limited to `gib` GiB (`ulimit -v`).
+    pub fn start_with_address_limit(&mut self, gib: u64, extra: &[&str]) {
+        let args: Vec<&str> = SERVE.iter().chain(extra).copied().collect();
+        let command = self.command_with_address_limit(gib, &args);
+        self.spawn_command(command, true);
+    }
+
     fn spawn(&mut self, backtrace: bool, extra: &[&str]) {
         let mut command = self.command();
+        command.args(SERVE).args(extra);
+        self.spawn_command(command, backtrace);
+    }
+
+    fn spawn_command(&mut self, mut command: Command, backtrace: bool) {
         if backtrace {
             command.env("RUST_BACKTRACE", "1");
         } else {
             command.env_remove("RUST_BACKTRACE");
         }
         let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
             .env("KEYHOLE_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

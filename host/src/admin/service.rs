@@ -126,7 +126,7 @@ impl Admin {
         if let Some(runtime) = self.runtime.get() {
             return Ok(runtime);
         }
-        let runtime = Runtime::for_store(&self.store, crate::runtime::DEFAULT_MAX_INSTANCES)
+        let runtime = Runtime::for_store(&self.store, crate::runtime::COMPILE_ONLY_INSTANCES)
             .map_err(|e| AdminError::new(500, format!("cannot start the runtime: {e:#}")))?;
         Ok(self.runtime.get_or_init(|| Arc::new(runtime)))
     }

@@ -34,7 +34,7 @@ pub fn deploy(
             .join(keyhole_host::store::DATABASE_FILE)
             .exists()
     {
-        let runtime = Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let runtime = Runtime::compile_only().map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let prepared = deploy::prepare(&runtime, manifest_path)?;
         deploy::gate(
             &prepared.deployment,
