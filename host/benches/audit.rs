@@ -67,14 +67,8 @@ fn main() {
         let start = Instant::now();
         let mut prev = [0u8; 32];
         for run in records.chunks(keyhole_host::audit::chain::MAX_RECORDS_PER_ROW) {
-            let bodies: Vec<_> = run
-                .iter()
-                .map(|r| keyhole_host::audit::chain::BodyRef {
-                    at_ms: r.at_ms,
-                    event: &r.event,
-                })
-                .collect();
-            let body = serde_json::to_string(&bodies).unwrap();
+            let run: Vec<&Timed> = run.iter().collect();
+            let body = keyhole_host::audit::run::encode(&run).unwrap();
             prev = key.link(&prev, 1, &body);
         }
         println!(
@@ -114,6 +108,46 @@ fn main() {
     println!(
         "database size: {:.1} MiB ({:.0} bytes per record)",
         size as f64 / (1024.0 * 1024.0),
+        size as f64 / RECORDS as f64
+    );
+
+    // The costly case: records that share nothing but their function (a
+    // guest guessing binding names, each refused with its own reason).
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), AesKey::generate()).unwrap();
+    let guesses: Vec<Timed> = (0..RECORDS as u64)
+        .map(|i| {
+            let binding = format!("GUESS_{i}");
+            Timed {
+                at_ms: now_ms(),
+                event: Event::Function(FunctionEvent {
+                    function: Arc::clone(&function),
+                    request: i,
+                    reason: Some(format!(
+                        "function `{function}` has no grant for binding `{binding}`"
+                    )),
+                    binding: binding.into(),
+                    secret: None,
+                    version: None,
+                    operation: "get".into(),
+                    outcome: OpOutcome::NotGranted,
+                    destination: None,
+                }),
+            }
+        })
+        .collect();
+    let cpu_before = cpu_seconds();
+    for batch in guesses.chunks(BATCH) {
+        store.append_audit(batch).unwrap();
+    }
+    let cpu = cpu_seconds() - cpu_before;
+    let size = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum::<u64>();
+    println!(
+        "records that each differ (guessed binding names): {:.1} µs CPU and {:.0} bytes per record",
+        cpu * 1e6 / RECORDS as f64,
         size as f64 / RECORDS as f64
     );
 }

@@ -264,6 +264,7 @@ pub fn start_audit_writer(
                 match store.append_audit(&batch) {
                     Ok(()) => {
                         observer.trail.written(functions);
+                        observer.trail.recycle(batch);
                         if lost > 0 {
                             tracing::error!(
                                 lost,

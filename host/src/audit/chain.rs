@@ -3,8 +3,9 @@
 //! The trail is stored as rows. A row holds one record, or a run of up to
 //! [`MAX_RECORDS_PER_ROW`] records of one kind about the same function and
 //! secret that were written in the same batch (the node's writer stores
-//! its function records that way: one database row per run rather than per
-//! record is most of what keeps auditing every secret call cheap). Records
+//! its function records that way, in the compact form of [`super::run`]:
+//! one database row per run rather than per record, saying the shared part
+//! once, is most of what keeps auditing every secret call cheap). Records
 //! are numbered 1, 2, 3, … without gaps; a row is numbered by its last
 //! record. Row `n` stores `mac_n = HMAC-SHA256(key, mac_prev || n ||
 //! body_n)` next to `mac_prev`, the MAC of the row before it (all zeros
@@ -114,7 +115,9 @@ pub struct Row {
     pub function: Option<String>,
     /// Secret column (must agree with the body).
     pub secret: Option<String>,
-    /// The MAC'd JSON body: a [`Body`], or an array of them for a run.
+    /// The MAC'd JSON body: a [`Body`], a compact run of function records
+    /// ([`super::run`]), or (in rows written before that form) an array of
+    /// [`Body`].
     pub body: String,
     /// The previous row's MAC, as stored.
     pub prev: Vec<u8>,
@@ -141,14 +144,24 @@ impl Row {
     }
 }
 
-/// The records a row's body holds: one [`Body`], or a non-empty array.
+/// The records a row's body holds: one [`Body`], a compact run, or a
+/// non-empty array of [`Body`].
 fn parse_bodies(body: &str) -> Option<Vec<Body>> {
     if body.trim_start().starts_with('[') {
         let run: Vec<Body> = serde_json::from_str(body).ok()?;
-        (!run.is_empty()).then_some(run)
-    } else {
-        Some(vec![serde_json::from_str(body).ok()?])
+        return (!run.is_empty()).then_some(run);
     }
+    // A single record's body has no `run` field, so this fails at once on
+    // a compact run.
+    if let Ok(one) = serde_json::from_str::<Body>(body) {
+        return Some(vec![one]);
+    }
+    let run = super::run::decode(body)?;
+    Some(
+        run.into_iter()
+            .map(|(at_ms, event)| Body { at_ms, event })
+            .collect(),
+    )
 }
 
 /// The sequence number of the first of `count` records in a row numbered

@@ -18,6 +18,9 @@ pub const DEFAULT_CAPACITY: usize = 16 * 1024;
 /// to its own, so worker threads on different cores never contend for one
 /// lock or cache line.
 const SHARDS: usize = 8;
+/// How many emptied queues are kept for reuse: one per shard and one for
+/// merging them.
+const MAX_SPARES: usize = SHARDS + 1;
 
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
@@ -43,6 +46,10 @@ impl Shard {
 #[derive(Debug)]
 pub struct FunctionTrail {
     shards: [Shard; SHARDS],
+    /// Emptied queues, their memory kept: a fresh queue of thousands of
+    /// records is fresh memory the kernel must fault in and zero, on the
+    /// request path as it fills and on the writer as it merges.
+    spares: Mutex<Vec<Vec<Timed>>>,
     capacity: usize,
     lost: AtomicU64,
     lost_total: AtomicU64,
@@ -61,6 +68,7 @@ impl FunctionTrail {
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             shards: Default::default(),
+            spares: Mutex::default(),
             capacity,
             lost: AtomicU64::new(0),
             lost_total: AtomicU64::new(0),
@@ -89,18 +97,39 @@ impl FunctionTrail {
     }
 
     /// Takes everything queued, in time order, followed by a record of how
-    /// many were lost since the last batch, if any.
+    /// many were lost since the last batch, if any. Hand the batch back
+    /// with [`Self::recycle`] once written.
     pub fn take_batch(&self) -> Vec<Timed> {
-        let mut batch = Vec::new();
+        let mut taken = Vec::new();
         for shard in &self.shards {
-            // The next round starts with room for as many records as this
-            // one had, so pushing on the request path rarely grows a queue.
-            let room = Vec::with_capacity(shard.lock().len());
-            let taken = std::mem::replace(&mut *shard.lock(), room);
-            batch.extend(taken);
+            let queued = shard.lock().len();
+            if queued == 0 {
+                continue;
+            }
+            // The next round starts with room for at least as many records
+            // as this one had, so pushing on the request path rarely grows
+            // a queue.
+            let room = self.spare(queued);
+            taken.push(std::mem::replace(&mut *shard.lock(), room));
         }
-        // Each shard is in order; a stable sort merges them.
-        batch.sort_by_key(|timed| timed.at_ms);
+        let mut batch = match taken.len() {
+            0 => Vec::new(),
+            1 => taken.pop().unwrap_or_default(),
+            _ => {
+                let mut merged = self.spare(taken.iter().map(Vec::len).sum());
+                for mut queue in taken {
+                    merged.append(&mut queue);
+                    self.recycle(queue);
+                }
+                merged
+            }
+        };
+        // Each shard is in order; a stable sort merges them. (It needs
+        // scratch memory as large as the batch: skip it when one thread's
+        // records, already in order, are all there is.)
+        if !batch.is_sorted_by_key(|timed| timed.at_ms) {
+            batch.sort_by_key(|timed| timed.at_ms);
+        }
         let lost = self.lost.swap(0, Ordering::Relaxed);
         if lost > 0 {
             batch.push(Timed {
@@ -109,6 +138,31 @@ impl FunctionTrail {
             });
         }
         batch
+    }
+
+    /// Takes back a written batch's memory for the queues to reuse.
+    pub fn recycle(&self, mut batch: Vec<Timed>) {
+        batch.clear();
+        if batch.capacity() == 0 || batch.capacity() > self.capacity {
+            return;
+        }
+        let mut spares = self.spares.lock().unwrap_or_else(|p| p.into_inner());
+        if spares.len() < MAX_SPARES {
+            spares.push(batch);
+        }
+    }
+
+    /// An empty queue with room for `records`, reusing a spare's memory
+    /// when one is big enough.
+    fn spare(&self, records: usize) -> Vec<Timed> {
+        let mut spares = self.spares.lock().unwrap_or_else(|p| p.into_inner());
+        match spares.iter().position(|spare| spare.capacity() >= records) {
+            Some(i) => spares.swap_remove(i),
+            None => {
+                drop(spares);
+                Vec::with_capacity(records)
+            }
+        }
     }
 
     /// Puts back a batch whose write failed, ahead of newer records, as far
@@ -190,6 +244,75 @@ mod tests {
         );
         assert_eq!(trail.lost_total(), 2);
         assert!(trail.take_batch().is_empty(), "the loss is reported once");
+    }
+
+    #[test]
+    fn a_written_batch_lends_its_memory_to_the_queues() {
+        let trail = FunctionTrail::with_capacity(64);
+        for request in 1..=40 {
+            trail.record(event(request));
+        }
+        let batch = trail.take_batch();
+        assert_eq!(requests(&batch), (1..=40).collect::<Vec<_>>());
+        let memory = batch.as_ptr();
+        trail.recycle(batch);
+        // The queue taken next is replaced by the recycled one, which the
+        // request path then fills.
+        trail.record(event(41));
+        assert_eq!(requests(&trail.take_batch()), [41]);
+        trail.record(event(42));
+        let filled = trail.take_batch();
+        assert_eq!(requests(&filled), [42]);
+        assert_eq!(
+            filled.as_ptr(),
+            memory,
+            "the queue reused the written batch"
+        );
+        // A batch larger than a queue may grow is let go.
+        trail.recycle(Vec::with_capacity(65));
+        assert!(
+            trail
+                .spares
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|spare| spare.capacity() <= 64)
+        );
+        // An idle round takes nothing and leaves the spares be.
+        trail.recycle(filled);
+        assert_eq!(trail.spares.lock().unwrap().len(), 1);
+        assert!(trail.take_batch().is_empty());
+        assert_eq!(trail.spares.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn queues_of_several_threads_merge_in_time_order() {
+        let trail = std::sync::Arc::new(FunctionTrail::with_capacity(64));
+        let pushed: Vec<_> = (0..3u64)
+            .map(|thread| {
+                let trail = std::sync::Arc::clone(&trail);
+                std::thread::spawn(move || {
+                    for i in 0..5 {
+                        trail.record(event(thread * 100 + i));
+                    }
+                })
+            })
+            .collect();
+        for thread in pushed {
+            thread.join().unwrap();
+        }
+        let batch = trail.take_batch();
+        assert_eq!(batch.len(), 15);
+        assert!(batch.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+        let mut seen = requests(&batch);
+        seen.sort_unstable();
+        let mut expected: Vec<u64> = (0..3)
+            .flat_map(|t| (0..5).map(move |i| t * 100 + i))
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(seen, expected);
+        trail.recycle(batch);
+        assert!(!trail.spares.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -1751,7 +1751,7 @@ mod tests {
         // edited, a run renumbered: each is caught at that row.
         for (sql, needle) in [
             (
-                "UPDATE audit SET body = replace(body, '\"request\":3,', '\"request\":9,') WHERE seq = 4",
+                "UPDATE audit SET body = replace(body, '[1000,1,', '[1000,9,') WHERE seq = 4",
                 "record 4: its content does not match its MAC",
             ),
             (
@@ -1774,6 +1774,79 @@ mod tests {
             let shown = format!("record {}: {}", bad.seq, bad.problem);
             assert!(shown.contains(needle), "{sql}: {shown}");
         }
+    }
+
+    #[test]
+    fn a_trail_begun_before_compact_runs_reads_and_verifies_across_both_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let old: Vec<_> = [1, 3, 6]
+            .into_iter()
+            .map(|request| function_record("a", Some("s1"), request, 1000 + request as i64))
+            .collect();
+        store.append_audit(&old).unwrap();
+        // Rewrite that row as a node before the compact form wrote it: an
+        // array of one object per record, chained and headed the same way.
+        let key = store.chain_key().unwrap();
+        let legacy = serde_json::to_string(
+            &old.iter()
+                .map(|t| crate::audit::chain::BodyRef {
+                    at_ms: t.at_ms,
+                    event: &t.event,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        assert!(legacy.contains("\"request\":3,"), "{legacy}");
+        let mac = key.link(&crate::audit::chain::GENESIS, 3, &legacy);
+        store
+            .conn
+            .lock()
+            .unwrap()
+            .execute(
+                "UPDATE audit SET body = ?1, mac = ?2 WHERE seq = 3",
+                rusqlite::params![legacy, &mac[..]],
+            )
+            .unwrap();
+        store
+            .conn
+            .lock()
+            .unwrap()
+            .execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'audit_head'",
+                [&key.head(3, &mac)[..]],
+            )
+            .unwrap();
+        assert_eq!(store.verify_audit().unwrap().first_bad, None);
+
+        // A newer node carries the chain on in the compact form.
+        let new: Vec<_> = [7, 8]
+            .into_iter()
+            .map(|request| function_record("a", Some("s1"), request, 2000 + request as i64))
+            .collect();
+        store.append_audit(&new).unwrap();
+        let compact: String = store
+            .read(|tx| Ok(tx.query_row("SELECT body FROM audit WHERE seq = 5", [], |r| r.get(0))?))
+            .unwrap();
+        assert!(compact.starts_with("{\"run\":\"function\""), "{compact}");
+        let verified = store.verify_audit().unwrap();
+        assert_eq!((verified.records, verified.first_bad), (5, None));
+        let all = store
+            .audit_entries(&crate::audit::Query::default())
+            .unwrap();
+        assert_eq!(requests(&all), vec![(1, 1), (2, 3), (3, 6), (4, 7), (5, 8)]);
+        assert_eq!(
+            all.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+            [1001, 1003, 1006, 2007, 2008]
+        );
+
+        // An edit inside the old row is still caught there.
+        tamper(
+            &store,
+            "UPDATE audit SET body = replace(body, '\"request\":3,', '\"request\":9,') WHERE seq = 3",
+        );
+        let bad = store.verify_audit().unwrap().first_bad.expect("caught");
+        assert_eq!(bad.seq, 3, "{}", bad.problem);
     }
 
     #[test]

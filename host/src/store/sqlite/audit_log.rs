@@ -96,7 +96,8 @@ pub(super) fn committed_pending_admin() {
 /// of one kind about the same function and secret go into one row per
 /// [`MAX_RECORDS_PER_ROW`] (in batch order within the run; runs in the
 /// order they first appear), so a batch of function records costs a few
-/// rows rather than one per record.
+/// rows rather than one per record; function records in the compact form
+/// of [`crate::audit::run`], anything else as JSON objects.
 fn append_in(tx: &Transaction<'_>, key: &ChainKey, batch: &[Timed]) -> Result<(), StoreError> {
     let last: Option<(u64, Vec<u8>)> = tx
         .query_row(
@@ -117,9 +118,12 @@ fn append_in(tx: &Transaction<'_>, key: &ChainKey, batch: &[Timed]) -> Result<()
             let at_ms = records
                 .iter()
                 .fold(records[0].at_ms, |t, timed| t.max(timed.at_ms));
-            let body = match records {
-                [one] => serde_json::to_string(&body_of(one)),
-                many => serde_json::to_string(&many.iter().map(body_of).collect::<Vec<_>>()),
+            let body = match crate::audit::run::encode(records) {
+                Some(run) => Ok(run),
+                None => match records {
+                    [one] => serde_json::to_string(&body_of(one)),
+                    many => serde_json::to_string(&many.iter().map(body_of).collect::<Vec<_>>()),
+                },
             }
             .map_err(|e| corrupt(format!("cannot encode an audit record: {e}")))?;
             let mac = key.link(&prev, seq, &body);
@@ -144,18 +148,27 @@ fn append_in(tx: &Transaction<'_>, key: &ChainKey, batch: &[Timed]) -> Result<()
     Ok(())
 }
 
+/// What a row's records share: kind, function and secret.
+type Columns<'a> = (&'a str, Option<&'a str>, Option<&'a str>);
+
 /// `batch` split into runs of records that share a row's columns (kind,
 /// function, secret), each in batch order, in order of first appearance.
 fn runs(batch: &[Timed]) -> Vec<Vec<&Timed>> {
     let mut runs: Vec<Vec<&Timed>> = Vec::new();
-    let mut index: HashMap<(&str, Option<&str>, Option<&str>), usize> = HashMap::new();
+    let mut index: HashMap<Columns<'_>, usize> = HashMap::new();
+    // A record usually belongs to the same run as the one before it.
+    let mut last: Option<(Columns<'_>, usize)> = None;
     for timed in batch {
         let event = &timed.event;
         let columns = (event.kind(), event.function(), event.secret());
-        let run = *index.entry(columns).or_insert_with(|| {
-            runs.push(Vec::new());
-            runs.len() - 1
-        });
+        let run = match last {
+            Some((previous, run)) if previous == columns => run,
+            _ => *index.entry(columns).or_insert_with(|| {
+                runs.push(Vec::new());
+                runs.len() - 1
+            }),
+        };
+        last = Some((columns, run));
         runs[run].push(timed);
     }
     runs
@@ -169,7 +182,7 @@ fn body_of<'a>(timed: &&'a Timed) -> BodyRef<'a> {
 }
 
 impl SqliteStore {
-    fn chain_key(&self) -> Result<Arc<ChainKey>, StoreError> {
+    pub(super) fn chain_key(&self) -> Result<Arc<ChainKey>, StoreError> {
         self.chain_key
             .read()
             .unwrap_or_else(|p| p.into_inner())
