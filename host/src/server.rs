@@ -233,7 +233,8 @@ fn flush_usage(catalog: &Catalog) {
 }
 
 /// Starts the thread that writes function audit records to `store` in
-/// batches every [`AUDIT_FLUSH_INTERVAL`] until `stop` turns true, and once
+/// batches every [`AUDIT_FLUSH_INTERVAL`] (sooner when a queue is half
+/// full) until `stop` turns true, and once
 /// more on the way out. A failed batch is kept for the next try, as far as
 /// the queue's capacity allows; what does not fit is counted as lost.
 pub fn start_audit_writer(
@@ -282,8 +283,10 @@ pub fn start_audit_writer(
                     }
                 }
             };
+            observer.trail.wake_when_filling(std::thread::current());
             while !*stop.borrow() {
-                std::thread::sleep(AUDIT_FLUSH_INTERVAL);
+                // Woken early when a queue is half full.
+                std::thread::park_timeout(AUDIT_FLUSH_INTERVAL);
                 flush(&mut failing);
             }
             flush(&mut failing);

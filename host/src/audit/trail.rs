@@ -1,15 +1,19 @@
 //! Function records on their way to the audit trail.
 //!
 //! The request path only pushes a record onto a bounded in-memory queue; a
-//! background thread writes the queue to the store in batches. When the
+//! background thread writes the queue to the store in batches, and is woken
+//! early when a queue fills past half its capacity (a function calling
+//! secrets in a tight loop makes hundreds of thousands of records a second,
+//! more than a queue holds between two timed batches). When the
 //! store cannot keep up (or fails) and the queue is full, new records are
 //! counted and dropped rather than making requests wait: the trail then
 //! carries a [`super::LostEvent`] with the count, the node logs it, and
 //! `/metrics` shows it. Requests keep their latency; the gap is visible.
 
 use super::{Event, FunctionEvent, Timed, now_ms};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::thread::Thread;
 
 /// How many function records may wait for the writer in each shard by
 /// default.
@@ -50,6 +54,8 @@ pub struct FunctionTrail {
     /// records is fresh memory the kernel must fault in and zero, on the
     /// request path as it fills and on the writer as it merges.
     spares: Mutex<Vec<Vec<Timed>>>,
+    /// The writer thread, to wake when a queue is half full.
+    writer: OnceLock<Thread>,
     capacity: usize,
     lost: AtomicU64,
     lost_total: AtomicU64,
@@ -69,6 +75,7 @@ impl FunctionTrail {
         Self {
             shards: Default::default(),
             spares: Mutex::default(),
+            writer: OnceLock::new(),
             capacity,
             lost: AtomicU64::new(0),
             lost_total: AtomicU64::new(0),
@@ -89,11 +96,23 @@ impl FunctionTrail {
         let mut pending = self.own_shard().lock();
         if pending.len() < self.capacity {
             pending.push(timed);
+            let half_full = pending.len() == self.capacity / 2;
+            drop(pending);
+            if half_full && let Some(writer) = self.writer.get() {
+                writer.unpark();
+            }
         } else {
             drop(pending);
             self.lost.fetch_add(1, Ordering::Relaxed);
             self.lost_total.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Makes `writer` the thread to unpark when a queue fills to half its
+    /// capacity, so it can write the queue before it overflows. The first
+    /// call wins.
+    pub fn wake_when_filling(&self, writer: Thread) {
+        let _ = self.writer.set(writer);
     }
 
     /// Takes everything queued, in time order, followed by a record of how
@@ -313,6 +332,37 @@ mod tests {
         assert_eq!(seen, expected);
         trail.recycle(batch);
         assert!(!trail.spares.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_queue_filling_up_wakes_the_writer_early() {
+        let trail = std::sync::Arc::new(FunctionTrail::with_capacity(100));
+        let (woke, wakes) = std::sync::mpsc::channel();
+        let writer = {
+            let trail = std::sync::Arc::clone(&trail);
+            std::thread::spawn(move || {
+                trail.wake_when_filling(std::thread::current());
+                woke.send(()).unwrap();
+                // Parks until the queue is half full (or a minute passes).
+                std::thread::park_timeout(std::time::Duration::from_secs(60));
+                woke.send(()).unwrap();
+            })
+        };
+        wakes.recv().unwrap();
+        for request in 1..50 {
+            trail.record(event(request));
+        }
+        assert!(
+            wakes
+                .recv_timeout(std::time::Duration::from_millis(200))
+                .is_err(),
+            "49 of 100 is not half full"
+        );
+        trail.record(event(50));
+        wakes
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the 50th record wakes the writer");
+        writer.join().unwrap();
     }
 
     #[test]
