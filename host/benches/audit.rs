@@ -101,10 +101,7 @@ fn main() {
         elapsed.as_secs_f64(),
         verification.records as f64 / elapsed.as_secs_f64()
     );
-    let size = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum::<u64>();
+    let size = dir_size(dir.path());
     println!(
         "database size: {:.1} MiB ({:.0} bytes per record)",
         size as f64 / (1024.0 * 1024.0),
@@ -141,15 +138,20 @@ fn main() {
         store.append_audit(batch).unwrap();
     }
     let cpu = cpu_seconds() - cpu_before;
-    let size = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum::<u64>();
+    let size = dir_size(dir.path());
     println!(
         "records that each differ (guessed binding names): {:.1} µs CPU and {:.0} bytes per record",
         cpu * 1e6 / RECORDS as f64,
         size as f64 / RECORDS as f64
     );
+}
+
+/// Bytes in the files of `dir` (the database, its WAL and shared memory).
+fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
 }
 
 /// CPU time (user + system) this process has used, from /proc.

@@ -19,7 +19,7 @@
 //! record's from zero, so it carries its own values, with wrapping
 //! arithmetic, so any value round-trips) and the index of its shape.
 //! Records stay in the order they were made, so one request's operations
-//! read back in order. This is about a twentieth of the bytes of the
+//! read back in order. This is a fifteenth or less of the bytes of the
 //! one-object-per-record form, and bytes are most of what the writer's CPU
 //! and the trail's disk go on. Rows written before this form existed (a
 //! single record, or an array of them) still read and verify: see
