@@ -1799,24 +1799,19 @@ mod tests {
         .unwrap();
         assert!(legacy.contains("\"request\":3,"), "{legacy}");
         let mac = key.link(&crate::audit::chain::GENESIS, 3, &legacy);
-        store
-            .conn
-            .lock()
-            .unwrap()
-            .execute(
+        {
+            let conn = store.conn.lock().unwrap();
+            conn.execute(
                 "UPDATE audit SET body = ?1, mac = ?2 WHERE seq = 3",
                 rusqlite::params![legacy, &mac[..]],
             )
             .unwrap();
-        store
-            .conn
-            .lock()
-            .unwrap()
-            .execute(
+            conn.execute(
                 "UPDATE meta SET value = ?1 WHERE key = 'audit_head'",
                 [&key.head(3, &mac)[..]],
             )
             .unwrap();
+        }
         assert_eq!(store.verify_audit().unwrap().first_bad, None);
 
         // A newer node carries the chain on in the compact form.
