@@ -301,7 +301,8 @@ fn a_function_calling_secrets_in_a_tight_loop_does_not_overflow_the_trail() {
     node.start();
     // One request makes 4 n + 1 secret calls in well under a second: many
     // times what a worker's queue (16 384 records) holds between two timed
-    // batches, so the writer must be woken as the queue fills.
+    // batches, so the writer must be woken as the queue fills, and a record
+    // finding the queue full must wait for it rather than be dropped.
     let n: i64 = 100_000;
     node.probe_host_call_timings(n as u32);
     let expected = 4 * n + 1;
@@ -324,10 +325,10 @@ fn a_function_calling_secrets_in_a_tight_loop_does_not_overflow_the_trail() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(written + lost, expected, "every call counted once");
-    // Without the early wake-up about nine in ten were lost; on an idle
-    // machine none are.
-    assert!(
-        lost * 10 < expected,
+    // Without the early wake-up about nine in ten were lost; without the
+    // wait for room, about one in ten where commits are slow.
+    assert_eq!(
+        lost, 0,
         "{lost} of {expected} records lost to a single request"
     );
     eprintln!("{written} records written, {lost} lost");

@@ -234,9 +234,10 @@ fn flush_usage(catalog: &Catalog) {
 
 /// Starts the thread that writes function audit records to `store` in
 /// batches every [`AUDIT_FLUSH_INTERVAL`] (sooner when a queue is half
-/// full) until `stop` turns true, and once
-/// more on the way out. A failed batch is kept for the next try, as far as
-/// the queue's capacity allows; what does not fit is counted as lost.
+/// full, or full with a record waiting for room) until `stop` turns true,
+/// and once more on the way out. A failed batch is kept for the next try,
+/// as far as the queue's capacity allows; what does not fit is counted as
+/// lost.
 pub fn start_audit_writer(
     store: Arc<crate::store::SqliteStore>,
     observer: Arc<crate::observe::Observer>,

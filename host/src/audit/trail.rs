@@ -3,21 +3,33 @@
 //! The request path only pushes a record onto a bounded in-memory queue; a
 //! background thread writes the queue to the store in batches, and is woken
 //! early when a queue fills past half its capacity (a function calling
-//! secrets in a tight loop makes hundreds of thousands of records a second,
-//! more than a queue holds between two timed batches). When the
-//! store cannot keep up (or fails) and the queue is full, new records are
-//! counted and dropped rather than making requests wait: the trail then
-//! carries a [`super::LostEvent`] with the count, the node logs it, and
-//! `/metrics` shows it. Requests keep their latency; the gap is visible.
+//! secrets in a tight loop makes millions of records a second, more than a
+//! queue holds between two timed batches).
+//!
+//! A record that finds its queue full while the writer is working waits for
+//! the writer to take the queue (at most [`MAX_WAIT_FOR_WRITER`]): a
+//! function flooding the trail slows itself down to the store's pace rather
+//! than pushing records out, so it cannot hide what it did in a gap. When
+//! the store fails, or the writer does not take the queue in time, new
+//! records on a full queue are counted and dropped without waiting until a
+//! batch is written again: an audit outage must not become an outage of
+//! every function. The trail then carries a [`super::LostEvent`] with the
+//! count, the node logs it, and `/metrics` shows it.
 
 use super::{Event, FunctionEvent, Timed, now_ms};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::Thread;
+use std::time::Duration;
 
 /// How many function records may wait for the writer in each shard by
 /// default.
 pub const DEFAULT_CAPACITY: usize = 16 * 1024;
+/// How long a record that finds its queue full waits for a working writer
+/// to take the queue before it is dropped. A healthy writer's batch takes
+/// milliseconds; this bounds the pause when it is stuck without being
+/// known to fail (one such pause, then no waiting until a batch is written).
+pub const MAX_WAIT_FOR_WRITER: Duration = Duration::from_millis(500);
 /// How many independent queues records are spread over: each thread pushes
 /// to its own, so worker threads on different cores never contend for one
 /// lock or cache line.
@@ -38,10 +50,13 @@ thread_local! {
 #[repr(align(128))]
 struct Shard {
     pending: Mutex<Vec<Timed>>,
+    /// Signalled when the writer takes the queue, for a record waiting for
+    /// room.
+    emptied: Condvar,
 }
 
 impl Shard {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Timed>> {
+    fn lock(&self) -> MutexGuard<'_, Vec<Timed>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -57,6 +72,11 @@ pub struct FunctionTrail {
     /// The writer thread, to wake when a queue is half full.
     writer: OnceLock<Thread>,
     capacity: usize,
+    /// How long a record waits for room in a full queue.
+    max_wait: Duration,
+    /// Set when a batch failed or a wait for room timed out, cleared when a
+    /// batch is written: while set, records on a full queue do not wait.
+    stalled: AtomicBool,
     lost: AtomicU64,
     lost_total: AtomicU64,
     written_total: AtomicU64,
@@ -77,35 +97,76 @@ impl FunctionTrail {
             spares: Mutex::default(),
             writer: OnceLock::new(),
             capacity,
+            max_wait: MAX_WAIT_FOR_WRITER,
+            stalled: AtomicBool::new(false),
             lost: AtomicU64::new(0),
             lost_total: AtomicU64::new(0),
             written_total: AtomicU64::new(0),
         }
     }
 
+    /// The same trail, with records on a full queue waiting at most
+    /// `max_wait` for the writer instead of [`MAX_WAIT_FOR_WRITER`].
+    pub fn waiting_at_most(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
     fn own_shard(&self) -> &Shard {
         &self.shards[SHARD.with(|s| *s)]
     }
 
-    /// Queues `event`, or counts it as lost when the queue is full.
+    /// Queues `event`. On a full queue it waits for a working writer to
+    /// take the queue, or counts the record as lost when there is none.
     pub fn record(&self, event: FunctionEvent) {
         let timed = Timed {
             at_ms: now_ms(),
             event: Event::Function(event),
         };
-        let mut pending = self.own_shard().lock();
-        if pending.len() < self.capacity {
-            pending.push(timed);
-            let half_full = pending.len() == self.capacity / 2;
-            drop(pending);
-            if half_full && let Some(writer) = self.writer.get() {
-                writer.unpark();
+        let shard = self.own_shard();
+        let mut pending = shard.lock();
+        if pending.len() >= self.capacity {
+            match self.wait_for_room(shard, pending) {
+                Some(emptied) => pending = emptied,
+                None => {
+                    self.lost.fetch_add(1, Ordering::Relaxed);
+                    self.lost_total.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
             }
-        } else {
-            drop(pending);
-            self.lost.fetch_add(1, Ordering::Relaxed);
-            self.lost_total.fetch_add(1, Ordering::Relaxed);
         }
+        pending.push(timed);
+        let half_full = pending.len() == self.capacity / 2;
+        drop(pending);
+        if half_full && let Some(writer) = self.writer.get() {
+            writer.unpark();
+        }
+    }
+
+    /// Waits until the writer takes `shard`'s full queue, if a writer is
+    /// working; `None` when the record must be dropped instead.
+    #[cold]
+    fn wait_for_room<'a>(
+        &self,
+        shard: &'a Shard,
+        pending: MutexGuard<'a, Vec<Timed>>,
+    ) -> Option<MutexGuard<'a, Vec<Timed>>> {
+        let writer = self.writer.get()?;
+        if self.stalled.load(Ordering::Relaxed) {
+            return None;
+        }
+        writer.unpark();
+        let (pending, _) = shard
+            .emptied
+            .wait_timeout_while(pending, self.max_wait, |pending| {
+                pending.len() >= self.capacity
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        if pending.len() < self.capacity {
+            return Some(pending);
+        }
+        self.stalled.store(true, Ordering::Relaxed);
+        None
     }
 
     /// Makes `writer` the thread to unpark when a queue fills to half its
@@ -130,6 +191,7 @@ impl FunctionTrail {
             // a queue.
             let room = self.spare(queued);
             taken.push(std::mem::replace(&mut *shard.lock(), room));
+            shard.emptied.notify_all();
         }
         let mut batch = match taken.len() {
             0 => Vec::new(),
@@ -185,8 +247,10 @@ impl FunctionTrail {
     }
 
     /// Puts back a batch whose write failed, ahead of newer records, as far
-    /// as the capacity allows; the rest count as lost.
+    /// as the capacity allows; the rest count as lost. Until a batch is
+    /// written, records on a full queue do not wait.
     pub fn restore(&self, mut batch: Vec<Timed>) {
+        self.stalled.store(true, Ordering::Relaxed);
         let mut lost_again = 0u64;
         batch.retain(|timed| match &timed.event {
             Event::Lost(lost) => {
@@ -208,8 +272,10 @@ impl FunctionTrail {
             .fetch_add(overflow as u64, Ordering::Relaxed);
     }
 
-    /// Notes that `count` function records reached the store.
+    /// Notes that `count` function records reached the store: the writer
+    /// works, so records on a full queue may wait for it again.
     pub fn written(&self, count: usize) {
+        self.stalled.store(false, Ordering::Relaxed);
         self.written_total
             .fetch_add(count as u64, Ordering::Relaxed);
     }
@@ -382,5 +448,87 @@ mod tests {
             Event::Lost(super::super::LostEvent { records: 1 }),
             "the record that no longer fits is reported lost"
         );
+    }
+
+    /// A thread that stands in for the writer and does nothing.
+    fn idle_writer(trail: &FunctionTrail) -> std::thread::JoinHandle<()> {
+        let idle = std::thread::spawn(std::thread::park);
+        trail.wake_when_filling(idle.thread().clone());
+        idle
+    }
+
+    #[test]
+    fn a_record_on_a_full_queue_waits_for_the_writer_to_take_it() {
+        let trail = std::sync::Arc::new(FunctionTrail::with_capacity(4));
+        let (ready, is_ready) = std::sync::mpsc::channel();
+        let writer = {
+            let trail = std::sync::Arc::clone(&trail);
+            std::thread::spawn(move || {
+                trail.wake_when_filling(std::thread::current());
+                ready.send(()).unwrap();
+                while trail.backlog() < 4 {
+                    std::thread::park_timeout(std::time::Duration::from_millis(1));
+                }
+                // Slow, as a commit on a busy disk is.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                let batch = trail.take_batch();
+                trail.written(batch.len());
+                batch
+            })
+        };
+        is_ready.recv().unwrap();
+        for request in 1..=5 {
+            trail.record(event(request));
+        }
+        let first = writer.join().unwrap();
+        assert_eq!(requests(&first), [1, 2, 3, 4]);
+        assert_eq!(
+            requests(&trail.take_batch()),
+            [5],
+            "the fifth record waited for room instead of being dropped"
+        );
+        assert_eq!(trail.lost_total(), 0);
+    }
+
+    #[test]
+    fn a_writer_that_does_not_take_the_queue_in_time_stops_records_waiting() {
+        let trail =
+            FunctionTrail::with_capacity(2).waiting_at_most(std::time::Duration::from_millis(20));
+        let idle = idle_writer(&trail);
+        for request in 1..=4 {
+            trail.record(event(request));
+        }
+        assert_eq!(trail.lost_total(), 2);
+        assert!(trail.stalled.load(Ordering::Relaxed));
+        let batch = trail.take_batch();
+        assert_eq!(requests(&batch), [1, 2]);
+        trail.written(2);
+        assert!(
+            !trail.stalled.load(Ordering::Relaxed),
+            "a written batch lets records wait again"
+        );
+        idle.thread().unpark();
+        idle.join().unwrap();
+    }
+
+    #[test]
+    fn while_the_store_fails_a_full_queue_drops_without_waiting() {
+        let trail =
+            FunctionTrail::with_capacity(2).waiting_at_most(std::time::Duration::from_secs(30));
+        let idle = idle_writer(&trail);
+        trail.record(event(1));
+        trail.record(event(2));
+        let failed = trail.take_batch();
+        trail.restore(failed);
+        let started = std::time::Instant::now();
+        trail.record(event(3));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "a record waited for a writer whose last batch failed"
+        );
+        assert_eq!(trail.lost_total(), 1);
+        assert_eq!(requests(&trail.take_batch()), [1, 2]);
+        idle.thread().unpark();
+        idle.join().unwrap();
     }
 }
