@@ -123,3 +123,35 @@ fn unknown_routes_are_404() {
     );
     assert_eq!(node.get("/p").status, 200);
 }
+
+#[test]
+fn a_function_in_an_endless_loop_does_not_stall_others_on_its_worker() {
+    let mut node = Node::new();
+    node.put_secret("k", &random_secret());
+    node.granted_probe("probe", "/p", "k", "hmac", "[limits]\ntimeout-ms = 2000\n");
+    // One worker thread: the loop and every other request share it.
+    node.start_with_args(&["--workers", "1"]);
+    assert_eq!(node.get("/p/ok").status, 200);
+    std::thread::scope(|s| {
+        let spinner = s.spawn(|| node.get("/p/spin").status);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut slowest = std::time::Duration::ZERO;
+        let mut served = 0;
+        while !spinner.is_finished() && served < 30 {
+            let started = std::time::Instant::now();
+            assert_eq!(node.get("/p/ok").status, 200);
+            slowest = slowest.max(started.elapsed());
+            served += 1;
+        }
+        assert_eq!(spinner.join().unwrap(), 504, "the loop ran into its limit");
+        eprintln!("{served} requests served while the loop ran, the slowest in {slowest:?}");
+        // The worker polls its sockets whenever the loop yields (every 10
+        // ms), not only every 61 turns of its tasks: a request used to wait
+        // up to about 600 ms behind the loop.
+        assert!(served >= 10, "{served} requests served while the loop ran");
+        assert!(
+            slowest < std::time::Duration::from_millis(250),
+            "a request waited {slowest:?} behind the loop ({served} served)"
+        );
+    });
+}
