@@ -9,7 +9,7 @@
 //! as the environment has it: for instantiation the best of five batches;
 //! for host calls the median over probe requests small enough that the
 //! audit writer's pace does not enter, and then the sustained rate of one
-//! request making every call, which the audit writer bounds.
+//! request making every call, which a slow audit writer bounds.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -132,10 +132,11 @@ fn host_calls(rounds: u32) {
             "host call round trip, timed in the guest: {label} {median} ns (median of {requests} requests of {ROUNDS_PER_REQUEST})"
         );
     }
-    // One request making every call in a row: millions of audit records a
-    // second, more than the writer stores, so the request waits for it.
+    // One request making every call in a row, millions of audit records a
+    // second: where the writer stores them slower (a slow disk), a full
+    // queue makes the request wait for it.
     for line in node.probe_host_call_timings(rounds) {
-        println!("sustained, {rounds} calls in one request (audit-bound): {line}");
+        println!("sustained, {rounds} calls in one request: {line}");
     }
 }
 
