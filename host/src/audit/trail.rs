@@ -400,21 +400,32 @@ mod tests {
         assert!(!trail.spares.lock().unwrap().is_empty());
     }
 
+    /// Runs `work` on a thread that stands in for the writer (the thread
+    /// the trail wakes), once that thread is registered as such.
+    fn spawn_writer<T: Send + 'static>(
+        trail: &std::sync::Arc<FunctionTrail>,
+        work: impl FnOnce(&FunctionTrail) -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let (ready, is_ready) = std::sync::mpsc::channel();
+        let trail = std::sync::Arc::clone(trail);
+        let writer = std::thread::spawn(move || {
+            trail.wake_when_filling(std::thread::current());
+            ready.send(()).unwrap();
+            work(&trail)
+        });
+        is_ready.recv().unwrap();
+        writer
+    }
+
     #[test]
     fn a_queue_filling_up_wakes_the_writer_early() {
         let trail = std::sync::Arc::new(FunctionTrail::with_capacity(100));
         let (woke, wakes) = std::sync::mpsc::channel();
-        let writer = {
-            let trail = std::sync::Arc::clone(&trail);
-            std::thread::spawn(move || {
-                trail.wake_when_filling(std::thread::current());
-                woke.send(()).unwrap();
-                // Parks until the queue is half full (or a minute passes).
-                std::thread::park_timeout(std::time::Duration::from_secs(60));
-                woke.send(()).unwrap();
-            })
-        };
-        wakes.recv().unwrap();
+        let writer = spawn_writer(&trail, move |_| {
+            // Parks until the queue is half full (or a minute passes).
+            std::thread::park_timeout(std::time::Duration::from_secs(60));
+            woke.send(()).unwrap();
+        });
         for request in 1..50 {
             trail.record(event(request));
         }
@@ -450,33 +461,19 @@ mod tests {
         );
     }
 
-    /// A thread that stands in for the writer and does nothing.
-    fn idle_writer(trail: &FunctionTrail) -> std::thread::JoinHandle<()> {
-        let idle = std::thread::spawn(std::thread::park);
-        trail.wake_when_filling(idle.thread().clone());
-        idle
-    }
-
     #[test]
     fn a_record_on_a_full_queue_waits_for_the_writer_to_take_it() {
         let trail = std::sync::Arc::new(FunctionTrail::with_capacity(4));
-        let (ready, is_ready) = std::sync::mpsc::channel();
-        let writer = {
-            let trail = std::sync::Arc::clone(&trail);
-            std::thread::spawn(move || {
-                trail.wake_when_filling(std::thread::current());
-                ready.send(()).unwrap();
-                while trail.backlog() < 4 {
-                    std::thread::park_timeout(std::time::Duration::from_millis(1));
-                }
-                // Slow, as a commit on a busy disk is.
-                std::thread::sleep(std::time::Duration::from_millis(50));
-                let batch = trail.take_batch();
-                trail.written(batch.len());
-                batch
-            })
-        };
-        is_ready.recv().unwrap();
+        let writer = spawn_writer(&trail, |trail| {
+            while trail.backlog() < 4 {
+                std::thread::park_timeout(std::time::Duration::from_millis(1));
+            }
+            // Slow, as a commit on a busy disk is.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let batch = trail.take_batch();
+            trail.written(batch.len());
+            batch
+        });
         for request in 1..=5 {
             trail.record(event(request));
         }
@@ -492,9 +489,11 @@ mod tests {
 
     #[test]
     fn a_writer_that_does_not_take_the_queue_in_time_stops_records_waiting() {
-        let trail =
-            FunctionTrail::with_capacity(2).waiting_at_most(std::time::Duration::from_millis(20));
-        let idle = idle_writer(&trail);
+        let trail = std::sync::Arc::new(
+            FunctionTrail::with_capacity(2).waiting_at_most(std::time::Duration::from_millis(20)),
+        );
+        // A writer that never takes the queue.
+        let idle = spawn_writer(&trail, |_| std::thread::park());
         for request in 1..=4 {
             trail.record(event(request));
         }
@@ -513,9 +512,11 @@ mod tests {
 
     #[test]
     fn while_the_store_fails_a_full_queue_drops_without_waiting() {
-        let trail =
-            FunctionTrail::with_capacity(2).waiting_at_most(std::time::Duration::from_secs(30));
-        let idle = idle_writer(&trail);
+        let trail = std::sync::Arc::new(
+            FunctionTrail::with_capacity(2).waiting_at_most(std::time::Duration::from_secs(30)),
+        );
+        // A writer that never takes the queue.
+        let idle = spawn_writer(&trail, |_| std::thread::park());
         trail.record(event(1));
         trail.record(event(2));
         let failed = trail.take_batch();
