@@ -14,7 +14,7 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use common::{Node, artifacts};
+use common::{Node, ROUNDS_PER_REQUEST, artifacts};
 use keyhole_host::catalog::LoadedFunction;
 use keyhole_host::invoke::request_store;
 use keyhole_host::observe::Observer;
@@ -102,32 +102,13 @@ fn instantiation(rounds: u32) {
     }
 }
 
-/// Rounds of each host call one probe request makes for the round-trip
-/// figures: few enough that the request's audit records (four per round,
-/// about 8 000) fit in half of a worker's queue, so the audit writer's pace
-/// never enters them.
-const ROUNDS_PER_REQUEST: u32 = 2_000;
-
 fn host_calls(rounds: u32) {
     let mut node = Node::new();
     node.put_secret("webhook", b"bench-webhook-key");
     node.granted_probe("probe", "/probe", "webhook", "hmac", "");
     node.start();
     let requests = (rounds / ROUNDS_PER_REQUEST).max(1);
-    let mut figures: Vec<Vec<(String, u64)>> = Vec::new();
-    for _ in 0..requests {
-        let lines = node.probe_host_call_timings(ROUNDS_PER_REQUEST);
-        for (i, line) in lines.iter().enumerate() {
-            let (label, ns) = parse_timing(line);
-            if figures.len() <= i {
-                figures.push(Vec::new());
-            }
-            figures[i].push((label, ns));
-        }
-    }
-    for runs in &mut figures {
-        runs.sort_by_key(|(_, ns)| *ns);
-        let (label, median) = &runs[runs.len() / 2];
+    for (label, median) in node.probe_host_call_round_trips(requests) {
         println!(
             "host call round trip, timed in the guest: {label} {median} ns (median of {requests} requests of {ROUNDS_PER_REQUEST})"
         );
@@ -138,15 +119,4 @@ fn host_calls(rounds: u32) {
     for line in node.probe_host_call_timings(rounds) {
         println!("sustained, {rounds} calls in one request: {line}");
     }
-}
-
-/// `"get+drop 418 ns"` as `("get+drop", 418)`.
-fn parse_timing(line: &str) -> (String, u64) {
-    let mut words = line.split_whitespace();
-    let label = words.next().expect("a label").to_owned();
-    let ns = words
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("the probe printed `{line}`"));
-    (label, ns)
 }

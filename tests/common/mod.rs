@@ -18,6 +18,24 @@ pub const KEYHOLE: &str = env!("CARGO_BIN_EXE_keyhole");
 /// `keyhole serve` on a free loopback port, as the harness starts a node.
 const SERVE: [&str; 3] = ["serve", "--listen", "127.0.0.1:0"];
 
+/// Rounds of each host call one probe request makes for
+/// [`Node::probe_host_call_round_trips`]: few enough that the request's
+/// audit records (four per round, about 8 000) fit in half of a worker's
+/// queue.
+pub const ROUNDS_PER_REQUEST: u32 = 2_000;
+
+/// `"get+drop 418 ns"`, a line of the probe's timings, as
+/// `("get+drop", 418)`.
+fn parse_timing(line: &str) -> (String, u64) {
+    let mut words = line.split_whitespace();
+    let label = words.next().expect("a label").to_owned();
+    let ns = words
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the probe printed `{line}`"));
+    (label, ns)
+}
+
 /// A data directory with its own master key, and optionally a running node.
 pub struct Node {
     pub data: tempfile::TempDir,
@@ -176,6 +194,33 @@ impl Node {
         let reply = self.get(&format!("/probe/bench?binding=KEY&n={n}"));
         assert_eq!(reply.status, 200, "{reply:?}");
         reply.text().lines().map(str::to_owned).collect()
+    }
+
+    /// The median of each host-call round trip the probe times, over
+    /// `requests` requests of [`ROUNDS_PER_REQUEST`] rounds each, as
+    /// `(label, ns)`: requests small enough that the audit writer's pace
+    /// never enters the figures (the probe must be deployed at `/probe`).
+    pub fn probe_host_call_round_trips(&self, requests: u32) -> Vec<(String, u64)> {
+        let mut figures: Vec<Vec<(String, u64)>> = Vec::new();
+        for _ in 0..requests.max(1) {
+            for (i, line) in self
+                .probe_host_call_timings(ROUNDS_PER_REQUEST)
+                .iter()
+                .enumerate()
+            {
+                if figures.len() <= i {
+                    figures.push(Vec::new());
+                }
+                figures[i].push(parse_timing(line));
+            }
+        }
+        figures
+            .into_iter()
+            .map(|mut runs| {
+                runs.sort_by_key(|(_, ns)| *ns);
+                runs.swap_remove(runs.len() / 2)
+            })
+            .collect()
     }
 
     /// Deploys the example at `manifest` (function `function`) and grants
