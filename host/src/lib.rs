@@ -33,6 +33,7 @@ pub mod fuzzing;
 pub mod guest_log;
 pub mod injection;
 pub mod invoke;
+pub mod keyed_hmac;
 pub mod keys;
 pub mod manifest;
 pub mod master_key;

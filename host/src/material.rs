@@ -1,6 +1,8 @@
-//! One loaded secret version as the node uses it: the bytes, plus the
-//! private key parsed from them the first time a function signs.
+//! One loaded secret version as the node uses it: the bytes, plus what is
+//! derived from them on first use and then reused: the HMAC key schedule
+//! the first time a function MACs, the private key the first time it signs.
 
+use crate::keyed_hmac::KeyedHmac;
 use crate::keys::{KeyError, SigningKey};
 use crate::secret_value::SecretValue;
 use std::fmt;
@@ -10,6 +12,7 @@ use std::sync::OnceLock;
 pub struct SecretMaterial {
     version: u32,
     value: SecretValue,
+    hmac: OnceLock<KeyedHmac>,
     signing: OnceLock<Result<SigningKey, KeyError>>,
 }
 
@@ -19,6 +22,7 @@ impl SecretMaterial {
         Self {
             version,
             value,
+            hmac: OnceLock::new(),
             signing: OnceLock::new(),
         }
     }
@@ -31,6 +35,12 @@ impl SecretMaterial {
     /// The secret's bytes.
     pub fn value(&self) -> &SecretValue {
         &self.value
+    }
+
+    /// HMAC-SHA256 keyed with the value, keyed once and then reused.
+    pub fn hmac(&self) -> &KeyedHmac {
+        self.hmac
+            .get_or_init(|| KeyedHmac::new(self.value.expose()))
     }
 
     /// The private key the value holds, parsed once and then reused; the

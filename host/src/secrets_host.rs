@@ -17,8 +17,6 @@ use crate::operations::{Operation, OperationSet};
 use crate::redact::Redactor;
 use crate::store::Timestamp;
 use crate::usage::UsageSlot;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
@@ -229,10 +227,6 @@ impl SecretHandle {
         }
     }
 
-    fn mac(&self) -> Hmac<Sha256> {
-        mac(&self.material)
-    }
-
     /// The value as an AES-256 key, for `seal` and `open`.
     fn aes_key(&self) -> Result<AesKey, Error> {
         aes_key(&self.material).map_err(|e| self.unusable(&e))
@@ -242,11 +236,6 @@ impl SecretHandle {
     fn unusable(&self, e: &KeyError) -> Error {
         Error::InvalidArgument(format!("binding `{}`: {e}", self.name()))
     }
-}
-
-fn mac(material: &SecretMaterial) -> Hmac<Sha256> {
-    Hmac::<Sha256>::new_from_slice(material.value().expose())
-        .expect("HMAC accepts keys of any length")
 }
 
 fn aes_key(material: &SecretMaterial) -> Result<AesKey, KeyError> {
@@ -387,9 +376,7 @@ impl secrets::HostSecret for SecretsView<'_> {
         message: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
         self.with_grant(&handle, "hmac-sha256", Operation::Hmac, |secret| {
-            let mut mac = secret.mac();
-            mac.update(&message);
-            Ok(mac.finalize().into_bytes().to_vec())
+            Ok(secret.material.hmac().tag(&message).to_vec())
         })
     }
 
@@ -400,12 +387,7 @@ impl secrets::HostSecret for SecretsView<'_> {
         tag: Vec<u8>,
     ) -> wasmtime::Result<Result<bool, Error>> {
         self.with_grant(&handle, "verify-hmac-sha256", Operation::Hmac, |secret| {
-            // `verify_slice` compares in constant time and rejects wrong lengths.
-            let verifies = |material: &SecretMaterial| {
-                let mut mac = mac(material);
-                mac.update(&message);
-                mac.verify_slice(&tag).is_ok()
-            };
+            let verifies = |material: &SecretMaterial| material.hmac().verifies(&message, &tag);
             if verifies(&secret.material) {
                 return Ok(true);
             }
