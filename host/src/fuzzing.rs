@@ -24,7 +24,7 @@ use sha2::Sha256;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::component::Resource;
 
 /// Parses `data` as a manifest: any input gets a manifest or an error
 /// naming a line of the file, never a panic.
@@ -177,11 +177,7 @@ pub fn secrets_calls(data: &[u8]) {
         function_secrets(),
         observer.function_metrics(&function),
     );
-    let mut table = ResourceTable::new();
-    let mut view = SecretsView {
-        ctx: &mut ctx,
-        table: &mut table,
-    };
+    let mut view = SecretsView { ctx: &mut ctx };
     let mut open: Vec<(u32, &'static str)> = Vec::new();
     let mut sealed: Vec<u8> = Vec::new();
     let mut tokens = 0;

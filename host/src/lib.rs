@@ -31,6 +31,7 @@ pub mod deploy;
 pub mod egress;
 pub mod fuzzing;
 pub mod guest_log;
+pub mod handle_slab;
 pub mod injection;
 pub mod invoke;
 pub mod keyed_hmac;

@@ -179,7 +179,6 @@ impl SecretsHost for RequestState {
     fn secrets(&mut self) -> SecretsView<'_> {
         SecretsView {
             ctx: &mut self.secrets,
-            table: &mut self.table,
         }
     }
 }

@@ -1,14 +1,15 @@
 //! The host side of `keyhole:secrets`: every call checked against the
 //! calling function's grants, every key operation done on the host.
 //!
-//! A request's [`SecretsCtx`] holds what the function may reach; handles
-//! live in the request's resource table and die with it. The only path by
+//! A request's [`SecretsCtx`] holds what the function may reach and the
+//! handles the request opened, which die with it. The only path by
 //! which secret bytes enter guest memory is `reveal`, behind its grant.
 
 use crate::audit::{FunctionEvent, OpOutcome};
 use crate::bindings::secrets::{self, Algorithm, Error};
 use crate::crypto::AesKey;
 use crate::egress::EgressList;
+use crate::handle_slab::HandleSlab;
 use crate::injection::Injector;
 use crate::keys::{self, KeyError};
 use crate::material::SecretMaterial;
@@ -19,7 +20,7 @@ use crate::store::Timestamp;
 use crate::usage::UsageSlot;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime::component::{HasData, Linker, Resource};
 
 /// The longest binding name `get` accepts, in bytes.
 pub const MAX_BINDING_LEN: usize = crate::names::MAX_NAME_LEN;
@@ -133,7 +134,7 @@ pub struct SecretsCtx {
     function: Arc<str>,
     request: u64,
     bindings: Arc<FunctionSecrets>,
-    open_handles: usize,
+    handles: HandleSlab<SecretHandle>,
     injector: Injector,
     metrics: Arc<FunctionMetrics>,
 }
@@ -152,7 +153,7 @@ impl SecretsCtx {
             function,
             request,
             bindings,
-            open_handles: 0,
+            handles: HandleSlab::default(),
             metrics,
         }
     }
@@ -188,7 +189,21 @@ impl SecretsCtx {
     pub fn injector_mut(&mut self) -> &mut Injector {
         &mut self.injector
     }
+
+    /// The state behind `handle`; a handle this request does not hold
+    /// (forged, or used after its drop) traps.
+    fn handle(&self, handle: &Resource<SecretHandle>) -> wasmtime::Result<&SecretHandle> {
+        let rep = handle.rep();
+        self.handles
+            .get(rep)
+            .ok_or_else(|| UnknownHandle(rep).into())
+    }
 }
+
+/// A secret handle that is not open in this request: the guest traps.
+#[derive(Debug, thiserror::Error)]
+#[error("secret handle {0} is not open in this request")]
+struct UnknownHandle(u32);
 
 /// A handle's state on the host: one version of one bound secret.
 ///
@@ -248,13 +263,11 @@ fn aes_key(material: &SecretMaterial) -> Result<AesKey, KeyError> {
 pub struct SecretsView<'a> {
     /// This request's secrets state.
     pub ctx: &'a mut SecretsCtx,
-    /// The request's resource table, shared with WASI.
-    pub table: &'a mut ResourceTable,
 }
 
 /// Implemented by a store's data type to expose the secrets interface.
 pub trait SecretsHost: Send {
-    /// Borrows the secrets state and the resource table together.
+    /// Borrows the request's secrets state.
     fn secrets(&mut self) -> SecretsView<'_>;
 }
 
@@ -309,7 +322,7 @@ impl secrets::Host for SecretsView<'_> {
             ));
             return refuse(self.ctx, Some(&bound.secret), error);
         };
-        if self.ctx.open_handles >= MAX_OPEN_HANDLES {
+        if self.ctx.handles.len() >= MAX_OPEN_HANDLES {
             let error = Error::InvalidArgument(format!(
                 "too many open secret handles (at most {MAX_OPEN_HANDLES} per request); drop handles you no longer need"
             ));
@@ -328,9 +341,7 @@ impl secrets::Host for SecretsView<'_> {
             binding: Arc::clone(entry),
             material: Arc::clone(material),
         };
-        let resource = self.table.push(handle)?;
-        self.ctx.open_handles += 1;
-        Ok(Ok(resource))
+        Ok(Ok(Resource::new_own(self.ctx.handles.insert(handle))))
     }
 }
 
@@ -347,7 +358,7 @@ impl SecretsView<'_> {
         op: Operation,
         f: impl FnOnce(&SecretHandle) -> Result<T, Error>,
     ) -> wasmtime::Result<Result<T, Error>> {
-        let secret = self.table.get(handle)?;
+        let secret = self.ctx.handle(handle)?;
         let result = secret.require(op).and_then(|()| f(secret));
         self.ctx.report(
             operation,
@@ -363,11 +374,11 @@ impl SecretsView<'_> {
 
 impl secrets::HostSecret for SecretsView<'_> {
     fn name(&mut self, handle: Resource<SecretHandle>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&handle)?.name().to_string())
+        Ok(self.ctx.handle(&handle)?.name().to_string())
     }
 
     fn version(&mut self, handle: Resource<SecretHandle>) -> wasmtime::Result<u32> {
-        Ok(self.table.get(&handle)?.material.version())
+        Ok(self.ctx.handle(&handle)?.material.version())
     }
 
     fn hmac_sha256(
@@ -516,9 +527,10 @@ impl secrets::HostSecret for SecretsView<'_> {
     }
 
     fn drop(&mut self, handle: Resource<SecretHandle>) -> wasmtime::Result<()> {
-        self.table.delete(handle)?;
-        self.ctx.open_handles -= 1;
-        Ok(())
+        match self.ctx.handles.remove(handle.rep()) {
+            Some(_) => Ok(()),
+            None => Err(UnknownHandle(handle.rep()).into()),
+        }
     }
 }
 
