@@ -16,7 +16,7 @@
 //! every function. The trail then carries a [`super::LostEvent`] with the
 //! count, the node logs it, and `/metrics` shows it.
 
-use super::{Event, FunctionEvent, Timed, now_ms};
+use super::{Event, FunctionEvent, Timed, coarse_now_ms, now_ms};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::Thread;
@@ -120,7 +120,7 @@ impl FunctionTrail {
     /// take the queue, or counts the record as lost when there is none.
     pub fn record(&self, event: FunctionEvent) {
         let timed = Timed {
-            at_ms: now_ms(),
+            at_ms: coarse_now_ms(),
             event: Event::Function(event),
         };
         let shard = self.own_shard();
