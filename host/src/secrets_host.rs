@@ -63,16 +63,24 @@ impl GraceVersion {
     }
 }
 
-/// The grace versions whose window is open now.
+/// The grace versions whose window is open now (reading the clock only if
+/// there are any).
 fn in_grace(grace: &[GraceVersion]) -> impl Iterator<Item = &GraceVersion> {
-    let now = crate::store::now();
+    let now = if grace.is_empty() {
+        0
+    } else {
+        crate::store::now()
+    };
     grace.iter().filter(move |g| g.open_at(now))
 }
 
 /// Everything one function may reach through `keyhole:secrets`, by binding.
 #[derive(Debug)]
 pub struct FunctionSecrets {
-    bindings: HashMap<String, Arc<Binding>>,
+    /// Sorted by name. A function has a handful of bindings, fixed while it
+    /// is loaded: a binary search over them is a few short comparisons
+    /// where hashing the guest's name would cost more.
+    bindings: Vec<(String, Arc<Binding>)>,
     redactor: OnceLock<Redactor>,
 }
 
@@ -87,17 +95,19 @@ struct Binding {
 impl FunctionSecrets {
     /// The function's bindings, by name.
     pub fn new(bindings: HashMap<String, BoundSecret>) -> Self {
+        let mut bindings: Vec<(String, Arc<Binding>)> = bindings
+            .into_iter()
+            .map(|(name, bound)| {
+                let binding = Binding {
+                    name: name.as_str().into(),
+                    bound,
+                };
+                (name, Arc::new(binding))
+            })
+            .collect();
+        bindings.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         Self {
-            bindings: bindings
-                .into_iter()
-                .map(|(name, bound)| {
-                    let binding = Binding {
-                        name: name.as_str().into(),
-                        bound,
-                    };
-                    (name, Arc::new(binding))
-                })
-                .collect(),
+            bindings,
             redactor: OnceLock::new(),
         }
     }
@@ -108,17 +118,18 @@ impl FunctionSecrets {
     }
 
     fn binding(&self, name: &str) -> Option<&Arc<Binding>> {
-        self.bindings.get(name)
+        let found = self
+            .bindings
+            .binary_search_by(|(n, _)| n.as_str().cmp(name));
+        found.ok().map(|i| &self.bindings[i].1)
     }
 
     /// A redactor for every value this function can open (and so print, or
     /// have injected), built on first use.
     pub fn redactor(&self) -> &Redactor {
         self.redactor.get_or_init(|| {
-            let mut bound: Vec<(&String, &BoundSecret)> =
-                self.bindings.iter().map(|(n, b)| (n, &b.bound)).collect();
-            bound.sort_by_key(|(name, _)| name.as_str());
-            Redactor::new(bound.into_iter().flat_map(|(name, b)| {
+            let bound = self.bindings.iter().map(|(n, b)| (n, &b.bound));
+            Redactor::new(bound.flat_map(|(name, b)| {
                 let grace = b.grace.iter().map(|g| &g.material);
                 b.current
                     .iter()
