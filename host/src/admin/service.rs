@@ -206,7 +206,7 @@ impl Admin {
         event.detail = Some(e.message.clone());
         self.store.append_audit(&[Timed {
             at_ms: now_ms(),
-            event: Event::Admin(event),
+            event: Event::Admin(Box::new(event)),
         }])
     }
 

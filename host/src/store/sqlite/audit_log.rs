@@ -203,7 +203,7 @@ impl SqliteStore {
     ) -> Result<Result<T, E>, AuditedError> {
         let record = Timed {
             at_ms: now_ms(),
-            event: Event::Admin(event),
+            event: Event::Admin(Box::new(event)),
         };
         PENDING_ADMIN.with(|p| *p.borrow_mut() = Some(record));
         let result = action();
