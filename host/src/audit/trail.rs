@@ -85,9 +85,9 @@ pub struct FunctionTrail {
 /// Asks the CPU to fetch, for writing, the queue slot the next record
 /// will fill. A queue's memory was last touched a batch ago and is cold by
 /// now: without this, the next push's stores miss, and releasing the
-/// shard's lock waits for those misses (most of the time a record cost
-/// under load). The next record comes microseconds later, by which time
-/// the lines are in cache.
+/// shard's lock (a full barrier on x86-64) waits for those misses, which
+/// was most of what queueing a record cost under load. The next record
+/// comes microseconds later, by which time the lines are in cache.
 fn prefetch_next_slot(queue: &Vec<Timed>) {
     #[cfg(target_arch = "x86_64")]
     if queue.len() < queue.capacity() {
