@@ -11,8 +11,8 @@
 #[derive(Debug)]
 pub struct HandleSlab<T> {
     slots: Vec<Option<T>>,
+    /// Exactly the indices whose slot is empty.
     free: Vec<u32>,
-    len: usize,
 }
 
 impl<T> Default for HandleSlab<T> {
@@ -20,7 +20,6 @@ impl<T> Default for HandleSlab<T> {
         Self {
             slots: Vec::new(),
             free: Vec::new(),
-            len: 0,
         }
     }
 }
@@ -28,7 +27,6 @@ impl<T> Default for HandleSlab<T> {
 impl<T> HandleSlab<T> {
     /// Stores `value` and returns its index.
     pub fn insert(&mut self, value: T) -> u32 {
-        self.len += 1;
         if let Some(index) = self.free.pop() {
             self.slots[index as usize] = Some(value);
             return index;
@@ -47,18 +45,17 @@ impl<T> HandleSlab<T> {
     pub fn remove(&mut self, index: u32) -> Option<T> {
         let value = self.slots.get_mut(index as usize)?.take()?;
         self.free.push(index);
-        self.len -= 1;
         Some(value)
     }
 
     /// How many values are stored.
     pub fn len(&self) -> usize {
-        self.len
+        self.slots.len() - self.free.len()
     }
 
     /// Whether no value is stored.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 }
 
