@@ -431,3 +431,31 @@ fn under_an_address_space_limit_deploy_works_and_serve_says_what_to_do() {
         assert_eq!(reply.status, 200, "{route}: {}", reply.text());
     }
 }
+
+/// The node runs under valgrind, which `bench/run instructions` counts a
+/// request's instructions with: a secret call once faulted there, in a
+/// reader of the kernel's vDSO that trusted an address valgrind does not
+/// map. One slot, as valgrind cannot reserve the address space of more.
+#[test]
+fn under_valgrind_a_secret_call_is_served() {
+    let mut node = Node::new();
+    node.put_secret("greeting", &random_secret());
+    node.ok(&["deploy", artifacts::HELLO_SECRET_MANIFEST]);
+    node.ok(&[
+        "grant",
+        "hello-secret",
+        "GREETING_KEY",
+        "--secret",
+        "greeting",
+        "--allow",
+        "hmac",
+    ]);
+    node.start_under(
+        &["valgrind", "--tool=none", "--quiet"],
+        &["--max-instances", "1"],
+    );
+    let reply = node.get("/hello");
+    assert_eq!(reply.status, 200, "{}\n{}", reply.text(), node.logs());
+    assert!(reply.text().contains("GREETING_KEY"), "{}", reply.text());
+    assert!(node.is_running(), "{}", node.logs());
+}

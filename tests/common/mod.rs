@@ -288,6 +288,18 @@ impl Node {
         self.spawn_command(command, true);
     }
 
+    /// Starts the node as the last argument of `wrapper` (a program and its
+    /// options, such as valgrind), with `keyhole serve` options `extra`.
+    pub fn start_under(&mut self, wrapper: &[&str], extra: &[&str]) {
+        let (program, options) = wrapper.split_first().expect("a wrapper program");
+        if let Err(e) = Command::new(program).arg("--version").output() {
+            panic!("`{program}` cannot run ({e}): install it (Debian: apt-get install {program})");
+        }
+        let mut command = self.with_environment(Command::new(program));
+        command.args(options).arg(KEYHOLE).args(SERVE).args(extra);
+        self.spawn_command(command, true);
+    }
+
     fn spawn(&mut self, backtrace: bool, extra: &[&str]) {
         let mut command = self.command();
         command.args(SERVE).args(extra);

@@ -35,8 +35,22 @@ pub fn now_ms() -> Millis {
 /// use this; records stay in their order whatever their stamps.
 #[cfg(target_os = "linux")]
 pub fn coarse_now_ms() -> Millis {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-    now.tv_sec * 1000 + now.tv_nsec / 1_000_000
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // Through the C library, which reads the vDSO itself: rustix's own vDSO
+    // reader trusts the address the auxiliary vector gives, which under
+    // valgrind is not mapped, so the first secret call faulted there.
+    // SAFETY: `now` is a valid, writable `timespec` for the whole call, and
+    // the clock id is a constant the kernel knows (Linux ≥ 2.6.32).
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut now) } != 0 {
+        return now_ms();
+    }
+    // `time_t` and `c_long` are 32 bits wide on some Linux targets.
+    #[allow(clippy::unnecessary_cast)]
+    let (seconds, nanos) = (now.tv_sec as Millis, now.tv_nsec as Millis);
+    seconds * 1000 + nanos / 1_000_000
 }
 
 /// [`now_ms`], where the kernel offers no cheaper coarse clock.
