@@ -288,8 +288,8 @@ impl Node {
         self.spawn_command(command, true);
     }
 
-    /// Starts the node as the last argument of `wrapper` (a program and its
-    /// options, such as valgrind), with `keyhole serve` options `extra`.
+    /// Starts the node through `wrapper`, a program and its options such as
+    /// valgrind's (`WRAPPER… keyhole serve … EXTRA…`).
     pub fn start_under(&mut self, wrapper: &[&str], extra: &[&str]) {
         let (program, options) = wrapper.split_first().expect("a wrapper program");
         if let Err(e) = Command::new(program).arg("--version").output() {
