@@ -440,16 +440,13 @@ fn under_an_address_space_limit_deploy_works_and_serve_says_what_to_do() {
 fn under_valgrind_a_secret_call_is_served() {
     let mut node = Node::new();
     node.put_secret("greeting", &random_secret());
-    node.ok(&["deploy", artifacts::HELLO_SECRET_MANIFEST]);
-    node.ok(&[
-        "grant",
+    node.deploy_granted(
+        artifacts::HELLO_SECRET_MANIFEST,
         "hello-secret",
         "GREETING_KEY",
-        "--secret",
         "greeting",
-        "--allow",
         "hmac",
-    ]);
+    );
     node.start_under(
         &["valgrind", "--tool=none", "--quiet"],
         &["--max-instances", "1"],
