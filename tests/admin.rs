@@ -308,8 +308,9 @@ fn expired_and_revoked_tokens_are_refused() {
 }
 
 /// Timestamps and durations differ between runs; everything else must not.
+/// (Times in JSON are Unix seconds: two runs a second apart differ there.)
 fn normalized(text: &[u8]) -> String {
-    let re = regex::Regex::new(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z").unwrap();
+    let re = regex::Regex::new(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z|\b1\d{9}\b").unwrap();
     re.replace_all(&String::from_utf8_lossy(text), "<time>")
         .into_owned()
 }
@@ -481,4 +482,253 @@ fn malformed_and_oversized_requests_change_nothing() {
     }
     assert_eq!(state(), before, "no refused request changed the store");
     node.ok(&["audit", "verify"]);
+}
+
+/// Issue 23 §1. A deployer limited to `checkout-*` tried to take `billing`'s
+/// traffic by deploying `checkout-x` at a route inside `/billing` (or at
+/// `/`, above it): on the old main both deploys succeeded and `/billing/pay`
+/// went to the attacker. Now the route belongs to `billing`, the refusal
+/// names both functions, and a route-scoped token stays on its own paths.
+#[test]
+fn a_scoped_deployer_cannot_claim_routes_inside_or_above_another_functions() {
+    let r = node_with_roles();
+    let node = &r.node;
+    let outside = node.token(&[
+        "--role",
+        "deployer",
+        "--functions",
+        "checkout-*",
+        "--name",
+        "outside-team",
+    ]);
+    let run = |token: &str, args: &[&str]| node.remote_command(token).args(args).output().unwrap();
+    let billing = node.write_manifest("billing", artifacts::PROBE, "/billing", "");
+    let out = run(&r.admin, &["deploy", billing.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for (route, word) in [("/billing/pay", "inside"), ("/", "above")] {
+        let takeover = node.write_manifest("checkout-x", artifacts::PROBE, route, "");
+        let out = run(&outside, &["deploy", takeover.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{route}: deployed");
+        assert!(
+            err.contains("outside-team")
+                && err.contains("`checkout-x`")
+                && err.contains("`billing`")
+                && err.contains(&format!("route `{route}`"))
+                && err.contains(word),
+            "{route}: {err}"
+        );
+    }
+    let all = node.ok(&["functions", "--json"]);
+    assert!(!all.contains("checkout-x"), "{all}");
+    // Its refusals are in the audit trail, as refused deploys.
+    let trail = node.ok(&["audit", "--json"]);
+    assert!(trail.matches("may not deploy").count() >= 2, "{trail}");
+
+    // Next to it, or with a caller that may deploy billing too, is fine.
+    let beside = node.write_manifest("checkout-x", artifacts::PROBE, "/checkout", "");
+    let out = run(&outside, &["deploy", beside.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nested = node.write_manifest("billing-refunds", artifacts::PROBE, "/billing/refunds", "");
+    let out = run(&r.deployer, &["deploy", nested.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A token limited to /checkout/* claims nothing else, whatever the name.
+    let paths = node.token(&[
+        "--role",
+        "deployer",
+        "--routes",
+        "/checkout/*",
+        "--name",
+        "paths-only",
+    ]);
+    let listed = node.ok(&["token", "list"]);
+    assert!(listed.contains("/checkout/*"), "{listed}");
+    let inside = node.write_manifest("checkout-v2", artifacts::PROBE, "/checkout/v2", "");
+    let out = run(&paths, &["deploy", inside.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outside_paths = node.write_manifest("shop", artifacts::PROBE, "/shop", "");
+    let out = run(&paths, &["deploy", outside_paths.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("paths-only") && err.contains("/checkout/*") && err.contains("`/shop`"),
+        "{err}"
+    );
+    let out = node.cli(&["token", "create", "--role", "admin", "--routes", "/x"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deployer tokens only"));
+    let out = node.cli(&["token", "create", "--role", "deployer", "--routes", "x/*"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("route pattern `x/*` is invalid"));
+}
+
+/// The probe's component with a custom section appended: the same code
+/// under another SHA-256, as a redeploy of changed code looks.
+fn probe_variant(tag: &str) -> Vec<u8> {
+    let mut bytes = std::fs::read(artifacts::PROBE).unwrap();
+    let name = b"keyhole-test";
+    let payload_len = 1 + name.len() + tag.len();
+    assert!(payload_len < 128 && name.len() < 128);
+    bytes.push(0); // a custom section
+    bytes.push(payload_len as u8);
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(tag.as_bytes());
+    bytes
+}
+
+/// Issue 23 §3. On the old main a redeploy kept every grant, so a deployer
+/// (a role that may see no secret) redeployed a function whose grant
+/// allowed `reveal` with other code, and that code read the value. Now a
+/// grant is given to the component it was given for: new code gets none of
+/// it until an operator approves it, except the operations the operator
+/// let follow redeploys — never `reveal`.
+#[test]
+fn grants_belong_to_the_component_they_were_given_for() {
+    let r = node_with_roles();
+    let node = &r.node;
+    node.put_secret("s", VALUE);
+    let bindings = "[bindings.KEY]\nallow = [\"hmac\", \"reveal\"]\n[bindings.FOLLOW]\nallow = [\"hmac\", \"reveal\"]\n";
+    let manifest = node.write_manifest("f", artifacts::PROBE, "/f", bindings);
+    node.ok(&["deploy", manifest.to_str().unwrap()]);
+    node.ok(&[
+        "grant",
+        "f",
+        "KEY",
+        "--secret",
+        "s",
+        "--allow",
+        "hmac,reveal",
+    ]);
+    let first = node.wait_for("/f/reveal?binding=KEY", |r| r.status == 200);
+    assert_eq!(first.status, 200, "{first:?}");
+
+    // The deployer ships other code under the same name.
+    let redeploy = |tag: &str| {
+        let variant = node.data.path().join(format!("{tag}.wasm"));
+        std::fs::write(&variant, probe_variant(tag)).unwrap();
+        let manifest = node.write_manifest("f", variant.to_str().unwrap(), "/f", bindings);
+        let out = node
+            .remote_command(&r.deployer)
+            .args(["deploy", manifest.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        use sha2::Digest as _;
+        let digest = hex::encode(sha2::Sha256::digest(probe_variant(tag)));
+        (String::from_utf8_lossy(&out.stdout).into_owned(), digest)
+    };
+    let (said, v2) = redeploy("v2");
+    let refused = node.wait_for("/f/reveal?binding=KEY", |r| r.status != 200);
+    assert_eq!(
+        refused.status, 403,
+        "the new code read the value: {refused:?}"
+    );
+    assert!(said.contains("keyhole approve f"), "{said}");
+    assert_eq!(node.get("/f/hmac?binding=KEY").status, 403);
+    let listed = node.ok(&["functions", "--json"]);
+    assert!(listed.contains("awaiting-approval"), "{listed}");
+    let pending = node.ok(&["grants", "--pending"]);
+    assert!(
+        pending.contains("KEY") && pending.contains("awaiting-approval"),
+        "{pending}"
+    );
+    // A deployer cannot approve its own code.
+    let out = node
+        .remote_command(&r.deployer)
+        .args(["approve", "f"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lacks the permission"));
+
+    // The operator approves the code they reviewed, by its digest.
+    let out = node.cli(&["approve", "f", "--digest", "deadbeef"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&v2));
+    node.ok(&["approve", "f", "--digest", &v2[..12]]);
+    let back = node.wait_for("/f/reveal?binding=KEY", |r| r.status == 200);
+    assert_eq!(back.status, 200, "{back:?}");
+    assert!(node.ok(&["grants", "--pending"]).lines().count() <= 1);
+
+    // A grant may let the operations that disclose nothing follow
+    // redeploys; reveal never follows.
+    let granted = node.ok(&[
+        "grant",
+        "f",
+        "FOLLOW",
+        "--secret",
+        "s",
+        "--allow",
+        "hmac,reveal",
+        "--follow-redeploys",
+    ]);
+    assert!(
+        granted.contains(&format!("for component sha256 {}", &v2[..16])),
+        "{granted}"
+    );
+    assert_eq!(
+        node.wait_for("/f/reveal?binding=FOLLOW", |r| r.status == 200)
+            .status,
+        200
+    );
+    redeploy("v3");
+    node.wait_for("/f/reveal?binding=KEY", |r| r.status != 200);
+    for (path, status) in [
+        ("/f/hmac?binding=KEY", 403),
+        ("/f/reveal?binding=KEY", 403),
+        ("/f/reveal?binding=FOLLOW", 403),
+        ("/f/hmac?binding=FOLLOW", 200),
+    ] {
+        assert_eq!(node.get(path).status, status, "{path}");
+    }
+    let pending = node.ok(&["grants", "--pending"]);
+    assert!(pending.contains("all but reveal follow"), "{pending}");
+    // A grant names the code it is for; a stale digest is refused.
+    let out = node.cli(&[
+        "grant",
+        "f",
+        "KEY",
+        "--secret",
+        "s",
+        "--allow",
+        "hmac",
+        "--digest",
+        &v2[..12],
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is deployed with component sha256"));
+
+    // The trail says which code each operation ran under.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let trail = node.ok(&["audit", "--function", "f", "--json"]);
+        if trail.contains(&format!("\"digest\": \"{v2}\"")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{trail}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

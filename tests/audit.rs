@@ -436,7 +436,7 @@ fn injections_are_recorded_with_where_they_were_bound() {
         "[bindings.API]\nallow = [\"inject\"]\n",
     );
     node.ok(&["deploy", manifest.to_str().unwrap()]);
-    let egress = format!("127.0.0.1:{}", allowed.port);
+    let egress = format!("http://127.0.0.1:{}", allowed.port);
     node.ok(&[
         "grant",
         "caller",
@@ -448,7 +448,7 @@ fn injections_are_recorded_with_where_they_were_bound() {
         "--egress",
         &egress,
     ]);
-    node.start();
+    node.start_with_loopback_outbound();
     let (sent, sent_id) = node.get_with_id(&format!(
         "/caller/inject?binding=API&url={}/v1",
         allowed.url()
@@ -482,8 +482,14 @@ fn injections_are_recorded_with_where_they_were_bound() {
             .map(|e| e["destination"].as_str().unwrap().to_owned())
             .unwrap()
     };
-    assert_eq!(destination(sent_id), format!("127.0.0.1:{}", allowed.port));
-    assert_eq!(destination(refused_id), format!("127.0.0.1:{}", other.port));
+    assert_eq!(
+        destination(sent_id),
+        format!("http://127.0.0.1:{}", allowed.port)
+    );
+    assert_eq!(
+        destination(refused_id),
+        format!("http://127.0.0.1:{}", other.port)
+    );
     assert!(
         !serde_json::to_string(&found)
             .unwrap()

@@ -456,3 +456,60 @@ fn under_valgrind_a_secret_call_is_served() {
     assert!(reply.text().contains("GREETING_KEY"), "{}", reply.text());
     assert!(node.is_running(), "{}", node.logs());
 }
+
+/// Issue 23 §6. On the old main the data directory was created 0755 and
+/// the database 0644: every local user could read the sealed store (and
+/// its audit trail), and a group-writable directory was used as it was.
+/// Now both are the owner's alone, and a directory others may write to is
+/// refused before anything is read from it.
+#[test]
+fn the_data_directory_is_the_owners_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let node = Node::new();
+    let data = node.data.path().join("nested").join("store");
+    let run = |args: &[&str]| {
+        node.command()
+            .env("KEYHOLE_DATA", &data)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let value = node.data.path().join("value");
+    std::fs::write(&value, b"a-private-value-1234").unwrap();
+    let out = run(&["secret", "put", "s", "--from-file", value.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            assert_eq!(
+                mode(&path) & 0o077,
+                0,
+                "{} is readable by others",
+                path.display()
+            );
+        }
+    }
+    // An old store left readable is narrowed; a writable one refused.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(run(&["secret", "list"]).status.success());
+    assert_eq!(mode(&data), 0o700);
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for args in [
+        &["secret", "list"][..],
+        &["serve", "--listen", "127.0.0.1:0"],
+    ] {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            err.contains("writable by group or others (mode 777)") && err.contains("chmod 700"),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -182,3 +182,145 @@ fn the_examples_and_test_programs_deploy_with_no_findings() {
         );
     }
 }
+
+/// `component` with a custom section `name` holding `payload` appended.
+fn with_custom_section(mut component: Vec<u8>, name: &str, payload: &[u8]) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut body = Vec::new();
+    leb128(name.len(), &mut body);
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(payload);
+    component.push(0);
+    leb128(body.len(), &mut component);
+    component.extend_from_slice(&body);
+    component
+}
+
+/// Issue 23 §4. On the old main a deployer could upload a component with a
+/// thousand candidate PINs in one custom section and the refusal named the
+/// stored secret that matched, its version and the offset of the right
+/// candidate: one deploy, one answer — an oracle over every stored value,
+/// including secrets that role may not even list. Now a deployer learns
+/// nothing of secrets its functions are not bound to (the deploy goes on,
+/// and the trail records the probe for operators), only "a stored value,
+/// at this offset" for its own, and at most a few refusals per window.
+#[test]
+fn the_deploy_gate_is_no_oracle_for_deployers() {
+    let mut node = Node::new();
+    node.put_secret("pin", b"pin-code-83920417");
+    node.put_secret("mine", b"my-own-secret-5521aa");
+    node.deploy_probe(
+        "checkout-a",
+        "/checkout-a",
+        "[bindings.KEY]\nallow = [\"hmac\"]\n",
+    );
+    node.ok(&[
+        "grant",
+        "checkout-a",
+        "KEY",
+        "--secret",
+        "mine",
+        "--allow",
+        "hmac",
+    ]);
+    let deployer = node.token(&[
+        "--role",
+        "deployer",
+        "--functions",
+        "checkout-*",
+        "--name",
+        "outside",
+    ]);
+    node.start_admin();
+    let probe = std::fs::read(artifacts::PROBE).unwrap();
+    let deploy_as = |token: Option<&str>, name: &str, component: Vec<u8>| {
+        let path = node.data.path().join(format!("{name}.wasm"));
+        std::fs::write(&path, component).unwrap();
+        let manifest = node.write_manifest(name, path.to_str().unwrap(), &format!("/{name}"), "");
+        let mut command = match token {
+            Some(token) => node.remote_command(token),
+            None => node.command(),
+        };
+        let out = command
+            .args(["deploy", manifest.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+
+    // A thousand guesses, one of them right: the answer is the same as for
+    // none, and names nothing.
+    let guesses: Vec<u8> = (0..1000)
+        .flat_map(|i| format!("pin-code-{}|", 83_920_000 + i).into_bytes())
+        .collect();
+    let (ok, said) = deploy_as(
+        Some(&deployer),
+        "checkout-guess",
+        with_custom_section(probe.clone(), "notes", &guesses),
+    );
+    assert!(ok, "the gate answered the guess: {said}");
+    assert!(!said.contains("pin") && !said.contains("stored"), "{said}");
+    let (ok, control) = deploy_as(
+        Some(&deployer),
+        "checkout-control",
+        with_custom_section(probe.clone(), "notes", b"pin-code-none"),
+    );
+    assert!(ok, "{control}");
+    // Operators see the probe, in full.
+    let trail = node.ok(&["audit", "--json"]);
+    assert!(
+        trail.contains("deploy.probe")
+            && trail.contains("flagged")
+            && trail.contains("stored secret `pin`"),
+        "{trail}"
+    );
+
+    // The value of a secret the deployer's own function is bound to is
+    // refused, with where it is, not which secret it is.
+    let own = with_custom_section(probe.clone(), "notes", b"x:my-own-secret-5521aa");
+    let (ok, said) = deploy_as(Some(&deployer), "checkout-b", own.clone());
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("stored-secret@") && said.contains("the value of a stored secret"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("mine") && !said.contains("version"),
+        "{said}"
+    );
+    // An operator deploying the same is told everything.
+    let (ok, said) = deploy_as(None, "checkout-b", own.clone());
+    assert!(!ok);
+    assert!(said.contains("stored secret `mine` (version 1"), "{said}");
+
+    // Refusals are few: the sixth in ten minutes is 429, without a scan.
+    let mut refusals = 1;
+    let said = loop {
+        let (ok, said) = deploy_as(Some(&deployer), "checkout-b", own.clone());
+        assert!(!ok);
+        if said.contains("try again in") {
+            break said;
+        }
+        refusals += 1;
+        assert!(refusals <= 5, "{said}");
+    };
+    assert_eq!(refusals, 5, "{said}");
+    assert!(said.contains("outside"), "{said}");
+    let trail = node.ok(&["audit", "--json"]);
+    assert!(trail.matches("\"refused\"").count() >= 5, "{trail}");
+}

@@ -6,16 +6,20 @@ mod common;
 use common::{Node, Upstream, artifacts, random_token};
 
 /// Deploys the probe as `function` requesting `API` for `inject`, and grants
-/// it secret `secret` with `egress`.
-fn injecting_probe(node: &Node, function: &str, secret: &str, egress: &str) {
-    node.deploy_probe(
-        function,
-        &format!("/{function}"),
-        "[bindings.API]\nallow = [\"inject\"]\n",
-    );
+/// it secret `secret` with `egress`; with `outbound`, it also asks to call
+/// those hosts without a token, and an operator approves them.
+fn injecting_probe(node: &Node, function: &str, secret: &str, egress: &str, outbound: &[&str]) {
+    let mut extra = "[bindings.API]\nallow = [\"inject\"]\n".to_owned();
+    if !outbound.is_empty() {
+        extra += &Node::outbound_section(outbound);
+    }
+    node.deploy_probe(function, &format!("/{function}"), &extra);
     node.ok(&[
         "grant", function, "API", "--secret", secret, "--allow", "inject", "--egress", egress,
     ]);
+    if !outbound.is_empty() {
+        node.ok(&["approve", function]);
+    }
 }
 
 fn token_from(reply: &common::Reply) -> String {
@@ -34,13 +38,12 @@ fn the_secret_reaches_allowed_hosts_only_and_only_in_headers() {
     let secret = random_token();
     let mut node = Node::new();
     node.put_secret("api-token", secret.as_bytes());
-    injecting_probe(
-        &node,
-        "caller",
-        "api-token",
-        &format!("127.0.0.1:{}", allowed.port),
-    );
-    node.start();
+    // Tokens go to the allowed upstream; plain requests (a token in a URL
+    // or a body, a replayed token) need the function's approved outbound
+    // list, which names the same upstream.
+    let upstream = format!("http://127.0.0.1:{}", allowed.port);
+    injecting_probe(&node, "caller", "api-token", &upstream, &[&upstream]);
+    node.start_with_loopback_outbound();
 
     // To the allowed host: the header carries the real value.
     let sent = node.get(&format!(
@@ -76,11 +79,10 @@ fn the_secret_reaches_allowed_hosts_only_and_only_in_headers() {
     ] {
         let refused = node.get(&format!("/caller/inject?binding=API&url={url}/steal"));
         assert_eq!(refused.status, 502, "{url}: {refused:?}");
-        let host = url.strip_prefix("http://").unwrap();
         assert!(
             refused
                 .text()
-                .contains(&format!("binding `API` may not be sent to `{host}`")),
+                .contains(&format!("binding `API` may not be sent to `{url}`")),
             "{url}: {refused:?}"
         );
         assert!(!refused.text().contains(&secret));
@@ -113,12 +115,7 @@ fn the_secret_reaches_allowed_hosts_only_and_only_in_headers() {
     assert!(received[1].head.starts_with("GET /q?key=keyhole-inject-"));
 
     // A token replayed in a later request, or in another function, is inert.
-    injecting_probe(
-        &node,
-        "neighbour",
-        "api-token",
-        &format!("127.0.0.1:{}", allowed.port),
-    );
+    injecting_probe(&node, "neighbour", "api-token", &upstream, &[&upstream]);
     for function in ["caller", "neighbour"] {
         let replay = node.wait_for(
             &format!(
@@ -152,10 +149,11 @@ fn wildcard_and_default_port_rules_apply() {
     let secret = random_token();
     let mut node = Node::new();
     node.put_secret("api-token", secret.as_bytes());
-    // A host without a port means port 80 for http: the loopback upstream's
-    // port is not covered, and a wildcard never covers an IP literal.
-    injecting_probe(&node, "strict", "api-token", "127.0.0.1,*.0.0.1");
-    node.start();
+    // A host without a scheme means https, without a port the scheme's
+    // default port: the plain-http loopback upstream is not covered, and a
+    // wildcard never covers an IP literal.
+    injecting_probe(&node, "strict", "api-token", "127.0.0.1,*.0.0.1", &[]);
+    node.start_with_loopback_outbound();
     let refused = node.get(&format!(
         "/strict/inject?binding=API&url={}/x",
         upstream.url()
@@ -251,7 +249,7 @@ fn the_api_proxy_example_forwards_with_the_token_injected() {
         "--allow",
         "inject",
         "--egress",
-        &format!("127.0.0.1:{}", upstream.port),
+        &format!("http://127.0.0.1:{}", upstream.port),
     ]);
     node.ok(&[
         "grant",
@@ -262,7 +260,7 @@ fn the_api_proxy_example_forwards_with_the_token_injected() {
         "--allow",
         "reveal",
     ]);
-    node.start();
+    node.start_with_loopback_outbound();
 
     let reply = node.get("/proxy/v1/items?limit=2");
     assert_eq!((reply.status, reply.text()), (200, "upstream ok\n".into()));
@@ -288,4 +286,136 @@ fn the_api_proxy_example_forwards_with_the_token_injected() {
     );
     assert_eq!(elsewhere.connections(), 0);
     assert!(!node.logs().contains(&secret));
+}
+
+/// Issue 23 §2. On the old main a guest's plain request went wherever it
+/// said: here the node's own admin API on loopback answered it (the guest
+/// saw `status 401` and the node recorded an unauthenticated admin request),
+/// and cloud metadata, private services or the node's own listener would
+/// have answered as readily. Now nothing leaves unless the manifest asked
+/// for the host and an operator approved it, and the address the name
+/// resolves to is checked and connected to: loopback (even by the name
+/// `localhost`) only where the operator allows it, and the node's own
+/// listeners never.
+#[test]
+fn outgoing_requests_are_denied_by_default_and_checked_at_their_address() {
+    let upstream = Upstream::start();
+    let up = format!("http://127.0.0.1:{}", upstream.port);
+    let by_name = format!("http://localhost:{}", upstream.port);
+    let mut node = Node::new();
+    node.deploy_probe("plain", "/plain", "");
+    node.start_admin();
+    let fetch = |node: &Node, function: &str, url: &str| {
+        node.get(&format!("/{function}/inject?token=plain&url={url}/x"))
+    };
+
+    // A function that asked for nothing reaches nothing: not the admin API,
+    // not an upstream.
+    for url in [node.admin.clone(), up.clone()] {
+        let refused = fetch(&node, "plain", &url);
+        assert_eq!(refused.status, 502, "{url}: {refused:?}");
+        assert!(
+            refused.text().contains("no approved outbound hosts")
+                && refused.text().contains("nothing was sent"),
+            "{url}: {refused:?}"
+        );
+    }
+    // Asking is not enough: the operator approves.
+    node.deploy_probe("asks", "/asks", &Node::outbound_section(&[&up, &by_name]));
+    let pending = node.wait_for(&format!("/asks/inject?token=plain&url={up}/x"), |r| {
+        r.status != 404
+    });
+    assert_eq!(pending.status, 502, "{pending:?}");
+    let listed = node.ok(&["functions"]);
+    assert!(listed.contains(":pending"), "{listed}");
+    let out = node.cli(&["approve", "asks", "--digest", "00000000"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is deployed with component sha256"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let approved = node.ok(&["approve", "asks"]);
+    assert!(approved.contains("outbound http://127.0.0.1"), "{approved}");
+    // Approved, but loopback is not a public address: refused at the
+    // address, also when the name only resolves there.
+    for url in [&up, &by_name] {
+        let refused = node.wait_for(&format!("/asks/inject?token=plain&url={url}/x"), |r| {
+            r.text().contains("may not be reached")
+        });
+        assert_eq!(refused.status, 502, "{url}: {refused:?}");
+        assert!(
+            refused.text().contains("loopback address")
+                && refused.text().contains("--outbound-allow-ip"),
+            "{url}: {refused:?}"
+        );
+    }
+    assert_eq!(upstream.connections(), 0, "nothing reached the upstream");
+    let trail = node.ok(&["audit", "--json"]);
+    assert!(
+        !trail.contains("(unauthenticated)"),
+        "the admin API was reached: {trail}"
+    );
+    let metrics = node.admin_request(
+        "GET",
+        "/metrics",
+        Some(&node.token(&["--role", "auditor"])),
+        b"",
+    );
+    assert!(
+        metrics
+            .text()
+            .contains("keyhole_outbound_refused_total{function=\"plain\"} 2"),
+        "{}",
+        metrics.text()
+    );
+
+    // The operator allows loopback: the approved hosts answer, by address
+    // and by name, each request marked as having passed one node.
+    node.kill();
+    node.spawn_admin_with(&["--outbound-allow-ip", "127.0.0.1"]);
+    for url in [&up, &by_name] {
+        let sent = fetch(&node, "asks", url);
+        assert_eq!(sent.status, 200, "{url}: {sent:?}");
+        assert!(sent.text().starts_with("status 200"), "{sent:?}");
+    }
+    let received = upstream.received();
+    assert_eq!(received.len(), 2);
+    assert!(
+        received[0].head.contains("keyhole-hops: 1"),
+        "{}",
+        received[0].head
+    );
+    // Still nothing unapproved, and never the node's own listeners, even
+    // when approved and inside an allowed network.
+    assert_eq!(fetch(&node, "plain", &up).status, 502);
+    node.deploy_probe(
+        "selfish",
+        "/selfish",
+        &Node::outbound_section(&[&node.base, &node.admin]),
+    );
+    node.ok(&["approve", "selfish"]);
+    for url in [node.base.clone(), node.admin.clone()] {
+        let refused = node.wait_for(&format!("/selfish/inject?token=plain&url={url}/x"), |r| {
+            r.status != 404
+        });
+        assert_eq!(refused.status, 502, "{url}: {refused:?}");
+        assert!(
+            refused.text().contains("own listener"),
+            "{url}: {refused:?}"
+        );
+    }
+    let trail = node.ok(&["audit", "--json"]);
+    assert!(!trail.contains("(unauthenticated)"), "{trail}");
+
+    // A request that already passed through MAX_HOPS nodes, or that lies
+    // about it, is refused before any instance runs.
+    for hops in ["4", "255", "x"] {
+        let looped = node.post("/asks/ok", &[("keyhole-hops", hops)], b"");
+        assert_eq!(looped.status, 508, "{hops}: {looped:?}");
+    }
+    assert_eq!(
+        node.post("/asks/ok", &[("keyhole-hops", "3")], b"").status,
+        200
+    );
 }

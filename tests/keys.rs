@@ -603,9 +603,9 @@ fn no_operation_but_reveal_puts_key_bytes_in_guest_memory() {
         "--allow",
         "inject",
         "--egress",
-        &format!("127.0.0.1:{}", upstream.port),
+        &format!("http://127.0.0.1:{}", upstream.port),
     ]);
-    node.start();
+    node.start_with_loopback_outbound();
 
     let pem = |kind: &str| text(&keys, kind, "pem").into_bytes();
     let der = |kind: &str| hex::decode(text(&keys, kind, "der")).unwrap();

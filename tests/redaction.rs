@@ -130,3 +130,98 @@ fn a_guest_cannot_forge_log_lines_or_flood_the_log() {
     );
     assert!(logs.contains("bytes of output dropped (at most 65536 per stream per request)"));
 }
+
+/// Issue 23 §6. On the old main a value that straddled the 64 KiB a stream
+/// may log was cut first and redacted after: the bytes before the cut were
+/// no longer a whole match, so they reached the log in clear. Now what
+/// follows the cut is read just far enough to redact a value it completes.
+#[test]
+fn a_value_straddling_the_output_cap_is_redacted_whole() {
+    let secret = b"qZ7vX2kP9wR4mT8yB3nL6cF1";
+    let mut node = Node::new();
+    node.put_secret("s", secret);
+    node.granted_probe("cutter", "/cutter", "s", "reveal", "");
+    node.start();
+    for at in [5, 12, secret.len() - 1] {
+        let reply = node.get(&format!("/cutter/cut?binding=KEY&at={at}"));
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    // Three requests, each cut: wait for all three notes.
+    let start = Instant::now();
+    let logs = loop {
+        let logs = node.logs();
+        if logs.matches("bytes of output dropped").count() >= 3 {
+            break logs;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{logs}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // No five bytes of the value, wherever the cut fell in it.
+    for window in secret.windows(5) {
+        let text = String::from_utf8_lossy(window);
+        assert!(
+            !logs.contains(text.as_ref()),
+            "`{text}` of the value reached the log"
+        );
+    }
+    let redacted: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("keyhole::guest"))
+        .map(|l| &l[l.len().saturating_sub(120)..])
+        .collect();
+    assert!(logs.matches("[REDACTED:KEY]").count() >= 3, "{redacted:#?}");
+}
+
+/// A component that serves `wasi:http` by trapping in a function whose
+/// name (in the name section, which the guest writes) is `name`.
+fn trapping_component(name: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(component
+             (import "wasi:http/types@0.2.0" (instance $types
+               (export "incoming-request" (type (sub resource)))
+               (export "response-outparam" (type (sub resource)))))
+             (alias export $types "incoming-request" (type $request))
+             (alias export $types "response-outparam" (type $outparam))
+             (core module $m
+               (func $trap (@name {name:?}) unreachable)
+               (func (export "handle") (param i32 i32) call $trap))
+             (core instance $i (instantiate $m))
+             (func $handle (param "request" (own $request)) (param "response-out" (own $outparam))
+               (canon lift (core func $i "handle")))
+             (instance $handler (export "handle" (func $handle)))
+             (export "wasi:http/incoming-handler@0.2.0" (instance $handler)))"#
+    ))
+    .unwrap()
+}
+
+/// Issue 23 §6. On the old main a trap's message went into the node's log
+/// as wasmtime wrote it, and its backtrace quotes the guest's own function
+/// names: a name holding a newline forged a node log line. Now every
+/// guest-influenced string the node logs has its control characters
+/// escaped.
+#[test]
+fn a_trapping_guest_cannot_forge_log_lines_with_its_function_names() {
+    let mut node = Node::new();
+    let component = node.data.path().join("trapper.wasm");
+    std::fs::write(
+        &component,
+        trapping_component("boom\nINFO keyhole_host::server: forged by the guest\u{1b}[31m"),
+    )
+    .unwrap();
+    let manifest = node.write_manifest("trapper", component.to_str().unwrap(), "/trapper", "");
+    node.ok(&["deploy", manifest.to_str().unwrap()]);
+    node.start();
+    assert_eq!(node.get("/trapper").status, 500);
+    let logs = log_with(&node, "function trapped");
+    assert!(
+        logs.contains("boom\\nINFO keyhole_host::server: forged"),
+        "{logs}"
+    );
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.starts_with("INFO keyhole_host::server: forged")),
+        "a forged line: {logs}"
+    );
+    assert!(!logs.contains('\u{1b}'), "a raw escape reached the log");
+}

@@ -195,6 +195,108 @@ impl fmt::Display for FunctionScope {
     }
 }
 
+/// Route prefixes a deployer token may claim, such as `/checkout/*`: a
+/// deploy is refused when any route it claims lies outside all of them.
+/// `/checkout/*` and `/checkout` both mean `/checkout` and every path below
+/// it (a route serves its whole subtree, so a narrower reading would
+/// promise what routing cannot keep). Empty: every route.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<String>", into = "Vec<String>")]
+pub struct RouteScope(Vec<String>);
+
+impl TryFrom<Vec<String>> for RouteScope {
+    type Error = String;
+    fn try_from(patterns: Vec<String>) -> Result<Self, String> {
+        Self::new(patterns)
+    }
+}
+
+impl From<RouteScope> for Vec<String> {
+    fn from(scope: RouteScope) -> Self {
+        scope.0
+    }
+}
+
+impl RouteScope {
+    /// Parses a comma-separated list of route patterns.
+    pub fn parse_list(list: &str) -> Result<Self, String> {
+        Self::new(
+            list.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        )
+    }
+
+    /// A scope of `patterns`, each a route optionally ending in `/*`.
+    pub fn new(patterns: Vec<String>) -> Result<Self, String> {
+        for p in &patterns {
+            let base = route_pattern_base(p);
+            if base.contains('*') {
+                return Err(format!(
+                    "route pattern `{p}` is invalid: `*` may only end it, as `/*` (e.g. '/checkout/*')"
+                ));
+            }
+            crate::manifest::check_route(base).map_err(|why| {
+                format!("route pattern `{p}` is invalid: {why} (e.g. '/checkout/*')")
+            })?;
+        }
+        Ok(Self(patterns))
+    }
+
+    /// Whether the scope limits nothing.
+    pub fn is_unlimited(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The patterns, as given.
+    pub fn patterns(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Whether `route` (a checked manifest route) lies within the scope.
+    pub fn covers(&self, route: &str) -> bool {
+        self.is_unlimited()
+            || self
+                .0
+                .iter()
+                .any(|p| route_contains(route_pattern_base(p), route))
+    }
+}
+
+impl fmt::Display for RouteScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("*")
+        } else {
+            f.write_str(&self.0.join(","))
+        }
+    }
+}
+
+/// `/checkout/*` and `/*` as the route they stand for.
+fn route_pattern_base(pattern: &str) -> &str {
+    match pattern.strip_suffix("/*") {
+        Some("") => "/",
+        Some(base) => base,
+        None => pattern,
+    }
+}
+
+/// Whether route `outer` serves every path `inner` serves: it equals
+/// `inner`, or is a whole-segment prefix of it.
+pub fn route_contains(outer: &str, inner: &str) -> bool {
+    outer == "/"
+        || inner == outer
+        || (inner.starts_with(outer) && inner.as_bytes().get(outer.len()) == Some(&b'/'))
+}
+
+/// Whether two routes share any path: one contains the other.
+pub fn routes_overlap(a: &str, b: &str) -> bool {
+    route_contains(a, b) || route_contains(b, a)
+}
+
 /// `*`-only glob matching, iterative with one backtrack point.
 fn glob(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
@@ -231,6 +333,8 @@ pub enum Caller {
         role: Role,
         /// The functions it may deploy (deployers).
         scope: FunctionScope,
+        /// The routes it may claim (deployers).
+        routes: RouteScope,
     },
 }
 
@@ -251,9 +355,9 @@ impl Caller {
         }
     }
 
-    /// Whether the caller is limited to some functions.
+    /// Whether the caller is limited to some functions or routes.
     pub fn is_scoped(&self) -> bool {
-        matches!(self, Caller::Token { scope, .. } if !scope.is_unlimited())
+        matches!(self, Caller::Token { scope, routes, .. } if !scope.is_unlimited() || !routes.is_unlimited())
     }
 
     /// Whether the caller may act on `function` (a scoped deployer only on
@@ -262,6 +366,29 @@ impl Caller {
         match self {
             Caller::Local => true,
             Caller::Token { scope, .. } => scope.covers(function),
+        }
+    }
+
+    /// Whether the caller may claim `route` (a route-scoped deployer only
+    /// routes inside its patterns).
+    pub fn covers_route(&self, route: &str) -> bool {
+        match self {
+            Caller::Local => true,
+            Caller::Token { routes, .. } => routes.covers(route),
+        }
+    }
+
+    /// Whether the caller may deploy function `function` serving `routes`:
+    /// its name and every route are in scope.
+    pub fn may_deploy(&self, function: &str, routes: &[String]) -> bool {
+        self.covers(function) && routes.iter().all(|r| self.covers_route(r))
+    }
+
+    /// The route scope, for messages (`*` when unlimited).
+    pub fn route_scope(&self) -> RouteScope {
+        match self {
+            Caller::Local => RouteScope::default(),
+            Caller::Token { routes, .. } => routes.clone(),
         }
     }
 }
@@ -364,6 +491,27 @@ mod tests {
         assert!(middle.covers("abc") && middle.covers("axxbyyc") && !middle.covers("axxbyy"));
         assert!(FunctionScope::default().covers("anything"));
         assert!(FunctionScope::parse_list("bad/name").is_err());
+    }
+
+    #[test]
+    fn route_scopes_cover_whole_segments_below_their_prefix() {
+        let scope = RouteScope::parse_list("/checkout/*, /shop").unwrap();
+        assert!(scope.covers("/checkout"));
+        assert!(scope.covers("/checkout/v2/pay"));
+        assert!(scope.covers("/shop/cart"));
+        assert!(!scope.covers("/checkouts"));
+        assert!(!scope.covers("/"));
+        assert!(!scope.covers("/billing"));
+        assert!(RouteScope::parse_list("/*").unwrap().covers("/anything"));
+        assert!(RouteScope::default().covers("/"));
+        for bad in ["checkout", "/a//b", "/a/*/b", "/a/"] {
+            let err = RouteScope::parse_list(bad).unwrap_err();
+            assert!(err.contains(bad), "{bad}: {err}");
+        }
+        assert!(routes_overlap("/", "/billing"));
+        assert!(routes_overlap("/billing/pay", "/billing"));
+        assert!(routes_overlap("/billing", "/billing"));
+        assert!(!routes_overlap("/billing", "/billingx"));
     }
 
     #[test]

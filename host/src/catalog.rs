@@ -9,6 +9,7 @@
 use crate::material::SecretMaterial;
 use crate::observe::{FunctionMetrics, Observer};
 use crate::operations::OperationSet;
+use crate::outbound::{AddressPolicy, OutboundRules, SystemResolver};
 use crate::runtime::{ComponentError, FunctionPre, Runtime};
 use crate::secrets_host::{BoundSecret, FunctionSecrets, GraceVersion};
 use crate::store::{Store, StoreError, Timestamp};
@@ -78,6 +79,8 @@ pub struct Catalog {
     usage: UsageLog,
     overdue_warned: Mutex<HashMap<String, i64>>,
     observer: Arc<Observer>,
+    /// The node's rules for the addresses outgoing requests may reach.
+    addresses: Arc<AddressPolicy>,
 }
 
 /// How a load came by its compiled components (those already loaded are
@@ -108,7 +111,15 @@ impl Catalog {
             loaded_revision: Mutex::default(),
             usage: UsageLog::default(),
             overdue_warned: Mutex::default(),
+            addresses: Arc::default(),
         }
+    }
+
+    /// The same, with outgoing requests held to `addresses` (without it:
+    /// public addresses only).
+    pub fn with_address_policy(mut self, addresses: Arc<AddressPolicy>) -> Self {
+        self.addresses = addresses;
+        self
     }
 
     /// Where the node's metrics and function audit records go.
@@ -183,7 +194,11 @@ impl Catalog {
                         pre
                     }
                     Err(e) => {
-                        tracing::error!(function = %info.name, "cannot load function: {e}");
+                        tracing::error!(
+                            function = %info.name,
+                            "cannot load function: {}",
+                            crate::guest_log::escape_for_log(&format!("{e:#}"))
+                        );
                         continue;
                     }
                 },
@@ -198,7 +213,11 @@ impl Catalog {
                 else {
                     continue;
                 };
-                let allowed: OperationSet = grant.allow.intersect(requested.operations);
+                // A grant given for other code allows this code only what
+                // the operator let follow redeploys, never `reveal`.
+                let allowed: OperationSet = grant
+                    .effective(&info.component_sha256)
+                    .intersect(requested.operations);
                 let resolved = values
                     .entry(grant.secret.clone())
                     .or_insert_with(|| self.decrypt(&grant.secret))
@@ -221,13 +240,31 @@ impl Catalog {
             }
 
             let name: Arc<str> = info.name.as_str().into();
+            let pending = info.pending_outbound();
+            if !pending.is_empty() {
+                tracing::warn!(
+                    function = %info.name,
+                    hosts = %pending,
+                    "outbound hosts wait for an operator's approval (keyhole approve {})",
+                    info.name
+                );
+            }
+            let outbound = Arc::new(OutboundRules {
+                allowed: info.effective_outbound(),
+                addresses: Arc::clone(&self.addresses),
+                resolver: Arc::new(SystemResolver),
+            });
             let function = Arc::new(LoadedFunction {
                 metrics: self.observer.function_metrics(&name),
                 name,
                 pre,
                 memory_bytes: info.memory_mib as usize * 1024 * 1024,
                 timeout: Duration::from_millis(info.timeout_ms.into()),
-                secrets: Arc::new(FunctionSecrets::new(secrets)),
+                secrets: Arc::new(
+                    FunctionSecrets::new(secrets)
+                        .with_outbound(outbound)
+                        .for_component(&info.component_sha256),
+                ),
             });
             for route in info.routes {
                 routes.push((route, Arc::clone(&function)));

@@ -6,7 +6,7 @@ use crate::manifest::{self, Manifest, ManifestError};
 use crate::operations::OperationSet;
 use crate::runtime::{ComponentError, FunctionPre, Runtime};
 use crate::scan::{self, Finding, KnownValue, ScanError};
-use crate::store::{Deployment, FunctionInfo, Grant, Store, StoreError};
+use crate::store::{Deployment, FunctionInfo, Grant, NestPolicy, Store, StoreError};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -74,22 +74,51 @@ pub enum BindingState {
     },
     /// No grant yet: calls get `not-granted` until an operator grants it.
     Pending,
+    /// Granted for another component than the one deployed now: `held`
+    /// operations wait until an operator approves this one (`keyhole
+    /// approve`); the rest follow the redeploy, as the grant chose.
+    AwaitingApproval {
+        /// The secret it resolves to.
+        secret: String,
+        /// Requested operations the grant allows, but not yet to this code.
+        held: OperationSet,
+    },
 }
 
-/// The state of a requested binding, given the function's grants.
-pub fn binding_state(binding: &str, requested: OperationSet, grants: &[Grant]) -> BindingState {
-    match grants.iter().find(|g| g.binding == binding) {
-        None => BindingState::Pending,
-        Some(g) if requested.is_subset_of(g.allow) => BindingState::Granted {
+/// The state of a requested binding, given the function's grants and the
+/// SHA-256 of the component deployed now.
+pub fn binding_state(
+    binding: &str,
+    requested: OperationSet,
+    grants: &[Grant],
+    digest: &str,
+) -> BindingState {
+    let Some(g) = grants.iter().find(|g| g.binding == binding) else {
+        return BindingState::Pending;
+    };
+    let effective = g.effective(digest);
+    let held: OperationSet = requested
+        .iter()
+        .filter(|op| g.allow.contains(*op) && !effective.contains(*op))
+        .collect();
+    if !held.is_empty() {
+        return BindingState::AwaitingApproval {
             secret: g.secret.clone(),
-        },
-        Some(g) => BindingState::Partial {
+            held,
+        };
+    }
+    if requested.is_subset_of(effective) {
+        BindingState::Granted {
+            secret: g.secret.clone(),
+        }
+    } else {
+        BindingState::Partial {
             secret: g.secret.clone(),
             missing: requested
                 .iter()
-                .filter(|op| !g.allow.contains(*op))
+                .filter(|op| !effective.contains(*op))
                 .collect(),
-        },
+        }
     }
 }
 
@@ -109,21 +138,52 @@ pub struct GateReport {
     pub allowed: Vec<Finding>,
     /// `--allow-finding` IDs that matched nothing.
     pub unused_allowances: Vec<String>,
+    /// Values of stored secrets the caller was not told about (see
+    /// [`Disclosure::Silent`]): for the audit trail, never for the caller.
+    pub probes: Vec<Finding>,
+}
+
+/// What the deploy's caller may learn of a stored secret's value found in
+/// its component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disclosure {
+    /// Everything: the secret's name, version, encoding and offset
+    /// (operators, who may list secrets anyway).
+    Named,
+    /// That a stored value is there, and where — not which secret (a
+    /// deployer, for the secrets its own functions are bound to).
+    Anonymous,
+    /// Nothing: the deploy goes on as if the value were not there, and the
+    /// finding goes to the audit trail as a probe. Any answer that differs
+    /// when a candidate matches is an oracle a deployer could query with
+    /// millions of guesses per upload; only an answer that never differs
+    /// is not one.
+    Silent,
 }
 
 /// Scans a prepared deployment's component for `known` secret values and
 /// credential formats; refuses it while any finding is not in `allow`.
+/// `disclosure` says, per secret name, what the caller may learn.
 pub fn gate(
     deployment: &Deployment,
     component_path: &Path,
     known: &[KnownValue],
     allow: &[String],
+    disclosure: &dyn Fn(&str) -> Disclosure,
 ) -> Result<GateReport, DeployError> {
-    let findings =
-        scan::scan(&deployment.component, known).map_err(|source| DeployError::Scan {
-            path: component_path.to_owned(),
-            source,
-        })?;
+    let found = scan::scan(&deployment.component, known).map_err(|source| DeployError::Scan {
+        path: component_path.to_owned(),
+        source,
+    })?;
+    let mut findings = Vec::new();
+    let mut probes = Vec::new();
+    for finding in found {
+        match finding.stored_secret().map(disclosure) {
+            None | Some(Disclosure::Named) => findings.push(finding),
+            Some(Disclosure::Anonymous) => findings.push(finding.anonymous()),
+            Some(Disclosure::Silent) => probes.push(finding),
+        }
+    }
     let (allowed, refused): (Vec<Finding>, Vec<Finding>) = findings
         .into_iter()
         .partition(|f| allow.iter().any(|id| id == &f.id));
@@ -141,6 +201,7 @@ pub fn gate(
     Ok(GateReport {
         allowed,
         unused_allowances,
+        probes,
     })
 }
 
@@ -204,6 +265,8 @@ fn check(
         bindings: manifest.bindings,
         component_sha256: hex::encode(Sha256::digest(&component)),
         component_size: component.len() as u64,
+        outbound: manifest.outbound,
+        approved_outbound: Default::default(),
         deployed_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -217,9 +280,14 @@ fn check(
 }
 
 /// Stores a prepared deployment (one transaction: all or nothing) and
-/// reports the state of each binding it requests.
-pub fn store(store: &dyn Store, deployment: &Deployment) -> Result<DeployReport, DeployError> {
-    store.deploy(deployment)?;
+/// reports the state of each binding it requests. Routes inside or above
+/// another function's are refused unless `may_nest` accepts that function.
+pub fn store(
+    store: &dyn Store,
+    deployment: &Deployment,
+    may_nest: &NestPolicy<'_>,
+) -> Result<DeployReport, DeployError> {
+    store.deploy(deployment, may_nest)?;
     let info = deployment.info.clone();
     let grants = store.grants(Some(&info.name))?;
     let bindings = info
@@ -229,7 +297,7 @@ pub fn store(store: &dyn Store, deployment: &Deployment) -> Result<DeployReport,
             (
                 b.binding.clone(),
                 b.operations,
-                binding_state(&b.binding, b.operations, &grants),
+                binding_state(&b.binding, b.operations, &grants, &info.component_sha256),
             )
         })
         .collect();

@@ -1,10 +1,14 @@
-//! Egress lists: the hosts an injected secret may be sent to.
+//! Egress lists: the hosts an injected secret may be sent to, and the hosts
+//! a function may call at all (its manifest's `[outbound]`).
 //!
 //! A pattern is an exact `host` or `host:port`, or `*.example.com` for any
-//! subdomain of `example.com` (not `example.com` itself). A pattern without a
-//! port matches only the scheme's default port (80 for http, 443 for https),
-//! so `api.example.com` never lets a token reach `api.example.com:8080`.
-//! Hosts compare case-insensitively.
+//! subdomain of `example.com` (not `example.com` itself), optionally behind
+//! a scheme. Without one it means `https://`: a bearer token (or any
+//! request) leaves over plain `http://` only where the pattern says
+//! `http://` in so many words, since nothing else authenticates the host it
+//! reaches. A pattern without a port matches only the scheme's default port
+//! (443 for https, 80 for http), so `api.example.com` never lets a token
+//! reach `api.example.com:8080`. Hosts compare case-insensitively.
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,6 +16,8 @@ use std::str::FromStr;
 /// One allowed destination.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EgressPattern {
+    /// Plain `http://` (only when the pattern says so) rather than https.
+    plain_http: bool,
     host: HostPattern,
     port: Option<u16>,
 }
@@ -42,15 +48,23 @@ impl FromStr for EgressPattern {
             pattern: original.to_owned(),
             reason,
         };
-        if original.contains("://") || original.contains('/') {
+        let (plain_http, rest) = if let Some(rest) = strip_prefix_ignore_case(original, "http://") {
+            (true, rest)
+        } else if let Some(rest) = strip_prefix_ignore_case(original, "https://") {
+            (false, rest)
+        } else {
+            (false, original)
+        };
+        if rest.contains("://") || rest.contains('/') {
             return Err(err(
-                "give a host or host:port, not a URL (no scheme, no path)",
+                "give a host or host:port, optionally behind http:// or https://, not a URL (no other scheme, no path)",
             ));
         }
-        if original.contains('@') {
+        let original_host_part = rest;
+        if original_host_part.contains('@') {
             return Err(err("give a host or host:port, without user information"));
         }
-        let (host, port) = split_port(original).map_err(err)?;
+        let (host, port) = split_port(original_host_part).map_err(err)?;
         let host = host.to_ascii_lowercase();
         if host.is_empty() {
             return Err(err("the host is empty"));
@@ -67,8 +81,18 @@ impl FromStr for EgressPattern {
             check_host(&host).map_err(err)?;
             HostPattern::Exact(host)
         };
-        Ok(EgressPattern { host, port })
+        Ok(EgressPattern {
+            plain_http,
+            host,
+            port,
+        })
     }
+}
+
+fn strip_prefix_ignore_case<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 fn split_port(s: &str) -> Result<(&str, Option<u16>), &'static str> {
@@ -123,9 +147,13 @@ fn check_host(host: &str) -> Result<(), &'static str> {
 }
 
 impl EgressPattern {
-    /// Whether a request to `host` on `port` matches, where `default_port`
-    /// is the port its scheme implies.
-    pub fn matches(&self, host: &str, port: u16, default_port: u16) -> bool {
+    /// Whether a request to `host` on `port` over https (or plain http when
+    /// `plain_http`) matches.
+    pub fn matches(&self, plain_http: bool, host: &str, port: u16) -> bool {
+        if plain_http != self.plain_http {
+            return false;
+        }
+        let default_port = if self.plain_http { 80 } else { 443 };
         if port != self.port.unwrap_or(default_port) {
             return false;
         }
@@ -147,6 +175,9 @@ fn is_ip_literal(host: &str) -> bool {
 
 impl fmt::Display for EgressPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.plain_http {
+            f.write_str("http://")?;
+        }
         match &self.host {
             HostPattern::Exact(host) => f.write_str(host)?,
             HostPattern::Subdomains(suffix) => write!(f, "*.{suffix}")?,
@@ -158,7 +189,8 @@ impl fmt::Display for EgressPattern {
     }
 }
 
-/// The hosts one grant may send its secret to; empty allows none.
+/// The hosts one grant may send its secret to, or one function may call;
+/// empty allows none.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct EgressList(Vec<EgressPattern>);
 
@@ -174,6 +206,16 @@ impl EgressList {
         Ok(EgressList(patterns))
     }
 
+    /// The patterns comma-separated, as [`EgressList::parse_list`] reads
+    /// them back (empty for an empty list).
+    pub fn to_string_stored(&self) -> String {
+        self.0
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Whether the list allows nothing.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -184,10 +226,33 @@ impl EgressList {
         &self.0
     }
 
-    /// Whether a request to `host` on `port` (scheme default `default_port`)
-    /// may carry the secret.
-    pub fn allows(&self, host: &str, port: u16, default_port: u16) -> bool {
-        self.0.iter().any(|p| p.matches(host, port, default_port))
+    /// Whether a request to `host` on `port`, over https or plain http,
+    /// is allowed.
+    pub fn allows(&self, plain_http: bool, host: &str, port: u16) -> bool {
+        self.0.iter().any(|p| p.matches(plain_http, host, port))
+    }
+
+    /// The patterns of this list that `other` also holds, in this list's
+    /// order: what a manifest asks for and an operator approved.
+    pub fn intersect(&self, other: &EgressList) -> EgressList {
+        EgressList(
+            self.0
+                .iter()
+                .filter(|p| other.0.contains(p))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// The patterns of this list that `other` lacks.
+    pub fn without(&self, other: &EgressList) -> EgressList {
+        EgressList(
+            self.0
+                .iter()
+                .filter(|p| !other.0.contains(p))
+                .cloned()
+                .collect(),
+        )
     }
 }
 
@@ -231,31 +296,60 @@ mod tests {
     #[test]
     fn exact_hosts_match_their_default_port_unless_a_port_is_given() {
         let l = list("API.example.com, 127.0.0.1:8080");
-        assert!(l.allows("api.example.com", 443, 443));
-        assert!(l.allows("Api.Example.Com", 80, 80));
-        assert!(!l.allows("api.example.com", 8443, 443));
-        assert!(!l.allows("example.com", 443, 443));
-        assert!(!l.allows("api.example.com.evil.net", 443, 443));
-        assert!(l.allows("127.0.0.1", 8080, 80));
-        assert!(!l.allows("127.0.0.1", 8081, 80));
+        assert!(l.allows(false, "api.example.com", 443));
+        assert!(l.allows(false, "Api.Example.Com", 443));
+        assert!(!l.allows(false, "api.example.com", 8443));
+        assert!(!l.allows(false, "example.com", 443));
+        assert!(!l.allows(false, "api.example.com.evil.net", 443));
+        assert!(l.allows(false, "127.0.0.1", 8080));
+        assert!(!l.allows(false, "127.0.0.1", 8081));
         assert_eq!(l.to_string(), "api.example.com,127.0.0.1:8080");
+    }
+
+    #[test]
+    fn plain_http_is_allowed_only_where_the_pattern_says_http() {
+        let l = list("api.example.com, 127.0.0.1:8080");
+        assert!(!l.allows(true, "api.example.com", 80));
+        assert!(!l.allows(true, "api.example.com", 443));
+        assert!(!l.allows(true, "127.0.0.1", 8080));
+        let l = list("HTTP://127.0.0.1:8080, http://plain.example.com, https://tls.example.com");
+        assert!(l.allows(true, "127.0.0.1", 8080));
+        assert!(!l.allows(false, "127.0.0.1", 8080), "http:// is not https");
+        assert!(l.allows(true, "plain.example.com", 80));
+        assert!(!l.allows(true, "plain.example.com", 443));
+        assert!(l.allows(false, "tls.example.com", 443));
+        assert_eq!(
+            l.to_string(),
+            "http://127.0.0.1:8080,http://plain.example.com,tls.example.com"
+        );
+        let asked = list("a.example.com,http://b.example.com");
+        let approved = list("http://b.example.com,c.example.com");
+        assert_eq!(
+            asked.intersect(&approved).to_string(),
+            "http://b.example.com"
+        );
+        assert_eq!(asked.without(&approved).to_string(), "a.example.com");
     }
 
     #[test]
     fn wildcards_match_subdomains_only() {
         let l = list("*.stripe.com");
-        assert!(l.allows("api.stripe.com", 443, 443));
-        assert!(l.allows("a.b.stripe.com", 443, 443));
-        assert!(!l.allows("stripe.com", 443, 443));
-        assert!(!l.allows("evilstripe.com", 443, 443));
-        assert!(!l.allows("stripe.com.evil.net", 443, 443));
-        assert!(!list("*.0.0.1").allows("127.0.0.1", 80, 80), "not for IPs");
+        assert!(l.allows(false, "api.stripe.com", 443));
+        assert!(l.allows(false, "a.b.stripe.com", 443));
+        assert!(!l.allows(false, "stripe.com", 443));
+        assert!(!l.allows(false, "evilstripe.com", 443));
+        assert!(!l.allows(false, "stripe.com.evil.net", 443));
+        assert!(
+            !list("*.0.0.1").allows(false, "127.0.0.1", 443),
+            "not for IPs"
+        );
     }
 
     #[test]
     fn bad_patterns_say_what_is_wrong() {
         for (bad, why) in [
-            ("https://api.example.com", "not a URL"),
+            ("https://api.example.com/v1", "not a URL"),
+            ("ftp://api.example.com", "not a URL"),
             ("api.example.com/v1", "not a URL"),
             ("*", "leading `*.`"),
             ("*.com", "at least two labels"),
@@ -271,7 +365,7 @@ mod tests {
             assert!(err.contains(bad.trim()), "{bad}: {err}");
         }
         assert!(EgressList::parse_list("").unwrap().is_empty());
-        assert!(list("[::1]:8080").allows("[::1]", 8080, 80));
+        assert!(list("[::1]:8080").allows(false, "[::1]", 8080));
         assert!(EgressList::parse_list("*.[").is_err());
     }
 }

@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use zeroize::Zeroizing;
 
 /// Bytes of output kept per stream per request; the rest is counted and dropped.
 pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
@@ -61,6 +62,7 @@ impl GuestOutput {
             lines: Lines::default(),
             taken: 0,
             dropped: 0,
+            after_cap: Zeroizing::new(Vec::new()),
         })))
     }
 
@@ -79,6 +81,9 @@ struct Capture {
     taken: usize,
     /// Bytes dropped over the limit.
     dropped: usize,
+    /// The first bytes past the limit, never logged: what a value that
+    /// straddles the cut needs to be recognised, and redacted whole.
+    after_cap: Zeroizing<Vec<u8>>,
 }
 
 impl Capture {
@@ -87,6 +92,13 @@ impl Capture {
         let (kept, over) = bytes.split_at(bytes.len().min(room));
         self.taken += kept.len();
         self.dropped += over.len();
+        let wanted = self
+            .secrets
+            .redactor()
+            .longest()
+            .saturating_sub(self.after_cap.len());
+        self.after_cap
+            .extend_from_slice(&over[..over.len().min(wanted)]);
         if !kept.is_empty() {
             let done = self.lines.push(self.secrets.redactor(), kept);
             self.emit(done);
@@ -113,7 +125,9 @@ impl Drop for Capture {
         if self.taken == 0 && self.dropped == 0 {
             return;
         }
-        let rest = self.lines.finish(self.secrets.redactor());
+        let rest = self
+            .lines
+            .finish_before(self.secrets.redactor(), &self.after_cap);
         self.emit(rest);
         if self.dropped > 0 {
             tracing::warn!(
@@ -154,8 +168,18 @@ impl Lines {
     }
 
     /// Everything still held, redacted, as the last lines.
+    #[cfg(test)]
     fn finish(&mut self, redactor: &Redactor) -> Vec<Vec<u8>> {
-        let mut lines = self.redact(redactor, true);
+        self.finish_before(redactor, &[])
+    }
+
+    /// Everything still held, redacted, as the last lines, where `dropped`
+    /// followed it and is not logged (a value running on into it is
+    /// redacted whole).
+    fn finish_before(&mut self, redactor: &Redactor, dropped: &[u8]) -> Vec<Vec<u8>> {
+        let clean = redactor.redact_before_cut(&self.raw, dropped);
+        self.raw.clear();
+        let mut lines = self.take_lines(&clean);
         if !self.line.is_empty() {
             lines.push(std::mem::take(&mut self.line));
         }
@@ -166,7 +190,12 @@ impl Lines {
     fn redact(&mut self, redactor: &Redactor, complete: bool) -> Vec<Vec<u8>> {
         let (clean, used) = redactor.redact_prefix(&self.raw, complete);
         self.raw.drain(..used);
-        self.line.extend_from_slice(&clean);
+        self.take_lines(&clean)
+    }
+
+    /// Appends redacted `clean` text to `line`; returns the lines it ends.
+    fn take_lines(&mut self, clean: &[u8]) -> Vec<Vec<u8>> {
+        self.line.extend_from_slice(clean);
         let mut lines = Vec::new();
         while let Some(end) = memchr::memchr(b'\n', &self.line) {
             let rest = self.line.split_off(end + 1);
@@ -175,18 +204,42 @@ impl Lines {
             lines.push(line);
         }
         while self.line.len() >= MAX_LINE {
-            let rest = self.line.split_off(MAX_LINE);
+            let rest = self.line.split_off(split_point(&self.line));
             lines.push(std::mem::replace(&mut self.line, rest));
         }
         lines
     }
 }
 
+/// Where to split a line of `MAX_LINE` bytes or more: at `MAX_LINE`, or
+/// just before a redaction label that would straddle it, so a reader (or a
+/// test) sees every `[REDACTED:…]` whole.
+fn split_point(line: &[u8]) -> usize {
+    const OPEN: &[u8] = b"[REDACTED:";
+    let from = MAX_LINE.saturating_sub(OPEN.len() + crate::names::MAX_NAME_LEN + 1);
+    let to = line.len().min(MAX_LINE + OPEN.len() - 1);
+    let straddling = memchr::memmem::rfind(&line[from..to], OPEN)
+        .map(|at| from + at)
+        .filter(|&start| start > 0 && start < MAX_LINE)
+        .filter(|&start| {
+            memchr::memchr(b']', &line[start..]).is_none_or(|end| start + end >= MAX_LINE)
+        });
+    straddling.unwrap_or(MAX_LINE)
+}
+
 /// `line` as text with control characters escaped, so a guest cannot
 /// forge log lines or send terminal escapes.
 fn printable(line: &[u8]) -> String {
-    let mut out = String::with_capacity(line.len());
-    for c in String::from_utf8_lossy(line).chars() {
+    escape_for_log(&String::from_utf8_lossy(line))
+}
+
+/// `text` with control characters (newlines, escapes) shown as escapes:
+/// for every string a guest can influence that the node logs — its output,
+/// and errors that quote its names (a trap's backtrace names functions as
+/// the component's name section says). One log record stays one line.
+pub fn escape_for_log(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
         if c.is_control() && c != '\t' {
             out.extend(c.escape_default());
         } else {
@@ -296,12 +349,45 @@ mod tests {
     }
 
     #[test]
+    fn a_value_running_past_the_cut_is_redacted_whole() {
+        let redactor = Redactor::new([("KEY", SECRET)]);
+        let hexed = hex::encode(SECRET).into_bytes();
+        for value in [SECRET, &hexed[..]] {
+            for at in 1..value.len() {
+                let mut lines = Lines::default();
+                let mut text = b"before ".to_vec();
+                text.extend_from_slice(&value[..at]);
+                let mut out = lines.push(&redactor, &text);
+                out.extend(lines.finish_before(&redactor, &value[at..]));
+                let logged = String::from_utf8_lossy(&out.concat()).into_owned();
+                assert_eq!(logged, "before [REDACTED:KEY]", "cut after {at} bytes");
+            }
+        }
+        // What follows the cut and completes nothing changes nothing.
+        let mut lines = Lines::default();
+        let mut out = lines.push(&redactor, &SECRET[..4]);
+        out.extend(lines.finish_before(&redactor, b"unrelated"));
+        assert_eq!(out.concat(), &SECRET[..4]);
+    }
+
+    #[test]
     fn long_output_without_newlines_is_emitted_in_bounded_lines() {
         let long = vec![b'z'; 3 * MAX_LINE + 10];
         let out = logged(&[&long]);
         let parts: Vec<&str> = out.split('|').collect();
         assert_eq!(parts.len(), 4);
         assert!(parts.iter().all(|p| p.len() <= MAX_LINE));
+    }
+
+    #[test]
+    fn long_lines_are_not_split_inside_a_redaction_label() {
+        for offset in 0..20 {
+            let mut text = vec![b'z'; MAX_LINE - offset];
+            text.extend_from_slice(SECRET);
+            text.extend_from_slice(&[b'y'; MAX_LINE]);
+            let out = logged(&[&text]);
+            assert!(out.contains("[REDACTED:KEY]"), "offset {offset}");
+        }
     }
 
     #[test]

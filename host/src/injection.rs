@@ -5,14 +5,19 @@
 //! Tokens are 256 random bits and live in the request's own [`Injector`],
 //! so a token from another request or another function resolves to
 //! nothing. URLs and bodies are never touched.
+//!
+//! The injector is also where every outgoing request is decided: one that
+//! carries none of its tokens goes out only toward the function's approved
+//! outbound hosts, and then only through [`crate::outbound::send`], which
+//! checks the address it connects to.
 
 use crate::audit::{FunctionEvent, OpOutcome};
 use crate::egress::EgressList;
 use crate::material::SecretMaterial;
 use crate::observe::FunctionMetrics;
+use crate::outbound::{self, Destination, HOPS_HEADER, OutboundRules};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http_body_util::BodyExt;
 use hyper::header::HeaderValue;
 use rand::Rng;
 use std::collections::HashMap;
@@ -43,6 +48,11 @@ pub struct Injector {
     request: u64,
     tokens: HashMap<String, Issued>,
     metrics: Arc<FunctionMetrics>,
+    outbound: Arc<OutboundRules>,
+    /// How many Keyhole nodes the incoming request passed through.
+    hops: u8,
+    /// The SHA-256 of the function's component, for the audit trail.
+    digest: Option<Arc<str>>,
 }
 
 /// Why a token could not be issued.
@@ -52,14 +62,82 @@ pub struct TooManyTokens;
 
 impl Injector {
     /// An injector with no tokens, for request `request` of `function`,
-    /// reporting every injection (and refusal) to `metrics`.
-    pub fn new(function: Arc<str>, request: u64, metrics: Arc<FunctionMetrics>) -> Self {
+    /// reporting every injection (and refusal) to `metrics`; requests
+    /// without tokens may reach what `outbound` allows.
+    pub fn new(
+        function: Arc<str>,
+        request: u64,
+        metrics: Arc<FunctionMetrics>,
+        outbound: Arc<OutboundRules>,
+    ) -> Self {
         Self {
             function,
             request,
             tokens: HashMap::new(),
             metrics,
+            outbound,
+            hops: 0,
+            digest: None,
         }
+    }
+
+    /// The same, auditing its injections as made by the component with
+    /// SHA-256 `digest`.
+    pub fn for_component(mut self, digest: Arc<str>) -> Self {
+        self.digest = Some(digest);
+        self
+    }
+
+    /// Records how many Keyhole nodes the incoming request passed through:
+    /// outgoing requests carry one more.
+    pub fn set_hops(&mut self, hops: u8) {
+        self.hops = hops;
+    }
+
+    /// Decides whether `request` may go out: substitutes its tokens (each
+    /// checked against its egress list) or checks its host against the
+    /// function's outbound list; returns where it goes.
+    pub fn check(
+        &self,
+        request: &mut hyper::Request<WasiBody>,
+    ) -> Result<Destination, wasmtime_wasi_http::Error> {
+        let Some(destination) = Destination::of(request.uri()) else {
+            return Err(self.refuse_outbound(
+                &request.uri().to_string(),
+                "outgoing requests need an http:// or https:// URL with a host",
+            ));
+        };
+        let injected = self.substitute(request, &destination)?;
+        if !injected
+            && !self.outbound.allowed.allows(
+                destination.plain_http,
+                &destination.host,
+                destination.port,
+            )
+        {
+            let shown = destination.shown();
+            let why = if self.outbound.allowed.is_empty() {
+                "the function has no approved outbound hosts (manifest `[outbound] allow`, then `keyhole approve`)".to_owned()
+            } else {
+                format!("its approved outbound hosts are {}", self.outbound.allowed)
+            };
+            return Err(self.refuse_outbound(&shown, &why));
+        }
+        Ok(destination)
+    }
+
+    fn refuse_outbound(&self, destination: &str, why: &str) -> wasmtime_wasi_http::Error {
+        let destination = destination.escape_debug().to_string();
+        tracing::warn!(
+            request = self.request,
+            function = %self.function.escape_debug(),
+            host = %destination,
+            "outgoing request refused: {why}"
+        );
+        self.metrics.outbound_refused();
+        wasmtime_wasi_http::Error::InternalError(Some(format!(
+            "keyhole: outgoing request to `{destination}` refused: {why}; nothing was sent"
+        )))
     }
 
     /// Reports an injection of `issued` toward `destination` to the audit trail.
@@ -79,6 +157,7 @@ impl Injector {
                 },
                 destination: Some(destination.escape_debug().to_string()),
                 reason: refused,
+                digest: self.digest.clone(),
             },
             "inject",
         );
@@ -112,41 +191,30 @@ impl Injector {
     }
 
     /// Replaces this request's tokens in `request`'s header values with
-    /// their secrets, or explains why the request may not be sent. Every
-    /// token is checked before any header changes, so a refused request is
-    /// left as the guest made it.
+    /// their secrets, or explains why the request may not be sent; returns
+    /// whether it carried any. Every token is checked before any header
+    /// changes, so a refused request is left as the guest made it.
     pub fn substitute(
         &self,
         request: &mut hyper::Request<WasiBody>,
-    ) -> Result<(), wasmtime_wasi_http::Error> {
+        destination: &Destination,
+    ) -> Result<bool, wasmtime_wasi_http::Error> {
         if self.tokens.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
-        let uri = request.uri();
-        let https = uri.scheme() == Some(&hyper::http::uri::Scheme::HTTPS);
-        let default_port = if https { 443 } else { 80 };
-        let destination = Destination {
-            host: uri.authority().map_or("", |a| a.host()),
-            port: uri
-                .authority()
-                .and_then(|a| a.port_u16())
-                .unwrap_or(default_port),
-            default_port,
-            shown: uri
-                .authority()
-                .map_or("(no host)".to_owned(), ToString::to_string),
-        };
+        let shown = destination.shown();
         let mut replacements = Vec::new();
         let mut used = Vec::new();
         for (index, value) in request.headers().values().enumerate() {
             if let Some(replaced) =
-                self.replace_tokens(value.as_bytes(), &destination, &mut used)?
+                self.replace_tokens(value.as_bytes(), destination, &shown, &mut used)?
             {
                 replacements.push((index, replaced));
             }
         }
+        let injected = !used.is_empty();
         for issued in used {
-            self.report(issued, &destination.shown, None);
+            self.report(issued, &shown, None);
         }
         let mut replacements = replacements.into_iter().peekable();
         for (index, value) in request.headers_mut().values_mut().enumerate() {
@@ -154,7 +222,7 @@ impl Injector {
                 *value = replaced;
             }
         }
-        Ok(())
+        Ok(injected)
     }
 
     /// `value` with this request's tokens replaced, or `None` when it holds
@@ -162,7 +230,8 @@ impl Injector {
     fn replace_tokens<'s>(
         &'s self,
         value: &[u8],
-        destination: &Destination<'_>,
+        destination: &Destination,
+        shown: &str,
         used: &mut Vec<&'s Issued>,
     ) -> Result<Option<HeaderValue>, wasmtime_wasi_http::Error> {
         let prefix = TOKEN_PREFIX.as_bytes();
@@ -191,11 +260,11 @@ impl Injector {
             match issued {
                 Some(issued) => {
                     if !issued.egress.allows(
-                        destination.host,
+                        destination.plain_http,
+                        &destination.host,
                         destination.port,
-                        destination.default_port,
                     ) {
-                        return Err(self.refuse(issued, &destination.shown));
+                        return Err(self.refuse(issued, shown));
                     }
                     used.push(issued);
                     replaced.extend_from_slice(issued.material.value().expose());
@@ -244,15 +313,6 @@ impl Injector {
     }
 }
 
-/// Where an outgoing request is going, as egress lists are checked.
-struct Destination<'a> {
-    host: &'a str,
-    port: u16,
-    default_port: u16,
-    /// The authority as the guest wrote it, for messages.
-    shown: String,
-}
-
 impl WasiHttpHooks for Injector {
     fn send_request(
         &mut self,
@@ -271,14 +331,22 @@ impl WasiHttpHooks for Injector {
             > + Send,
     > {
         drop(fut);
-        let checked = self.substitute(&mut request);
+        let checked = self.check(&mut request);
+        let rules = Arc::clone(&self.outbound);
+        let hops = self.hops.saturating_add(1);
         Box::new(async move {
-            checked?;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
+            let destination = checked?;
+            request
+                .headers_mut()
+                .insert(HOPS_HEADER, HeaderValue::from(u16::from(hops)));
+            outbound::send(
+                request,
+                options,
+                destination,
+                Arc::clone(&rules.addresses),
+                Arc::clone(&rules.resolver),
+            )
+            .await
         })
     }
 }
@@ -287,7 +355,7 @@ impl WasiHttpHooks for Injector {
 mod tests {
     use super::*;
     use crate::secret_value::SecretValue;
-    use http_body_util::Empty;
+    use http_body_util::{BodyExt as _, Empty};
 
     fn metrics() -> Arc<FunctionMetrics> {
         Arc::new(crate::observe::Observer::default()).function_metrics(&"f".into())
@@ -299,6 +367,22 @@ mod tests {
 
     fn egress(list: &str) -> Arc<EgressList> {
         Arc::new(EgressList::parse_list(list).unwrap())
+    }
+
+    fn injector(outbound: &str) -> Injector {
+        let rules = OutboundRules {
+            allowed: EgressList::parse_list(outbound).unwrap(),
+            ..OutboundRules::default()
+        };
+        Injector::new("f".into(), 1, metrics(), Arc::new(rules))
+    }
+
+    fn substitute(
+        injector: &Injector,
+        req: &mut hyper::Request<WasiBody>,
+    ) -> Result<bool, wasmtime_wasi_http::Error> {
+        let destination = Destination::of(req.uri()).unwrap();
+        injector.substitute(req, &destination)
     }
 
     fn request(uri: &str, headers: &[(&str, &str)]) -> hyper::Request<WasiBody> {
@@ -313,7 +397,7 @@ mod tests {
 
     #[test]
     fn every_own_token_in_a_header_value_is_replaced() {
-        let mut injector = Injector::new("f".into(), 1, metrics());
+        let mut injector = injector("");
         let a = injector
             .issue(
                 "A".into(),
@@ -341,7 +425,7 @@ mod tests {
                 ("x-plain", "untouched"),
             ],
         );
-        injector.substitute(&mut req).unwrap();
+        substitute(&injector, &mut req).unwrap();
         let h = req.headers();
         assert_eq!(h["authorization"], "Bearer alpha");
         assert!(h["authorization"].is_sensitive());
@@ -352,7 +436,7 @@ mod tests {
 
     #[test]
     fn a_token_toward_another_host_stops_the_request() {
-        let mut injector = Injector::new("f".into(), 1, metrics());
+        let mut injector = injector("");
         let token = injector
             .issue(
                 "API".into(),
@@ -367,7 +451,7 @@ mod tests {
             "http://api.example.com.evil.net/",
         ] {
             let mut req = request(uri, &[("authorization", &format!("Bearer {token}"))]);
-            let err = injector.substitute(&mut req).unwrap_err();
+            let err = substitute(&injector, &mut req).unwrap_err();
             let text = format!("{err:?}");
             assert!(text.contains("binding `API` may not be sent to"), "{text}");
             assert!(!text.contains("secret-value"), "{text}");
@@ -381,7 +465,7 @@ mod tests {
 
     #[test]
     fn a_refused_request_is_left_as_the_guest_made_it() {
-        let mut injector = Injector::new("f".into(), 1, metrics());
+        let mut injector = injector("");
         let ok = injector
             .issue(
                 "OK".into(),
@@ -402,7 +486,7 @@ mod tests {
             "https://api.example.com/",
             &[("authorization", &ok), ("x-other", &other)],
         );
-        let err = format!("{:?}", injector.substitute(&mut req).unwrap_err());
+        let err = format!("{:?}", substitute(&injector, &mut req).unwrap_err());
         assert!(err.contains("binding `OTHER`"), "{err}");
         assert_eq!(req.headers()["authorization"], ok.as_str());
         assert_eq!(req.headers()["x-other"], other.as_str());
@@ -410,7 +494,7 @@ mod tests {
 
     #[test]
     fn a_value_that_cannot_be_a_header_is_refused_without_echoing_it() {
-        let mut injector = Injector::new("f".into(), 1, metrics());
+        let mut injector = injector("");
         let token = injector
             .issue(
                 "API".into(),
@@ -420,14 +504,74 @@ mod tests {
             )
             .unwrap();
         let mut req = request("https://api.example.com/", &[("authorization", &token)]);
-        let text = format!("{:?}", injector.substitute(&mut req).unwrap_err());
+        let text = format!("{:?}", substitute(&injector, &mut req).unwrap_err());
         assert!(text.contains("not a valid HTTP header value"), "{text}");
         assert!(!text.contains("break"), "{text}");
     }
 
     #[test]
+    fn requests_without_tokens_reach_only_approved_outbound_hosts() {
+        let mut injector = injector("api.example.com, http://plain.example.com:8080");
+        for uri in [
+            "https://api.example.com/v1",
+            "http://plain.example.com:8080/",
+        ] {
+            let destination = injector.check(&mut request(uri, &[])).unwrap();
+            assert_eq!(
+                destination.host,
+                Destination::of(&uri.parse().unwrap()).unwrap().host
+            );
+        }
+        for (uri, why) in [
+            (
+                "https://evil.example.net/",
+                "its approved outbound hosts are",
+            ),
+            ("http://api.example.com/", "its approved outbound hosts are"),
+            (
+                "https://plain.example.com:8080/",
+                "its approved outbound hosts are",
+            ),
+            ("ftp://api.example.com/", "need an http:// or https:// URL"),
+        ] {
+            let err = format!("{:?}", injector.check(&mut request(uri, &[])).unwrap_err());
+            assert!(
+                err.contains(why) && err.contains("nothing was sent"),
+                "{uri}: {err}"
+            );
+        }
+        let err = format!(
+            "{:?}",
+            self::injector("")
+                .check(&mut request("https://api.example.com/", &[]))
+                .unwrap_err()
+        );
+        assert!(err.contains("no approved outbound hosts"), "{err}");
+
+        // A request carrying its own token needs the grant's egress list,
+        // not the outbound list; over http only where that list says http://.
+        let token = injector
+            .issue(
+                "API".into(),
+                "s".into(),
+                material(b"tok"),
+                egress("tokens.example.com, http://10.0.0.1:81"),
+            )
+            .unwrap();
+        let bearer = format!("Bearer {token}");
+        let mut req = request("https://tokens.example.com/", &[("authorization", &bearer)]);
+        injector.check(&mut req).unwrap();
+        assert_eq!(req.headers()["authorization"], "Bearer tok");
+        let mut req = request("http://tokens.example.com/", &[("authorization", &bearer)]);
+        let err = format!("{:?}", injector.check(&mut req).unwrap_err());
+        assert!(err.contains("binding `API` may not be sent to"), "{err}");
+        let mut req = request("http://10.0.0.1:81/", &[("authorization", &bearer)]);
+        injector.check(&mut req).unwrap();
+    }
+
+    #[test]
     fn tokens_are_capped_per_request() {
-        let mut injector = Injector::new("f".into(), 1, metrics());
+        let mut injector = injector("");
         for _ in 0..MAX_TOKENS {
             injector
                 .issue(

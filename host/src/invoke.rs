@@ -48,6 +48,21 @@ pub fn text_response(
     response
 }
 
+/// How many Keyhole nodes `request` passed through ([`crate::outbound::HOPS_HEADER`]),
+/// 0 without the header; `None` when the header is not a small number (or
+/// is repeated), which is treated as too many.
+fn incoming_hops(request: &hyper::Request<hyper::body::Incoming>) -> Option<u8> {
+    let mut values = request
+        .headers()
+        .get_all(crate::outbound::HOPS_HEADER)
+        .iter();
+    match (values.next(), values.next()) {
+        (None, _) => Some(0),
+        (Some(value), None) => value.to_str().ok()?.trim().parse().ok(),
+        _ => None,
+    }
+}
+
 /// Serves `request` with a fresh instance of `function`. `id` tags log lines.
 pub async fn invoke(
     function: Arc<LoadedFunction>,
@@ -56,13 +71,32 @@ pub async fn invoke(
 ) -> hyper::Response<HyperOutgoingBody> {
     let name = Arc::clone(&function.name);
     let metrics = Arc::clone(&function.metrics);
+    let hops = match incoming_hops(&request) {
+        Some(hops) if hops < crate::outbound::MAX_HOPS => hops,
+        _ => {
+            tracing::warn!(request = id, function = %name, "refused: the request passed through too many Keyhole nodes (a function calling back into the node?)");
+            return text_response(
+                StatusCode::LOOP_DETECTED,
+                format!(
+                    "loop detected: this request passed through {} Keyhole nodes or more\n",
+                    crate::outbound::MAX_HOPS
+                ),
+            );
+        }
+    };
     let mut store = request_store(&function, id);
+    store.data_mut().set_hops(hops);
 
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let (req, out) = match request_resources(&mut store, request, sender) {
         Ok(pair) => pair,
         Err(e) => {
-            tracing::debug!(request = id, function = %name, "bad request: {e}");
+            tracing::debug!(
+                request = id,
+                function = %name,
+                "bad request: {}",
+                crate::guest_log::escape_for_log(&e.to_string())
+            );
             return text_response(
                 StatusCode::BAD_REQUEST,
                 "bad request: no usable Host header or authority\n",
@@ -184,7 +218,13 @@ fn failure_response(name: &str, id: u64, failure: Failure) -> hyper::Response<Hy
             )
         }
         Failure::Trap(e) => {
-            tracing::warn!(request = id, function = name, "function trapped: {e:#}");
+            // The backtrace quotes the guest's own function names.
+            tracing::warn!(
+                request = id,
+                function = name,
+                "function trapped: {}",
+                crate::guest_log::escape_for_log(&format!("{e:#}"))
+            );
             text_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("function `{name}` failed\n"),

@@ -10,7 +10,8 @@
 //! [`runtime`], whose [`secrets_host`] answers `keyhole:secrets` from values
 //! the [`store`] keeps sealed with [`crypto`]. Keys are used on the host
 //! ([`keys`], [`material`]); bearer tokens reach only allowed hosts
-//! ([`injection`], [`egress`]); guest output is logged through
+//! ([`injection`], [`egress`]), and any outgoing request only approved
+//! hosts at checked addresses ([`outbound`]); guest output is logged through
 //! [`guest_log`], with secret values removed by [`redact`]. Rotation keeps previous
 //! versions in a grace window; [`usage`] records which function last used
 //! which version; [`scan`] refuses components that carry a secret inside.
@@ -43,6 +44,7 @@ pub mod module_cache;
 pub mod names;
 pub mod observe;
 pub mod operations;
+pub mod outbound;
 pub mod redact;
 pub mod runtime;
 pub mod scan;

@@ -12,10 +12,14 @@
 //!
 //! [bindings.GITHUB_WEBHOOK]
 //! allow = ["hmac"]
+//!
+//! [outbound]                  # hosts it calls; none by default
+//! allow = ["api.github.com"]  # https unless a pattern says http://
 //! ```
 //!
 //! Unknown fields are errors, and every error names the file and the line.
 
+use crate::egress::{EgressList, EgressPattern};
 use crate::names;
 use crate::operations::{Operation, OperationSet};
 use crate::store::RequestedBinding;
@@ -48,6 +52,8 @@ pub struct Manifest {
     pub timeout_ms: u32,
     /// Bindings requested, in name order.
     pub bindings: Vec<RequestedBinding>,
+    /// Hosts it asks to call (an operator approves them).
+    pub outbound: EgressList,
 }
 
 /// Why a manifest was refused: the file, the line when known, and the rule.
@@ -91,6 +97,14 @@ struct RawManifest {
     limits: RawLimits,
     #[serde(default)]
     bindings: BTreeMap<Spanned<String>, RawBinding>,
+    #[serde(default)]
+    outbound: Option<RawOutbound>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawOutbound {
+    allow: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -205,7 +219,22 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Manifest, ManifestE
         });
     }
 
+    let mut outbound = Vec::new();
+    for pattern in raw.outbound.iter().flat_map(|o| &o.allow) {
+        let parsed: EgressPattern =
+            pattern
+                .get_ref()
+                .parse()
+                .map_err(|e: crate::egress::EgressError| {
+                    invalid(pattern.span(), format!("[outbound] {e}"))
+                })?;
+        outbound.push(parsed.to_string());
+    }
+    let outbound =
+        EgressList::parse_list(&outbound.join(",")).map_err(|e| invalid(0..0, e.to_string()))?;
+
     Ok(Manifest {
+        outbound,
         name: raw.name.into_inner(),
         component: base.join(raw.component.get_ref()),
         routes,
@@ -217,7 +246,7 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Manifest, ManifestE
 
 /// A route is an absolute path prefix: `/`, or `/a/b` with no trailing
 /// slash, query, fragment, whitespace, or `.`/`..` segment.
-fn check_route(route: &str) -> Result<(), String> {
+pub fn check_route(route: &str) -> Result<(), String> {
     let fail = |why: &str| Err(format!("route `{route}` {why}"));
     if !route.starts_with('/') {
         return fail("must start with `/`");
@@ -269,6 +298,32 @@ allow = ["hmac"]
         assert_eq!((m.memory_mib, m.timeout_ms), (32, DEFAULT_TIMEOUT_MS));
         assert_eq!(m.bindings[0].binding, "GITHUB_WEBHOOK");
         assert_eq!(m.bindings[0].operations.to_string(), "hmac");
+        assert!(m.outbound.is_empty(), "no outbound hosts unless asked");
+    }
+
+    #[test]
+    fn outbound_hosts_are_patterns_checked_with_their_line() {
+        let m = check(&format!(
+            "{GOOD}\n[outbound]\nallow = [\"api.github.com\", \"HTTP://127.0.0.1:9000\", \"*.stripe.com:8443\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            m.outbound.to_string(),
+            "api.github.com,http://127.0.0.1:9000,*.stripe.com:8443"
+        );
+        let err = check(&format!(
+            "{GOOD}\n[outbound]\nallow = [\"ok.example.com\",\n  \"https://x.example.com/path\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("line 14") && err.contains("not a URL"),
+            "{err}"
+        );
+        let err = check(&format!("{GOOD}\n[outbound]\nhosts = []\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hosts"), "{err}");
     }
 
     #[test]

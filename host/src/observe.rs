@@ -52,6 +52,7 @@ pub struct Observer {
     denials: Family<OperationLabels, Counter>,
     traps: Family<FunctionLabels, Counter>,
     timeouts: Family<FunctionLabels, Counter>,
+    outbound_refused: Family<FunctionLabels, Counter>,
     admin_requests: Family<StatusLabels, Counter>,
     audit_backlog: Gauge,
     audit_lost: Counter,
@@ -86,6 +87,7 @@ impl Observer {
             denials: Family::default(),
             traps: Family::default(),
             timeouts: Family::default(),
+            outbound_refused: Family::default(),
             admin_requests: Family::default(),
             audit_backlog: Gauge::default(),
             audit_lost: Counter::default(),
@@ -123,6 +125,11 @@ impl Observer {
                 "instance_timeouts",
                 "Requests that ran out of time, by function",
                 observer.timeouts.clone(),
+            );
+            r.register(
+                "outbound_refused",
+                "Outgoing requests refused (host not approved, or address not allowed), by function",
+                observer.outbound_refused.clone(),
             );
             r.register(
                 "admin_requests",
@@ -316,6 +323,16 @@ impl FunctionMetrics {
     /// A request ran out of time.
     pub fn timeout(&self) {
         self.observer.timeout(&self.function);
+    }
+
+    /// An outgoing request was refused before anything was sent.
+    pub fn outbound_refused(&self) {
+        self.observer
+            .outbound_refused
+            .get_or_create(&FunctionLabels {
+                function: Arc::clone(&self.function),
+            })
+            .inc();
     }
 
     /// A secret operation: counted, and queued for the audit trail.

@@ -123,6 +123,36 @@ impl Redactor {
     }
 }
 
+impl Redactor {
+    /// Redacts all of `text`, the last of a stream that will be logged,
+    /// knowing that `following` came after it and will not be: a match that
+    /// starts in `text` and runs on into `following` is replaced whole, so a
+    /// value straddling a cut shows none of its bytes.
+    pub fn redact_before_cut(&self, text: &[u8], following: &[u8]) -> Vec<u8> {
+        let look = following.len().min(self.longest.saturating_sub(1));
+        let mut joined = Zeroizing::new(Vec::with_capacity(text.len() + look));
+        joined.extend_from_slice(text);
+        joined.extend_from_slice(&following[..look]);
+        let mut out = Vec::with_capacity(text.len());
+        let mut at = 0;
+        while at < text.len() {
+            let Some((start, end, label)) = self.find(&joined, at) else {
+                break;
+            };
+            if start >= text.len() {
+                break;
+            }
+            out.extend_from_slice(&text[at..start]);
+            out.extend_from_slice(&self.labels[label]);
+            at = end;
+        }
+        if at < text.len() {
+            out.extend_from_slice(&text[at..]);
+        }
+        out
+    }
+}
+
 /// Every form of `value` the redactor (and the deploy scanner) looks for,
 /// each with the name of its encoding.
 pub(crate) fn encodings(value: &[u8]) -> Vec<(&'static str, Zeroizing<Vec<u8>>)> {

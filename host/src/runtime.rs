@@ -149,6 +149,14 @@ impl RequestState {
     }
 }
 
+impl RequestState {
+    /// Records how many Keyhole nodes the request passed through, so its
+    /// outgoing requests carry one more.
+    pub fn set_hops(&mut self, hops: u8) {
+        self.secrets.injector_mut().set_hops(hops);
+    }
+}
+
 /// A request's resource table, capped at [`MAX_RESOURCES_PER_REQUEST`].
 fn resource_table() -> ResourceTable {
     let mut table = ResourceTable::new();

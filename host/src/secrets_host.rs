@@ -15,6 +15,7 @@ use crate::keys::{self, KeyError};
 use crate::material::SecretMaterial;
 use crate::observe::{FunctionMetrics, outcome_of};
 use crate::operations::{Operation, OperationSet};
+use crate::outbound::OutboundRules;
 use crate::redact::Redactor;
 use crate::store::Timestamp;
 use crate::usage::UsageSlot;
@@ -82,6 +83,10 @@ pub struct FunctionSecrets {
     /// where hashing the guest's name would cost more.
     bindings: Vec<(String, Arc<Binding>)>,
     redactor: OnceLock<Redactor>,
+    /// Where its outgoing requests may go.
+    outbound: Arc<OutboundRules>,
+    /// The SHA-256 of its component, for the audit trail.
+    digest: Arc<str>,
 }
 
 /// A granted binding: its name and what it resolves to, shared by every
@@ -109,7 +114,23 @@ impl FunctionSecrets {
         Self {
             bindings,
             redactor: OnceLock::new(),
+            outbound: Arc::default(),
+            digest: "".into(),
         }
+    }
+
+    /// The same, for the component with SHA-256 `digest` (which its audit
+    /// records name).
+    pub fn for_component(mut self, digest: &str) -> Self {
+        self.digest = digest.into();
+        self
+    }
+
+    /// The same, with outgoing requests allowed as `outbound` says (without
+    /// it: nowhere but toward the egress lists of injected tokens).
+    pub fn with_outbound(mut self, outbound: Arc<OutboundRules>) -> Self {
+        self.outbound = outbound;
+        self
     }
 
     /// What `binding` resolves to, if it is granted.
@@ -160,7 +181,13 @@ impl SecretsCtx {
         metrics: Arc<FunctionMetrics>,
     ) -> Self {
         Self {
-            injector: Injector::new(Arc::clone(&function), request, Arc::clone(&metrics)),
+            injector: Injector::new(
+                Arc::clone(&function),
+                request,
+                Arc::clone(&metrics),
+                Arc::clone(&bindings.outbound),
+            )
+            .for_component(Arc::clone(&bindings.digest)),
             function,
             request,
             bindings,
@@ -190,6 +217,7 @@ impl SecretsCtx {
                 outcome,
                 destination: None,
                 reason,
+                digest: Some(Arc::clone(&self.bindings.digest)),
             },
             operation,
         );

@@ -171,6 +171,12 @@ impl Node {
         std::fs::remove_file(file).unwrap();
     }
 
+    /// The `[outbound]` manifest section asking for `hosts`.
+    pub fn outbound_section(hosts: &[&str]) -> String {
+        let quoted: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
+        format!("[outbound]\nallow = [{}]\n", quoted.join(", "))
+    }
+
     /// Writes a manifest for `component` into the data directory and deploys it.
     pub fn deploy_probe(&self, name: &str, route: &str, extra: &str) {
         let manifest = self.write_manifest(name, artifacts::PROBE, route, extra);
@@ -270,9 +276,24 @@ impl Node {
         self.spawn(true, &["--admin", "127.0.0.1:0"]);
     }
 
+    /// Starts the node with the admin API (on a free loopback port) and
+    /// `keyhole serve` options `extra`.
+    pub fn spawn_admin_with(&mut self, extra: &[&str]) {
+        let mut args = vec!["--admin", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        self.spawn(true, &args);
+    }
+
     /// Starts the node with `keyhole serve` options `extra` as well.
     pub fn start_with_args(&mut self, extra: &[&str]) {
         self.spawn(true, extra);
+    }
+
+    /// Starts the node letting functions' outgoing requests reach loopback
+    /// (where the tests' upstreams listen), as an operator must say
+    /// explicitly: `--outbound-allow-ip 127.0.0.1`.
+    pub fn start_with_loopback_outbound(&mut self) {
+        self.spawn(true, &["--outbound-allow-ip", "127.0.0.1"]);
     }
 
     /// Starts the node with `RUST_BACKTRACE=1` or with it unset.

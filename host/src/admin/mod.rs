@@ -16,7 +16,7 @@ pub use service::Admin;
 
 use crate::access::{Caller, Permission};
 use crate::audit::Query;
-use types::{CreateToken, Deploy, GrantBody, PutSecret, Rollback, RotateSecret};
+use types::{ApproveBody, CreateToken, Deploy, GrantBody, PutSecret, Rollback, RotateSecret};
 
 /// One admin request.
 #[derive(Debug)]
@@ -92,6 +92,13 @@ pub enum Request {
     Grants {
         /// Only this function's.
         function: Option<String>,
+    },
+    /// Approve what a function asks for now (its outbound hosts).
+    Approve {
+        /// The function.
+        function: String,
+        /// Optionally, the component digest the operator reviewed.
+        body: ApproveBody,
     },
     /// Create a token.
     CreateToken(CreateToken),
@@ -213,6 +220,13 @@ impl Request {
                 format!("grant/{function}/{binding}"),
                 Some(function),
                 Some(&body.secret),
+            ),
+            Request::Approve { function, .. } => d(
+                GrantsWrite,
+                "function.approve",
+                format!("function/{function}"),
+                Some(function),
+                None,
             ),
             Request::Revoke { function, binding } => d(
                 GrantsWrite,

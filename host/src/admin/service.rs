@@ -4,7 +4,7 @@ use super::types::*;
 use super::{AdminError, Request, chain_message};
 use crate::access::{Caller, FunctionScope, NewToken, Permission, PresentedToken, Role};
 use crate::audit::{AdminEvent, Event, Timed, now_ms};
-use crate::deploy::{self, BindingState, DeployError};
+use crate::deploy::{self, BindingState, DeployError, Disclosure};
 use crate::keys::KeyKind;
 use crate::names;
 use crate::operations::Operation;
@@ -24,6 +24,46 @@ pub struct Admin {
     store: Arc<SqliteStore>,
     /// For deploys; made on first use when not given.
     runtime: OnceLock<Arc<Runtime>>,
+    /// Deploys the gate refused, per deployer token.
+    gate_refusals: GateRefusals,
+}
+
+/// How many deploys the gate may refuse one deployer token in
+/// [`GATE_WINDOW_SECS`]; past it, its deploys get 429 without a scan.
+pub const GATE_REFUSALS_PER_WINDOW: usize = 5;
+/// The window [`GATE_REFUSALS_PER_WINDOW`] counts over, in seconds.
+pub const GATE_WINDOW_SECS: i64 = 600;
+
+/// Recent gate refusals per deployer token: each refusal tells a deployer
+/// that one of its own functions' secrets is in the upload, so they are
+/// few and far between.
+#[derive(Default)]
+struct GateRefusals(std::sync::Mutex<std::collections::HashMap<String, Vec<i64>>>);
+
+impl GateRefusals {
+    /// 429 while `token` has used up its refusals.
+    fn check(&self, token: &str) -> Result<(), AdminError> {
+        let now = now();
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = all.entry(token.to_owned()).or_default();
+        recent.retain(|at| now - at < GATE_WINDOW_SECS);
+        if recent.len() >= GATE_REFUSALS_PER_WINDOW {
+            let wait = GATE_WINDOW_SECS - (now - recent[0]);
+            return Err(AdminError::new(
+                429,
+                format!(
+                    "token `{token}` had {GATE_REFUSALS_PER_WINDOW} deploys refused for carrying credentials in the last {} minutes; try again in {wait} s",
+                    GATE_WINDOW_SECS / 60
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn refused(&self, token: &str) {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(token.to_owned()).or_default().push(now());
+    }
 }
 
 impl std::fmt::Debug for Admin {
@@ -45,6 +85,7 @@ fn from_store(e: StoreError) -> AdminError {
         | StoreError::RouteTaken { .. }
         | StoreError::TokenNameTaken(_)
         | StoreError::TokenAlreadyRevoked(_)
+        | StoreError::DigestMismatch { .. }
         | StoreError::Integrity { .. } => 409,
         StoreError::WrongMasterKey => 503,
         _ => 500,
@@ -113,6 +154,7 @@ impl Admin {
         Self {
             store,
             runtime: OnceLock::new(),
+            gate_refusals: GateRefusals::default(),
         }
     }
 
@@ -197,7 +239,36 @@ impl Admin {
             name: info.name,
             role: info.role,
             scope: info.functions,
+            routes: info.routes,
         })
+    }
+
+    /// Records in the audit trail that a deployer uploaded stored secrets'
+    /// values (`what`, in full: names are for whoever reads the trail).
+    fn record_probe(&self, caller: &Caller, function: &str, outcome: &str, what: &str) {
+        tracing::warn!(
+            token = %caller.name(),
+            function = %function.escape_debug(),
+            "a deployer's component carries the value of a stored secret (deploy {outcome}; see the audit trail)"
+        );
+        let event = AdminEvent {
+            token: caller.name().to_owned(),
+            role: caller.role().as_str().to_owned(),
+            action: "deploy.probe".into(),
+            target: format!("function/{function}"),
+            function: Some(function.to_owned()),
+            secret: None,
+            outcome: outcome.into(),
+            detail: Some(format!(
+                "the component carries stored values the caller was not told of by name: {what}"
+            )),
+        };
+        if let Err(e) = self.store.append_audit(&[Timed {
+            at_ms: now_ms(),
+            event: Event::Admin(Box::new(event)),
+        }]) {
+            tracing::error!("cannot record a deploy probe in the audit trail: {e}");
+        }
     }
 
     /// Appends `event` as refused with `e` to the audit trail.
@@ -308,6 +379,12 @@ impl Admin {
                 binding,
                 body,
             } => reply(self.grant(function, binding, body)?),
+            Request::Approve { function, body } => {
+                let function = store
+                    .approve(&function, body.digest.as_deref())
+                    .map_err(from_store)?;
+                reply(Approved { function })
+            }
             Request::Revoke { function, binding } => {
                 reply(store.revoke(&function, &binding).map_err(from_store)?)
             }
@@ -431,25 +508,123 @@ impl Admin {
                 ),
             ));
         }
-        let stored = scan::stored_values(&*self.store).map_err(from_store)?;
-        let warnings = stored
-            .unreadable
+        if let Some(route) = deployment
+            .info
+            .routes
             .iter()
-            .map(|name| {
+            .find(|r| !caller.covers_route(r))
+        {
+            return Err(AdminError::new(
+                403,
                 format!(
-                    "secret `{name}` failed its integrity check and was not searched for (see `keyhole check`)"
-                )
-            })
-            .collect();
-        let gate = deploy::gate(
+                    "token `{}` may claim only routes under {}, not `{route}` (function `{}`)",
+                    caller.name(),
+                    caller.route_scope(),
+                    deployment.info.name
+                ),
+            ));
+        }
+        let deployer = caller.role() == Role::Deployer;
+        if deployer {
+            self.gate_refusals.check(caller.name())?;
+        }
+        let stored = scan::stored_values(&*self.store).map_err(from_store)?;
+        let warnings = if !deployer {
+            stored
+                .unreadable
+                .iter()
+                .map(|name| {
+                    format!(
+                        "secret `{name}` failed its integrity check and was not searched for (see `keyhole check`)"
+                    )
+                })
+                .collect()
+        } else if stored.unreadable.is_empty() {
+            Vec::new()
+        } else {
+            // Names are for operators.
+            vec![format!(
+                "{} stored secret(s) failed their integrity check and were not searched for; tell an operator",
+                stored.unreadable.len()
+            )]
+        };
+        // A deployer learns where a stored value is only for the secrets
+        // its own functions are bound to, and nothing of the rest.
+        let bound: Vec<String> = if deployer {
+            self.store
+                .grants(None)
+                .map_err(from_store)?
+                .into_iter()
+                .filter(|g| caller.covers(&g.function) || g.function == deployment.info.name)
+                .map(|g| g.secret)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let disclosure = |secret: &str| {
+            if !deployer {
+                Disclosure::Named
+            } else if bound.iter().any(|b| b == secret) {
+                Disclosure::Anonymous
+            } else {
+                Disclosure::Silent
+            }
+        };
+        let full = |findings: &[scan::Finding]| {
+            findings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let gate = match deploy::gate(
             &deployment,
             &component_path,
             &stored.values,
             &body.allow_findings,
-        )
-        .map_err(from_deploy)?;
+            &disclosure,
+        ) {
+            Ok(gate) => gate,
+            Err(e) => {
+                if deployer && matches!(e, DeployError::HardCodedSecrets { .. }) {
+                    self.gate_refusals.refused(caller.name());
+                    // Operators see in full what a deployer was refused.
+                    let named = deploy::gate(
+                        &deployment,
+                        &component_path,
+                        &stored.values,
+                        &body.allow_findings,
+                        &|_| Disclosure::Named,
+                    );
+                    if let Err(DeployError::HardCodedSecrets { findings, .. }) = named {
+                        self.record_probe(
+                            caller,
+                            &deployment.info.name,
+                            "refused",
+                            &full(&findings),
+                        );
+                    }
+                }
+                return Err(from_deploy(e));
+            }
+        };
         drop(stored);
-        let report = deploy::store(&*self.store, &deployment).map_err(from_deploy)?;
+        if !gate.probes.is_empty() {
+            self.record_probe(
+                caller,
+                &deployment.info.name,
+                "flagged",
+                &full(&gate.probes),
+            );
+        }
+        let may_nest = |owner: &str, routes: &[String]| caller.may_deploy(owner, routes);
+        let report = deploy::store(&*self.store, &deployment, &may_nest).map_err(|e| match e {
+            DeployError::Store(nested @ StoreError::RouteNested { .. }) => AdminError::new(
+                403,
+                format!("token `{}`: {nested}; nothing was deployed", caller.name()),
+            ),
+            other => from_deploy(other),
+        })?;
         // Accepted and stored: worth compiling once for every later start.
         self.runtime()?
             .remember(&deployment.info.component_sha256, &compiled);
@@ -493,7 +668,12 @@ impl Admin {
                         operations: b.operations,
                         state: shown_state(
                             caller,
-                            deploy::binding_state(&b.binding, b.operations, &mine),
+                            deploy::binding_state(
+                                &b.binding,
+                                b.operations,
+                                &mine,
+                                &info.component_sha256,
+                            ),
                         ),
                     })
                     .collect();
@@ -553,12 +733,26 @@ impl Admin {
             ));
         };
         let requested = requested.operations;
+        if let Some(expected) = &body.digest
+            && (expected.len() < 8
+                || !info
+                    .component_sha256
+                    .starts_with(&expected.to_ascii_lowercase()))
+        {
+            return Err(from_store(StoreError::DigestMismatch {
+                function,
+                expected: expected.clone(),
+                actual: info.component_sha256.clone(),
+            }));
+        }
         let grant = Grant {
+            digest: info.component_sha256.clone(),
             function,
             binding,
             secret: body.secret,
             allow: body.allow,
             egress: body.egress,
+            follow_redeploys: body.follow_redeploys,
         };
         self.store.grant(&grant).map_err(from_store)?;
         Ok(Granted { grant, requested })
@@ -568,6 +762,11 @@ impl Admin {
         if body.role != Role::Deployer && !body.functions.is_unlimited() {
             return Err(AdminError::bad_request(
                 "--functions limits deployer tokens only; drop it or use --role deployer",
+            ));
+        }
+        if body.role != Role::Deployer && !body.routes.is_unlimited() {
+            return Err(AdminError::bad_request(
+                "--routes limits deployer tokens only; drop it or use --role deployer",
             ));
         }
         let expires_at = match body.expires_secs {
@@ -589,6 +788,7 @@ impl Admin {
             name,
             role: body.role,
             functions: body.functions,
+            routes: body.routes,
             created_at: now(),
             expires_at,
             revoked_at: None,
@@ -617,6 +817,10 @@ fn shown_state(caller: &Caller, state: BindingState) -> BindingState {
         BindingState::Partial { missing, .. } => BindingState::Partial {
             secret: HIDDEN.into(),
             missing,
+        },
+        BindingState::AwaitingApproval { held, .. } => BindingState::AwaitingApproval {
+            secret: HIDDEN.into(),
+            held,
         },
         BindingState::Pending => BindingState::Pending,
     }

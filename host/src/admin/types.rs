@@ -4,7 +4,7 @@
 //! Bodies refuse unknown fields. No reply carries a secret value; the only
 //! credential any reply carries is a token at the moment it is created.
 
-use crate::access::{FunctionScope, Role};
+use crate::access::{FunctionScope, Role, RouteScope};
 use crate::deploy::BindingState;
 use crate::keys::KeyKind;
 use crate::operations::OperationSet;
@@ -127,6 +127,33 @@ pub struct GrantBody {
     /// Hosts an injected value may be sent to (with `inject`).
     #[serde(default)]
     pub egress: crate::egress::EgressList,
+    /// Keep the operations that cannot disclose the value (all but
+    /// `reveal`) working when the function is redeployed with another
+    /// component, until an operator approves it [default: no].
+    #[serde(default)]
+    pub follow_redeploys: bool,
+    /// Grant only if the deployed component's SHA-256 starts with this (at
+    /// least 8 hex digits): the code the operator reviewed.
+    #[serde(default)]
+    pub digest: Option<String>,
+}
+
+/// `POST /v1/functions/{name}/approve`: an operator approves what the
+/// function asks for now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    /// Approve only if the deployed component's SHA-256 starts with this
+    /// (at least 8 hex digits): the code the operator reviewed.
+    #[serde(default)]
+    pub digest: Option<String>,
+}
+
+/// What an approval changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approved {
+    /// The function as it stands now.
+    pub function: FunctionInfo,
 }
 
 /// `POST /v1/tokens`.
@@ -141,6 +168,9 @@ pub struct CreateToken {
     /// For deployers: the function-name patterns it may deploy.
     #[serde(default)]
     pub functions: FunctionScope,
+    /// For deployers: the route patterns (`/checkout/*`) it may claim.
+    #[serde(default)]
+    pub routes: RouteScope,
     /// Lifetime in seconds [default: no expiry].
     #[serde(default)]
     pub expires_secs: Option<i64>,

@@ -14,6 +14,7 @@
 //! | GET | `/v1/functions` | list functions |
 //! | POST | `/v1/functions` | deploy (body [`Deploy`]) |
 //! | DELETE | `/v1/functions/{name}` | undeploy |
+//! | POST | `/v1/functions/{name}/approve` | approve its requests (body [`ApproveBody`]) |
 //! | GET | `/v1/grants[?function=F]` | list grants |
 //! | PUT | `/v1/grants/{function}/{binding}` | grant (body [`GrantBody`]) |
 //! | DELETE | `/v1/grants/{function}/{binding}` | revoke |
@@ -23,7 +24,9 @@
 //! | GET | `/v1/audit[?function=&secret=&since_ms=&limit=]` | read the trail |
 //! | GET | `/v1/audit/verify` | verify the chain |
 
-use super::types::{CreateToken, Deploy, GrantBody, PutSecret, Rollback, RotateSecret};
+use super::types::{
+    ApproveBody, CreateToken, Deploy, GrantBody, PutSecret, Rollback, RotateSecret,
+};
 use super::{AdminError, Request};
 use crate::audit::Query;
 use serde::de::DeserializeOwned;
@@ -241,6 +244,13 @@ pub fn parse(
                 function: (*name).to_owned(),
             }
         }
+        ("POST", ["v1", "functions", name, "approve"]) => {
+            query_params(query, &[])?;
+            Request::Approve {
+                function: (*name).to_owned(),
+                body: json::<ApproveBody>(body)?,
+            }
+        }
         ("GET", ["v1", "grants"]) => {
             no_body(body)?;
             let params = query_params(query, &["function"])?;
@@ -381,6 +391,11 @@ pub fn encode(request: &Request) -> Encoded {
             ("DELETE", format!("/v1/functions/{}", seg(function)), None)
         }
         Request::Functions => ("GET", "/v1/functions".into(), None),
+        Request::Approve { function, body: b } => (
+            "POST",
+            format!("/v1/functions/{}/approve", seg(function)),
+            body(b),
+        ),
         Request::Grant {
             function,
             binding,
@@ -476,6 +491,12 @@ mod tests {
             Request::Revoke {
                 function: "f".into(),
                 binding: "B".into(),
+            },
+            Request::Approve {
+                function: "f".into(),
+                body: ApproveBody {
+                    digest: Some("0123abcd".into()),
+                },
             },
             Request::AuditVerify,
         ];

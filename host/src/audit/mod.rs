@@ -170,6 +170,10 @@ pub struct FunctionEvent {
     /// Why it was refused, when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The SHA-256 of the component the operation ran under (records
+    /// written before grants were bound to components have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Arc<str>>,
 }
 
 #[cfg(test)]
@@ -186,6 +190,7 @@ impl FunctionEvent {
             outcome: OpOutcome::NotGranted,
             destination: None,
             reason: None,
+            digest: Some("d1".into()),
         }
     }
 }

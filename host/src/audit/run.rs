@@ -67,7 +67,10 @@ pub fn encode(records: &[&Timed]) -> Option<String> {
     let mut last_shape = 0;
     for timed in records {
         let event = function_event(timed)?;
-        if event.function != first.function || event.secret != first.secret {
+        if event.function != first.function
+            || event.secret != first.secret
+            || event.digest != first.digest
+        {
             return None;
         }
         let shape = shape_of(event);
@@ -100,6 +103,7 @@ pub fn encode(records: &[&Timed]) -> Option<String> {
         run: RunKind::Function,
         function: &first.function,
         secret: first.secret.as_deref(),
+        digest: first.digest.as_deref(),
         shapes,
         records: coded,
     })
@@ -115,6 +119,7 @@ pub fn decode(body: &str) -> Option<Vec<(Millis, Event)>> {
     }
     let function: Arc<str> = run.function.into();
     let secret: Option<Arc<str>> = run.secret.map(Into::into);
+    let digest: Option<Arc<str>> = run.digest.map(Into::into);
     let (mut at_ms, mut request) = (0i64, 0u64);
     run.records
         .iter()
@@ -133,6 +138,7 @@ pub fn decode(body: &str) -> Option<Vec<(Millis, Event)>> {
                 outcome: *outcome,
                 destination: destination.clone(),
                 reason: reason.clone(),
+                digest: digest.clone(),
             };
             Some((at_ms, Event::Function(event)))
         })
@@ -170,6 +176,8 @@ struct RunRef<'a> {
     run: RunKind,
     function: &'a str,
     secret: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<&'a str>,
     shapes: Vec<ShapeRef<'a>>,
     records: Vec<(i64, i64, usize)>,
 }
@@ -182,6 +190,8 @@ struct Run {
     run: RunKind,
     function: String,
     secret: Option<String>,
+    #[serde(default)]
+    digest: Option<String>,
     shapes: Vec<Shape>,
     records: Vec<(i64, i64, usize)>,
 }
@@ -256,6 +266,19 @@ mod tests {
         }
         let refs: Vec<&Timed> = other_secret.iter().collect();
         assert_eq!(encode(&refs), None, "with and without a secret: two runs");
+        let mut other_code = records.clone();
+        if let Event::Function(e) = &mut other_code[1].event {
+            e.digest = Some("d2".into());
+        }
+        let refs: Vec<&Timed> = other_code.iter().collect();
+        assert_eq!(encode(&refs), None, "two components: two runs");
+        let mut unbound = records.clone();
+        for timed in &mut unbound {
+            if let Event::Function(e) = &mut timed.event {
+                e.digest = None;
+            }
+        }
+        assert_eq!(decoded(&unbound), unbound, "records without a digest");
     }
 
     #[test]

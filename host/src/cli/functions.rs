@@ -41,6 +41,7 @@ pub fn deploy(
             &prepared.component_path,
             &[],
             &allow_findings,
+            &|_| deploy::Disclosure::Named,
         )?;
     }
     let request = Request::Deploy(Deploy {
@@ -80,8 +81,23 @@ pub fn deploy(
                 "pending: an operator runs `keyhole grant {} {} --secret NAME --allow {}`",
                 info.name, b.binding, b.operations
             ),
+            BindingState::AwaitingApproval { secret, held } => format!(
+                "granted (secret `{secret}`) for other code: {held} waits until an operator reviews this component and runs `keyhole approve {}`",
+                info.name
+            ),
         };
         println!("  {} [{}]: {line}", b.binding, b.operations);
+    }
+    let pending = info.pending_outbound();
+    if !info.outbound.is_empty() {
+        if pending.is_empty() {
+            println!("  outbound {}: approved", info.outbound);
+        } else {
+            println!(
+                "  outbound {}: pending: an operator runs `keyhole approve {}`",
+                pending, info.name
+            );
+        }
     }
     Ok(())
 }
@@ -116,23 +132,33 @@ pub fn list(target: &Target, json: bool) -> anyhow::Result<()> {
                         BindingState::Granted { .. } => "granted",
                         BindingState::Partial { .. } => "partial",
                         BindingState::Pending => "pending",
+                        BindingState::AwaitingApproval { .. } => "awaiting-approval",
                     };
                     format!("{}:{word}", b.binding)
                 })
                 .collect();
+            let pending = l.info.pending_outbound();
+            let outbound = if l.info.outbound.is_empty() {
+                "-".to_owned()
+            } else if pending.is_empty() {
+                format!("{}:approved", l.info.outbound)
+            } else {
+                format!("{pending}:pending")
+            };
             vec![
                 l.info.name.clone(),
                 l.info.routes.join(","),
                 format!("{} MiB", l.info.memory_mib),
                 format!("{} ms", l.info.timeout_ms),
                 bindings.join(" "),
+                outbound,
                 output::time(l.info.deployed_at),
             ]
         })
         .collect();
     output::table(
         &[
-            "NAME", "ROUTES", "MEMORY", "TIMEOUT", "BINDINGS", "DEPLOYED",
+            "NAME", "ROUTES", "MEMORY", "TIMEOUT", "BINDINGS", "OUTBOUND", "DEPLOYED",
         ],
         &rows,
     );

@@ -4,7 +4,7 @@ use super::{Access, Target, output};
 use anyhow::bail;
 use clap::Args;
 use keyhole_host::admin::Request;
-use keyhole_host::admin::types::{GrantBody, Granted};
+use keyhole_host::admin::types::{ApproveBody, Approved, FunctionListing, GrantBody, Granted};
 use keyhole_host::egress::EgressList;
 use keyhole_host::names;
 use keyhole_host::operations::{Operation, OperationSet};
@@ -27,6 +27,16 @@ pub struct GrantArgs {
     /// the scheme's default port.
     #[arg(long, value_name = "HOSTS", value_parser = parse_egress)]
     egress: Option<EgressList>,
+    /// Keep the operations that cannot disclose the value (hmac, sign,
+    /// seal, inject; never reveal) working when the function is redeployed
+    /// with another component, until you approve it. Without it, new code
+    /// gets nothing of this grant until `keyhole approve`.
+    #[arg(long)]
+    follow_redeploys: bool,
+    /// Grant only if the deployed component's SHA-256 starts with this (at
+    /// least 8 hex digits): the code you reviewed (`keyhole functions`).
+    #[arg(long, value_name = "SHA256")]
+    digest: Option<String>,
 }
 
 fn parse_egress(list: &str) -> Result<EgressList, String> {
@@ -69,16 +79,24 @@ pub fn grant(target: &Target, args: GrantArgs) -> anyhow::Result<()> {
             secret: args.secret,
             allow: args.allow,
             egress: args.egress.unwrap_or_default(),
+            follow_redeploys: args.follow_redeploys,
+            digest: args.digest,
         },
     })?;
     let grant = &granted.grant;
     println!(
-        "granted `{}` binding `{}` -> secret `{}` [{}]{}",
+        "granted `{}` binding `{}` -> secret `{}` [{}]{} for component sha256 {}{}",
         grant.function,
         grant.binding,
         grant.secret,
         grant.allow,
-        egress_note(&grant.egress)
+        egress_note(&grant.egress),
+        short(&grant.digest),
+        if grant.follow_redeploys {
+            " (follows redeploys, but for reveal)"
+        } else {
+            ""
+        }
     );
     let unused = grant
         .allow
@@ -102,6 +120,26 @@ fn egress_note(egress: &EgressList) -> String {
     }
 }
 
+/// `keyhole approve`: approve a function's outbound hosts.
+pub fn approve(target: &Target, function: String, digest: Option<String>) -> anyhow::Result<()> {
+    let approved: Approved = target.backend(Access::Existing)?.call(Request::Approve {
+        function,
+        body: ApproveBody { digest },
+    })?;
+    let info = &approved.function;
+    println!(
+        "approved `{}` at component sha256 {}: its grants, and outbound {}",
+        info.name,
+        short(&info.component_sha256),
+        if info.approved_outbound.is_empty() {
+            "none".to_owned()
+        } else {
+            info.approved_outbound.to_string()
+        }
+    );
+    Ok(())
+}
+
 /// `keyhole revoke`: remove one grant.
 pub fn revoke(target: &Target, function: String, binding: String) -> anyhow::Result<()> {
     let grant: Grant = target
@@ -114,11 +152,30 @@ pub fn revoke(target: &Target, function: String, binding: String) -> anyhow::Res
     Ok(())
 }
 
-/// `keyhole grants`: list grants, of one function or all.
-pub fn list(target: &Target, function: Option<String>, json: bool) -> anyhow::Result<()> {
-    let grants: Vec<Grant> = target
-        .backend(Access::Existing)?
-        .call(Request::Grants { function })?;
+fn short(digest: &str) -> &str {
+    &digest[..16.min(digest.len())]
+}
+
+/// `keyhole grants`: list grants, of one function or all; with `pending`,
+/// only those given for another component than the one deployed now.
+pub fn list(
+    target: &Target,
+    function: Option<String>,
+    pending: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let backend = target.backend(Access::Existing)?;
+    let mut grants: Vec<Grant> = backend.call(Request::Grants { function })?;
+    let functions: Vec<FunctionListing> = backend.call(Request::Functions)?;
+    let deployed = |name: &str| {
+        functions
+            .iter()
+            .find(|f| f.info.name == name)
+            .map_or("", |f| f.info.component_sha256.as_str())
+    };
+    if pending {
+        grants.retain(|g| g.awaits_approval(deployed(&g.function)));
+    }
     if json {
         return output::json(&grants);
     }
@@ -135,9 +192,20 @@ pub fn list(target: &Target, function: Option<String>, json: bool) -> anyhow::Re
                 } else {
                     g.egress.to_string()
                 },
+                short(&g.digest).to_owned(),
+                match (g.awaits_approval(deployed(&g.function)), g.follow_redeploys) {
+                    (false, _) => "approved".to_owned(),
+                    (true, false) => "awaiting-approval".to_owned(),
+                    (true, true) => "awaiting-approval (all but reveal follow)".to_owned(),
+                },
             ]
         })
         .collect();
-    output::table(&["FUNCTION", "BINDING", "SECRET", "ALLOW", "EGRESS"], &rows);
+    output::table(
+        &[
+            "FUNCTION", "BINDING", "SECRET", "ALLOW", "EGRESS", "DIGEST", "STATE",
+        ],
+        &rows,
+    );
     Ok(())
 }

@@ -92,6 +92,16 @@ enum Command {
     },
     /// Grant a function's binding a secret and operations (operator).
     Grant(grants::GrantArgs),
+    /// Approve what a deployed function asks for now: the outbound hosts
+    /// in its manifest (operator).
+    Approve {
+        /// The function's name.
+        function: String,
+        /// Approve only if the deployed component's SHA-256 starts with
+        /// this (at least 8 hex digits; `keyhole functions` shows it).
+        #[arg(long, value_name = "SHA256")]
+        digest: Option<String>,
+    },
     /// Remove a function's grant for a binding.
     Revoke {
         /// The function's name.
@@ -114,6 +124,10 @@ enum Command {
     Grants {
         /// Only this function's grants.
         function: Option<String>,
+        /// Only grants given for another component than the one deployed
+        /// now (they wait for `keyhole approve`).
+        #[arg(long)]
+        pending: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -138,8 +152,13 @@ pub fn run() -> anyhow::Result<()> {
         Command::Undeploy { function } => functions::undeploy(t, function),
         Command::Functions { json } => functions::list(t, json),
         Command::Grant(args) => grants::grant(t, args),
+        Command::Approve { function, digest } => grants::approve(t, function, digest),
         Command::Revoke { function, binding } => grants::revoke(t, function, binding),
-        Command::Grants { function, json } => grants::list(t, function, json),
+        Command::Grants {
+            function,
+            pending,
+            json,
+        } => grants::list(t, function, pending, json),
         Command::MasterKey(command) => master_key::run(t.local_only("master-key")?, command),
         Command::Check => master_key::check(t),
         Command::Token(command) => tokens::run(t, command),
@@ -172,6 +191,8 @@ fn open_store_with_source(data: &Path, access: Access) -> anyhow::Result<(Sqlite
             data.display()
         );
     }
+    // Owner-only, and never one that others may write to.
+    keyhole_host::store::private_dir(data)?;
     let key_file = data.join(key::MASTER_KEY_FILE);
     let key_from_env = std::env::var_os(key::MASTER_KEY_ENV).is_some();
     if exists && !key_from_env && !key_file.exists() {
@@ -184,10 +205,6 @@ fn open_store_with_source(data: &Path, access: Access) -> anyhow::Result<(Sqlite
     }
     if exists && !key_from_env {
         master_key::finish_interrupted_rotation(data)?;
-    }
-    if !exists {
-        std::fs::create_dir_all(data)
-            .with_context(|| format!("creating data directory {}", data.display()))?;
     }
     let (master, source) = key::load(data)?;
     if let KeySource::Created(path) = &source {

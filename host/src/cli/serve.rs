@@ -7,6 +7,7 @@ use keyhole_host::admin::Admin;
 use keyhole_host::catalog::Catalog;
 use keyhole_host::master_key;
 use keyhole_host::observe::Observer;
+use keyhole_host::outbound::{AddressPolicy, IpNet};
 use keyhole_host::runtime::{self, Runtime};
 use keyhole_host::server;
 use std::io::IsTerminal;
@@ -37,6 +38,17 @@ pub struct ServeArgs {
     /// Allow --admin on an address other than loopback.
     #[arg(long, requires = "admin")]
     admin_allow_remote: bool,
+    /// Non-public networks that functions' outgoing requests may reach,
+    /// comma-separated addresses or CIDR networks (e.g. 127.0.0.1,
+    /// 10.0.0.0/8). Without it they reach public addresses only; this
+    /// node's own listeners are refused whatever is given.
+    #[arg(long, value_name = "NETWORKS", env = "KEYHOLE_OUTBOUND_ALLOW_IP",
+          value_delimiter = ',', value_parser = parse_network)]
+    outbound_allow_ip: Vec<IpNet>,
+}
+
+fn parse_network(text: &str) -> Result<IpNet, String> {
+    text.parse()
 }
 
 /// `keyhole serve`: open the store, load the catalog, serve until a signal.
@@ -62,14 +74,6 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         Runtime::for_store(&store, args.max_instances).map_err(|e| anyhow::anyhow!("{e:#}"))?,
     );
     runtime::start_epoch_ticker(runtime.engine());
-    let observer = Arc::new(Observer::default());
-    let catalog = Arc::new(Catalog::new(
-        Arc::clone(&store) as _,
-        Arc::clone(&runtime),
-        Arc::clone(&observer),
-    ));
-    catalog.refresh()?;
-
     let workers = match args.workers {
         Some(n) => usize::from(n),
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -85,6 +89,34 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    // Functions never reach the node's own listeners, whatever is allowed.
+    let addresses = Arc::new(AddressPolicy::new(args.outbound_allow_ip.clone()));
+    addresses.add_own_listener(addr);
+    if let Some(admin) = &admin_listener {
+        addresses.add_own_listener(admin.local_addr()?);
+    }
+    if !args.outbound_allow_ip.is_empty() {
+        let networks: Vec<String> = args
+            .outbound_allow_ip
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::warn!(
+            networks = %networks.join(","),
+            "functions' outgoing requests may reach these non-public networks"
+        );
+    }
+
+    let observer = Arc::new(Observer::default());
+    let catalog = Arc::new(
+        Catalog::new(
+            Arc::clone(&store) as _,
+            Arc::clone(&runtime),
+            Arc::clone(&observer),
+        )
+        .with_address_policy(addresses),
+    );
+    catalog.refresh()?;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     // The audit writer stops after the workers, so it writes what their

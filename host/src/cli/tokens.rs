@@ -2,7 +2,7 @@
 
 use super::{Access, Target, output};
 use clap::Subcommand;
-use keyhole_host::access::{FunctionScope, Role};
+use keyhole_host::access::{FunctionScope, Role, RouteScope};
 use keyhole_host::admin::Request;
 use keyhole_host::admin::types::{CreateToken, CreatedToken};
 use keyhole_host::store::TokenInfo;
@@ -21,6 +21,11 @@ pub enum TokenCommand {
         /// 'checkout-*' [default: all].
         #[arg(long, value_name = "PATTERNS", value_parser = parse_scope)]
         functions: Option<FunctionScope>,
+        /// Deployers only: the routes it may claim, as comma-separated
+        /// prefixes such as '/checkout/*' (the prefix and everything below
+        /// it) [default: all].
+        #[arg(long, value_name = "PATTERNS", value_parser = parse_routes)]
+        routes: Option<RouteScope>,
         /// How long it works, e.g. 7d [default: until revoked].
         #[arg(long, value_name = "DURATION", value_parser = super::secrets::parse_duration)]
         expires: Option<i64>,
@@ -42,6 +47,14 @@ pub enum TokenCommand {
     },
 }
 
+fn parse_routes(text: &str) -> Result<RouteScope, String> {
+    let scope = RouteScope::parse_list(text)?;
+    if scope.is_unlimited() {
+        return Err("name at least one route pattern, e.g. '/checkout/*'".into());
+    }
+    Ok(scope)
+}
+
 fn parse_role(text: &str) -> Result<Role, String> {
     text.parse()
 }
@@ -60,6 +73,7 @@ pub fn run(target: &Target, command: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::Create {
             role,
             functions,
+            routes,
             expires,
             name,
         } => {
@@ -70,17 +84,23 @@ pub fn run(target: &Target, command: TokenCommand) -> anyhow::Result<()> {
                         role,
                         name,
                         functions: functions.unwrap_or_default(),
+                        routes: routes.unwrap_or_default(),
                         expires_secs: expires,
                     }))?;
             let info = &created.info;
             eprintln!(
-                "created {} token `{}`{}{}; it is shown only now: store it in a secret manager",
+                "created {} token `{}`{}{}{}; it is shown only now: store it in a secret manager",
                 info.role,
                 info.name,
                 if info.functions.is_unlimited() {
                     String::new()
                 } else {
                     format!(" for functions {}", info.functions)
+                },
+                if info.routes.is_unlimited() {
+                    String::new()
+                } else {
+                    format!(" at routes {}", info.routes)
                 },
                 info.expires_at
                     .map_or_else(String::new, |at| format!(", expiring {}", output::time(at)))
@@ -107,6 +127,7 @@ pub fn run(target: &Target, command: TokenCommand) -> anyhow::Result<()> {
                         t.name.clone(),
                         t.role.to_string(),
                         t.functions.to_string(),
+                        t.routes.to_string(),
                         output::time(t.created_at),
                         t.created_by.clone(),
                         state,
@@ -118,6 +139,7 @@ pub fn run(target: &Target, command: TokenCommand) -> anyhow::Result<()> {
                     "NAME",
                     "ROLE",
                     "FUNCTIONS",
+                    "ROUTES",
                     "CREATED",
                     "CREATED-BY",
                     "STATE",

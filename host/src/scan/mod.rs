@@ -42,6 +42,10 @@ pub enum FindingKind {
         /// How it is encoded in the component.
         encoding: &'static str,
     },
+    /// The value of a stored secret, not named: what a deployer is told
+    /// about the secrets its own functions are bound to (the name and
+    /// version are for operators).
+    StoredValue,
     /// A well-known credential format, or a high-entropy assignment.
     Credential {
         /// The rule that matched.
@@ -79,6 +83,7 @@ impl fmt::Display for Finding {
                 "{}: the value of stored secret `{secret}` (version {version}, {encoding})",
                 self.id
             )?,
+            FindingKind::StoredValue => write!(f, "{}: the value of a stored secret", self.id)?,
             FindingKind::Credential { description, .. } => {
                 write!(f, "{}: {description}", self.id)?;
             }
@@ -88,6 +93,27 @@ impl fmt::Display for Finding {
             " in {}, at byte {} ({} bytes)",
             self.section, self.offset, self.len
         )
+    }
+}
+
+impl Finding {
+    /// The stored secret whose value this is, if it is one.
+    pub fn stored_secret(&self) -> Option<&str> {
+        match &self.kind {
+            FindingKind::StoredSecret { secret, .. } => Some(secret),
+            _ => None,
+        }
+    }
+
+    /// The same finding without the secret's name, version or encoding.
+    pub fn anonymous(&self) -> Finding {
+        Finding {
+            kind: match &self.kind {
+                FindingKind::StoredSecret { .. } => FindingKind::StoredValue,
+                other => other.clone(),
+            },
+            ..self.clone()
+        }
     }
 }
 

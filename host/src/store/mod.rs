@@ -206,6 +206,25 @@ pub struct FunctionInfo {
     pub component_size: u64,
     /// When it was (last) deployed.
     pub deployed_at: Timestamp,
+    /// Hosts its manifest asks to call.
+    #[serde(default)]
+    pub outbound: EgressList,
+    /// The hosts an operator approved (`keyhole approve`): it may call
+    /// those its manifest still asks for.
+    #[serde(default)]
+    pub approved_outbound: EgressList,
+}
+
+impl FunctionInfo {
+    /// The hosts it may call now: asked for and approved.
+    pub fn effective_outbound(&self) -> EgressList {
+        self.outbound.intersect(&self.approved_outbound)
+    }
+
+    /// The hosts it asks for that wait for an operator's approval.
+    pub fn pending_outbound(&self) -> EgressList {
+        self.outbound.without(&self.approved_outbound)
+    }
 }
 
 /// One binding a manifest asks for.
@@ -240,6 +259,39 @@ pub struct Grant {
     pub allow: OperationSet,
     /// Hosts an injected value may be sent to (for `inject`).
     pub egress: EgressList,
+    /// The SHA-256 of the component it was given (or last approved) for:
+    /// code deployed since gets none of it until an operator approves it,
+    /// except as `follow_redeploys` says.
+    #[serde(default)]
+    pub digest: String,
+    /// Whether the operations that cannot disclose the value (hmac, sign,
+    /// seal, inject) keep working for a redeployed component before an
+    /// operator approves it. `reveal` never does.
+    #[serde(default)]
+    pub follow_redeploys: bool,
+}
+
+impl Grant {
+    /// What the grant allows the component with SHA-256 `digest`: all of it
+    /// for the component it was given for; for another, nothing, or with
+    /// `follow_redeploys` everything but `reveal`.
+    pub fn effective(&self, digest: &str) -> OperationSet {
+        if self.digest == digest {
+            self.allow
+        } else if self.follow_redeploys {
+            self.allow
+                .iter()
+                .filter(|op| *op != crate::operations::Operation::Reveal)
+                .collect()
+        } else {
+            OperationSet::EMPTY
+        }
+    }
+
+    /// Whether the grant was given for another component than `digest`.
+    pub fn awaits_approval(&self, digest: &str) -> bool {
+        self.digest != digest
+    }
 }
 
 /// What removing a secret left behind.
@@ -271,6 +323,9 @@ pub struct TokenInfo {
     pub role: crate::access::Role,
     /// The functions a deployer token may deploy (empty: all).
     pub functions: crate::access::FunctionScope,
+    /// The routes a deployer token may claim (empty: all).
+    #[serde(default)]
+    pub routes: crate::access::RouteScope,
     /// When it was created.
     pub created_at: Timestamp,
     /// When it stops working, if ever.
@@ -342,6 +397,34 @@ pub enum StoreError {
         /// The function that has it.
         owner: String,
     },
+    /// A route lies inside (or above) another function's route, and the
+    /// deploy's caller may not deploy that function.
+    #[error(
+        "route `{route}` of `{function}` lies {} route `{other_route}` of function `{owner}`, which this caller may not deploy",
+        if crate::access::route_contains(other_route, route) { "inside" } else { "above" }
+    )]
+    RouteNested {
+        /// The route claimed.
+        route: String,
+        /// The function claiming it.
+        function: String,
+        /// The other function's route it overlaps.
+        other_route: String,
+        /// The function that first claimed that route.
+        owner: String,
+    },
+    /// The deployed component is not the one the operator named.
+    #[error(
+        "function `{function}` is deployed with component sha256 {actual}, not {expected}: review what is deployed now, then approve with its digest"
+    )]
+    DigestMismatch {
+        /// The function.
+        function: String,
+        /// The digest (prefix) the operator gave.
+        expected: String,
+        /// The deployed component's SHA-256.
+        actual: String,
+    },
     /// A stored record failed its integrity check: tampered with, swapped,
     /// or sealed under another master key.
     #[error(
@@ -374,6 +457,17 @@ pub enum StoreError {
     /// The database itself failed (I/O, locking, ...).
     #[error("store database error: {0}")]
     Database(rusqlite::Error),
+    /// The data directory may be written by users other than its owner.
+    #[error(
+        "the data directory {} is writable by group or others (mode {mode:o}): anyone who can write there can replace the store or its key; `chmod 700` it (refusing to use it until then)",
+        path.display()
+    )]
+    InsecureDataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// Creating the data directory failed.
     #[error("cannot create data directory {path}")]
     Io {
@@ -390,6 +484,118 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Database(e)
     }
+}
+
+/// Creates `dir` (and its parents) readable by its owner only, or checks an
+/// existing one: a data directory that others may write to is refused (they
+/// could swap the database or the key file), and one that others may read
+/// is narrowed to its owner, with a warning.
+pub fn private_dir(dir: &std::path::Path) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
+        }
+        let mode = std::fs::metadata(dir).map_err(io)?.permissions().mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(StoreError::InsecureDataDir {
+                path: dir.to_owned(),
+                mode,
+            });
+        }
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                "the data directory was readable by others (mode {mode:o}); narrowed to 700"
+            );
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir).map_err(io)?;
+    Ok(())
+}
+
+/// Creates `file` readable and writable by its owner only if it is missing,
+/// or narrows an existing one to that (SQLite gives its journal files the
+/// database file's mode).
+pub fn private_file(file: &std::path::Path) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        path: file.to_owned(),
+        source,
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(file)
+            .map_err(io)?;
+        let mode = std::fs::metadata(file).map_err(io)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = io;
+    Ok(())
+}
+
+/// Whether a deploy may claim routes inside or above those of another
+/// function, given that function's name and routes: a route prefix belongs
+/// to the function that first claimed it.
+pub type NestPolicy<'a> = dyn Fn(&str, &[String]) -> bool + 'a;
+
+/// Checks `routes`, claimed by `function`, against the routes other
+/// functions hold (`taken`, as `(route, owner)` pairs grouped by owner): an
+/// equal route is never shared; an overlapping one only where `may_nest`
+/// accepts its owner.
+pub fn check_routes(
+    function: &str,
+    routes: &[String],
+    taken: &[(String, String)],
+    may_nest: &NestPolicy<'_>,
+) -> Result<(), StoreError> {
+    for route in routes {
+        if let Some((_, owner)) = taken.iter().find(|(r, _)| r == route) {
+            return Err(StoreError::RouteTaken {
+                route: route.clone(),
+                owner: owner.clone(),
+            });
+        }
+    }
+    for route in routes {
+        for (other_route, owner) in taken {
+            if !crate::access::routes_overlap(route, other_route) {
+                continue;
+            }
+            let owner_routes: Vec<String> = taken
+                .iter()
+                .filter(|(_, o)| o == owner)
+                .map(|(r, _)| r.clone())
+                .collect();
+            if !may_nest(owner, &owner_routes) {
+                return Err(StoreError::RouteNested {
+                    route: route.clone(),
+                    function: function.to_owned(),
+                    other_route: other_route.clone(),
+                    owner: owner.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The persistent state of a node.
@@ -427,15 +633,26 @@ pub trait Store: Send + Sync {
     fn record_uses(&self, uses: &[UseRecord]) -> Result<(), StoreError>;
 
     /// Stores (or replaces) a function. Grants of a replaced function stay.
-    fn deploy(&self, deployment: &Deployment) -> Result<(), StoreError>;
+    /// Refused when a route equals another function's route, or lies
+    /// inside or above one whose function `may_nest` rejects (checked in
+    /// the same transaction as the write, so no deploy slips between).
+    fn deploy(&self, deployment: &Deployment, may_nest: &NestPolicy<'_>) -> Result<(), StoreError>;
     /// Removes a function and its grants; returns how many grants went.
     fn undeploy(&self, name: &str) -> Result<usize, StoreError>;
     /// All deployed functions, by name.
     fn functions(&self) -> Result<Vec<FunctionInfo>, StoreError>;
     /// The component bytes of function `name`.
     fn component(&self, name: &str) -> Result<Vec<u8>, StoreError>;
+    /// An operator approves what function `function` asks for now: its
+    /// outbound hosts, and its grants for the component deployed now. With
+    /// `digest`, only if the deployed component's
+    /// SHA-256 starts with it (at least 8 hex digits), so an operator
+    /// approves the code they reviewed and not one deployed since.
+    fn approve(&self, function: &str, digest: Option<&str>) -> Result<FunctionInfo, StoreError>;
 
-    /// Creates or replaces the grant for `grant.function` / `grant.binding`.
+    /// Creates or replaces the grant for `grant.function` / `grant.binding`,
+    /// refused unless `grant.digest` is the SHA-256 of the component
+    /// deployed now (checked in the write's transaction).
     fn grant(&self, grant: &Grant) -> Result<(), StoreError>;
     /// Removes the grant for `function` / `binding`.
     fn revoke(&self, function: &str, binding: &str) -> Result<Grant, StoreError>;

@@ -1,9 +1,9 @@
 //! The embedded store: one SQLite file in the data directory.
 
 use super::{
-    Dependent, Deployment, FunctionInfo, Grant, LastUse, MaxAgeChange, NewVersion, RemovedSecret,
-    RequestedBinding, RolledBack, SecretInfo, Store, StoreError, Stored, Timestamp, UsableVersion,
-    UsableVersions, UseRecord, VersionInfo, VersionState, now,
+    Dependent, Deployment, FunctionInfo, Grant, LastUse, MaxAgeChange, NestPolicy, NewVersion,
+    RemovedSecret, RequestedBinding, RolledBack, SecretInfo, Store, StoreError, Stored, Timestamp,
+    UsableVersion, UsableVersions, UseRecord, VersionInfo, VersionState, now,
 };
 use crate::crypto::{self, AesKey, SealedVersion};
 use crate::egress::EgressList;
@@ -21,8 +21,9 @@ pub use audit_log::AuditedError;
 pub const DATABASE_FILE: &str = "keyhole.db";
 /// Version 2 added `secret_versions.kind` and `grants.egress`; version 3
 /// grace windows, maximum ages and recorded uses; version 4 admin tokens
-/// and the audit trail.
-const SCHEMA_VERSION: i64 = 4;
+/// and the audit trail; version 5 route-scoped tokens, outbound hosts,
+/// grants bound to a component digest, and operators' approvals.
+const SCHEMA_VERSION: i64 = 5;
 const KEY_CHECK_PLAINTEXT: &[u8] = b"keyhole master key check";
 const KEY_CHECK_AAD: &[u8] = b"keyhole/v1/key-check";
 
@@ -118,6 +119,21 @@ CREATE INDEX IF NOT EXISTS audit_function ON audit (function, seq);
 /// Brings a version-3 store to version 4 (tokens and the audit trail).
 const MIGRATE_3_TO_4: &str = "UPDATE meta SET value = 4 WHERE key = 'schema';";
 
+/// Brings a version-4 store to version 5: route-scoped tokens, the hosts a
+/// function asks to call and those an operator approved (kept across
+/// redeploys: an approval is of hosts, not of code), and grants bound to
+/// the component they were given for (existing grants to what is deployed
+/// now, so an upgrade changes nothing that is served).
+const MIGRATE_4_TO_5: &str = "
+ALTER TABLE tokens ADD COLUMN routes TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE functions ADD COLUMN outbound TEXT NOT NULL DEFAULT '';
+ALTER TABLE functions ADD COLUMN approved_outbound TEXT NOT NULL DEFAULT '';
+ALTER TABLE grants ADD COLUMN digest TEXT NOT NULL DEFAULT '';
+ALTER TABLE grants ADD COLUMN follow_redeploys INTEGER NOT NULL DEFAULT 0;
+UPDATE grants SET digest = COALESCE((SELECT f.component_sha256 FROM functions f WHERE f.name = grants.function), '');
+UPDATE meta SET value = 5 WHERE key = 'schema';
+";
+
 /// Brings a version-1 store (before key kinds and egress lists) to version 2.
 const MIGRATE_1_TO_2: &str = "
 ALTER TABLE secret_versions ADD COLUMN kind TEXT NOT NULL DEFAULT 'opaque';
@@ -177,11 +193,9 @@ impl SqliteStore {
     /// Fails with [`StoreError::WrongMasterKey`] when the store was created
     /// under another key, before anything is read or written.
     pub fn open(data_dir: &Path, master: AesKey) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
-            path: data_dir.to_owned(),
-            source,
-        })?;
+        super::private_dir(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
+        super::private_file(&path)?;
         let conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let mode: String = conn
@@ -241,12 +255,15 @@ impl SqliteStore {
                     tx.execute_batch(SCHEMA)?;
                     tx.execute_batch(SECRET_USES)?;
                     tx.execute_batch(ADMIN_TABLES)?;
-                    tx.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])?;
+                    // The version-4 shape, then the same steps an old store takes.
+                    tx.execute("INSERT INTO meta (key, value) VALUES ('schema', 4)", [])?;
                     tx.execute("INSERT INTO meta (key, value) VALUES ('revision', 0)", [])?;
+                    tx.execute_batch(MIGRATE_4_TO_5)?;
                 }
-                Some(1) => tx.execute_batch(&format!("{MIGRATE_1_TO_2}{MIGRATE_2_TO_3}{SECRET_USES}{ADMIN_TABLES}{MIGRATE_3_TO_4}"))?,
-                Some(2) => tx.execute_batch(&format!("{MIGRATE_2_TO_3}{SECRET_USES}{ADMIN_TABLES}{MIGRATE_3_TO_4}"))?,
-                Some(3) => tx.execute_batch(&format!("{ADMIN_TABLES}{MIGRATE_3_TO_4}"))?,
+                Some(1) => tx.execute_batch(&format!("{MIGRATE_1_TO_2}{MIGRATE_2_TO_3}{SECRET_USES}{ADMIN_TABLES}{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}"))?,
+                Some(2) => tx.execute_batch(&format!("{MIGRATE_2_TO_3}{SECRET_USES}{ADMIN_TABLES}{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}"))?,
+                Some(3) => tx.execute_batch(&format!("{ADMIN_TABLES}{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}"))?,
+                Some(4) => tx.execute_batch(MIGRATE_4_TO_5)?,
                 Some(SCHEMA_VERSION) => {}
                 Some(other) => {
                     return Err(corrupt(format!(
@@ -463,9 +480,9 @@ impl SqliteStore {
     }
 
     fn grants_naming(tx: &Transaction<'_>, secret: &str) -> Result<Vec<Grant>, StoreError> {
-        let mut stmt = tx.prepare(
-            "SELECT function, binding, secret, allow, egress FROM grants WHERE secret = ?1 ORDER BY function, binding",
-        )?;
+        let mut stmt = tx.prepare(&format!(
+            "{GRANT_COLUMNS} WHERE secret = ?1 ORDER BY function, binding"
+        ))?;
         let rows = stmt.query_map([secret], |r| GrantRow::try_from(r))?;
         rows.map(|row| Self::to_grant(row?)).collect()
     }
@@ -572,7 +589,9 @@ impl SqliteStore {
             .is_some())
     }
 
-    fn to_grant((function, binding, secret, allow, egress): GrantRow) -> Result<Grant, StoreError> {
+    fn to_grant(
+        (function, binding, secret, allow, egress, digest, follow_redeploys): GrantRow,
+    ) -> Result<Grant, StoreError> {
         let allow = OperationSet::parse_list(&allow).map_err(corrupt)?;
         let egress = EgressList::parse_list(&egress).map_err(corrupt)?;
         Ok(Grant {
@@ -581,17 +600,50 @@ impl SqliteStore {
             secret,
             allow,
             egress,
+            digest,
+            follow_redeploys,
         })
     }
 }
 
-type GrantRow = (String, String, String, String, String);
+type GrantRow = (String, String, String, String, String, String, bool);
 
-type FunctionRow = (String, String, u32, u32, String, String, u64, Timestamp);
+/// The columns [`SqliteStore::to_grant`] reads, in its order.
+const GRANT_COLUMNS: &str =
+    "SELECT function, binding, secret, allow, egress, digest, follow_redeploys FROM grants";
+
+type FunctionRow = (
+    String,
+    String,
+    u32,
+    u32,
+    String,
+    String,
+    u64,
+    Timestamp,
+    String,
+    String,
+);
+
+/// The columns [`to_function`] reads, in its order.
+const FUNCTION_COLUMNS: &str = "SELECT name, routes, memory_mib, timeout_ms, bindings, component_sha256, length(component), deployed_at, outbound, approved_outbound FROM functions";
 
 fn to_function(
-    (name, routes, memory_mib, timeout_ms, bindings, component_sha256, component_size, deployed_at): FunctionRow,
+    (
+        name,
+        routes,
+        memory_mib,
+        timeout_ms,
+        bindings,
+        component_sha256,
+        component_size,
+        deployed_at,
+        outbound,
+        approved_outbound,
+    ): FunctionRow,
 ) -> Result<FunctionInfo, StoreError> {
+    let outbound = EgressList::parse_list(&outbound).map_err(corrupt)?;
+    let approved_outbound = EgressList::parse_list(&approved_outbound).map_err(corrupt)?;
     let routes: Vec<String> = serde_json::from_str(&routes).map_err(corrupt)?;
     let pairs: Vec<(String, String)> = serde_json::from_str(&bindings).map_err(corrupt)?;
     let bindings = pairs
@@ -612,6 +664,8 @@ fn to_function(
         component_sha256,
         component_size,
         deployed_at,
+        outbound,
+        approved_outbound,
     })
 }
 
@@ -784,7 +838,7 @@ impl Store for SqliteStore {
     fn dependents(&self, name: &str) -> Result<Vec<Dependent>, StoreError> {
         self.read(|tx| {
             let mut stmt = tx.prepare(
-                "SELECT g.function, g.binding, g.secret, g.allow, g.egress,
+                "SELECT g.function, g.binding, g.secret, g.allow, g.egress, g.digest, g.follow_redeploys,
                         u.version, u.used_at, u.grace_version, u.grace_used_at
                  FROM grants g LEFT JOIN secret_uses u
                    ON u.function = g.function AND u.binding = g.binding AND u.secret = g.secret
@@ -802,7 +856,7 @@ impl Store for SqliteStore {
                         },
                     )
                 };
-                Ok((GrantRow::try_from(r)?, last(5, 6)?, last(7, 8)?))
+                Ok((GrantRow::try_from(r)?, last(7, 8)?, last(9, 10)?))
             })?;
             let dependents: Vec<Dependent> = rows
                 .map(|row| {
@@ -855,17 +909,15 @@ impl Store for SqliteStore {
         })
     }
 
-    fn deploy(&self, deployment: &Deployment) -> Result<(), StoreError> {
+    fn deploy(&self, deployment: &Deployment, may_nest: &NestPolicy<'_>) -> Result<(), StoreError> {
         let info = &deployment.info;
         self.write(|tx| {
-            for route in &info.routes {
-                let owner: Option<String> = tx
-                    .query_row("SELECT function FROM routes WHERE route = ?1", [route], |r| r.get(0))
-                    .optional()?;
-                if let Some(owner) = owner.filter(|o| o != &info.name) {
-                    return Err(StoreError::RouteTaken { route: route.clone(), owner });
-                }
-            }
+            let taken: Vec<(String, String)> = {
+                let mut stmt = tx.prepare("SELECT route, function FROM routes WHERE function <> ?1 ORDER BY function, route")?;
+                stmt.query_map([&info.name], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?
+            };
+            super::check_routes(&info.name, &info.routes, &taken, may_nest)?;
             let routes = serde_json::to_string(&info.routes).map_err(corrupt)?;
             let bindings: Vec<(String, String)> = info
                 .bindings
@@ -874,12 +926,12 @@ impl Store for SqliteStore {
                 .collect();
             let bindings = serde_json::to_string(&bindings).map_err(corrupt)?;
             tx.execute(
-                "INSERT INTO functions (name, routes, memory_mib, timeout_ms, bindings, component_sha256, component, deployed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO functions (name, routes, memory_mib, timeout_ms, bindings, component_sha256, component, deployed_at, outbound)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (name) DO UPDATE SET routes = excluded.routes, memory_mib = excluded.memory_mib,
                    timeout_ms = excluded.timeout_ms, bindings = excluded.bindings,
                    component_sha256 = excluded.component_sha256, component = excluded.component,
-                   deployed_at = excluded.deployed_at",
+                   deployed_at = excluded.deployed_at, outbound = excluded.outbound",
                 params![
                     info.name,
                     routes,
@@ -888,7 +940,8 @@ impl Store for SqliteStore {
                     bindings,
                     info.component_sha256,
                     deployment.component,
-                    info.deployed_at
+                    info.deployed_at,
+                    info.outbound.to_string_stored()
                 ],
             )?;
             tx.execute("DELETE FROM routes WHERE function = ?1", [&info.name])?;
@@ -912,12 +965,47 @@ impl Store for SqliteStore {
 
     fn functions(&self) -> Result<Vec<FunctionInfo>, StoreError> {
         self.read(|tx| {
-            let mut stmt = tx.prepare(
-                "SELECT name, routes, memory_mib, timeout_ms, bindings, component_sha256, length(component), deployed_at
-                 FROM functions ORDER BY name",
-            )?;
+            let mut stmt = tx.prepare(&format!("{FUNCTION_COLUMNS} ORDER BY name"))?;
             let rows = stmt.query_map([], |r| FunctionRow::try_from(r))?;
             rows.map(|row| to_function(row?)).collect()
+        })
+    }
+
+    fn approve(&self, function: &str, digest: Option<&str>) -> Result<FunctionInfo, StoreError> {
+        self.write(|tx| {
+            let info = tx
+                .query_row(
+                    &format!("{FUNCTION_COLUMNS} WHERE name = ?1"),
+                    [function],
+                    |r| FunctionRow::try_from(r),
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::UnknownFunction(function.to_owned()))
+                .and_then(to_function)?;
+            if let Some(expected) = digest
+                && (expected.len() < 8
+                    || !info
+                        .component_sha256
+                        .starts_with(&expected.to_ascii_lowercase()))
+            {
+                return Err(StoreError::DigestMismatch {
+                    function: function.to_owned(),
+                    expected: expected.to_owned(),
+                    actual: info.component_sha256.clone(),
+                });
+            }
+            tx.execute(
+                "UPDATE functions SET approved_outbound = outbound WHERE name = ?1",
+                [function],
+            )?;
+            tx.execute(
+                "UPDATE grants SET digest = ?2 WHERE function = ?1",
+                params![function, info.component_sha256],
+            )?;
+            Ok(FunctionInfo {
+                approved_outbound: info.outbound.clone(),
+                ..info
+            })
         })
     }
 
@@ -945,16 +1033,34 @@ impl Store for SqliteStore {
             if !secret_exists {
                 return Err(StoreError::UnknownSecret(grant.secret.clone()));
             }
+            // Given for the component deployed now, which must be the one
+            // the operator was shown.
+            let deployed: String = tx.query_row(
+                "SELECT component_sha256 FROM functions WHERE name = ?1",
+                [&grant.function],
+                |r| r.get(0),
+            )?;
+            if grant.digest != deployed {
+                return Err(StoreError::DigestMismatch {
+                    function: grant.function.clone(),
+                    expected: grant.digest.clone(),
+                    actual: deployed,
+                });
+            }
             tx.execute(
-                "INSERT INTO grants (function, binding, secret, allow, egress) VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO grants (function, binding, secret, allow, egress, digest, follow_redeploys)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (function, binding) DO UPDATE
-                 SET secret = excluded.secret, allow = excluded.allow, egress = excluded.egress",
+                 SET secret = excluded.secret, allow = excluded.allow, egress = excluded.egress,
+                     digest = excluded.digest, follow_redeploys = excluded.follow_redeploys",
                 params![
                     grant.function,
                     grant.binding,
                     grant.secret,
                     grant.allow.to_string(),
-                    grant.egress.patterns().iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+                    grant.egress.to_string_stored(),
+                    grant.digest,
+                    grant.follow_redeploys
                 ],
             )?;
             Ok(())
@@ -965,15 +1071,21 @@ impl Store for SqliteStore {
         self.write(|tx| {
             let row = tx
                 .query_row(
-                    "SELECT function, binding, secret, allow, egress FROM grants WHERE function = ?1 AND binding = ?2",
+                    &format!("{GRANT_COLUMNS} WHERE function = ?1 AND binding = ?2"),
                     [function, binding],
                     |r| GrantRow::try_from(r),
                 )
                 .optional()?;
             let Some(row) = row else {
-                return Err(StoreError::UnknownGrant { function: function.to_owned(), binding: binding.to_owned() });
+                return Err(StoreError::UnknownGrant {
+                    function: function.to_owned(),
+                    binding: binding.to_owned(),
+                });
             };
-            tx.execute("DELETE FROM grants WHERE function = ?1 AND binding = ?2", [function, binding])?;
+            tx.execute(
+                "DELETE FROM grants WHERE function = ?1 AND binding = ?2",
+                [function, binding],
+            )?;
             Self::to_grant(row)
         })
     }
@@ -985,10 +1097,9 @@ impl Store for SqliteStore {
             {
                 return Err(StoreError::UnknownFunction(name.to_owned()));
             }
-            let mut stmt = tx.prepare(
-                "SELECT function, binding, secret, allow, egress FROM grants
-                 WHERE ?1 IS NULL OR function = ?1 ORDER BY function, binding",
-            )?;
+            let mut stmt = tx.prepare(&format!(
+                "{GRANT_COLUMNS} WHERE ?1 IS NULL OR function = ?1 ORDER BY function, binding"
+            ))?;
             let rows = stmt.query_map([function], |r| GrantRow::try_from(r))?;
             rows.map(|row| Self::to_grant(row?)).collect()
         })
@@ -1130,6 +1241,8 @@ mod tests {
                 component_sha256: "00".into(),
                 component_size: 3,
                 deployed_at: 1,
+                outbound: EgressList::default(),
+                approved_outbound: EgressList::default(),
             },
             component: vec![1, 2, 3],
         }
@@ -1218,12 +1331,14 @@ mod tests {
                 .with(Operation::Hmac)
                 .with(Operation::Inject),
             egress: EgressList::parse_list("api.example.com,*.stripe.com:8443").unwrap(),
+            digest: "00".into(),
+            follow_redeploys: false,
         };
         assert!(matches!(
             store.grant(&grant),
             Err(StoreError::UnknownFunction(_))
         ));
-        store.deploy(&deployment("f", "/f")).unwrap();
+        store.deploy(&deployment("f", "/f"), &|_, _| true).unwrap();
         let before = store.revision().unwrap();
         assert!(matches!(
             store.grant(&grant),
@@ -1260,7 +1375,12 @@ mod tests {
             // Turn it back into what version 1 wrote.
             tamper(
                 &store,
-                "ALTER TABLE secret_versions DROP COLUMN kind;
+                "ALTER TABLE tokens DROP COLUMN routes;
+                 ALTER TABLE functions DROP COLUMN outbound;
+                 ALTER TABLE functions DROP COLUMN approved_outbound;
+                 ALTER TABLE grants DROP COLUMN digest;
+                 ALTER TABLE grants DROP COLUMN follow_redeploys;
+                 ALTER TABLE secret_versions DROP COLUMN kind;
                  ALTER TABLE grants DROP COLUMN egress;
                  ALTER TABLE secrets DROP COLUMN max_age;
                  ALTER TABLE secret_versions DROP COLUMN grace_until;
@@ -1299,7 +1419,12 @@ mod tests {
             put(&store, "old", b"kept-value");
             tamper(
                 &store,
-                "ALTER TABLE secrets DROP COLUMN max_age;
+                "ALTER TABLE tokens DROP COLUMN routes;
+                 ALTER TABLE functions DROP COLUMN outbound;
+                 ALTER TABLE functions DROP COLUMN approved_outbound;
+                 ALTER TABLE grants DROP COLUMN digest;
+                 ALTER TABLE grants DROP COLUMN follow_redeploys;
+                 ALTER TABLE secrets DROP COLUMN max_age;
                  ALTER TABLE secret_versions DROP COLUMN grace_until;
                  DROP TABLE secret_uses;
                  UPDATE meta SET value = 2 WHERE key = 'schema';",
@@ -1310,6 +1435,57 @@ mod tests {
         assert_eq!(rotate(&store, "old", b"new-value", Some(60)), 2);
         assert_eq!(usable(&store, "old"), (2, vec![1]));
         assert_eq!(store.list_secrets().unwrap()[0].max_age, None);
+    }
+
+    #[test]
+    fn a_version_4_store_keeps_serving_its_grants_after_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path());
+            put(&store, "s", b"granted-value");
+            store.deploy(&deployment("f", "/f"), &|_, _| true).unwrap();
+            let grant = Grant {
+                function: "f".into(),
+                binding: "KEY".into(),
+                secret: "s".into(),
+                allow: OperationSet::EMPTY
+                    .with(Operation::Hmac)
+                    .with(Operation::Reveal),
+                egress: EgressList::default(),
+                digest: "00".into(),
+                follow_redeploys: false,
+            };
+            store.grant(&grant).unwrap();
+            tamper(
+                &store,
+                "ALTER TABLE tokens DROP COLUMN routes;
+                 ALTER TABLE functions DROP COLUMN outbound;
+                 ALTER TABLE functions DROP COLUMN approved_outbound;
+                 ALTER TABLE grants DROP COLUMN digest;
+                 ALTER TABLE grants DROP COLUMN follow_redeploys;
+                 UPDATE meta SET value = 4 WHERE key = 'schema';",
+            );
+        }
+        let store = open(dir.path());
+        let grants = store.grants(Some("f")).unwrap();
+        assert_eq!(grants[0].digest, "00", "bound to what is deployed");
+        assert_eq!(grants[0].effective("00"), grants[0].allow);
+        assert_eq!(grants[0].effective("01"), OperationSet::EMPTY);
+        // A grant for code other than what is deployed is refused.
+        let stale = Grant {
+            digest: "ff".into(),
+            ..grants[0].clone()
+        };
+        assert!(matches!(
+            store.grant(&stale),
+            Err(StoreError::DigestMismatch { .. })
+        ));
+        let approved = store.approve("f", None).unwrap();
+        assert_eq!(approved.component_sha256, "00");
+        assert!(matches!(
+            store.approve("f", Some("0000")),
+            Err(StoreError::DigestMismatch { .. })
+        ));
     }
 
     #[test]
@@ -1415,7 +1591,7 @@ mod tests {
     fn dependents_carry_last_uses_and_rm_refuses_them_without_force() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        store.deploy(&deployment("f", "/f")).unwrap();
+        store.deploy(&deployment("f", "/f"), &|_, _| true).unwrap();
         put(&store, "s", b"granted-value");
         let grant = Grant {
             function: "f".into(),
@@ -1423,6 +1599,8 @@ mod tests {
             secret: "s".into(),
             allow: OperationSet::EMPTY.with(Operation::Hmac),
             egress: EgressList::default(),
+            digest: "00".into(),
+            follow_redeploys: true,
         };
         store.grant(&grant).unwrap();
         let dependents = store.dependents("s").unwrap();
@@ -1621,6 +1799,7 @@ mod tests {
                 outcome: crate::audit::OpOutcome::Allowed,
                 destination: None,
                 reason: None,
+                digest: None,
             }),
         }
     }
@@ -1854,6 +2033,7 @@ mod tests {
             name: "ci".into(),
             role: crate::access::Role::Deployer,
             functions: crate::access::FunctionScope::parse_list("a-*").unwrap(),
+            routes: crate::access::RouteScope::parse_list("/a/*").unwrap(),
             created_at: 1,
             expires_at: None,
             revoked_at: None,
@@ -1951,11 +2131,37 @@ mod tests {
     fn routes_are_exclusive() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        store.deploy(&deployment("a", "/x")).unwrap();
-        store.deploy(&deployment("a", "/x")).unwrap();
-        let err = store.deploy(&deployment("b", "/x")).unwrap_err();
+        store.deploy(&deployment("a", "/x"), &|_, _| true).unwrap();
+        store.deploy(&deployment("a", "/x"), &|_, _| true).unwrap();
+        let err = store
+            .deploy(&deployment("b", "/x"), &|_, _| true)
+            .unwrap_err();
         assert!(matches!(err, StoreError::RouteTaken { .. }), "{err}");
         assert_eq!(store.functions().unwrap().len(), 1);
+
+        // Inside or above another function's route: only where the policy
+        // accepts that function, which it is asked about by name.
+        let refuse_a = |owner: &str, routes: &[String]| {
+            assert_eq!(routes, ["/x"]);
+            owner != "a"
+        };
+        for route in ["/x/y", "/"] {
+            let err = store
+                .deploy(&deployment("b", route), &refuse_a)
+                .unwrap_err();
+            assert!(matches!(err, StoreError::RouteNested { .. }), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("`b`") && text.contains("`a`") && text.contains(route),
+                "{text}"
+            );
+        }
+        assert_eq!(store.functions().unwrap().len(), 1, "nothing stored");
+        store.deploy(&deployment("b", "/xy"), &refuse_a).unwrap();
+        store
+            .deploy(&deployment("c", "/x/y"), &|_, _| true)
+            .unwrap();
+        assert_eq!(store.functions().unwrap().len(), 3);
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! Admin API tokens in the store's database: hashes only.
 
 use super::{SqliteStore, corrupt};
-use crate::access::FunctionScope;
+use crate::access::{FunctionScope, RouteScope};
 use crate::store::{StoreError, Timestamp, TokenInfo, now};
 use rusqlite::{OptionalExtension, params};
 
-const TOKEN_COLUMNS: &str = "SELECT id, name, role, functions, created_at, expires_at, revoked_at, created_by, secret_hash FROM tokens";
+const TOKEN_COLUMNS: &str = "SELECT id, name, role, functions, routes, created_at, expires_at, revoked_at, created_by, secret_hash FROM tokens";
 
 type TokenRow = (
+    String,
     String,
     String,
     String,
@@ -20,13 +21,16 @@ type TokenRow = (
 );
 
 fn to_token(
-    (id, name, role, functions, created_at, expires_at, revoked_at, created_by, hash): TokenRow,
+    (id, name, role, functions, routes, created_at, expires_at, revoked_at, created_by, hash): TokenRow,
 ) -> Result<(TokenInfo, Vec<u8>), StoreError> {
     let functions: Vec<String> = serde_json::from_str(&functions)
         .map_err(|_| corrupt(format!("token `{name}` has a damaged function list")))?;
+    let routes: Vec<String> = serde_json::from_str(&routes)
+        .map_err(|_| corrupt(format!("token `{name}` has a damaged route list")))?;
     let info = TokenInfo {
         role: role.parse().map_err(corrupt)?,
         functions: FunctionScope::new(functions).map_err(corrupt)?,
+        routes: RouteScope::new(routes).map_err(corrupt)?,
         id,
         name,
         created_at,
@@ -52,9 +56,11 @@ impl SqliteStore {
             }
             let functions = serde_json::to_string(info.functions.patterns())
                 .map_err(|e| corrupt(e.to_string()))?;
+            let routes = serde_json::to_string(info.routes.patterns())
+                .map_err(|e| corrupt(e.to_string()))?;
             tx.execute(
-                "INSERT INTO tokens (id, name, role, functions, secret_hash, created_at, expires_at, revoked_at, created_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8)",
+                "INSERT INTO tokens (id, name, role, functions, routes, secret_hash, created_at, expires_at, revoked_at, created_by)
+                 VALUES (?1, ?2, ?3, ?4, ?9, ?5, ?6, ?7, NULL, ?8)",
                 params![
                     info.id,
                     info.name,
@@ -63,7 +69,8 @@ impl SqliteStore {
                     hash,
                     info.created_at,
                     info.expires_at,
-                    info.created_by
+                    info.created_by,
+                    routes
                 ],
             )?;
             Ok(())

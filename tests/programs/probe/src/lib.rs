@@ -82,6 +82,11 @@ impl wasip2::exports::http::incoming_handler::Guest for Probe {
             "token" => respond_result(out, secrets::get(&binding).and_then(|s| s.header_token())),
             "inject" => inject(out, &binding, &param),
             "print" => print(out, &binding),
+            "cut" => cut(
+                out,
+                &binding,
+                param("at").and_then(|n| n.parse().ok()).unwrap_or(0),
+            ),
             "noise" => {
                 // A forged log line with a terminal escape, then a flood.
                 println!("\x1b[31mred\nINFO keyhole_host::server: forged line");
@@ -186,6 +191,23 @@ fn inject(out: ResponseOutparam, binding: &str, param: &dyn Fn(&str) -> Option<S
 
 /// Reveals the secret and prints it to stdout and stderr in every encoding
 /// the redactor must catch, and split across two writes.
+/// Reveals the secret and prints it so that its first `at` bytes fall
+/// within the node's 64 KiB of output per stream, and the rest past it.
+fn cut(out: ResponseOutparam, binding: &str, at: usize) {
+    use std::io::Write;
+    let value = match secrets::get(binding).and_then(|s| s.reveal()) {
+        Ok(value) => value,
+        Err(e) => return http::respond(out, 403, TEXT, format!("error {e}\n").as_bytes()),
+    };
+    let mut text = vec![b'z'; 64 * 1024 - at.min(64 * 1024)];
+    text.extend_from_slice(&value);
+    text.extend_from_slice(b" after\n");
+    let mut stdout = std::io::stdout();
+    let _ = stdout.write_all(&text);
+    let _ = stdout.flush();
+    http::respond(out, 200, TEXT, b"cut\n")
+}
+
 fn print(out: ResponseOutparam, binding: &str) {
     use std::io::Write;
     let value = match secrets::get(binding).and_then(|s| s.reveal()) {
