@@ -11,7 +11,7 @@ mod secrets;
 mod serve;
 mod tokens;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 use keyhole_host::master_key::{self as key, KeySource};
 use keyhole_host::store::SqliteStore;
