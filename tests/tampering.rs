@@ -293,3 +293,136 @@ fn a_new_version_or_the_original_bytes_repair_a_tampered_secret() {
     let report = node.ok(&["check"]);
     assert!(report.contains("2 ok, 0 failed"), "{report}");
 }
+
+/// A node's data directory with state worth attacking: secret `s` rotated
+/// to version 2 (version 1 retired), function `f` granted `hmac` on it, and
+/// an admin token.
+fn attackable() -> Node {
+    let node = Node::new();
+    node.put_secret("s", b"first-value-0001");
+    node.put_secret("s", b"second-value-0002");
+    node.granted_probe("f", "/f", "s", "hmac", "");
+    node.token(&["--role", "admin", "--name", "ops"]);
+    node
+}
+
+/// `keyhole check`'s verdict: whether it passed, and what it said.
+fn check(node: &Node) -> (bool, String) {
+    let out = node.cli(&["check"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+/// Issue 23 §5. On the old main only ciphertexts were authenticated: with
+/// write access to the database but not the master key, an attacker rolled
+/// a rotated-out value back in, gave a function `reveal`, extended a grace
+/// window for ever, added an admin token with a hash of their choosing, put
+/// back a revoked grant, or restored an older copy of the whole file — and
+/// `keyhole check` passed each time. Now each is named by `check`, and the
+/// store refuses to be served from or written to until an operator looks.
+#[test]
+fn state_outside_the_ciphertexts_cannot_be_forged_or_rolled_back() {
+    use sha2::Digest as _;
+    let known_hash = sha2::Sha256::digest(b"attacker-chosen-secret").to_vec();
+    let row_attacks: &[(&str, &str, &str)] = &[
+        (
+            "rolled-back value",
+            "UPDATE secrets SET current_version = 1 WHERE name = 's'",
+            "secrets/s",
+        ),
+        (
+            "reveal grant",
+            "UPDATE grants SET allow = 'hmac,reveal' WHERE function = 'f'",
+            "grants/f/KEY",
+        ),
+        (
+            "endless grace",
+            "UPDATE secret_versions SET grace_until = 4102444800 WHERE name = 's' AND version = 1",
+            "secret_versions/s/1",
+        ),
+        ("forged token", "", "tokens/00112233aabbccdd"),
+    ];
+    for (attack, sql, row) in row_attacks {
+        let node = attackable();
+        let db = node.db();
+        if sql.is_empty() {
+            db.execute(
+                "INSERT INTO tokens (id, name, role, functions, routes, secret_hash, created_at, created_by)
+                 VALUES ('00112233aabbccdd', 'mallory', 'admin', '[]', '[]', ?1, 1, 'local')",
+                params![known_hash],
+            )
+            .unwrap();
+        } else {
+            db.execute_batch(sql).unwrap();
+        }
+        drop(db);
+        let (ok, said) = check(&node);
+        assert!(!ok, "{attack}: check passed: {said}");
+        assert!(
+            said.contains(&format!("row `{row}` failed its authentication")),
+            "{attack}: {said}"
+        );
+        // Nothing is served from it, and nothing written over it.
+        let out = node
+            .command()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{attack}: served");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("changed outside keyhole"),
+            "{attack}"
+        );
+        let out = node.cli(&["revoke", "f", "KEY"]);
+        assert!(!out.status.success(), "{attack}: wrote over it");
+    }
+
+    // A revoked grant put back as it was, its own MAC intact: the set of
+    // rows is not the one Keyhole last wrote.
+    let node = attackable();
+    let db = node.db();
+    let saved: Vec<rusqlite::types::Value> = db
+        .query_row("SELECT * FROM grants WHERE function = 'f'", [], |r| {
+            (0..r.as_ref().column_count()).map(|i| r.get(i)).collect()
+        })
+        .unwrap();
+    drop(db);
+    node.ok(&["revoke", "f", "KEY"]);
+    let db = node.db();
+    let marks = vec!["?"; saved.len()].join(", ");
+    db.execute(
+        &format!("INSERT INTO grants VALUES ({marks})"),
+        rusqlite::params_from_iter(saved.iter()),
+    )
+    .unwrap();
+    drop(db);
+    let (ok, said) = check(&node);
+    assert!(!ok && said.contains("replaced by older copies"), "{said}");
+
+    // The whole file replaced by an older copy of itself: behind its anchor.
+    let node = attackable();
+    let db_path = node.data.path().join("keyhole.db");
+    node.db()
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    let old = std::fs::read(&db_path).unwrap();
+    node.ok(&["revoke", "f", "KEY"]);
+    node.db()
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    std::fs::write(&db_path, old).unwrap();
+    let (ok, said) = check(&node);
+    assert!(
+        !ok && said.contains("rolled back to an older copy"),
+        "{said}"
+    );
+    assert_eq!(
+        node.ok(&["grants"]).matches("KEY").count(),
+        1,
+        "the old copy has the grant"
+    );
+}

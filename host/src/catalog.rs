@@ -157,6 +157,8 @@ impl Catalog {
         // After a master-key rotation by another process every secret would
         // fail to decrypt: keep serving what is loaded until the key is back.
         self.store.check_master_key()?;
+        // Forged or rolled-back rows: keep serving what is loaded.
+        self.store.verify_integrity()?;
         let (snapshot, counts) = self.load()?;
         let count = snapshot.function_count();
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);

@@ -87,7 +87,7 @@ fn from_store(e: StoreError) -> AdminError {
         | StoreError::TokenAlreadyRevoked(_)
         | StoreError::DigestMismatch { .. }
         | StoreError::Integrity { .. } => 409,
-        StoreError::WrongMasterKey => 503,
+        StoreError::WrongMasterKey | StoreError::Tampered { .. } => 503,
         _ => 500,
     };
     AdminError::new(status, chain_message(&e))
@@ -366,6 +366,8 @@ impl Admin {
                 reply(CheckResult {
                     checked: report.checked,
                     failed: report.failed,
+                    forged: report.forged,
+                    state: report.state,
                 })
             }
             Request::Deploy(body) => reply(self.deploy(caller, body)?),

@@ -224,6 +224,14 @@ pub struct CheckResult {
     pub checked: usize,
     /// Versions that failed their integrity check, as `(secret, version)`.
     pub failed: Vec<(String, u32)>,
+    /// Rows that failed their authentication (forged or edited outside
+    /// Keyhole), as `table/key`.
+    #[serde(default)]
+    pub forged: Vec<String>,
+    /// What is wrong with the rows' state as a whole (rows rolled back,
+    /// deleted or added; the database older than its anchor), if anything.
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 /// One requested binding of a function and its state.

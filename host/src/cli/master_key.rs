@@ -145,17 +145,42 @@ pub fn check(target: &Target) -> anyhow::Result<()> {
             "secret `{name}` version {version} failed its integrity check (tampered with, or sealed under another master key)"
         );
     }
+    for row in &report.forged {
+        eprintln!("row `{row}` failed its authentication (forged, or edited outside keyhole)");
+    }
+    if let Some(state) = &report.state {
+        eprintln!("the store's state does not verify: {state}");
+    }
     println!(
-        "checked {} secret version(s): {} ok, {} failed",
+        "checked {} secret version(s): {} ok, {} failed; rows: {} failing authentication, state {}",
         report.checked,
         report.checked - report.failed.len(),
-        report.failed.len()
+        report.failed.len(),
+        report.forged.len(),
+        if report.state.is_some() {
+            "NOT verified"
+        } else {
+            "verified"
+        }
     );
+    let mut problems = Vec::new();
     if !report.failed.is_empty() {
-        bail!(
+        problems.push(format!(
             "{} secret version(s) failed their integrity check",
             report.failed.len()
-        );
+        ));
+    }
+    if !report.forged.is_empty() {
+        problems.push(format!(
+            "{} row(s) failed their authentication",
+            report.forged.len()
+        ));
+    }
+    if report.state.is_some() {
+        problems.push("the rows' state does not verify".to_owned());
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("; "));
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 
 mod sqlite;
 
-pub use sqlite::{AuditedError, CheckReport, DATABASE_FILE, SqliteStore};
+pub use sqlite::{ANCHOR_ENV, AuditedError, CheckReport, DATABASE_FILE, SqliteStore};
 
 use crate::egress::EgressList;
 use crate::keys::KeyKind;
@@ -454,6 +454,19 @@ pub enum StoreError {
     /// The token was revoked before.
     #[error("token `{0}` is already revoked")]
     TokenAlreadyRevoked(String),
+    /// Rows were changed outside Keyhole: forged (named), or deleted, added
+    /// or rolled back (the state no longer verifies).
+    #[error(
+        "the store was changed outside keyhole and is refused until an operator looks (`keyhole check`): {}{}",
+        if forged.is_empty() { String::new() } else { format!("rows failing their authentication: {}; ", forged.join(", ")) },
+        state.as_deref().unwrap_or("the rows' state verifies")
+    )]
+    Tampered {
+        /// Rows whose MAC fails, as `table/key`.
+        forged: Vec<String>,
+        /// What is wrong with the state as a whole, if anything.
+        state: Option<String>,
+    },
     /// The database itself failed (I/O, locking, ...).
     #[error("store database error: {0}")]
     Database(rusqlite::Error),
@@ -658,6 +671,10 @@ pub trait Store: Send + Sync {
     fn revoke(&self, function: &str, binding: &str) -> Result<Grant, StoreError>;
     /// Grants, of one function or of all, by function then binding.
     fn grants(&self, function: Option<&str>) -> Result<Vec<Grant>, StoreError>;
+
+    /// Fails with [`StoreError::Tampered`] when a row that decides what is
+    /// served or who may act was forged, or the rows were rolled back.
+    fn verify_integrity(&self) -> Result<(), StoreError>;
 
     /// A number that changes whenever anything in the store changes.
     fn revision(&self) -> Result<u64, StoreError>;

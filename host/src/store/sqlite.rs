@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 mod audit_log;
+mod sealing;
 mod tokens;
+
+pub use sealing::ANCHOR_ENV;
 
 pub use audit_log::AuditedError;
 
@@ -119,7 +122,8 @@ CREATE INDEX IF NOT EXISTS audit_function ON audit (function, seq);
 /// Brings a version-3 store to version 4 (tokens and the audit trail).
 const MIGRATE_3_TO_4: &str = "UPDATE meta SET value = 4 WHERE key = 'schema';";
 
-/// Brings a version-4 store to version 5: route-scoped tokens, the hosts a
+/// Brings a version-4 store to version 5 (with [`sealing::migration`]):
+/// rows authenticated; route-scoped tokens, the hosts a
 /// function asks to call and those an operator approved (kept across
 /// redeploys: an approval is of hosts, not of code), and grants bound to
 /// the component they were given for (existing grants to what is deployed
@@ -162,6 +166,11 @@ pub struct CheckReport {
     pub checked: usize,
     /// The versions that failed, as `(secret, version)`.
     pub failed: Vec<(String, u32)>,
+    /// Rows that failed their authentication, as `table/key`.
+    pub forged: Vec<String>,
+    /// What is wrong with the rows' state as a whole (rollback, deletion),
+    /// if anything.
+    pub state: Option<String>,
 }
 
 /// Secrets, deployments and grants in one SQLite file, with every secret
@@ -172,6 +181,11 @@ pub struct SqliteStore {
     /// The audit chain's key, opened once at start (it survives master-key
     /// rotations: only its wrapping changes).
     chain_key: RwLock<Option<Arc<crate::audit::chain::ChainKey>>>,
+    /// The key that authenticates rows (see [`sealing`]), derived from the
+    /// chain key once it is loaded.
+    row_key: RwLock<Option<Arc<sealing::RowKey>>>,
+    /// Where the generation is kept outside the database.
+    anchor: sealing::Anchor,
     path: PathBuf,
 }
 
@@ -218,6 +232,8 @@ impl SqliteStore {
             conn: Mutex::new(conn),
             master: RwLock::new(Arc::new(master)),
             chain_key: RwLock::new(None),
+            row_key: RwLock::new(None),
+            anchor: sealing::Anchor::for_store(&path),
             path,
         };
         store.initialize()?;
@@ -232,6 +248,7 @@ impl SqliteStore {
     /// Creates the schema on first use and checks the schema version and the
     /// master key on every open.
     fn initialize(&self) -> Result<(), StoreError> {
+        let sealed = std::cell::Cell::new(None);
         // Not `write`: a new file has no key check yet, and this is where
         // the key is checked (or the check created).
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -271,6 +288,9 @@ impl SqliteStore {
                     )));
                 }
             }
+            if schema != Some(SCHEMA_VERSION) {
+                tx.execute_batch(&sealing::migration())?;
+            }
             let check: Option<Vec<u8>> = tx
                 .query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| r.get(0))
                 .optional()?;
@@ -284,9 +304,59 @@ impl SqliteStore {
                 }
             }
             let chain_key = audit_log::load_or_create_chain_key(tx, &master)?;
+            let row_key = Arc::new(sealing::RowKey::new(chain_key.derive("row authentication")));
             *self.chain_key.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(chain_key));
+            *self.row_key.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&row_key));
+            // A store from before rows were authenticated (or a new one) is
+            // sealed as it is now: trust on first use, said in the log.
+            if sealing::generation(tx)?.is_none() {
+                let generation = sealing::seal(tx, &row_key)?;
+                tracing::info!(store = %self.path.display(), "sealed the store's rows and state (generation {generation})");
+                sealed.set(Some(generation));
+            }
             Ok(())
-        })
+        })?;
+        if let Some(generation) = sealed.get() {
+            let key = self.row_key()?;
+            self.anchor.advance(&key, generation)?;
+        }
+        Ok(())
+    }
+
+    /// The key rows are authenticated with.
+    fn row_key(&self) -> Result<Arc<sealing::RowKey>, StoreError> {
+        self.row_key
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| corrupt("the store's row key is not loaded"))
+    }
+
+    /// Verifies in `tx` every authenticated row, the state they form, and
+    /// the generation against the anchor outside the database.
+    fn verify_in(&self, tx: &Transaction<'_>) -> Result<sealing::Findings, StoreError> {
+        let key = self.row_key()?;
+        let mut findings = sealing::verify(tx, &key)?;
+        if findings.state.is_none() {
+            let generation = sealing::generation(tx)?.unwrap_or(0);
+            match self.anchor.read(&key) {
+                Ok(Some(anchored)) if anchored > generation => {
+                    findings.state = Some(format!(
+                        "the database is at generation {generation} but its anchor {} says {anchored}: it was rolled back to an older copy",
+                        self.anchor.path().display()
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => findings.state = Some(e.to_string()),
+            }
+        }
+        Ok(findings)
+    }
+
+    /// What verifying the store's rows and state finds (for `keyhole
+    /// check`): forged rows by name, and whether the state as a whole holds.
+    pub fn integrity(&self) -> Result<sealing::Findings, StoreError> {
+        self.read(|tx| self.verify_in(tx))
     }
 
     /// The key that authenticates this store's compiled-module cache
@@ -364,7 +434,8 @@ impl SqliteStore {
     }
 
     /// Decrypts every stored version and reports which fail their
-    /// integrity check; values are dropped (wiped) at once.
+    /// integrity check, and which rows fail their authentication; values
+    /// are dropped (wiped) at once.
     pub fn check_all(&self) -> Result<CheckReport, StoreError> {
         let rows: Vec<(String, u32, SealedVersion)> = self.read(|tx| {
             let mut stmt = tx.prepare(
@@ -383,9 +454,12 @@ impl SqliteStore {
             })
             .map(|(name, version, _)| (name.clone(), *version))
             .collect();
+        let integrity = self.integrity()?;
         Ok(CheckReport {
             checked: rows.len(),
             failed,
+            forged: integrity.forged,
+            state: integrity.state,
         })
     }
 
@@ -419,14 +493,32 @@ impl SqliteStore {
         if !opens_key_check(&self.master(), &sealed) {
             return Err(StoreError::WrongMasterKey);
         }
-        self.in_transaction(tx, bump, |tx| {
-            let out = f(tx)?;
-            // An admin action in progress on this thread is recorded in the
-            // same transaction as its change: both land, or neither.
-            audit_log::append_pending_admin(self, tx)?;
-            Ok(out)
-        })
-        .inspect(|_| audit_log::committed_pending_admin())
+        // Nothing is written over rows someone else forged or rolled back:
+        // sealing after this write would make them look like Keyhole's.
+        let findings = self.verify_in(&tx)?;
+        if !findings.is_clean() {
+            let error = findings.error();
+            tracing::error!("refusing to write: {error}");
+            return Err(error);
+        }
+        let key = self.row_key()?;
+        let generation = std::cell::Cell::new(0);
+        let out = self
+            .in_transaction(tx, bump, |tx| {
+                let out = f(tx)?;
+                // An admin action in progress on this thread is recorded in the
+                // same transaction as its change: both land, or neither.
+                audit_log::append_pending_admin(self, tx)?;
+                generation.set(sealing::seal(tx, &key)?);
+                Ok(out)
+            })
+            .inspect(|_| audit_log::committed_pending_admin())?;
+        drop(conn);
+        // Committed: a failure here only weakens rollback detection.
+        if let Err(e) = self.anchor.advance(&key, generation.get()) {
+            tracing::error!("cannot record the store's generation in its anchor: {e}");
+        }
+        Ok(out)
     }
 
     /// Runs `f` in the open transaction `tx` and commits if it succeeds.
@@ -1010,15 +1102,33 @@ impl Store for SqliteStore {
     }
 
     fn component(&self, name: &str) -> Result<Vec<u8>, StoreError> {
-        self.read(|tx| {
+        let (component, sha256): (Vec<u8>, String) = self.read(|tx| {
             tx.query_row(
-                "SELECT component FROM functions WHERE name = ?1",
+                "SELECT component, component_sha256 FROM functions WHERE name = ?1",
                 [name],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?
             .ok_or_else(|| StoreError::UnknownFunction(name.to_owned()))
-        })
+        })?;
+        // The digest is in the row's MAC; the bytes are checked against it.
+        use sha2::Digest as _;
+        if hex::encode(sha2::Sha256::digest(&component)) != sha256 {
+            return Err(StoreError::Tampered {
+                forged: vec![format!("functions/{name} (component bytes)")],
+                state: None,
+            });
+        }
+        Ok(component)
+    }
+
+    fn verify_integrity(&self) -> Result<(), StoreError> {
+        let findings = self.integrity()?;
+        if findings.is_clean() {
+            Ok(())
+        } else {
+            Err(findings.error())
+        }
     }
 
     fn grant(&self, grant: &Grant) -> Result<(), StoreError> {
@@ -1200,6 +1310,16 @@ mod tests {
         store.conn.lock().unwrap().execute_batch(sql).unwrap();
     }
 
+    /// Changes the database as the passage of time would (the change then
+    /// sealed as Keyhole's own), for tests that cannot wait.
+    fn time_passes(store: &SqliteStore, sql: &str) {
+        let mut conn = store.conn.lock().unwrap();
+        let tx = conn.transaction().unwrap();
+        tx.execute_batch(sql).unwrap();
+        sealing::seal(&tx, &store.row_key().unwrap()).unwrap();
+        tx.commit().unwrap();
+    }
+
     fn put(store: &SqliteStore, name: &str, value: &[u8]) -> u32 {
         store
             .put_secret(
@@ -1375,7 +1495,14 @@ mod tests {
             // Turn it back into what version 1 wrote.
             tamper(
                 &store,
-                "ALTER TABLE tokens DROP COLUMN routes;
+                "DROP TRIGGER secrets_unsealed; DROP TRIGGER secret_versions_unsealed;
+                 DROP TRIGGER functions_unsealed; DROP TRIGGER routes_unsealed;
+                 DROP TRIGGER grants_unsealed; DROP TRIGGER tokens_unsealed;
+                 ALTER TABLE secrets DROP COLUMN mac; ALTER TABLE secret_versions DROP COLUMN mac;
+                 ALTER TABLE functions DROP COLUMN mac; ALTER TABLE routes DROP COLUMN mac;
+                 ALTER TABLE grants DROP COLUMN mac; ALTER TABLE tokens DROP COLUMN mac;
+                 DELETE FROM meta WHERE key IN ('generation', 'state');
+                 ALTER TABLE tokens DROP COLUMN routes;
                  ALTER TABLE functions DROP COLUMN outbound;
                  ALTER TABLE functions DROP COLUMN approved_outbound;
                  ALTER TABLE grants DROP COLUMN digest;
@@ -1388,6 +1515,8 @@ mod tests {
                  UPDATE meta SET value = 1 WHERE key = 'schema';",
             );
         }
+        // Stores of that version had no anchor either.
+        std::fs::remove_file(dir.path().join("keyhole.anchor")).unwrap();
         let store = open(dir.path());
         let usable = store.usable_versions("old").unwrap().unwrap();
         assert_eq!(
@@ -1419,7 +1548,14 @@ mod tests {
             put(&store, "old", b"kept-value");
             tamper(
                 &store,
-                "ALTER TABLE tokens DROP COLUMN routes;
+                "DROP TRIGGER secrets_unsealed; DROP TRIGGER secret_versions_unsealed;
+                 DROP TRIGGER functions_unsealed; DROP TRIGGER routes_unsealed;
+                 DROP TRIGGER grants_unsealed; DROP TRIGGER tokens_unsealed;
+                 ALTER TABLE secrets DROP COLUMN mac; ALTER TABLE secret_versions DROP COLUMN mac;
+                 ALTER TABLE functions DROP COLUMN mac; ALTER TABLE routes DROP COLUMN mac;
+                 ALTER TABLE grants DROP COLUMN mac; ALTER TABLE tokens DROP COLUMN mac;
+                 DELETE FROM meta WHERE key IN ('generation', 'state');
+                 ALTER TABLE tokens DROP COLUMN routes;
                  ALTER TABLE functions DROP COLUMN outbound;
                  ALTER TABLE functions DROP COLUMN approved_outbound;
                  ALTER TABLE grants DROP COLUMN digest;
@@ -1430,6 +1566,8 @@ mod tests {
                  UPDATE meta SET value = 2 WHERE key = 'schema';",
             );
         }
+        // Stores of that version had no anchor either.
+        std::fs::remove_file(dir.path().join("keyhole.anchor")).unwrap();
         let store = open(dir.path());
         assert_eq!(usable(&store, "old"), (1, vec![]));
         assert_eq!(rotate(&store, "old", b"new-value", Some(60)), 2);
@@ -1458,7 +1596,14 @@ mod tests {
             store.grant(&grant).unwrap();
             tamper(
                 &store,
-                "ALTER TABLE tokens DROP COLUMN routes;
+                "DROP TRIGGER secrets_unsealed; DROP TRIGGER secret_versions_unsealed;
+                 DROP TRIGGER functions_unsealed; DROP TRIGGER routes_unsealed;
+                 DROP TRIGGER grants_unsealed; DROP TRIGGER tokens_unsealed;
+                 ALTER TABLE secrets DROP COLUMN mac; ALTER TABLE secret_versions DROP COLUMN mac;
+                 ALTER TABLE functions DROP COLUMN mac; ALTER TABLE routes DROP COLUMN mac;
+                 ALTER TABLE grants DROP COLUMN mac; ALTER TABLE tokens DROP COLUMN mac;
+                 DELETE FROM meta WHERE key IN ('generation', 'state');
+                 ALTER TABLE tokens DROP COLUMN routes;
                  ALTER TABLE functions DROP COLUMN outbound;
                  ALTER TABLE functions DROP COLUMN approved_outbound;
                  ALTER TABLE grants DROP COLUMN digest;
@@ -1466,6 +1611,8 @@ mod tests {
                  UPDATE meta SET value = 4 WHERE key = 'schema';",
             );
         }
+        // Stores of that version had no anchor either.
+        std::fs::remove_file(dir.path().join("keyhole.anchor")).unwrap();
         let store = open(dir.path());
         let grants = store.grants(Some("f")).unwrap();
         assert_eq!(grants[0].digest, "00", "bound to what is deployed");
@@ -1507,7 +1654,7 @@ mod tests {
         assert_eq!(states[0], VersionState::Current);
         assert!(matches!(states[1], VersionState::Grace { .. }));
         // Ending a window: the version retires and is no longer usable.
-        tamper(
+        time_passes(
             &store,
             &format!(
                 "UPDATE secret_versions SET grace_until = {} WHERE version = 1",
