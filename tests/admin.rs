@@ -667,8 +667,11 @@ fn grants_belong_to_the_component_they_were_given_for() {
     // The operator approves the code they reviewed, by its digest.
     let out = node.cli(&["approve", "f", "--digest", "deadbeef"]);
     assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("32 to 64 hex digits"));
+    let out = node.cli(&["approve", "f", "--digest", &"0".repeat(32)]);
+    assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&v2));
-    node.ok(&["approve", "f", "--digest", &v2[..12]]);
+    node.ok(&["approve", "f", "--digest", &v2[..32]]);
     let back = node.wait_for("/f/reveal?binding=KEY", |r| r.status == 200);
     assert_eq!(back.status, 200, "{back:?}");
     assert!(node.ok(&["grants", "--pending"]).lines().count() <= 1);
@@ -716,7 +719,7 @@ fn grants_belong_to_the_component_they_were_given_for() {
         "--allow",
         "hmac",
         "--digest",
-        &v2[..12],
+        &v2[..32],
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is deployed with component sha256"));

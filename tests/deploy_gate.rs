@@ -284,31 +284,59 @@ fn the_deploy_gate_is_no_oracle_for_deployers() {
     // Operators see the probe, in full.
     let trail = node.ok(&["audit", "--json"]);
     assert!(
-        trail.contains("deploy.probe")
+        trail.contains("deploy.gate")
             && trail.contains("flagged")
             && trail.contains("stored secret `pin`"),
         "{trail}"
     );
 
+    // Guesses shaped like credentials get the same refusal whether one of
+    // them is a stored value or none is: a format finding does not vanish
+    // behind a value the deployer is not told of.
+    let shaped = |base: u32| -> Vec<u8> {
+        (0..1000)
+            .flat_map(|i| format!("key=pin-code-{}Q7zXyZ0987wvu;", base + i).into_bytes())
+            .collect()
+    };
+    let (ok, guess) = deploy_as(
+        Some(&deployer),
+        "checkout-shaped",
+        with_custom_section(probe.clone(), "notes", &shaped(83_920_000)),
+    );
+    let (ok2, control) = deploy_as(
+        Some(&deployer),
+        "checkout-shaped",
+        with_custom_section(probe.clone(), "notes", &shaped(73_920_000)),
+    );
+    assert!(!ok && !ok2, "{guess}");
+    assert_eq!(finding_ids(&guess), finding_ids(&control));
+    assert_eq!(finding_ids(&guess).len(), 1000);
+
     // The value of a secret the deployer's own function is bound to is
-    // refused, with where it is, not which secret it is.
-    let own = with_custom_section(probe.clone(), "notes", b"x:my-own-secret-5521aa");
+    // refused, once: not which secret, where, or how often.
+    let own = with_custom_section(
+        probe.clone(),
+        "notes",
+        b"x:my-own-secret-5521aa;y:my-own-secret-5521aa",
+    );
     let (ok, said) = deploy_as(Some(&deployer), "checkout-b", own.clone());
     assert!(!ok, "{said}");
     assert!(
-        said.contains("stored-secret@") && said.contains("the value of a stored secret"),
+        said.contains("the value of a stored secret bound to your functions"),
         "{said}"
     );
     assert!(
-        !said.contains("mine") && !said.contains("version"),
+        !said.contains("mine") && !said.contains("version") && !said.contains("stored-secret@"),
         "{said}"
     );
+    assert_eq!(said.matches("stored secret").count(), 1, "{said}");
     // An operator deploying the same is told everything.
     let (ok, said) = deploy_as(None, "checkout-b", own.clone());
     assert!(!ok);
     assert!(said.contains("stored secret `mine` (version 1"), "{said}");
 
-    // Refusals are few: the sixth in ten minutes is 429, without a scan.
+    // Refusals that answer for stored values are few: the sixth in ten
+    // minutes is 429, without a scan.
     let mut refusals = 1;
     let said = loop {
         let (ok, said) = deploy_as(Some(&deployer), "checkout-b", own.clone());

@@ -328,7 +328,7 @@ fn outgoing_requests_are_denied_by_default_and_checked_at_their_address() {
     assert_eq!(pending.status, 502, "{pending:?}");
     let listed = node.ok(&["functions"]);
     assert!(listed.contains(":pending"), "{listed}");
-    let out = node.cli(&["approve", "asks", "--digest", "00000000"]);
+    let out = node.cli(&["approve", "asks", "--digest", &"0".repeat(32)]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("is deployed with component sha256"),

@@ -300,7 +300,16 @@ impl Catalog {
         name: &str,
         sha256: &str,
     ) -> Result<Result<FunctionPre, ComponentError>, StoreError> {
-        let compiled = self.runtime.prepare(&self.store.component(name)?);
+        let component = self.store.component(name)?;
+        // Read after the listing: a redeploy in between must not run under
+        // the digest (and so the grants) of the code it replaced.
+        use sha2::Digest as _;
+        if hex::encode(sha2::Sha256::digest(&component)) != sha256 {
+            return Ok(Err(ComponentError::Compile(format!(
+                "function `{name}` was redeployed while loading; the next load takes the new code"
+            ))));
+        }
+        let compiled = self.runtime.prepare(&component);
         if let Ok(pre) = &compiled {
             self.runtime.remember(sha256, pre);
         }

@@ -138,8 +138,8 @@ pub struct GateReport {
     pub allowed: Vec<Finding>,
     /// `--allow-finding` IDs that matched nothing.
     pub unused_allowances: Vec<String>,
-    /// Values of stored secrets the caller was not told about (see
-    /// [`Disclosure::Silent`]): for the audit trail, never for the caller.
+    /// Values of stored secrets the caller was not told about in full (see
+    /// [`Disclosure`]): for the audit trail, never for the caller.
     pub probes: Vec<Finding>,
 }
 
@@ -150,8 +150,10 @@ pub enum Disclosure {
     /// Everything: the secret's name, version, encoding and offset
     /// (operators, who may list secrets anyway).
     Named,
-    /// That a stored value is there, and where — not which secret (a
-    /// deployer, for the secrets its own functions are bound to).
+    /// That the component carries the value of a stored secret, once: not
+    /// which, where, or how often (a deployer, for the secrets its own
+    /// functions are bound to). Each refusal answers one yes-or-no
+    /// question about the whole upload, and refusals are rate-limited.
     Anonymous,
     /// Nothing: the deploy goes on as if the value were not there, and the
     /// finding goes to the audit trail as a probe. Any answer that differs
@@ -171,22 +173,35 @@ pub fn gate(
     allow: &[String],
     disclosure: &dyn Fn(&str) -> Disclosure,
 ) -> Result<GateReport, DeployError> {
-    let found = scan::scan(&deployment.component, known).map_err(|source| DeployError::Scan {
-        path: component_path.to_owned(),
-        source,
-    })?;
+    let found =
+        scan::scan_all(&deployment.component, known).map_err(|source| DeployError::Scan {
+            path: component_path.to_owned(),
+            source,
+        })?;
     let mut findings = Vec::new();
     let mut probes = Vec::new();
+    let mut anonymous = false;
     for finding in found {
         match finding.stored_secret().map(disclosure) {
             None | Some(Disclosure::Named) => findings.push(finding),
-            Some(Disclosure::Anonymous) => findings.push(finding.anonymous()),
+            Some(Disclosure::Anonymous) => {
+                anonymous = true;
+                probes.push(finding);
+            }
             Some(Disclosure::Silent) => probes.push(finding),
         }
     }
-    let (allowed, refused): (Vec<Finding>, Vec<Finding>) = findings
+    // Only a value the caller is told of, with where it is, may hide the
+    // format finding it overlaps: one that vanished for any other value
+    // would point at it.
+    scan::drop_shadowed(&mut findings);
+    let (allowed, mut refused): (Vec<Finding>, Vec<Finding>) = findings
         .into_iter()
         .partition(|f| allow.iter().any(|id| id == &f.id));
+    if anonymous {
+        // Said once, where and how often unsaid, and never allowable here.
+        refused.push(Finding::anonymous_stored_value());
+    }
     if !refused.is_empty() {
         return Err(DeployError::HardCodedSecrets {
             path: component_path.to_owned(),

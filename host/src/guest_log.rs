@@ -240,7 +240,13 @@ fn printable(line: &[u8]) -> String {
 pub fn escape_for_log(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() && c != '\t' {
+        // Control characters, and the Unicode line separators and bidi
+        // overrides that reorder or break what a reader sees.
+        let hidden = matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        );
+        if (c.is_control() && c != '\t') || hidden {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -396,5 +402,9 @@ mod tests {
         assert_eq!(printable(b"\x1b[31mred"), "\\u{1b}[31mred");
         assert_eq!(printable(b"a\rb\x00"), "a\\rb\\u{0}");
         assert_eq!(printable(b"\xff"), "\u{fffd}");
+        assert_eq!(
+            escape_for_log("a\u{2028}b\u{202e}c"),
+            "a\\u{2028}b\\u{202e}c"
+        );
     }
 }

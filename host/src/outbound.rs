@@ -171,11 +171,14 @@ pub fn non_global_reason(ip: IpAddr) -> Option<&'static str> {
                 Some("link-local")
             } else if v6.is_multicast() {
                 Some("multicast")
-            } else if first == 0x2002
-                || first == 0x0100
-                || (first == 0x2001 && v6.segments()[1] < 0x200)
-            {
-                Some("6to4, discard or IETF special-purpose")
+            } else if first == 0x2002 || (first == 0x2001 && v6.segments()[1] < 0x200) {
+                Some("6to4 or IETF special-purpose")
+            } else if (first == 0x2001 && v6.segments()[1] == 0x0db8) || first & 0xfff0 == 0x3ff0 {
+                Some("documentation (special-purpose)")
+            } else if first & 0xe000 != 0x2000 {
+                // Only 2000::/3 is global unicast: the rest is reserved,
+                // local-use NAT64, SIIT, discard and the like.
+                Some("non-global (outside 2000::/3)")
             } else {
                 None
             }
@@ -588,6 +591,11 @@ mod tests {
             ("::ffff:127.0.0.1", "loopback"),
             ("::ffff:169.254.169.254", "link-local"),
             ("64:ff9b::a9fe:a9fe", "link-local"),
+            ("64:ff9b:1::a9fe:a9fe", "non-global"),
+            ("::ffff:0:7f00:1", "non-global"),
+            ("100::1", "non-global"),
+            ("5f00::1", "non-global"),
+            ("2001:db8::1", "special-purpose"),
         ] {
             let why = non_global_reason(ip.parse().unwrap());
             assert!(why.is_some_and(|w| w.contains(kind)), "{ip}: {why:?}");

@@ -104,6 +104,23 @@ fn from_deploy(e: DeployError) -> AdminError {
     AdminError::new(status, chain_message(&e))
 }
 
+/// Hex digits of a component's SHA-256 an operator must give to name it:
+/// 128 bits, so a deployer cannot make other code that shares them.
+pub const MIN_DIGEST_HEX: usize = 32;
+
+/// Refuses a digest prefix too short (or not hex) to name one component.
+fn check_digest_prefix(digest: &str) -> Result<(), AdminError> {
+    if digest.len() < MIN_DIGEST_HEX
+        || digest.len() > 64
+        || !digest.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(AdminError::bad_request(format!(
+            "--digest needs {MIN_DIGEST_HEX} to 64 hex digits of the component's SHA-256 (`keyhole functions --json` shows it whole): a shorter prefix can be matched by other code"
+        )));
+    }
+    Ok(())
+}
+
 fn reply(value: impl Serialize) -> Result<Value, AdminError> {
     serde_json::to_value(value)
         .map_err(|e| AdminError::new(500, format!("cannot encode the reply: {e}")))
@@ -243,25 +260,26 @@ impl Admin {
         })
     }
 
-    /// Records in the audit trail that a deployer uploaded stored secrets'
-    /// values (`what`, in full: names are for whoever reads the trail).
+    /// Records in the audit trail what the deploy gate found of stored
+    /// values in a deployer's upload (`what`, in full: names are for
+    /// whoever reads the trail), `clean` included.
     fn record_probe(&self, caller: &Caller, function: &str, outcome: &str, what: &str) {
-        tracing::warn!(
-            token = %caller.name(),
-            function = %function.escape_debug(),
-            "a deployer's component carries the value of a stored secret (deploy {outcome}; see the audit trail)"
-        );
+        if outcome != "clean" {
+            tracing::warn!(
+                token = %caller.name(),
+                function = %function.escape_debug(),
+                "a deployer's component carries the value of a stored secret (deploy {outcome}; see the audit trail)"
+            );
+        }
         let event = AdminEvent {
             token: caller.name().to_owned(),
             role: caller.role().as_str().to_owned(),
-            action: "deploy.probe".into(),
+            action: "deploy.gate".into(),
             target: format!("function/{function}"),
             function: Some(function.to_owned()),
             secret: None,
             outcome: outcome.into(),
-            detail: Some(format!(
-                "the component carries stored values the caller was not told of by name: {what}"
-            )),
+            detail: Some(format!("stored values in the upload: {what}")),
         };
         if let Err(e) = self.store.append_audit(&[Timed {
             at_ms: now_ms(),
@@ -382,6 +400,9 @@ impl Admin {
                 body,
             } => reply(self.grant(function, binding, body)?),
             Request::Approve { function, body } => {
+                if let Some(digest) = &body.digest {
+                    check_digest_prefix(digest)?;
+                }
                 let function = store
                     .approve(&function, body.digest.as_deref())
                     .map_err(from_store)?;
@@ -588,9 +609,12 @@ impl Admin {
         ) {
             Ok(gate) => gate,
             Err(e) => {
-                if deployer && matches!(e, DeployError::HardCodedSecrets { .. }) {
+                let stored_value = matches!(&e, DeployError::HardCodedSecrets { findings, .. }
+                    if findings.iter().any(|f| f.kind == scan::FindingKind::StoredValue));
+                if deployer && stored_value {
+                    // Each such refusal answers a question about stored
+                    // values: few are given, and operators see them whole.
                     self.gate_refusals.refused(caller.name());
-                    // Operators see in full what a deployer was refused.
                     let named = deploy::gate(
                         &deployment,
                         &component_path,
@@ -611,13 +635,15 @@ impl Admin {
             }
         };
         drop(stored);
-        if !gate.probes.is_empty() {
-            self.record_probe(
-                caller,
-                &deployment.info.name,
-                "flagged",
-                &full(&gate.probes),
-            );
+        if deployer {
+            // Written whether or not anything matched, so a deploy takes as
+            // long (one durable write more) either way.
+            let (outcome, what) = if gate.probes.is_empty() {
+                ("clean", "no stored value".to_owned())
+            } else {
+                ("flagged", full(&gate.probes))
+            };
+            self.record_probe(caller, &deployment.info.name, outcome, &what);
         }
         let may_nest = |owner: &str, routes: &[String]| caller.may_deploy(owner, routes);
         let report = deploy::store(&*self.store, &deployment, &may_nest).map_err(|e| match e {
@@ -735,11 +761,13 @@ impl Admin {
             ));
         };
         let requested = requested.operations;
+        if let Some(expected) = &body.digest {
+            check_digest_prefix(expected)?;
+        }
         if let Some(expected) = &body.digest
-            && (expected.len() < 8
-                || !info
-                    .component_sha256
-                    .starts_with(&expected.to_ascii_lowercase()))
+            && !info
+                .component_sha256
+                .starts_with(&expected.to_ascii_lowercase())
         {
             return Err(from_store(StoreError::DigestMismatch {
                 function,

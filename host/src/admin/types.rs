@@ -144,7 +144,7 @@ pub struct GrantBody {
 #[serde(deny_unknown_fields)]
 pub struct ApproveBody {
     /// Approve only if the deployed component's SHA-256 starts with this
-    /// (at least 8 hex digits): the code the operator reviewed.
+    /// (at least 32 hex digits): the code the operator reviewed.
     #[serde(default)]
     pub digest: Option<String>,
 }

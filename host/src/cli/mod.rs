@@ -98,7 +98,7 @@ enum Command {
         /// The function's name.
         function: String,
         /// Approve only if the deployed component's SHA-256 starts with
-        /// this (at least 8 hex digits; `keyhole functions` shows it).
+        /// this (at least 32 hex digits; `keyhole functions --json` shows it).
         #[arg(long, value_name = "SHA256")]
         digest: Option<String>,
     },

@@ -42,9 +42,8 @@ pub enum FindingKind {
         /// How it is encoded in the component.
         encoding: &'static str,
     },
-    /// The value of a stored secret, not named: what a deployer is told
-    /// about the secrets its own functions are bound to (the name and
-    /// version are for operators).
+    /// The value of a stored secret, not named or placed: what a deployer
+    /// is told about the secrets its own functions are bound to.
     StoredValue,
     /// A well-known credential format, or a high-entropy assignment.
     Credential {
@@ -83,7 +82,13 @@ impl fmt::Display for Finding {
                 "{}: the value of stored secret `{secret}` (version {version}, {encoding})",
                 self.id
             )?,
-            FindingKind::StoredValue => write!(f, "{}: the value of a stored secret", self.id)?,
+            FindingKind::StoredValue => {
+                return write!(
+                    f,
+                    "{}: the value of a stored secret bound to your functions, in {}",
+                    self.id, self.section
+                );
+            }
             FindingKind::Credential { description, .. } => {
                 write!(f, "{}: {description}", self.id)?;
             }
@@ -105,14 +110,15 @@ impl Finding {
         }
     }
 
-    /// The same finding without the secret's name, version or encoding.
-    pub fn anonymous(&self) -> Finding {
+    /// The one finding a deployer is shown for all the values of secrets
+    /// its functions are bound to: no name, place or count.
+    pub fn anonymous_stored_value() -> Finding {
         Finding {
-            kind: match &self.kind {
-                FindingKind::StoredSecret { .. } => FindingKind::StoredValue,
-                other => other.clone(),
-            },
-            ..self.clone()
+            id: STORED_SECRET_ID.to_owned(),
+            kind: FindingKind::StoredValue,
+            section: "the component (where is shown to operators, in the audit trail)".into(),
+            offset: 0,
+            len: 0,
         }
     }
 }
@@ -269,17 +275,47 @@ fn regions(component: &[u8]) -> Result<Vec<Region<'_>>, ScanError> {
 }
 
 /// Every finding in `component`, by offset: `known` values first among
-/// findings at the same place.
+/// findings at the same place; a credential format that is also a stored
+/// value is reported once, as the stronger finding.
 pub fn scan(component: &[u8], known: &[KnownValue]) -> Result<Vec<Finding>, ScanError> {
+    let mut findings = scan_all(component, known)?;
+    drop_shadowed(&mut findings);
+    Ok(findings)
+}
+
+/// Removes the credential-format findings that overlap a stored value's
+/// finding in `findings`. The deploy gate calls it only after deciding
+/// which stored values a caller is told of: a format finding that vanished
+/// because of a value the caller is not told of would tell it anyway.
+pub fn drop_shadowed(findings: &mut Vec<Finding>) {
+    let stored: Vec<(usize, usize)> = findings
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.kind,
+                FindingKind::StoredSecret { .. } | FindingKind::StoredValue
+            )
+        })
+        .map(|f| (f.offset, f.offset + f.len))
+        .collect();
+    findings.retain(|f| {
+        !matches!(f.kind, FindingKind::Credential { .. })
+            || !stored
+                .iter()
+                .any(|&(s, e)| s < f.offset + f.len && f.offset < e)
+    });
+}
+
+/// Every finding in `component`, stored values and credential formats
+/// alike, overlapping or not, by offset.
+pub fn scan_all(component: &[u8], known: &[KnownValue]) -> Result<Vec<Finding>, ScanError> {
     let matcher = ValueMatcher::new(known)?;
     let mut findings = Vec::new();
     for region in regions(component)? {
-        let mut stored_spans = Vec::new();
         if let Some(automaton) = &matcher.automaton {
             for m in automaton.find_iter(region.bytes) {
                 let (value, encoding) = matcher.owners[m.pattern().as_usize()];
                 let offset = region.offset + m.start();
-                stored_spans.push((m.start(), m.end()));
                 findings.push(Finding {
                     id: format!("{STORED_SECRET_ID}@{offset}"),
                     kind: FindingKind::StoredSecret {
@@ -294,11 +330,6 @@ pub fn scan(component: &[u8], known: &[KnownValue]) -> Result<Vec<Finding>, Scan
             }
         }
         for m in rules::find(region.bytes) {
-            // A stored value that also looks like a token is reported once,
-            // as the stronger finding.
-            if stored_spans.iter().any(|&(s, e)| s < m.end && m.start < e) {
-                continue;
-            }
             let offset = region.offset + m.start;
             findings.push(Finding {
                 id: format!("{}@{offset}", m.rule),

@@ -573,10 +573,12 @@ pub type NestPolicy<'a> = dyn Fn(&str, &[String]) -> bool + 'a;
 /// Checks `routes`, claimed by `function`, against the routes other
 /// functions hold (`taken`, as `(route, owner)` pairs grouped by owner): an
 /// equal route is never shared; an overlapping one only where `may_nest`
-/// accepts its owner.
+/// accepts its owner, unless `function` holds that route already (`held`:
+/// it claimed it first, or an operator let it nest there).
 pub fn check_routes(
     function: &str,
     routes: &[String],
+    held: &[String],
     taken: &[(String, String)],
     may_nest: &NestPolicy<'_>,
 ) -> Result<(), StoreError> {
@@ -588,7 +590,7 @@ pub fn check_routes(
             });
         }
     }
-    for route in routes {
+    for route in routes.iter().filter(|r| !held.contains(r)) {
         for (other_route, owner) in taken {
             if !crate::access::routes_overlap(route, other_route) {
                 continue;
@@ -659,7 +661,7 @@ pub trait Store: Send + Sync {
     /// An operator approves what function `function` asks for now: its
     /// outbound hosts, and its grants for the component deployed now. With
     /// `digest`, only if the deployed component's
-    /// SHA-256 starts with it (at least 8 hex digits), so an operator
+    /// SHA-256 starts with it (at least 32 hex digits), so an operator
     /// approves the code they reviewed and not one deployed since.
     fn approve(&self, function: &str, digest: Option<&str>) -> Result<FunctionInfo, StoreError>;
 

@@ -1009,7 +1009,12 @@ impl Store for SqliteStore {
                 stmt.query_map([&info.name], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<Result<_, _>>()?
             };
-            super::check_routes(&info.name, &info.routes, &taken, may_nest)?;
+            let held: Vec<String> = {
+                let mut stmt = tx.prepare("SELECT route FROM routes WHERE function = ?1")?;
+                stmt.query_map([&info.name], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?
+            };
+            super::check_routes(&info.name, &info.routes, &held, &taken, may_nest)?;
             let routes = serde_json::to_string(&info.routes).map_err(corrupt)?;
             let bindings: Vec<(String, String)> = info
                 .bindings
@@ -1075,7 +1080,7 @@ impl Store for SqliteStore {
                 .ok_or_else(|| StoreError::UnknownFunction(function.to_owned()))
                 .and_then(to_function)?;
             if let Some(expected) = digest
-                && (expected.len() < 8
+                && (expected.len() < 32
                     || !info
                         .component_sha256
                         .starts_with(&expected.to_ascii_lowercase()))
@@ -2309,6 +2314,9 @@ mod tests {
             .deploy(&deployment("c", "/x/y"), &|_, _| true)
             .unwrap();
         assert_eq!(store.functions().unwrap().len(), 3);
+        // A route a function holds stays its own: redeploying it is not
+        // asked about the functions it nests in.
+        store.deploy(&deployment("c", "/x/y"), &refuse_a).unwrap();
     }
 
     #[test]

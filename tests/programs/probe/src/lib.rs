@@ -189,8 +189,6 @@ fn inject(out: ResponseOutparam, binding: &str, param: &dyn Fn(&str) -> Option<S
     }
 }
 
-/// Reveals the secret and prints it to stdout and stderr in every encoding
-/// the redactor must catch, and split across two writes.
 /// Reveals the secret and prints it so that its first `at` bytes fall
 /// within the node's 64 KiB of output per stream, and the rest past it.
 fn cut(out: ResponseOutparam, binding: &str, at: usize) {
@@ -208,6 +206,8 @@ fn cut(out: ResponseOutparam, binding: &str, at: usize) {
     http::respond(out, 200, TEXT, b"cut\n")
 }
 
+/// Reveals the secret and prints it to stdout and stderr in every encoding
+/// the redactor must catch, and split across two writes.
 fn print(out: ResponseOutparam, binding: &str) {
     use std::io::Write;
     let value = match secrets::get(binding).and_then(|s| s.reveal()) {
