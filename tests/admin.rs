@@ -572,6 +572,16 @@ fn a_scoped_deployer_cannot_claim_routes_inside_or_above_another_functions() {
         err.contains("paths-only") && err.contains("/checkout/*") && err.contains("`/shop`"),
         "{err}"
     );
+    // Nor does a name it may use let it take another function's place.
+    let hijack = node.write_manifest("billing", artifacts::PROBE, "/checkout/x", "");
+    let out = run(&paths, &["deploy", hijack.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("may not replace function `billing`"), "{err}");
+    let out = run(&paths, &["undeploy", "billing"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("may not undeploy function `billing`"));
+    assert!(node.ok(&["functions"]).contains("/billing"));
     let out = node.cli(&["token", "create", "--role", "admin", "--routes", "/x"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("deployer tokens only"));

@@ -381,6 +381,46 @@ fn state_outside_the_ciphertexts_cannot_be_forged_or_rolled_back() {
         assert!(!out.status.success(), "{attack}: wrote over it");
     }
 
+    // Code planted in the file: a trigger that would change a grant inside
+    // Keyhole's own next write, after verification and before sealing.
+    // And the seal itself removed, so that the next open would adopt a
+    // forged grant as its first seal.
+    for (attack, sql, said_what) in [
+        (
+            "planted trigger",
+            "CREATE TRIGGER evil AFTER INSERT ON audit BEGIN
+               UPDATE grants SET allow = 'hmac,reveal', mac = NULL; END;",
+            "the schema (tables, triggers) was changed",
+        ),
+        (
+            "seal removed",
+            "DELETE FROM meta WHERE key IN ('generation', 'state');
+             UPDATE grants SET allow = 'hmac,reveal', mac = NULL;",
+            "sealed state is missing",
+        ),
+    ] {
+        let node = attackable();
+        node.db().execute_batch(sql).unwrap();
+        let out = node.cli(&["revoke", "f", "KEY"]);
+        assert!(!out.status.success(), "{attack}: wrote");
+        let (ok, said) = check(&node);
+        assert!(!ok && said.contains(said_what), "{attack}: {said}");
+        let allow: String = node
+            .db()
+            .query_row("SELECT allow FROM grants WHERE function = 'f'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        // Whatever the trigger changed (it may fire when the refusal itself
+        // is recorded) is never sealed as Keyhole's own.
+        if allow != "hmac" {
+            assert!(
+                said.contains("row `grants/f/KEY` failed"),
+                "{attack}: {said}"
+            );
+        }
+    }
+
     // A revoked grant put back as it was, its own MAC intact: the set of
     // rows is not the one Keyhole last wrote.
     let node = attackable();

@@ -238,6 +238,16 @@ impl Admin {
             .filter(|(_, hash)| presented.matches(hash))
             .ok_or_else(|| unauthorized("unknown token"))?;
         drop(hash);
+        // Only now, for a token that matched, is the whole store verified: a
+        // forged or restored token row must not act, and a caller without a
+        // token cannot make the node do this work. Details stay in the log.
+        self.store.verify_integrity().map_err(|e| {
+            tracing::error!("refusing admin requests: {e}");
+            AdminError::new(
+                503,
+                "the store failed its integrity check; an operator runs `keyhole check` on the node",
+            )
+        })?;
         if let Some(at) = info.revoked_at {
             return Err(unauthorized(&format!(
                 "token `{}` was revoked at {}",
@@ -390,6 +400,23 @@ impl Admin {
             }
             Request::Deploy(body) => reply(self.deploy(caller, body)?),
             Request::Undeploy { function } => {
+                if let Some(existing) = store
+                    .functions()
+                    .map_err(from_store)?
+                    .into_iter()
+                    .find(|f| f.name == function)
+                    && !caller.may_deploy(&existing.name, &existing.routes)
+                {
+                    return Err(AdminError::new(
+                        403,
+                        format!(
+                            "token `{}` may not undeploy function `{function}`: it serves {}, outside the routes the token may claim ({})",
+                            caller.name(),
+                            existing.routes.join(", "),
+                            caller.route_scope()
+                        ),
+                    ));
+                }
                 let grants = store.undeploy(&function).map_err(from_store)?;
                 reply(Undeployed { function, grants })
             }
@@ -528,6 +555,27 @@ impl Admin {
                     "token `{}` may not deploy function `{}`",
                     caller.name(),
                     deployment.info.name
+                ),
+            ));
+        }
+        // Replacing a function takes its routes: the caller must be able to
+        // deploy it as it stands, not only to use its name.
+        if let Some(existing) = self
+            .store
+            .functions()
+            .map_err(from_store)?
+            .into_iter()
+            .find(|f| f.name == deployment.info.name)
+            && !caller.may_deploy(&existing.name, &existing.routes)
+        {
+            return Err(AdminError::new(
+                403,
+                format!(
+                    "token `{}` may not replace function `{}`: it serves {}, outside the routes the token may claim ({})",
+                    caller.name(),
+                    existing.name,
+                    existing.routes.join(", "),
+                    caller.route_scope()
                 ),
             ));
         }

@@ -227,7 +227,19 @@ impl SqliteStore {
                 "could not enable WAL journal (got {mode})"
             )));
         }
-        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA trusted_schema = OFF;",
+        )?;
+        // The file may hold code someone else put there: no trigger or view
+        // of it runs on this connection (see `sealing`).
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER,
+            false,
+        )?;
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_VIEW,
+            false,
+        )?;
         let store = Self {
             conn: Mutex::new(conn),
             master: RwLock::new(Arc::new(master)),
@@ -288,7 +300,8 @@ impl SqliteStore {
                     )));
                 }
             }
-            if schema != Some(SCHEMA_VERSION) {
+            let upgraded = schema != Some(SCHEMA_VERSION);
+            if upgraded {
                 tx.execute_batch(&sealing::migration())?;
             }
             let check: Option<Vec<u8>> = tx
@@ -307,9 +320,15 @@ impl SqliteStore {
             let row_key = Arc::new(sealing::RowKey::new(chain_key.derive("row authentication")));
             *self.chain_key.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(chain_key));
             *self.row_key.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&row_key));
-            // A store from before rows were authenticated (or a new one) is
-            // sealed as it is now: trust on first use, said in the log.
-            if sealing::generation(tx)?.is_none() {
+            // A new store, or one from before rows were authenticated, is
+            // sealed as it is now: trust on first use, said in the log. Not
+            // a store that has an anchor, which was sealed before: its seal
+            // went missing with whatever was changed with it, and sealing
+            // again would adopt that.
+            if upgraded
+                && sealing::generation(tx)?.is_none()
+                && (schema.is_none() || !self.anchor.exists())
+            {
                 let generation = sealing::seal(tx, &row_key)?;
                 tracing::info!(store = %self.path.display(), "sealed the store's rows and state (generation {generation})");
                 sealed.set(Some(generation));
@@ -1315,9 +1334,9 @@ mod tests {
         store.conn.lock().unwrap().execute_batch(sql).unwrap();
     }
 
-    /// Changes the database as the passage of time would (the change then
-    /// sealed as Keyhole's own), for tests that cannot wait.
-    fn time_passes(store: &SqliteStore, sql: &str) {
+    /// Changes the database and seals the change as Keyhole's own: time
+    /// passing, for tests that cannot wait, or a stand-in for a failure.
+    fn sealed_change(store: &SqliteStore, sql: &str) {
         let mut conn = store.conn.lock().unwrap();
         let tx = conn.transaction().unwrap();
         tx.execute_batch(sql).unwrap();
@@ -1500,10 +1519,7 @@ mod tests {
             // Turn it back into what version 1 wrote.
             tamper(
                 &store,
-                "DROP TRIGGER secrets_unsealed; DROP TRIGGER secret_versions_unsealed;
-                 DROP TRIGGER functions_unsealed; DROP TRIGGER routes_unsealed;
-                 DROP TRIGGER grants_unsealed; DROP TRIGGER tokens_unsealed;
-                 ALTER TABLE secrets DROP COLUMN mac; ALTER TABLE secret_versions DROP COLUMN mac;
+                "ALTER TABLE secrets DROP COLUMN mac; ALTER TABLE secret_versions DROP COLUMN mac;
                  ALTER TABLE functions DROP COLUMN mac; ALTER TABLE routes DROP COLUMN mac;
                  ALTER TABLE grants DROP COLUMN mac; ALTER TABLE tokens DROP COLUMN mac;
                  DELETE FROM meta WHERE key IN ('generation', 'state');
@@ -1553,10 +1569,7 @@ mod tests {
             put(&store, "old", b"kept-value");
             tamper(
                 &store,
-                "DROP TRIGGER secrets_unsealed; DROP TRIGGER secret_versions_unsealed;
-                 DROP TRIGGER functions_unsealed; DROP TRIGGER routes_unsealed;
-                 DROP TRIGGER grants_unsealed; DROP TRIGGER tokens_unsealed;
-                 ALTER TABLE secrets DROP COLUMN mac; ALTER TABLE secret_versions DROP COLUMN mac;
+                "ALTER TABLE secrets DROP COLUMN mac; ALTER TABLE secret_versions DROP COLUMN mac;
                  ALTER TABLE functions DROP COLUMN mac; ALTER TABLE routes DROP COLUMN mac;
                  ALTER TABLE grants DROP COLUMN mac; ALTER TABLE tokens DROP COLUMN mac;
                  DELETE FROM meta WHERE key IN ('generation', 'state');
@@ -1601,10 +1614,7 @@ mod tests {
             store.grant(&grant).unwrap();
             tamper(
                 &store,
-                "DROP TRIGGER secrets_unsealed; DROP TRIGGER secret_versions_unsealed;
-                 DROP TRIGGER functions_unsealed; DROP TRIGGER routes_unsealed;
-                 DROP TRIGGER grants_unsealed; DROP TRIGGER tokens_unsealed;
-                 ALTER TABLE secrets DROP COLUMN mac; ALTER TABLE secret_versions DROP COLUMN mac;
+                "ALTER TABLE secrets DROP COLUMN mac; ALTER TABLE secret_versions DROP COLUMN mac;
                  ALTER TABLE functions DROP COLUMN mac; ALTER TABLE routes DROP COLUMN mac;
                  ALTER TABLE grants DROP COLUMN mac; ALTER TABLE tokens DROP COLUMN mac;
                  DELETE FROM meta WHERE key IN ('generation', 'state');
@@ -1659,7 +1669,7 @@ mod tests {
         assert_eq!(states[0], VersionState::Current);
         assert!(matches!(states[1], VersionState::Grace { .. }));
         // Ending a window: the version retires and is no longer usable.
-        time_passes(
+        sealed_change(
             &store,
             &format!(
                 "UPDATE secret_versions SET grace_until = {} WHERE version = 1",
@@ -1895,11 +1905,9 @@ mod tests {
     fn a_change_whose_record_cannot_be_written_is_not_made() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        // A trigger stands in for a trail that refuses writes.
-        tamper(
-            &store,
-            "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit full'); END;",
-        );
+        // A trail that refuses writes: gone from the schema (sealed, so only
+        // the trail fails).
+        sealed_change(&store, "DROP TABLE audit;");
         let value = SecretValue::new(b"value-a-1".to_vec());
         let outcome = store.audited(admin_event("secret.put"), || {
             store.put_secret("a", &version(&value, KeyKind::Opaque))

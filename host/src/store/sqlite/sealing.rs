@@ -22,10 +22,14 @@
 //!   itself (whose own MAC is valid), changes the state. The generation
 //!   goes up with every write.
 //! - Every write verifies all of this before it changes anything, and
-//!   seals what it changed after (a trigger clears the MAC of any row an
-//!   UPDATE touches; rows without one are sealed at commit). So a write
+//!   seals what it changed after (every row whose MAC no longer matches:
+//!   after verification, only rows the write itself changed). So a write
 //!   never legitimises a forgery, and a store that fails verification
 //!   takes no writes until an operator has looked (`keyhole check`).
+//! - The schema (every table, index, trigger and view, with its SQL) is
+//!   part of the state, and Keyhole's connection runs no trigger or view:
+//!   the file could otherwise carry code that changes rows inside
+//!   Keyhole's own write, between verification and sealing.
 //! - The generation is also written to an anchor file outside the
 //!   database (by default beside it; `KEYHOLE_ANCHOR` puts it elsewhere),
 //!   so a whole database file replaced by an older valid copy is refused:
@@ -111,19 +115,10 @@ const TABLES: &[(&str, &[&str], usize)] = &[
 
 /// Schema changes that add authentication (part of version 5).
 pub(super) fn migration() -> String {
-    let mut sql = String::new();
-    for (table, columns, _) in TABLES {
-        // Only an update of a covered column unseals the row: a version's
-        // ciphertext re-wrapped by a master-key rotation keeps its MAC.
-        let columns = columns.join(", ");
-        sql += &format!(
-            "ALTER TABLE {table} ADD COLUMN mac BLOB;
-             CREATE TRIGGER IF NOT EXISTS {table}_unsealed AFTER UPDATE OF {columns} ON {table}
-               WHEN NEW.mac IS OLD.mac AND OLD.mac IS NOT NULL
-               BEGIN UPDATE {table} SET mac = NULL WHERE rowid = NEW.rowid; END;\n"
-        );
-    }
-    sql
+    TABLES
+        .iter()
+        .map(|(table, _, _)| format!("ALTER TABLE {table} ADD COLUMN mac BLOB;\n"))
+        .collect()
 }
 
 /// The key rows are authenticated with.
@@ -230,10 +225,41 @@ impl Findings {
     }
 }
 
-/// The state MAC over `generation` and each table's row MACs in order.
-fn state_mac(key: &RowKey, generation: i64, macs: &[(&str, Vec<[u8; 32]>)]) -> [u8; 32] {
+/// The database's schema as SQLite keeps it: every table, index, view and
+/// trigger with its SQL. It is part of the state, since the file holds
+/// code too: a trigger someone added would run inside Keyhole's own next
+/// write, after the rows were verified and before they are sealed.
+fn schema(tx: &Transaction<'_>) -> Result<Vec<u8>, StoreError> {
+    let mut stmt =
+        tx.prepare("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name")?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        for i in 0..4 {
+            let value = r.get_ref(i)?;
+            let bytes: &[u8] = match value {
+                ValueRef::Text(t) | ValueRef::Blob(t) => t,
+                _ => b"",
+            };
+            out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+            out.extend_from_slice(bytes);
+        }
+    }
+    Ok(out)
+}
+
+/// The state MAC over `generation`, the schema, and each table's row MACs
+/// in order.
+fn state_mac(
+    key: &RowKey,
+    generation: i64,
+    schema: &[u8],
+    macs: &[(&str, Vec<[u8; 32]>)],
+) -> [u8; 32] {
     let mut mac = key.mac(b"keyhole/v1/state\0");
     mac.update(&generation.to_be_bytes());
+    mac.update(&(schema.len() as u64).to_be_bytes());
+    mac.update(schema);
     for (table, rows) in macs {
         mac.update(table.as_bytes());
         mac.update(&(rows.len() as u64).to_be_bytes());
@@ -283,10 +309,10 @@ pub(super) fn verify(tx: &Transaction<'_>, key: &RowKey) -> Result<Findings, Sto
         .optional()?;
     match (generation, stored) {
         (Some(generation), Some(stored)) => {
-            let expected = state_mac(key, generation, &macs);
+            let expected = state_mac(key, generation, &schema(tx)?, &macs);
             if !bool::from(subtle::ConstantTimeEq::ct_eq(&stored[..], &expected[..])) {
                 findings.state = Some(format!(
-                    "the set of rows is not the one Keyhole last wrote (generation {generation}): rows were deleted, added, or replaced by older copies"
+                    "the set of rows is not the one Keyhole last wrote (generation {generation}): rows were deleted, added, or replaced by older copies, or the schema (tables, triggers) was changed"
                 ));
             }
         }
@@ -315,7 +341,7 @@ pub(super) fn seal(tx: &Transaction<'_>, key: &RowKey) -> Result<i64, StoreError
         macs.push((*table, all));
     }
     let generation = generation(tx)?.unwrap_or(0) + 1;
-    let state = state_mac(key, generation, &macs);
+    let state = state_mac(key, generation, &schema(tx)?, &macs);
     tx.execute(
         "INSERT INTO meta (key, value) VALUES ('generation', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -393,23 +419,36 @@ impl Anchor {
             path: self.0.clone(),
             source,
         };
-        let pending = self.0.with_extension("anchor-pending");
+        // A name of this write's own: processes and threads do not share it.
+        let pending = self.0.with_extension(format!(
+            "anchor-pending-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         {
             use std::io::Write as _;
             let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
+            options.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
             let mut file = options.open(&pending).map_err(io)?;
             writeln!(file, "{generation} {}", Self::tag(key, generation)).map_err(io)?;
             file.sync_all().map_err(io)?;
         }
-        std::fs::rename(&pending, &self.0).map_err(io)
+        std::fs::rename(&pending, &self.0).map_err(|e| {
+            let _ = std::fs::remove_file(&pending);
+            io(e)
+        })
     }
 
     /// Where the anchor lives.
     pub(super) fn path(&self) -> &Path {
         &self.0
+    }
+
+    /// Whether there is an anchor file.
+    pub(super) fn exists(&self) -> bool {
+        self.0.exists()
     }
 }
 
