@@ -19,6 +19,7 @@ fn event(
     function: &Arc<str>,
     binding: &Arc<str>,
     secret: &Arc<str>,
+    digest: &Arc<str>,
 ) -> FunctionEvent {
     FunctionEvent {
         function: Arc::clone(function),
@@ -30,6 +31,7 @@ fn event(
         outcome: OpOutcome::Allowed,
         destination: None,
         reason: None,
+        digest: Some(Arc::clone(digest)),
     }
 }
 
@@ -39,13 +41,16 @@ fn main() {
         "GITHUB_WEBHOOK".into(),
         "gh-webhook-prod".into(),
     );
+    // A component's SHA-256, as every record names the code it ran under.
+    let digest: Arc<str> =
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into();
 
     // The request path: push onto the queue (drained as a writer would).
     let trail = FunctionTrail::default();
     let rounds = 1_000_000u64;
     let start = Instant::now();
     for i in 0..rounds {
-        trail.record(event(i, &function, &binding, &secret));
+        trail.record(event(i, &function, &binding, &secret, &digest));
         if i % 50_000 == 0 {
             drop(trail.take_batch());
         }
@@ -58,7 +63,7 @@ fn main() {
     let records: Vec<Timed> = (0..RECORDS as u64)
         .map(|i| Timed {
             at_ms: now_ms(),
-            event: Event::Function(event(i, &function, &binding, &secret)),
+            event: Event::Function(event(i, &function, &binding, &secret, &digest)),
         })
         .collect();
     {
@@ -128,6 +133,7 @@ fn main() {
                     version: None,
                     operation: "get".into(),
                     outcome: OpOutcome::NotGranted,
+                    digest: None,
                     destination: None,
                 }),
             }

@@ -267,15 +267,15 @@ fn key_operations(node: &mut Node) {
     }
 }
 
-/// Nanoseconds the host spends replacing one token in an outgoing
-/// request's headers (the request's own construction subtracted).
+/// Nanoseconds the host spends deciding an outgoing request and replacing
+/// one token in its headers (the request's own construction subtracted).
 fn substitution_ns() -> f64 {
     // Each substitution is also counted and queued for the audit trail, as
     // on a node (the queue is never written here, so past its capacity the
     // records are counted as lost instead).
     let metrics =
         Arc::new(keyhole_host::observe::Observer::default()).function_metrics(&"bench".into());
-    let mut injector = Injector::new("bench".into(), 1, metrics);
+    let mut injector = Injector::new("bench".into(), 1, metrics, Arc::default());
     let material = Arc::new(SecretMaterial::new(
         1,
         SecretValue::new(b"sk_live_0123456789abcdefghijklmnopqrstuvwxyz".to_vec()),
@@ -303,7 +303,8 @@ fn substitution_ns() -> f64 {
         for _ in 0..rounds {
             let mut r = request();
             if substitute {
-                injector.substitute(&mut r).unwrap();
+                // The whole outbound decision: destination, token, egress.
+                injector.check(&mut r).unwrap();
             }
             std::hint::black_box(r);
         }
