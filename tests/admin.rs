@@ -745,3 +745,130 @@ fn grants_belong_to_the_component_they_were_given_for() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A self-signed certificate for 127.0.0.1 and its key, made by openssl in
+/// `dir`: `(cert, key)`.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("admin-cert.pem"), dir.join("admin-key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=keyhole-test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        // An end-entity certificate that is its own trust anchor.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs (Debian: apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// Issue 23 §6. On the old main the admin listener spoke only clear text,
+/// and `--admin-allow-remote` put bearer tokens on the network unencrypted.
+/// Now it serves TLS from the operator's certificate, remote binding needs
+/// it, and the CLI talks https, checking the node against the CA it names.
+#[test]
+fn the_admin_api_speaks_tls_and_a_remote_listener_requires_it() {
+    let mut node = Node::new();
+    let (cert, key) = self_signed(node.data.path());
+    // Remote without TLS: refused before anything listens.
+    let mut child = node
+        .command()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "0.0.0.0:0",
+            "--admin-allow-remote",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let served = child.try_wait().unwrap().is_none();
+    if served {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !served && !out.status.success(),
+        "a remote clear-text admin listener started"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--admin-allow-remote needs --admin-tls-cert"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let token = node.token(&["--role", "admin", "--name", "ops"]);
+    node.spawn_admin_with(&[
+        "--admin-tls-cert",
+        cert.to_str().unwrap(),
+        "--admin-tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(
+        node.admin.starts_with("https://127.0.0.1:"),
+        "{}",
+        node.admin
+    );
+    let listed = node
+        .remote_command(&token)
+        .env("KEYHOLE_NODE_CA", &cert)
+        .args(["token", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("ops"));
+    // Without trusting that certificate, the CLI refuses the node; in clear
+    // text, the node refuses the CLI.
+    let untrusted = node
+        .remote_command(&token)
+        .args(["token", "list"])
+        .output()
+        .unwrap();
+    assert!(!untrusted.status.success());
+    let plain = node
+        .remote_command(&token)
+        .env("KEYHOLE_NODE", node.admin.replace("https://", "http://"))
+        .args(["token", "list"])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+    let bad_key = node
+        .command()
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .arg("--admin-tls-cert")
+        .arg(&cert)
+        .arg("--admin-tls-key")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(!bad_key.status.success());
+    assert!(String::from_utf8_lossy(&bad_key.stderr).contains("cannot read a PEM private key"));
+}

@@ -46,13 +46,20 @@ fn error_response(e: &AdminError) -> Response {
     json_response(e.status, &serde_json::json!({ "error": e }))
 }
 
-/// Serves the admin API on `listener` until `shutdown` completes.
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the admin API on `listener` until `shutdown` completes: over TLS
+/// with `tls`, in clear text (loopback only, as `keyhole serve` checks)
+/// without it.
 pub async fn serve(
     listener: TcpListener,
     admin: Arc<Admin>,
     observer: Arc<Observer>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -65,25 +72,47 @@ pub async fn serve(
         };
         let admin = Arc::clone(&admin);
         let observer = Arc::clone(&observer);
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let admin = Arc::clone(&admin);
-                let observer = Arc::clone(&observer);
-                async move {
-                    let response = answer(&admin, &observer, request).await;
-                    observer.admin_request(response.status().as_u16());
-                    Ok::<_, std::convert::Infallible>(response)
+            match acceptor {
+                None => serve_connection(stream, peer, admin, observer).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, peer, admin, observer).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, "admin TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "admin TLS handshake timed out"),
+                    }
                 }
-            });
-            if let Err(e) = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, "admin connection ended: {e}");
             }
         });
+    }
+}
+
+/// Serves the requests of one admin connection.
+async fn serve_connection<S>(
+    stream: S,
+    peer: std::net::SocketAddr,
+    admin: Arc<Admin>,
+    observer: Arc<Observer>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let admin = Arc::clone(&admin);
+        let observer = Arc::clone(&observer);
+        async move {
+            let response = answer(&admin, &observer, request).await;
+            observer.admin_request(response.status().as_u16());
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    if let Err(e) = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!(%peer, "admin connection ended: {e}");
     }
 }
 

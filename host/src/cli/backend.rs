@@ -15,6 +15,10 @@ use zeroize::Zeroizing;
 
 /// The environment variable holding the admin API token.
 pub const TOKEN_ENV: &str = "KEYHOLE_TOKEN";
+/// The environment variable naming a PEM file of the CA certificates an
+/// `https://` node's certificate is checked against (instead of the web's
+/// public roots), e.g. a node's own self-signed certificate.
+pub const CA_ENV: &str = "KEYHOLE_NODE_CA";
 
 /// A place commands are carried out.
 pub enum Backend {
@@ -60,9 +64,10 @@ impl Backend {
 impl Remote {
     fn new(url: &str) -> anyhow::Result<Self> {
         let base = url.trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") {
+        let https = base.starts_with("https://");
+        if !https && !base.starts_with("http://") {
             bail!(
-                "--node must be an http:// URL such as http://127.0.0.1:8081 (got `{base}`); for a remote node, reach its admin listener through a TLS-terminating proxy or an SSH tunnel to loopback"
+                "--node must be an https:// URL (a node serving --admin-tls-cert), or http:// for a loopback admin listener, e.g. http://127.0.0.1:8081 (got `{base}`)"
             );
         }
         let token = std::env::var(TOKEN_ENV).map_err(|_| {
@@ -70,11 +75,35 @@ impl Remote {
                 "talking to a node needs a token: set {TOKEN_ENV} (an admin creates one with `keyhole token create`)"
             )
         })?;
-        let agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(std::time::Duration::from_secs(300)))
-            .build()
-            .into();
+            .timeout_global(Some(std::time::Duration::from_secs(300)));
+        if let Some(ca) = std::env::var_os(CA_ENV).filter(|v| !v.is_empty()) {
+            let pem = std::fs::read(&ca).with_context(|| {
+                format!(
+                    "cannot read {CA_ENV} {}",
+                    std::path::Path::new(&ca).display()
+                )
+            })?;
+            let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                bail!(
+                    "{CA_ENV} {} holds no PEM certificate",
+                    std::path::Path::new(&ca).display()
+                );
+            }
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                    .build(),
+            );
+        }
+        let agent = config.build().into();
         Ok(Self {
             agent,
             base,

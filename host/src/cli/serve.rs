@@ -35,9 +35,17 @@ pub struct ServeArgs {
     /// behind a TLS-terminating proxy) unless --admin-allow-remote.
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
-    /// Allow --admin on an address other than loopback.
+    /// Allow --admin on an address other than loopback; needs
+    /// --admin-tls-cert and --admin-tls-key.
     #[arg(long, requires = "admin")]
     admin_allow_remote: bool,
+    /// Serve the admin API over TLS with this PEM certificate chain (the CLI
+    /// then talks to https://…; KEYHOLE_NODE_CA names a CA it trusts).
+    #[arg(long, value_name = "PEM", requires_all = ["admin", "admin_tls_key"])]
+    admin_tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --admin-tls-cert.
+    #[arg(long, value_name = "PEM", requires = "admin_tls_cert")]
+    admin_tls_key: Option<std::path::PathBuf>,
     /// Non-public networks that functions' outgoing requests may reach,
     /// comma-separated addresses or CIDR networks (e.g. 127.0.0.1,
     /// 10.0.0.0/8). Without it they reach public addresses only; this
@@ -66,9 +74,18 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         && !args.admin_allow_remote
     {
         bail!(
-            "--admin {admin} is not a loopback address: admin tokens would cross the network in clear text; bind it to 127.0.0.1 (reach it through a TLS proxy or SSH tunnel), or pass --admin-allow-remote"
+            "--admin {admin} is not a loopback address: admin tokens would cross the network; bind it to 127.0.0.1 (reach it through an SSH tunnel), or pass --admin-allow-remote with --admin-tls-cert and --admin-tls-key"
         );
     }
+    if args.admin_allow_remote && args.admin_tls_cert.is_none() {
+        bail!(
+            "--admin-allow-remote needs --admin-tls-cert and --admin-tls-key: admin tokens must not cross the network in clear text"
+        );
+    }
+    let admin_tls = match (&args.admin_tls_cert, &args.admin_tls_key) {
+        (Some(cert), Some(key)) => Some(keyhole_host::admin::tls::server_config(cert, key)?),
+        _ => None,
+    };
     let store = Arc::new(open_store(data, Access::CreateIfMissing)?);
     let runtime = Arc::new(
         Runtime::for_store(&store, args.max_instances).map_err(|e| anyhow::anyhow!("{e:#}"))?,
@@ -128,8 +145,15 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         Some(listener) => {
             let admin = Arc::new(Admin::new(Arc::clone(&store)).with_runtime(Arc::clone(&runtime)));
             let addr = listener.local_addr()?;
-            let thread = start_admin(listener, admin, Arc::clone(&observer), stopped.clone())?;
-            println!("keyhole admin API on http://{addr}");
+            let scheme = if admin_tls.is_some() { "https" } else { "http" };
+            let thread = start_admin(
+                listener,
+                admin,
+                Arc::clone(&observer),
+                admin_tls.clone(),
+                stopped.clone(),
+            )?;
+            println!("keyhole admin API on {scheme}://{addr}");
             tracing::info!(%addr, "admin API listening");
             Some(thread)
         }
@@ -179,6 +203,7 @@ fn start_admin(
     listener: std::net::TcpListener,
     admin: Arc<Admin>,
     observer: Arc<Observer>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     listener.set_nonblocking(true)?;
@@ -197,7 +222,7 @@ fn start_admin(
                 let shutdown = async move {
                     let _ = stop.wait_for(|stopped| *stopped).await;
                 };
-                keyhole_host::admin::http::serve(listener, admin, observer, shutdown).await;
+                keyhole_host::admin::http::serve(listener, admin, observer, tls, shutdown).await;
             })
         })?)
 }
