@@ -284,6 +284,17 @@ impl Node {
         self.spawn(true, &args);
     }
 
+    /// Starts the node with the admin API and the environment variables
+    /// `env` as well.
+    pub fn start_admin_with_env(&mut self, env: &[(&str, &str)]) {
+        let mut command = self.command();
+        command.args(SERVE).args(["--admin", "127.0.0.1:0"]);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        self.spawn_command(command, true);
+    }
+
     /// Starts the node with `keyhole serve` options `extra` as well.
     pub fn start_with_args(&mut self, extra: &[&str]) {
         self.spawn(true, extra);

@@ -101,7 +101,7 @@ async fn serve_connection<S>(
         let admin = Arc::clone(&admin);
         let observer = Arc::clone(&observer);
         async move {
-            let response = answer(&admin, &observer, request).await;
+            let response = answer(&admin, &observer, peer.ip(), request).await;
             observer.admin_request(response.status().as_u16());
             Ok::<_, std::convert::Infallible>(response)
         }
@@ -120,6 +120,7 @@ async fn serve_connection<S>(
 async fn answer(
     admin: &Arc<Admin>,
     observer: &Arc<Observer>,
+    peer: std::net::IpAddr,
     request: hyper::Request<hyper::body::Incoming>,
 ) -> Response {
     let (parts, body) = request.into_parts();
@@ -130,12 +131,15 @@ async fn answer(
     let caller = {
         let admin = Arc::clone(admin);
         match tokio::task::spawn_blocking(move || {
-            admin.authenticate(authorization.as_ref().map(|a| a.as_slice()))
+            admin.authenticate_from(Some(peer), authorization.as_ref().map(|a| a.as_slice()))
         })
         .await
         {
             Ok(Ok(caller)) => caller,
-            Ok(Err(e)) => return error_response(&e),
+            Ok(Err(e)) => {
+                drain(&parts.headers, body).await;
+                return error_response(&e);
+            }
             Err(_) => return error_response(&AdminError::new(500, "authentication failed")),
         }
     };
@@ -180,6 +184,31 @@ fn metrics(caller: &Caller, method: &str, observer: &Observer) -> Response {
 
 /// Reads a body of at most `limit` bytes into memory that is wiped after
 /// use (it may hold a secret value).
+/// Reads and drops the body of a refused request, if it is small, so the
+/// client gets the refusal rather than a reset connection; a large or slow
+/// one is left unread.
+async fn drain(headers: &hyper::HeaderMap, mut body: hyper::body::Incoming) {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > DRAIN_LIMIT) {
+        return;
+    }
+    let read = async {
+        let mut received = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                received += data.len();
+                if received > DRAIN_LIMIT {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+}
+
 async fn read_body(
     headers: &hyper::HeaderMap,
     mut body: hyper::body::Incoming,

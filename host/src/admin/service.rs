@@ -26,6 +26,41 @@ pub struct Admin {
     runtime: OnceLock<Arc<Runtime>>,
     /// Deploys the gate refused, per deployer token.
     gate_refusals: GateRefusals,
+    /// Refused (unauthenticated) requests, per source address.
+    unauthenticated: Unauthenticated,
+}
+
+/// Refused requests one source address may make per window before they are
+/// answered 429 (a valid token still works).
+pub const UNAUTHENTICATED_PER_WINDOW: u64 = 60;
+/// The window, in seconds.
+pub const UNAUTHENTICATED_WINDOW_SECS: i64 = 60;
+/// Source addresses tracked at once; past it the oldest windows are closed.
+const UNAUTHENTICATED_SOURCES: usize = 4096;
+
+/// One source address's refusals in its current window.
+struct RefusalWindow {
+    started: i64,
+    refused: u64,
+    /// Refusals not yet in the audit trail (each window's first is).
+    unrecorded: u64,
+}
+
+/// Refused requests per source address: each window costs at most one
+/// durable record, and one more for the count of the rest when it closes;
+/// past [`UNAUTHENTICATED_PER_WINDOW`] they are answered 429.
+struct Unauthenticated {
+    windows: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, RefusalWindow>>,
+    window_secs: i64,
+}
+
+impl Default for Unauthenticated {
+    fn default() -> Self {
+        Self {
+            windows: Default::default(),
+            window_secs: UNAUTHENTICATED_WINDOW_SECS,
+        }
+    }
 }
 
 /// How many deploys the gate may refuse one deployer token in
@@ -172,6 +207,7 @@ impl Admin {
             store,
             runtime: OnceLock::new(),
             gate_refusals: GateRefusals::default(),
+            unauthenticated: Unauthenticated::default(),
         }
     }
 
@@ -195,28 +231,121 @@ impl Admin {
         &self.store
     }
 
+    /// The same, closing windows of refused requests after `secs` seconds
+    /// instead of a minute (for tests that cannot wait).
+    pub fn with_refusal_window(mut self, secs: i64) -> Self {
+        self.unauthenticated.window_secs = secs.max(1);
+        self
+    }
+
     /// Who presents `authorization` (an HTTP `Authorization` header value):
     /// 401 for a missing, malformed, unknown, revoked or expired token.
     /// Refusals are recorded in the audit trail.
     pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, AdminError> {
-        let result = self.check_token(authorization);
-        if let Err(e) = &result {
-            let event = AdminEvent {
-                token: "(unauthenticated)".into(),
-                role: "-".into(),
-                action: "authenticate".into(),
-                target: "token".into(),
-                function: None,
-                secret: None,
-                outcome: String::new(),
-                detail: None,
-            };
-            // Refused either way; a trail that cannot take the record is logged.
-            if let Err(err) = self.record_denied(event, e) {
-                tracing::error!("cannot record a refused admin request in the audit trail: {err}");
-            }
+        self.authenticate_from(None, authorization)
+    }
+
+    /// Like [`Admin::authenticate`], for a request from `peer`: its
+    /// refusals are coalesced into one audit record per window, and past
+    /// [`UNAUTHENTICATED_PER_WINDOW`] of them they are answered 429. A
+    /// valid token is never limited.
+    pub fn authenticate_from(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        authorization: Option<&[u8]>,
+    ) -> Result<Caller, AdminError> {
+        let now = now();
+        let window_secs = self.unauthenticated.window_secs;
+        let mut closed = Vec::new();
+        {
+            let mut windows = self
+                .unauthenticated
+                .windows
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // Windows that ended are written as one record each.
+            let over_capacity = windows.len() >= UNAUTHENTICATED_SOURCES;
+            windows.retain(|ip, w| {
+                let ended = now - w.started >= window_secs || over_capacity;
+                if ended && w.unrecorded > 0 {
+                    closed.push((*ip, w.started, w.unrecorded));
+                }
+                !ended
+            });
+        };
+        for (ip, started, count) in closed {
+            self.record_refusals(
+                &format!("source/{ip}"),
+                format!(
+                    "{count} more refused request(s) from {ip} in the {window_secs} s from {} (coalesced)",
+                    crate::audit::format_time(started)
+                ),
+            );
         }
-        result
+        // A valid token is never limited: only refusals are counted.
+        let result = self.check_token(authorization);
+        let Err(e) = &result else {
+            return result;
+        };
+        let Some(ip) = peer else {
+            self.record_refusals("token", e.message.clone());
+            return result;
+        };
+        let (first, wait) = {
+            let mut windows = self
+                .unauthenticated
+                .windows
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let w = windows.entry(ip).or_insert(RefusalWindow {
+                started: now,
+                refused: 0,
+                unrecorded: 0,
+            });
+            w.refused += 1;
+            if w.refused > 1 {
+                w.unrecorded += 1;
+            }
+            let over = w.refused > UNAUTHENTICATED_PER_WINDOW;
+            (
+                w.refused == 1,
+                over.then(|| window_secs - (now - w.started)),
+            )
+        };
+        if first {
+            self.record_refusals("token", format!("{} (from {ip})", e.message));
+        }
+        match wait {
+            Some(wait) => Err(AdminError::new(
+                429,
+                format!(
+                    "too many refused requests from {ip}: at most {UNAUTHENTICATED_PER_WINDOW} in {window_secs} s; try again in {} s",
+                    wait.max(1)
+                ),
+            )),
+            None => result,
+        }
+    }
+
+    /// Records a refused authentication (or a window of them) in the trail.
+    fn record_refusals(&self, target: &str, detail: String) {
+        let event = AdminEvent {
+            token: "(unauthenticated)".into(),
+            role: "-".into(),
+            action: "authenticate".into(),
+            target: target.into(),
+            function: None,
+            secret: None,
+            outcome: "denied".into(),
+            detail: Some(detail),
+        };
+        // Refused either way; a trail that cannot take the record is logged.
+        if let Err(err) = self.store.append_audit(&[Timed {
+            at_ms: now_ms(),
+            event: Event::Admin(Box::new(event)),
+        }]) {
+            tracing::error!("cannot record a refused admin request in the audit trail: {err}");
+        }
     }
 
     fn check_token(&self, authorization: Option<&[u8]>) -> Result<Caller, AdminError> {

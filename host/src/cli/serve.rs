@@ -143,7 +143,15 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         server::start_audit_writer(Arc::clone(&store), Arc::clone(&observer), audit_stopped)?;
     let admin_server = match admin_listener {
         Some(listener) => {
-            let admin = Arc::new(Admin::new(Arc::clone(&store)).with_runtime(Arc::clone(&runtime)));
+            let mut admin = Admin::new(Arc::clone(&store)).with_runtime(Arc::clone(&runtime));
+            // Tests shorten the window of coalesced refusals.
+            if let Some(secs) = std::env::var("KEYHOLE_TEST_REFUSAL_WINDOW_SECS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+            {
+                admin = admin.with_refusal_window(secs);
+            }
+            let admin = Arc::new(admin);
             let addr = listener.local_addr()?;
             let scheme = if admin_tls.is_some() { "https" } else { "http" };
             let thread = start_admin(
