@@ -140,13 +140,7 @@ pub struct FunctionScope(Vec<String>);
 impl FunctionScope {
     /// Parses a comma-separated list of patterns.
     pub fn parse_list(list: &str) -> Result<Self, String> {
-        let patterns: Vec<String> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect();
-        Self::new(patterns)
+        Self::new(split_patterns(list))
     }
 
     /// A scope of `patterns`, each made of name characters and `*`.
@@ -187,11 +181,26 @@ impl FunctionScope {
 
 impl fmt::Display for FunctionScope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            f.write_str("*")
-        } else {
-            f.write_str(&self.0.join(","))
-        }
+        write_patterns(f, &self.0)
+    }
+}
+
+/// The non-empty, trimmed items of a comma-separated list.
+fn split_patterns(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A scope's patterns as listings show them: comma-separated, or `*` for
+/// an unlimited scope.
+fn write_patterns(f: &mut fmt::Formatter<'_>, patterns: &[String]) -> fmt::Result {
+    if patterns.is_empty() {
+        f.write_str("*")
+    } else {
+        f.write_str(&patterns.join(","))
     }
 }
 
@@ -220,13 +229,7 @@ impl From<RouteScope> for Vec<String> {
 impl RouteScope {
     /// Parses a comma-separated list of route patterns.
     pub fn parse_list(list: &str) -> Result<Self, String> {
-        Self::new(
-            list.split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        )
+        Self::new(split_patterns(list))
     }
 
     /// A scope of `patterns`, each a route optionally ending in `/*`.
@@ -267,11 +270,7 @@ impl RouteScope {
 
 impl fmt::Display for RouteScope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            f.write_str("*")
-        } else {
-            f.write_str(&self.0.join(","))
-        }
+        write_patterns(f, &self.0)
     }
 }
 

@@ -6,6 +6,7 @@
 //! next request, without a restart. A request holds the snapshot it started
 //! with, so it finishes on the versions it opened.
 
+use crate::access::route_contains;
 use crate::material::SecretMaterial;
 use crate::observe::{FunctionMetrics, Observer};
 use crate::operations::OperationSet;
@@ -50,7 +51,7 @@ impl Snapshot {
     pub fn route(&self, path: &str) -> Option<&Arc<LoadedFunction>> {
         self.routes
             .iter()
-            .find(|(prefix, _)| route_matches(prefix, path))
+            .find(|(prefix, _)| route_contains(prefix, path))
             .map(|(_, f)| f)
     }
 
@@ -61,12 +62,6 @@ impl Snapshot {
         names.dedup();
         names.len()
     }
-}
-
-fn route_matches(prefix: &str, path: &str) -> bool {
-    prefix == "/"
-        || path == prefix
-        || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
 }
 
 /// The node's live set of functions, refreshed from the store.
@@ -300,11 +295,10 @@ impl Catalog {
         name: &str,
         sha256: &str,
     ) -> Result<Result<FunctionPre, ComponentError>, StoreError> {
-        let component = self.store.component(name)?;
+        let (component, deployed) = self.store.component(name)?;
         // Read after the listing: a redeploy in between must not run under
         // the digest (and so the grants) of the code it replaced.
-        use sha2::Digest as _;
-        if hex::encode(sha2::Sha256::digest(&component)) != sha256 {
+        if deployed != sha256 {
             return Ok(Err(ComponentError::Compile(format!(
                 "function `{name}` was redeployed while loading; the next load takes the new code"
             ))));
@@ -387,14 +381,14 @@ impl Catalog {
 
 #[cfg(test)]
 mod tests {
-    use super::route_matches;
+    use super::route_contains;
 
     #[test]
     fn routes_match_whole_segments() {
-        assert!(route_matches("/hello", "/hello"));
-        assert!(route_matches("/hello", "/hello/there"));
-        assert!(!route_matches("/hello", "/helloworld"));
-        assert!(!route_matches("/hello", "/"));
-        assert!(route_matches("/", "/anything"));
+        assert!(route_contains("/hello", "/hello"));
+        assert!(route_contains("/hello", "/hello/there"));
+        assert!(!route_contains("/hello", "/helloworld"));
+        assert!(!route_contains("/hello", "/"));
+        assert!(route_contains("/", "/anything"));
     }
 }

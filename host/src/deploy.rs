@@ -40,8 +40,11 @@ pub enum DeployError {
     HardCodedSecrets {
         /// The component path.
         path: PathBuf,
-        /// What was found, not allowed.
+        /// What was found, not allowed, as the caller may be told of it.
         findings: Vec<Finding>,
+        /// Stored values found that the caller is not told of in full (see
+        /// [`Disclosure`]): for the audit trail, never for the caller.
+        withheld: Vec<Finding>,
     },
     /// The component could not be parsed for scanning.
     #[error("component {path} cannot be scanned")]
@@ -206,6 +209,7 @@ pub fn gate(
         return Err(DeployError::HardCodedSecrets {
             path: component_path.to_owned(),
             findings: refused,
+            withheld: probes,
         });
     }
     let unused_allowances = allow

@@ -131,7 +131,7 @@ async fn answer(
     let caller = {
         let admin = Arc::clone(admin);
         match tokio::task::spawn_blocking(move || {
-            admin.authenticate_from(Some(peer), authorization.as_ref().map(|a| a.as_slice()))
+            admin.authenticate(peer, authorization.as_ref().map(|a| a.as_slice()))
         })
         .await
         {

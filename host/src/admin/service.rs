@@ -11,7 +11,7 @@ use crate::operations::Operation;
 use crate::runtime::Runtime;
 use crate::scan;
 use crate::store::{
-    Grant, MaxAgeChange, NewVersion, SqliteStore, Store, StoreError, TokenInfo, now,
+    Grant, MIN_DIGEST_HEX, MaxAgeChange, NewVersion, SqliteStore, Store, StoreError, TokenInfo, now,
 };
 use base64::Engine as _;
 use serde::Serialize;
@@ -139,10 +139,6 @@ fn from_deploy(e: DeployError) -> AdminError {
     AdminError::new(status, chain_message(&e))
 }
 
-/// Hex digits of a component's SHA-256 an operator must give to name it:
-/// 128 bits, so a deployer cannot make other code that shares them.
-pub const MIN_DIGEST_HEX: usize = 32;
-
 /// Refuses a digest prefix too short (or not hex) to name one component.
 fn check_digest_prefix(digest: &str) -> Result<(), AdminError> {
     if digest.len() < MIN_DIGEST_HEX
@@ -238,20 +234,15 @@ impl Admin {
         self
     }
 
-    /// Who presents `authorization` (an HTTP `Authorization` header value):
-    /// 401 for a missing, malformed, unknown, revoked or expired token.
-    /// Refusals are recorded in the audit trail.
-    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, AdminError> {
-        self.authenticate_from(None, authorization)
-    }
-
-    /// Like [`Admin::authenticate`], for a request from `peer`: its
-    /// refusals are coalesced into one audit record per window, and past
-    /// [`UNAUTHENTICATED_PER_WINDOW`] of them they are answered 429. A
-    /// valid token is never limited.
-    pub fn authenticate_from(
+    /// Who presents `authorization` (an HTTP `Authorization` header value)
+    /// in a request from `ip`: 401 for a missing, malformed, unknown,
+    /// revoked or expired token. Refusals are recorded in the audit trail,
+    /// one record per source address and window (the rest counted into one
+    /// more when it closes), and past [`UNAUTHENTICATED_PER_WINDOW`] of them
+    /// they are answered 429. A valid token is never limited.
+    pub fn authenticate(
         &self,
-        peer: Option<std::net::IpAddr>,
+        ip: std::net::IpAddr,
         authorization: Option<&[u8]>,
     ) -> Result<Caller, AdminError> {
         let now = now();
@@ -285,10 +276,6 @@ impl Admin {
         // A valid token is never limited: only refusals are counted.
         let result = self.check_token(authorization);
         let Err(e) = &result else {
-            return result;
-        };
-        let Some(ip) = peer else {
-            self.record_refusals("token", e.message.clone());
             return result;
         };
         let (first, wait) = {
@@ -529,23 +516,7 @@ impl Admin {
             }
             Request::Deploy(body) => reply(self.deploy(caller, body)?),
             Request::Undeploy { function } => {
-                if let Some(existing) = store
-                    .functions()
-                    .map_err(from_store)?
-                    .into_iter()
-                    .find(|f| f.name == function)
-                    && !caller.may_deploy(&existing.name, &existing.routes)
-                {
-                    return Err(AdminError::new(
-                        403,
-                        format!(
-                            "token `{}` may not undeploy function `{function}`: it serves {}, outside the routes the token may claim ({})",
-                            caller.name(),
-                            existing.routes.join(", "),
-                            caller.route_scope()
-                        ),
-                    ));
-                }
+                self.may_take(caller, &function, "undeploy")?;
                 let grants = store.undeploy(&function).map_err(from_store)?;
                 reply(Undeployed { function, grants })
             }
@@ -687,27 +658,7 @@ impl Admin {
                 ),
             ));
         }
-        // Replacing a function takes its routes: the caller must be able to
-        // deploy it as it stands, not only to use its name.
-        if let Some(existing) = self
-            .store
-            .functions()
-            .map_err(from_store)?
-            .into_iter()
-            .find(|f| f.name == deployment.info.name)
-            && !caller.may_deploy(&existing.name, &existing.routes)
-        {
-            return Err(AdminError::new(
-                403,
-                format!(
-                    "token `{}` may not replace function `{}`: it serves {}, outside the routes the token may claim ({})",
-                    caller.name(),
-                    existing.name,
-                    existing.routes.join(", "),
-                    caller.route_scope()
-                ),
-            ));
-        }
+        self.may_take(caller, &deployment.info.name, "replace")?;
         if let Some(route) = deployment
             .info
             .routes
@@ -788,25 +739,23 @@ impl Admin {
             Err(e) => {
                 let stored_value = matches!(&e, DeployError::HardCodedSecrets { findings, .. }
                     if findings.iter().any(|f| f.kind == scan::FindingKind::StoredValue));
-                if deployer && stored_value {
+                if deployer
+                    && stored_value
+                    && let DeployError::HardCodedSecrets {
+                        findings, withheld, ..
+                    } = &e
+                {
                     // Each such refusal answers a question about stored
                     // values: few are given, and operators see them whole.
                     self.gate_refusals.refused(caller.name());
-                    let named = deploy::gate(
-                        &deployment,
-                        &component_path,
-                        &stored.values,
-                        &body.allow_findings,
-                        &|_| Disclosure::Named,
-                    );
-                    if let Err(DeployError::HardCodedSecrets { findings, .. }) = named {
-                        self.record_probe(
-                            caller,
-                            &deployment.info.name,
-                            "refused",
-                            &full(&findings),
-                        );
-                    }
+                    let mut whole: Vec<scan::Finding> = findings
+                        .iter()
+                        .filter(|f| f.kind != scan::FindingKind::StoredValue)
+                        .chain(withheld)
+                        .cloned()
+                        .collect();
+                    whole.sort_by_key(|f| f.offset);
+                    self.record_probe(caller, &deployment.info.name, "refused", &full(&whole));
                 }
                 return Err(from_deploy(e));
             }
@@ -851,6 +800,27 @@ impl Admin {
             unused_allowances: gate.unused_allowances,
             warnings,
         })
+    }
+
+    /// Refuses to let `caller` `verb` (replace, undeploy) function `name`
+    /// unless it may deploy that function as it stands: a name in scope is
+    /// not enough when the routes it serves are not.
+    fn may_take(&self, caller: &Caller, name: &str, verb: &str) -> Result<(), AdminError> {
+        let functions = self.store.functions().map_err(from_store)?;
+        match functions.iter().find(|f| f.name == name) {
+            Some(existing) if !caller.may_deploy(&existing.name, &existing.routes) => {
+                Err(AdminError::new(
+                    403,
+                    format!(
+                        "token `{}` may not {verb} function `{name}`: it serves {}, outside the routes the token may claim ({})",
+                        caller.name(),
+                        existing.routes.join(", "),
+                        caller.route_scope()
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn functions(&self, caller: &Caller) -> Result<Vec<FunctionListing>, AdminError> {

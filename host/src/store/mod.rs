@@ -565,6 +565,10 @@ pub fn private_file(file: &std::path::Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Hex digits of a component's SHA-256 an operator must give to name it:
+/// 128 bits, so a deployer cannot make other code that shares them.
+pub const MIN_DIGEST_HEX: usize = 32;
+
 /// Whether a deploy may claim routes inside or above those of another
 /// function, given that function's name and routes: a route prefix belongs
 /// to the function that first claimed it.
@@ -656,8 +660,9 @@ pub trait Store: Send + Sync {
     fn undeploy(&self, name: &str) -> Result<usize, StoreError>;
     /// All deployed functions, by name.
     fn functions(&self) -> Result<Vec<FunctionInfo>, StoreError>;
-    /// The component bytes of function `name`.
-    fn component(&self, name: &str) -> Result<Vec<u8>, StoreError>;
+    /// The component bytes of function `name`, with the SHA-256 they were
+    /// deployed under (checked against the bytes as they are read).
+    fn component(&self, name: &str) -> Result<(Vec<u8>, String), StoreError>;
     /// An operator approves what function `function` asks for now: its
     /// outbound hosts, and its grants for the component deployed now. With
     /// `digest`, only if the deployed component's

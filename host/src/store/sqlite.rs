@@ -1099,7 +1099,7 @@ impl Store for SqliteStore {
                 .ok_or_else(|| StoreError::UnknownFunction(function.to_owned()))
                 .and_then(to_function)?;
             if let Some(expected) = digest
-                && (expected.len() < 32
+                && (expected.len() < super::MIN_DIGEST_HEX
                     || !info
                         .component_sha256
                         .starts_with(&expected.to_ascii_lowercase()))
@@ -1125,7 +1125,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn component(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+    fn component(&self, name: &str) -> Result<(Vec<u8>, String), StoreError> {
         let (component, sha256): (Vec<u8>, String) = self.read(|tx| {
             tx.query_row(
                 "SELECT component, component_sha256 FROM functions WHERE name = ?1",
@@ -1143,7 +1143,7 @@ impl Store for SqliteStore {
                 state: None,
             });
         }
-        Ok(component)
+        Ok((component, sha256))
     }
 
     fn verify_integrity(&self) -> Result<(), StoreError> {
