@@ -497,3 +497,218 @@ fn injections_are_recorded_with_where_they_were_bound() {
     );
     assert_eq!(other.connections(), 0);
 }
+
+/// Sequence numbers of the records `keyhole audit` lists.
+fn seqs(node: &Node) -> Vec<u64> {
+    entries(node, &[])
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn retention_prunes_under_a_signed_checkpoint_that_verify_starts_from() {
+    let node = Node::new();
+    for i in 0..6 {
+        node.put_secret(
+            &format!("old{i}"),
+            format!("old-value-{i}-abcdefgh").as_bytes(),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(1_200));
+    node.put_secret("new", b"new-value-abcdefghijkl");
+    let before = seqs(&node);
+    let newest_old = before[before.len() - 2];
+
+    // A trail with an edited old record is not pruned: that would destroy
+    // the evidence.
+    let db = node.data.path().join("keyhole.db");
+    tamper(&node, "PRAGMA wal_checkpoint(TRUNCATE);");
+    let pristine = std::fs::read(&db).unwrap();
+    let restore = |bytes: &[u8]| {
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+        std::fs::write(&db, bytes).unwrap();
+    };
+    tamper(
+        &node,
+        "UPDATE audit SET body = replace(body, 'secret/old1', 'secret/zzz1') WHERE seq = 2;",
+    );
+    let refused = node.cli(&["audit", "prune", "--older-than", "1s"]);
+    assert!(!refused.status.success(), "a tampered trail was pruned");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("does not verify at record 2") && err.contains("not pruned"),
+        "{err}"
+    );
+    restore(&pristine);
+
+    // Pruning removes the old records, keeps the new one, and says so.
+    let report: serde_json::Value =
+        serde_json::from_str(&node.ok(&["audit", "prune", "--older-than", "1s", "--json"]))
+            .unwrap();
+    assert_eq!(report["removed"], newest_old, "{report}");
+    assert_eq!(report["pruned"]["through_seq"], newest_old, "{report}");
+    let after = entries(&node, &[]);
+    assert!(
+        after
+            .iter()
+            .all(|e| e["seq"].as_u64().unwrap() > newest_old),
+        "old records survived: {after:?}"
+    );
+    assert!(
+        after.iter().any(|e| e["target"] == "secret/new"),
+        "the new record went: {after:?}"
+    );
+    let prune_record = after
+        .iter()
+        .find(|e| e["action"] == "audit.prune")
+        .expect("the pruning is in the trail");
+    assert_eq!(prune_record["token"], "local");
+    let verified = node.ok(&["audit", "verify"]);
+    assert!(
+        verified.contains("intact")
+            && verified.contains(&format!(
+                "records 1 to {newest_old} were removed by retention"
+            )),
+        "{verified}"
+    );
+
+    // The chain goes on from the pruned trail, and a second pruning moves
+    // the checkpoint on without breaking it.
+    node.put_secret("newer", b"newer-value-abcdefghij");
+    std::thread::sleep(Duration::from_millis(1_200));
+    node.put_secret("newest", b"newest-value-abcdefghi");
+    node.ok(&["audit", "prune", "--older-than", "1s"]);
+    let verified = node.ok(&["audit", "verify", "--json"]);
+    let verified: serde_json::Value = serde_json::from_str(&verified).unwrap();
+    assert!(verified["first_bad"].is_null(), "{verified}");
+    let through = verified["pruned"]["through_seq"].as_u64().unwrap();
+    assert!(through > newest_old, "{verified}");
+    assert!(
+        entries(&node, &[])
+            .iter()
+            .any(|e| e["target"] == "secret/newest"),
+        "the newest record went"
+    );
+
+    // What an attacker with the database but not the key might do to make
+    // deletions pass for retention, each caught.
+    tamper(&node, "PRAGMA wal_checkpoint(TRUNCATE);");
+    let pruned = std::fs::read(&db).unwrap();
+    let first_left: i64 = node
+        .db()
+        .query_row("SELECT MIN(seq) FROM audit", [], |r| r.get(0))
+        .unwrap();
+    let cases: Vec<(&str, String, String)> = vec![
+        (
+            "a record after the checkpoint deleted",
+            format!("DELETE FROM audit WHERE seq = {first_left};"),
+            format!("records {first_left}..{first_left} are missing"),
+        ),
+        (
+            "the checkpoint moved on to hide that deletion",
+            format!(
+                "DELETE FROM audit WHERE seq = {first_left};
+                 UPDATE meta SET value = CAST(replace(CAST(value AS TEXT), '\"seq\":{through}', '\"seq\":{first_left}') AS BLOB)
+                  WHERE key = 'audit_checkpoint';"
+            ),
+            "the retention checkpoint does not match its MAC".into(),
+        ),
+        (
+            "the checkpoint removed",
+            "DELETE FROM meta WHERE key = 'audit_checkpoint';".into(),
+            format!("records 1..{through} are missing"),
+        ),
+        (
+            "a record planted before the checkpoint",
+            format!(
+                "INSERT INTO audit (seq, at_ms, kind, function, secret, body, prev, mac)
+                 SELECT 1, at_ms, kind, function, secret, body, prev, mac FROM audit WHERE seq = {first_left};"
+            ),
+            "at or before the retention checkpoint".into(),
+        ),
+        (
+            "the checkpoint unreadable",
+            "UPDATE meta SET value = X'00' WHERE key = 'audit_checkpoint';".into(),
+            "checkpoint cannot be read".into(),
+        ),
+    ];
+    for (kind, sql, needle) in &cases {
+        restore(&pruned);
+        tamper(&node, sql);
+        let err = verify_fails(&node);
+        assert!(err.contains(needle.as_str()), "{kind}: {err}");
+    }
+    // An older checkpoint put back (from a backup taken after the first
+    // pruning) leaves the records between the two missing.
+    restore(&pruned);
+    let old_checkpoint: Vec<u8> = {
+        // Only the key makes a checkpoint, so take a genuine older one: the
+        // same store before any pruning, pruned once in a copy.
+        let fork = Node::new_sharing_key(&node);
+        std::fs::write(fork.data.path().join("keyhole.db"), &pristine).unwrap();
+        fork.ok(&["audit", "prune", "--older-than", "1s"]);
+        fork.db()
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'audit_checkpoint'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    node.db()
+        .execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'audit_checkpoint'",
+            [old_checkpoint],
+        )
+        .unwrap();
+    let err = verify_fails(&node);
+    assert!(err.contains("are missing"), "older checkpoint: {err}");
+    restore(&pruned);
+    assert!(node.ok(&["audit", "verify"]).contains("intact"));
+}
+
+#[test]
+fn a_node_applies_its_retention_policy_and_only_admins_prune_over_the_api() {
+    let mut node = Node::new();
+    node.put_secret("early", b"early-value-abcdefghij");
+    let auditor = node.token(&["--role", "auditor", "--name", "reader"]);
+    node.start_admin_with_env(&[("KEYHOLE_AUDIT_RETENTION", "2s")]);
+    let refused = node
+        .remote_command(&auditor)
+        .args(["audit", "prune", "--older-than", "1s"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("audit:prune"), "{err}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let verified = loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&node.ok(&["audit", "verify", "--json"])).unwrap();
+        if !v["pruned"].is_null() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the node never pruned: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(verified["first_bad"].is_null(), "{verified}");
+    let left = entries(&node, &[]);
+    assert!(
+        !left.iter().any(|e| e["target"] == "secret/early"),
+        "the old record survived: {left:?}"
+    );
+    let record = left
+        .iter()
+        .find(|e| e["action"] == "audit.prune" && e["token"] == "retention")
+        .expect("the node recorded its pruning");
+    assert_eq!(record["outcome"], "ok", "{record}");
+    assert!(
+        node.logs().contains("audit retention removed old records"),
+        "{}",
+        node.logs()
+    );
+}

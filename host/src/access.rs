@@ -89,13 +89,15 @@ pub enum Permission {
     TokensWrite,
     /// Read and verify the audit trail.
     AuditRead,
+    /// Prune the audit trail's oldest records (retention).
+    AuditPrune,
     /// Scrape `/metrics`.
     MetricsRead,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 10] = [
+    pub const ALL: [Permission; 11] = [
         Permission::SecretsRead,
         Permission::SecretsWrite,
         Permission::GrantsRead,
@@ -105,6 +107,7 @@ impl Permission {
         Permission::TokensRead,
         Permission::TokensWrite,
         Permission::AuditRead,
+        Permission::AuditPrune,
         Permission::MetricsRead,
     ];
 
@@ -120,6 +123,7 @@ impl Permission {
             Permission::TokensRead => "tokens:read",
             Permission::TokensWrite => "tokens:write",
             Permission::AuditRead => "audit:read",
+            Permission::AuditPrune => "audit:prune",
             Permission::MetricsRead => "metrics:read",
         }
     }

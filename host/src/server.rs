@@ -293,3 +293,78 @@ pub fn start_audit_writer(
             flush(&mut failing);
         })
 }
+
+/// Starts the thread that applies the audit trail's retention policy:
+/// every so often (a quarter of `retention`, at least a second, at most
+/// [`RETENTION_CHECK_MAX_INTERVAL`]) it removes records older than
+/// `retention` under a signed checkpoint, as `keyhole audit prune` does,
+/// and records that it did (token `retention`) in the trail itself. A check
+/// that finds nothing old enough writes nothing. A trail that does not
+/// verify is never pruned: the error is logged once per change of it and
+/// the records stay as evidence.
+pub fn start_audit_retention(
+    store: Arc<crate::store::SqliteStore>,
+    retention: Duration,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<JoinHandle<()>> {
+    let interval = (retention / 4).clamp(Duration::from_secs(1), RETENTION_CHECK_MAX_INTERVAL);
+    std::thread::Builder::new()
+        .name("keyhole-retention".into())
+        .spawn(move || {
+            let mut last_error: Option<String> = None;
+            let mut next = Instant::now();
+            while !*stop.borrow() {
+                if Instant::now() < next {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                next = Instant::now() + interval;
+                let age_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+                let before_ms = crate::audit::now_ms().saturating_sub(age_ms);
+                match prune_for_retention(&store, before_ms) {
+                    Ok(Some(removed)) => {
+                        tracing::info!(removed, "audit retention removed old records");
+                        last_error = None;
+                    }
+                    Ok(None) => last_error = None,
+                    Err(e) => {
+                        let message = e.to_string();
+                        if last_error.as_ref() != Some(&message) {
+                            tracing::error!("audit retention: {message}");
+                        }
+                        last_error = Some(message);
+                    }
+                }
+            }
+        })
+}
+
+/// The longest a node waits between two retention checks.
+pub const RETENTION_CHECK_MAX_INTERVAL: Duration = Duration::from_secs(600);
+
+/// One retention check: prunes (recorded as the `retention` token's
+/// `audit.prune`) if anything is old enough, and says how many records
+/// went.
+fn prune_for_retention(
+    store: &crate::store::SqliteStore,
+    before_ms: crate::audit::Millis,
+) -> Result<Option<u64>, String> {
+    if !store.audit_prunable(before_ms).map_err(|e| e.to_string())? {
+        return Ok(None);
+    }
+    let event = crate::audit::AdminEvent {
+        token: "retention".into(),
+        role: "node".into(),
+        action: "audit.prune".into(),
+        target: "audit".into(),
+        function: None,
+        secret: None,
+        outcome: "ok".into(),
+        detail: None,
+    };
+    let report = store
+        .audited(event, || store.prune_audit(before_ms))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(Some(report.removed))
+}

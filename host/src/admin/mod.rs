@@ -114,6 +114,12 @@ pub enum Request {
     Audit(Query),
     /// Verify the audit trail's chain.
     AuditVerify,
+    /// Remove the audit trail's records older than this many seconds,
+    /// leaving a signed checkpoint.
+    AuditPrune {
+        /// The age past which records go.
+        older_than_secs: u64,
+    },
 }
 
 /// What a request is, for permission checks and the audit trail.
@@ -262,6 +268,7 @@ impl Request {
             ),
             Request::Audit(_) => d(AuditRead, "audit.read", "audit".into(), None, None),
             Request::AuditVerify => d(AuditRead, "audit.verify", "audit".into(), None, None),
+            Request::AuditPrune { .. } => d(AuditPrune, "audit.prune", "audit".into(), None, None),
         }
     }
 }

@@ -546,6 +546,12 @@ impl Admin {
             Request::RevokeToken { name } => reply(store.revoke_token(&name).map_err(from_store)?),
             Request::Audit(query) => reply(store.audit_entries(&query).map_err(from_store)?),
             Request::AuditVerify => reply(store.verify_audit().map_err(from_store)?),
+            Request::AuditPrune { older_than_secs } => {
+                let age_ms =
+                    i64::try_from(older_than_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+                let before_ms = now_ms().saturating_sub(age_ms);
+                reply(store.prune_audit(before_ms).map_err(from_store)?)
+            }
         }
     }
 

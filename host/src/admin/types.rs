@@ -149,6 +149,15 @@ pub struct ApproveBody {
     pub digest: Option<String>,
 }
 
+/// `POST /v1/audit/prune`: remove the audit trail's records older than
+/// this, leaving a signed checkpoint so `verify` stays meaningful.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneBody {
+    /// Records older than this many seconds go.
+    pub older_than_secs: u64,
+}
+
 /// What an approval changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approved {

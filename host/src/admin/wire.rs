@@ -25,7 +25,7 @@
 //! | GET | `/v1/audit/verify` | verify the chain |
 
 use super::types::{
-    ApproveBody, CreateToken, Deploy, GrantBody, PutSecret, Rollback, RotateSecret,
+    ApproveBody, CreateToken, Deploy, GrantBody, PruneBody, PutSecret, Rollback, RotateSecret,
 };
 use super::{AdminError, Request};
 use crate::audit::Query;
@@ -301,6 +301,13 @@ pub fn parse(
             none(body)?;
             Request::AuditVerify
         }
+        ("POST", ["v1", "audit", "prune"]) => {
+            query_params(query, &[])?;
+            let body: PruneBody = json(body)?;
+            Request::AuditPrune {
+                older_than_secs: body.older_than_secs,
+            }
+        }
         _ => return Err(unknown_route(method, &segments)),
     };
     Ok(request)
@@ -325,7 +332,7 @@ fn unknown_route(method: &str, segments: &[&str]) -> AdminError {
             | ["v1", "tokens"]
             | ["v1", "tokens", _]
             | ["v1", "audit"]
-            | ["v1", "audit", "verify"]
+            | ["v1", "audit", "verify" | "prune"]
     );
     if known_path {
         AdminError::new(
@@ -443,6 +450,13 @@ pub fn encode(request: &Request) -> Encoded {
             ("GET", format!("/v1/audit{query}"), None)
         }
         Request::AuditVerify => ("GET", "/v1/audit/verify".into(), None),
+        Request::AuditPrune { older_than_secs } => (
+            "POST",
+            "/v1/audit/prune".into(),
+            body(&PruneBody {
+                older_than_secs: *older_than_secs,
+            }),
+        ),
     };
     Encoded { method, path, body }
 }
@@ -499,6 +513,9 @@ mod tests {
                 },
             },
             Request::AuditVerify,
+            Request::AuditPrune {
+                older_than_secs: 86_400,
+            },
         ];
         for request in cases {
             let before = format!("{:?}", request.describe());

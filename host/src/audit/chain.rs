@@ -16,8 +16,18 @@
 //! MAC), so cutting rows off the end shows too — unless the head is rolled
 //! back with them: compare the head `keyhole audit verify` prints with one
 //! kept elsewhere to rule that out.
+//!
+//! Retention removes a prefix of the chain and leaves a [`Checkpoint`] in
+//! its place: the sequence number and MAC of the last removed row, MAC'd
+//! under the same key. Verification then starts from the checkpoint rather
+//! than from the genesis, so a pruned trail still proves that nothing after
+//! the checkpoint was edited, deleted, inserted or reordered; forging a
+//! checkpoint (to hide deleted records as "pruned") needs the key, and an
+//! older checkpoint put back leaves the records after it missing. Pruning
+//! refuses to remove rows that do not verify, so retention never launders
+//! tampering away.
 
-use super::{Entry, Event, Millis, Tampered, Verification};
+use super::{Entry, Event, Millis, Pruned, Tampered, Verification};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -70,6 +80,23 @@ impl ChainKey {
         Zeroizing::new(mac.finalize().into_bytes().into())
     }
 
+    /// The MAC of a retention checkpoint (see [`Checkpoint`]).
+    pub fn checkpoint(
+        &self,
+        seq: u64,
+        last: &[u8],
+        through_ms: Millis,
+        pruned_at_ms: Millis,
+    ) -> [u8; MAC_LEN] {
+        let mut mac = self.mac();
+        mac.update(b"keyhole audit checkpoint");
+        mac.update(&seq.to_be_bytes());
+        mac.update(last);
+        mac.update(&through_ms.to_be_bytes());
+        mac.update(&pruned_at_ms.to_be_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// The MAC of the chain's head: its last sequence number and MAC.
     pub fn head(&self, seq: u64, last: &[u8]) -> [u8; MAC_LEN] {
         let mut mac = self.mac();
@@ -77,6 +104,51 @@ impl ChainKey {
         mac.update(&seq.to_be_bytes());
         mac.update(last);
         mac.finalize().into_bytes().into()
+    }
+}
+
+/// Where a pruned chain now starts: the last removed row's sequence number
+/// and MAC, with when pruning removed it and how recent the newest removed
+/// record was. MAC'd as a whole under the chain key ([`ChainKey::checkpoint`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// The last removed record's sequence number.
+    pub seq: u64,
+    /// The last removed row's MAC (hex): the next row's `prev`.
+    pub mac: String,
+    /// The newest removed record's time.
+    pub through_ms: Millis,
+    /// When the last pruning ran.
+    pub pruned_at_ms: Millis,
+    /// [`ChainKey::checkpoint`] over the fields above (hex).
+    pub seal: String,
+}
+
+impl Checkpoint {
+    /// A sealed checkpoint after the row `seq` with MAC `mac`.
+    pub fn new(
+        key: &ChainKey,
+        seq: u64,
+        mac: &[u8],
+        through_ms: Millis,
+        pruned_at_ms: Millis,
+    ) -> Self {
+        Self {
+            seq,
+            mac: hex::encode(mac),
+            through_ms,
+            pruned_at_ms,
+            seal: hex::encode(key.checkpoint(seq, mac, through_ms, pruned_at_ms)),
+        }
+    }
+
+    /// The last removed row's MAC, if the checkpoint's seal holds under `key`.
+    pub fn verified_mac(&self, key: &ChainKey) -> Option<Vec<u8>> {
+        let mac = hex::decode(&self.mac).ok().filter(|m| m.len() == MAC_LEN)?;
+        let seal = hex::decode(&self.seal).ok()?;
+        let expected = key.checkpoint(self.seq, &mac, self.through_ms, self.pruned_at_ms);
+        (self.seq >= 1 && seal == expected).then_some(mac)
     }
 }
 
@@ -177,6 +249,7 @@ pub struct Verifier<'k> {
     next_seq: u64,
     prev: Vec<u8>,
     count: u64,
+    pruned: Option<Pruned>,
 }
 
 impl<'k> Verifier<'k> {
@@ -187,7 +260,28 @@ impl<'k> Verifier<'k> {
             next_seq: 1,
             prev: GENESIS.to_vec(),
             count: 0,
+            pruned: None,
         }
+    }
+
+    /// A verifier starting after `checkpoint`, or the first bad record if
+    /// the checkpoint itself does not verify.
+    pub fn resume(key: &'k ChainKey, checkpoint: &Checkpoint) -> Result<Self, Tampered> {
+        let prev = checkpoint.verified_mac(key).ok_or_else(|| Tampered {
+            seq: checkpoint.seq,
+            problem: "the retention checkpoint does not match its MAC (forged or edited)".into(),
+        })?;
+        Ok(Self {
+            key,
+            next_seq: checkpoint.seq + 1,
+            prev,
+            count: 0,
+            pruned: Some(Pruned {
+                through_seq: checkpoint.seq,
+                through_ms: checkpoint.through_ms,
+                pruned_at_ms: checkpoint.pruned_at_ms,
+            }),
+        })
     }
 
     /// Checks the next row in sequence order.
@@ -207,6 +301,8 @@ impl<'k> Verifier<'k> {
                     self.next_seq,
                     found - 1
                 )
+            } else if found < self.next_seq && self.count == 0 && self.next_seq > 1 {
+                "it lies at or before the retention checkpoint (inserted after pruning)".to_owned()
             } else {
                 "its sequence number repeats or goes back".to_owned()
             };
@@ -267,6 +363,7 @@ impl<'k> Verifier<'k> {
             records: self.count,
             head,
             first_bad,
+            pruned: self.pruned,
         }
     }
 
@@ -276,6 +373,7 @@ impl<'k> Verifier<'k> {
             records: self.count,
             head: None,
             first_bad: Some(problem),
+            pruned: self.pruned,
         }
     }
 }

@@ -278,6 +278,31 @@ pub struct Verification {
     pub head: Option<(u64, String)>,
     /// The first record that fails, if any.
     pub first_bad: Option<Tampered>,
+    /// The records retention removed before the first one checked, if any
+    /// (verification started from their signed checkpoint).
+    #[serde(default)]
+    pub pruned: Option<Pruned>,
+}
+
+/// The prefix of the trail that retention removed, as its signed
+/// checkpoint states it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pruned {
+    /// Records 1 to this one are gone.
+    pub through_seq: u64,
+    /// The newest removed record's time.
+    pub through_ms: Millis,
+    /// When pruning last ran.
+    pub pruned_at_ms: Millis,
+}
+
+/// What one pruning did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneReport {
+    /// Records removed by this pruning.
+    pub removed: u64,
+    /// Everything removed so far (by this pruning and earlier ones).
+    pub pruned: Option<Pruned>,
 }
 
 /// The first record that does not verify, and how.

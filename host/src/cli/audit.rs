@@ -1,10 +1,12 @@
-//! `keyhole audit` and `keyhole audit verify`: reading the trail.
+//! `keyhole audit`, `keyhole audit verify` and `keyhole audit prune`:
+//! reading the trail, checking it, and removing its oldest records under a
+//! signed checkpoint (retention).
 
 use super::{Access, Target, output};
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use keyhole_host::admin::Request;
-use keyhole_host::audit::{Entry, Event, Query, Verification};
+use keyhole_host::audit::{Entry, Event, PruneReport, Pruned, Query, Verification};
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -37,17 +39,52 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove records older than a duration (retention). What goes is
+    /// replaced by a checkpoint signed with the trail's key, so `verify`
+    /// still proves nothing after it was changed; a trail that does not
+    /// verify is not pruned. Needs the admin role.
+    Prune {
+        /// Remove records older than this, e.g. 90d.
+        #[arg(long, value_name = "DURATION", value_parser = super::secrets::parse_duration)]
+        older_than: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs `keyhole audit …`.
 pub fn run(target: &Target, args: AuditArgs) -> anyhow::Result<()> {
     let backend = target.backend(Access::Existing)?;
-    if let Some(AuditCommand::Verify { json }) = args.command {
-        let verification: Verification = backend.call(Request::AuditVerify)?;
-        if json {
-            output::json(&verification)?;
+    match args.command {
+        Some(AuditCommand::Verify { json }) => {
+            let verification: Verification = backend.call(Request::AuditVerify)?;
+            if json {
+                output::json(&verification)?;
+            }
+            return report(&verification, json);
         }
-        return report(&verification, json);
+        Some(AuditCommand::Prune { older_than, json }) => {
+            let pruned: PruneReport = backend.call(Request::AuditPrune {
+                older_than_secs: older_than.unsigned_abs(),
+            })?;
+            if json {
+                return output::json(&pruned);
+            }
+            match &pruned.pruned {
+                Some(range) if pruned.removed > 0 => {
+                    println!(
+                        "removed {} audit record(s); {}",
+                        pruned.removed,
+                        pruned_text(range)
+                    )
+                }
+                Some(range) => println!("nothing to remove; {}", pruned_text(range)),
+                None => println!("nothing to remove: no record is that old"),
+            }
+            return Ok(());
+        }
+        None => {}
     }
     let since_ms = args
         .since
@@ -84,8 +121,24 @@ fn report(v: &Verification, json: bool) -> anyhow::Result<()> {
             ),
             None => println!("audit trail intact: no records yet"),
         }
+        if let Some(range) = &v.pruned {
+            println!(
+                "{} (verified from its signed checkpoint)",
+                pruned_text(range)
+            );
+        }
     }
     Ok(())
+}
+
+/// What retention removed, in words.
+fn pruned_text(range: &Pruned) -> String {
+    format!(
+        "records 1 to {} were removed by retention (the newest of them from {}, last pruned {})",
+        range.through_seq,
+        output::time(range.through_ms / 1000),
+        output::time(range.pruned_at_ms / 1000),
+    )
 }
 
 /// One record as a line: time, sequence, who, what, outcome.

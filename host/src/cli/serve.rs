@@ -53,6 +53,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NETWORKS", env = "KEYHOLE_OUTBOUND_ALLOW_IP",
           value_delimiter = ',', value_parser = parse_network)]
     outbound_allow_ip: Vec<IpNet>,
+    /// Keep audit records this long, e.g. 365d; older ones are removed
+    /// under a signed checkpoint (as `keyhole audit prune` does), checked
+    /// every quarter of it, at most every 10 minutes [default: keep all].
+    #[arg(long, value_name = "DURATION", env = "KEYHOLE_AUDIT_RETENTION",
+          value_parser = super::secrets::parse_duration)]
+    audit_retention: Option<i64>,
 }
 
 fn parse_network(text: &str) -> Result<IpNet, String> {
@@ -139,8 +145,19 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
     // The audit writer stops after the workers, so it writes what their
     // last requests recorded.
     let (stop_audit, audit_stopped) = tokio::sync::watch::channel(false);
-    let audit_writer =
-        server::start_audit_writer(Arc::clone(&store), Arc::clone(&observer), audit_stopped)?;
+    let audit_writer = server::start_audit_writer(
+        Arc::clone(&store),
+        Arc::clone(&observer),
+        audit_stopped.clone(),
+    )?;
+    let retention = match args.audit_retention {
+        Some(secs) => Some(server::start_audit_retention(
+            Arc::clone(&store),
+            std::time::Duration::from_secs(secs.unsigned_abs()),
+            audit_stopped,
+        )?),
+        None => None,
+    };
     let admin_server = match admin_listener {
         Some(listener) => {
             let mut admin = Admin::new(Arc::clone(&store)).with_runtime(Arc::clone(&runtime));
@@ -197,6 +214,9 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
     }
     let _ = stop_audit.send(true);
     let _ = audit_writer.join();
+    if let Some(retention) = retention {
+        let _ = retention.join();
+    }
     if let Some(admin) = admin_server {
         let _ = admin.join();
     }

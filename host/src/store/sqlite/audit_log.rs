@@ -1,11 +1,14 @@
 //! The audit trail in the store's database: appending to the chain,
-//! querying it, verifying it, and recording an admin action in the same
-//! transaction as the change it made.
+//! querying it, verifying it, pruning it under a signed checkpoint, and
+//! recording an admin action in the same transaction as the change it made.
 
 use super::{SqliteStore, corrupt};
-use crate::audit::chain::{BodyRef, ChainKey, GENESIS, MAX_RECORDS_PER_ROW, Row, Verifier};
+use crate::audit::chain::{
+    BodyRef, ChainKey, Checkpoint, GENESIS, MAX_RECORDS_PER_ROW, Row, Verifier,
+};
 use crate::audit::{
-    AdminEvent, Entry, Event, MAX_QUERY_RECORDS, Query, Timed, Verification, now_ms,
+    AdminEvent, Entry, Event, MAX_QUERY_RECORDS, Millis, PruneReport, Query, Timed, Verification,
+    now_ms,
 };
 use crate::crypto::AesKey;
 use crate::store::StoreError;
@@ -15,6 +18,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 const CHAIN_KEY_AAD: &[u8] = b"keyhole/v1/audit-chain-key";
+
+/// Rows one pruning transaction removes at most, so pruning a long trail
+/// never holds the writer for long.
+const PRUNE_ROWS_PER_TRANSACTION: usize = 2_000;
 
 thread_local! {
     /// The admin action running on this thread, waiting to be recorded by
@@ -106,7 +113,21 @@ fn append_in(tx: &Transaction<'_>, key: &ChainKey, batch: &[Timed]) -> Result<()
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let (mut seq, mut prev) = last.unwrap_or((0, GENESIS.to_vec()));
+    let (mut seq, mut prev) = match last {
+        Some(last) => last,
+        // Every row was pruned: the chain goes on from the checkpoint.
+        None => {
+            match read_checkpoint(tx)? {
+                Some(checkpoint) => {
+                    let mac = checkpoint.verified_mac(key).ok_or_else(|| {
+                    corrupt("the audit trail's retention checkpoint does not verify (tampered with)")
+                })?;
+                    (checkpoint.seq, mac)
+                }
+                None => (0, GENESIS.to_vec()),
+            }
+        }
+    };
     let mut insert = tx.prepare_cached(
         "INSERT INTO audit (seq, at_ms, kind, function, secret, body, prev, mac)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -146,6 +167,24 @@ fn append_in(tx: &Transaction<'_>, key: &ChainKey, batch: &[Timed]) -> Result<()
         [&key.head(seq, &prev)[..]],
     )?;
     Ok(())
+}
+
+/// The retention checkpoint, if the trail was ever pruned.
+fn read_checkpoint(tx: &Transaction<'_>) -> Result<Option<Checkpoint>, StoreError> {
+    let stored: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'audit_checkpoint'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    stored
+        .map(|bytes| {
+            serde_json::from_slice(&bytes).map_err(|_| {
+                corrupt("the audit trail's retention checkpoint cannot be read (tampered with)")
+            })
+        })
+        .transpose()
 }
 
 /// What a row's records share: kind, function and secret.
@@ -304,7 +343,20 @@ impl SqliteStore {
                 "SELECT seq, at_ms, kind, function, secret, body, prev, mac FROM audit ORDER BY seq",
             )?;
             let mut rows = stmt.query_map([], to_row)?;
-            let mut verifier = Verifier::new(&key);
+            let checkpoint = match read_checkpoint(tx) {
+                Ok(checkpoint) => checkpoint,
+                Err(StoreError::Corrupt(problem)) => {
+                    return Ok(Verifier::new(&key).fail(crate::audit::Tampered { seq: 0, problem }));
+                }
+                Err(e) => return Err(e),
+            };
+            let mut verifier = match &checkpoint {
+                Some(checkpoint) => match Verifier::resume(&key, checkpoint) {
+                    Ok(verifier) => verifier,
+                    Err(bad) => return Ok(Verifier::new(&key).fail(bad)),
+                },
+                None => Verifier::new(&key),
+            };
             for row in rows.by_ref() {
                 let row = match row {
                     Ok(row) => row,
@@ -326,6 +378,127 @@ impl SqliteStore {
             Ok(verifier.finish(head.as_deref()))
         })
     }
+}
+
+impl SqliteStore {
+    /// Whether [`SqliteStore::prune_audit`] would remove anything for
+    /// `before_ms`: the oldest row after the checkpoint is older than that
+    /// and is not the last row (cheap: one indexed look-up).
+    pub fn audit_prunable(&self, before_ms: Millis) -> Result<bool, StoreError> {
+        self.read(|tx| {
+            let floor = read_checkpoint(tx)?.map_or(0, |c| c.seq);
+            let oldest: Option<(u64, Millis)> = tx
+                .query_row(
+                    "SELECT seq, at_ms FROM audit WHERE seq > ?1 ORDER BY seq LIMIT 1",
+                    [floor],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let last: Option<u64> = tx
+                .query_row("SELECT MAX(seq) FROM audit", [], |r| r.get(0))
+                .optional()?
+                .flatten();
+            Ok(matches!((oldest, last), (Some((seq, at)), Some(last)) if at < before_ms && seq < last))
+        })
+    }
+
+    /// Removes the oldest records, up to the first row that holds one from
+    /// `before_ms` or later, and leaves a signed [`Checkpoint`] from which
+    /// `keyhole audit verify` goes on. The newest row always stays (the
+    /// chain's head continues from it). Rows are checked before they go:
+    /// a trail that does not verify is not pruned (that would destroy the
+    /// evidence), and the error names the first bad record. Works in
+    /// transactions of [`PRUNE_ROWS_PER_TRANSACTION`] rows; an admin
+    /// record pending on this thread (see [`SqliteStore::audited`]) is
+    /// written in the first, so the trail says who pruned before anything
+    /// is gone.
+    pub fn prune_audit(&self, before_ms: Millis) -> Result<PruneReport, StoreError> {
+        let key = self.chain_key()?;
+        let mut removed = 0u64;
+        loop {
+            let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            append_pending_admin(self, &tx)?;
+            let checkpoint = read_checkpoint(&tx)?;
+            let mut verifier = match &checkpoint {
+                Some(checkpoint) => Verifier::resume(&key, checkpoint).map_err(refusal)?,
+                None => Verifier::new(&key),
+            };
+            let floor = checkpoint.as_ref().map_or(0, |c| c.seq);
+            let last: u64 =
+                tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| r.get(0))?;
+            let rows: Vec<Row> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT seq, at_ms, kind, function, secret, body, prev, mac FROM audit
+                     WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )?;
+                stmt.query_map(params![floor, PRUNE_ROWS_PER_TRANSACTION as i64], to_row)?
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| {
+                        corrupt("an audit record has a column of the wrong type (see `keyhole audit verify`)")
+                    })?
+            };
+            let mut through: Option<(&Row, Millis)> = None;
+            let mut reached_new = rows.len() < PRUNE_ROWS_PER_TRANSACTION;
+            for row in &rows {
+                if row.at_ms >= before_ms || row.seq >= last {
+                    reached_new = true;
+                    break;
+                }
+                verifier.check(row).map_err(refusal)?;
+                let newest = through.map_or(row.at_ms, |(_, t)| t.max(row.at_ms));
+                through = Some((row, newest));
+            }
+            let Some((row, newest)) = through else {
+                tx.commit()?;
+                committed_pending_admin();
+                return Ok(PruneReport {
+                    removed,
+                    pruned: checkpoint.map(|c| crate::audit::Pruned {
+                        through_seq: c.seq,
+                        through_ms: c.through_ms,
+                        pruned_at_ms: c.pruned_at_ms,
+                    }),
+                });
+            };
+            tx.execute(
+                "DELETE FROM audit WHERE seq > ?1 AND seq <= ?2",
+                params![floor, row.seq],
+            )?;
+            let through_ms = checkpoint
+                .as_ref()
+                .map_or(newest, |c| c.through_ms.max(newest));
+            let next = Checkpoint::new(&key, row.seq, &row.mac, through_ms, now_ms());
+            let encoded = serde_json::to_vec(&next)
+                .map_err(|e| corrupt(format!("cannot encode the retention checkpoint: {e}")))?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('audit_checkpoint', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [encoded],
+            )?;
+            tx.commit()?;
+            committed_pending_admin();
+            removed += row.seq - floor;
+            if reached_new {
+                return Ok(PruneReport {
+                    removed,
+                    pruned: Some(crate::audit::Pruned {
+                        through_seq: next.seq,
+                        through_ms: next.through_ms,
+                        pruned_at_ms: next.pruned_at_ms,
+                    }),
+                });
+            }
+        }
+    }
+}
+
+/// A pruning refused because the rows it would remove do not verify.
+fn refusal(bad: crate::audit::Tampered) -> StoreError {
+    corrupt(format!(
+        "the audit trail does not verify at record {} ({}), so it is not pruned: pruning would destroy the evidence; see `keyhole audit verify`",
+        bad.seq, bad.problem
+    ))
 }
 
 fn to_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
