@@ -634,6 +634,11 @@ fn retention_prunes_under_a_signed_checkpoint_that_verify_starts_from() {
             "UPDATE meta SET value = X'00' WHERE key = 'audit_checkpoint';".into(),
             "checkpoint cannot be read".into(),
         ),
+        (
+            "every row after the checkpoint deleted, and the head",
+            "DELETE FROM audit; DELETE FROM meta WHERE key = 'audit_head';".into(),
+            "every record after the retention checkpoint is gone".into(),
+        ),
     ];
     for (kind, sql, needle) in &cases {
         restore(&pruned);
@@ -666,6 +671,74 @@ fn retention_prunes_under_a_signed_checkpoint_that_verify_starts_from() {
         .unwrap();
     let err = verify_fails(&node);
     assert!(err.contains("are missing"), "older checkpoint: {err}");
+
+    // A checkpoint made in a copy of the store (same key): pruning there,
+    // then deleting the same rows here and pasting its checkpoint. The
+    // checkpoint names the copy's pruning record, which this trail lacks.
+    restore(&pruned);
+    let copy = Node::new_sharing_key(&node);
+    std::fs::write(copy.data.path().join("keyhole.db"), &pruned).unwrap();
+    std::thread::sleep(Duration::from_millis(1_200));
+    copy.ok(&["audit", "prune", "--older-than", "1s"]);
+    let (copied, copied_through): (Vec<u8>, i64) = {
+        let conn = copy.db();
+        let value: Vec<u8> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'audit_checkpoint'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let through: serde_json::Value = serde_json::from_slice(&value).unwrap();
+        (value, through["seq"].as_i64().unwrap())
+    };
+    // (Reads append records without changing the sealed state, so the
+    // snapshot restored between cases stays in step with the anchor.)
+    node.ok(&["secret", "list"]);
+    tamper(&node, "PRAGMA wal_checkpoint(TRUNCATE);");
+    let conn = node.db();
+    conn.execute("DELETE FROM audit WHERE seq <= ?1", [copied_through])
+        .unwrap();
+    conn.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'audit_checkpoint'",
+        [copied],
+    )
+    .unwrap();
+    drop(conn);
+    let err = verify_fails(&node);
+    assert!(
+        err.contains("which this trail does not hold"),
+        "checkpoint from a copy: {err}"
+    );
+
+    // Records cut off the end: the next append records the cut instead of
+    // covering it with a new head, verify fails at that record from then
+    // on, and pruning will not remove it.
+    restore(&pruned);
+    tamper(
+        &node,
+        "DELETE FROM audit WHERE seq = (SELECT MAX(seq) FROM audit);",
+    );
+    node.ok(&["secret", "list"]);
+    let err = verify_fails(&node);
+    assert!(err.contains("were cut off the end"), "cut: {err}");
+    assert!(
+        node.ok(&["audit"]).contains("CUT: records after"),
+        "the cut is not listed"
+    );
+    std::thread::sleep(Duration::from_millis(1_200));
+    node.ok(&["secret", "list"]);
+    let refused = node.cli(&["audit", "prune", "--older-than", "1s"]);
+    assert!(
+        !refused.status.success(),
+        "a cut trail was pruned past the cut"
+    );
+    let err = verify_fails(&node);
+    assert!(
+        err.contains("were cut off the end"),
+        "cut after prune: {err}"
+    );
+
     restore(&pruned);
     assert!(node.ok(&["audit", "verify"]).contains("intact"));
 }

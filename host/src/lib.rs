@@ -6,7 +6,7 @@
 //! hands the guest an opaque handle.
 //!
 //! The pieces, in the order a request meets them: [`server`] routes it,
-//! [`invoke`] runs a fresh instance from the [`catalog`] on the
+//! [`admission`] decides whether it may have an instance now, [`invoke`] runs a fresh instance from the [`catalog`] on the
 //! [`runtime`], whose [`secrets_host`] answers `keyhole:secrets` from values
 //! the [`store`] keeps sealed with [`crypto`]. Keys are used on the host
 //! ([`keys`], [`material`]); bearer tokens reach only allowed hosts
@@ -24,6 +24,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod admission;
 pub mod audit;
 pub mod bindings;
 pub mod catalog;

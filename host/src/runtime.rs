@@ -55,6 +55,11 @@ pub const MAX_COMPONENT_HANDLES: usize = 10_000;
 /// code sees it.
 pub const MAX_HOSTCALL_INPUT_BYTES: usize = 16 << 20;
 
+/// Linear memories one component may define (the pool's per-component cap).
+pub const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
+/// Tables one component may define (the pool's per-component cap).
+pub const MAX_TABLES_PER_COMPONENT: u32 = 16;
+
 /// Builds the engine every function runs on: a pooling allocator with room
 /// for `max_instances` function instances alive at once, epoch-based
 /// interruption, async host calls.
@@ -68,8 +73,8 @@ pub fn engine(max_instances: u32) -> wasmtime::Result<Engine> {
         .max_memory_size(MAX_MEMORY_BYTES)
         .table_elements(MAX_TABLE_ELEMENTS)
         .max_core_instances_per_component(32)
-        .max_memories_per_component(4)
-        .max_tables_per_component(16)
+        .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
         .linear_memory_keep_resident(1 << 20)
         .table_keep_resident(1 << 14)
         .pagemap_scan(wasmtime::Enabled::Auto);

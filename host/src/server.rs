@@ -299,9 +299,9 @@ pub fn start_audit_writer(
 /// [`RETENTION_CHECK_MAX_INTERVAL`]) it removes records older than
 /// `retention` under a signed checkpoint, as `keyhole audit prune` does,
 /// and records that it did (token `retention`) in the trail itself. A check
-/// that finds nothing old enough writes nothing. A trail that does not
-/// verify is never pruned: the error is logged once per change of it and
-/// the records stay as evidence.
+/// that finds nothing old enough writes nothing. Rows that do not verify
+/// are never pruned: the refusal is recorded and logged (once per change of
+/// it), the records stay as evidence, and the next check waits an hour.
 pub fn start_audit_retention(
     store: Arc<crate::store::SqliteStore>,
     retention: Duration,
@@ -333,6 +333,7 @@ pub fn start_audit_retention(
                             tracing::error!("audit retention: {message}");
                         }
                         last_error = Some(message);
+                        next = Instant::now() + RETENTION_RETRY_AFTER_REFUSAL;
                     }
                 }
             }
@@ -341,6 +342,9 @@ pub fn start_audit_retention(
 
 /// The longest a node waits between two retention checks.
 pub const RETENTION_CHECK_MAX_INTERVAL: Duration = Duration::from_secs(600);
+/// How long retention waits after a pruning was refused (each refusal is
+/// an audit record of its own).
+const RETENTION_RETRY_AFTER_REFUSAL: Duration = Duration::from_secs(3600);
 
 /// One retention check: prunes (recorded as the `retention` token's
 /// `audit.prune`) if anything is old enough, and says how many records

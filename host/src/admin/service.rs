@@ -547,6 +547,11 @@ impl Admin {
             Request::Audit(query) => reply(store.audit_entries(&query).map_err(from_store)?),
             Request::AuditVerify => reply(store.verify_audit().map_err(from_store)?),
             Request::AuditPrune { older_than_secs } => {
+                if older_than_secs == 0 {
+                    return Err(AdminError::bad_request(
+                        "`older_than_secs` must be at least 1: pruning keeps records younger than that",
+                    ));
+                }
                 let age_ms =
                     i64::try_from(older_than_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
                 let before_ms = now_ms().saturating_sub(age_ms);

@@ -18,16 +18,22 @@
 //! kept elsewhere to rule that out.
 //!
 //! Retention removes a prefix of the chain and leaves a [`Checkpoint`] in
-//! its place: the sequence number and MAC of the last removed row, MAC'd
-//! under the same key. Verification then starts from the checkpoint rather
-//! than from the genesis, so a pruned trail still proves that nothing after
-//! the checkpoint was edited, deleted, inserted or reordered; forging a
-//! checkpoint (to hide deleted records as "pruned") needs the key, and an
-//! older checkpoint put back leaves the records after it missing. Pruning
-//! refuses to remove rows that do not verify, so retention never launders
-//! tampering away.
+//! its place: the sequence number and MAC of the last removed row, and the
+//! number and MAC of the `audit.prune` record that authorised the pruning
+//! (written before anything was removed), all MAC'd under the same key.
+//! Verification then starts from the checkpoint rather than from the
+//! genesis and requires that record further on, so a pruned trail still
+//! proves that nothing after the checkpoint was edited, deleted, inserted
+//! or reordered; forging a checkpoint (to hide deleted records as
+//! "pruned") needs the key, an older checkpoint put back leaves the records
+//! after it missing, and a checkpoint made in a copy of the store (same
+//! key) names a pruning record this trail does not have. Pruning first
+//! verifies the rows it removes and that the head matches the last row, so
+//! retention never launders tampering away; and an append that finds the
+//! head does not match the last row writes an [`Event::Cut`] record first,
+//! so a cut-off tail stays on the record instead of being papered over.
 
-use super::{Entry, Event, Millis, Pruned, Tampered, Verification};
+use super::{CutEvent, Entry, Event, Millis, Pruned, Tampered, Verification};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -83,15 +89,16 @@ impl ChainKey {
     /// The MAC of a retention checkpoint (see [`Checkpoint`]).
     pub fn checkpoint(
         &self,
-        seq: u64,
-        last: &[u8],
+        at: &CheckpointAt<'_>,
         through_ms: Millis,
         pruned_at_ms: Millis,
     ) -> [u8; MAC_LEN] {
         let mut mac = self.mac();
-        mac.update(b"keyhole audit checkpoint");
-        mac.update(&seq.to_be_bytes());
-        mac.update(last);
+        mac.update(b"keyhole audit checkpoint v1");
+        mac.update(&at.seq.to_be_bytes());
+        mac.update(at.mac);
+        mac.update(&at.by_seq.to_be_bytes());
+        mac.update(at.by_mac);
         mac.update(&through_ms.to_be_bytes());
         mac.update(&pruned_at_ms.to_be_bytes());
         mac.finalize().into_bytes().into()
@@ -121,34 +128,62 @@ pub struct Checkpoint {
     pub through_ms: Millis,
     /// When the last pruning ran.
     pub pruned_at_ms: Millis,
+    /// The sequence number of that pruning's own `audit.prune` record,
+    /// which the chain after the checkpoint must hold.
+    pub by_seq: u64,
+    /// That record's row MAC (hex).
+    pub by_mac: String,
     /// [`ChainKey::checkpoint`] over the fields above (hex).
     pub seal: String,
 }
 
+/// Where a checkpoint's removed rows end and who removed them.
+pub struct CheckpointAt<'a> {
+    /// The last removed row's sequence number.
+    pub seq: u64,
+    /// Its MAC.
+    pub mac: &'a [u8],
+    /// The pruning's own record's sequence number.
+    pub by_seq: u64,
+    /// Its MAC.
+    pub by_mac: &'a [u8],
+}
+
 impl Checkpoint {
-    /// A sealed checkpoint after the row `seq` with MAC `mac`.
+    /// A sealed checkpoint at `at`.
     pub fn new(
         key: &ChainKey,
-        seq: u64,
-        mac: &[u8],
+        at: &CheckpointAt<'_>,
         through_ms: Millis,
         pruned_at_ms: Millis,
     ) -> Self {
         Self {
-            seq,
-            mac: hex::encode(mac),
+            seq: at.seq,
+            mac: hex::encode(at.mac),
             through_ms,
             pruned_at_ms,
-            seal: hex::encode(key.checkpoint(seq, mac, through_ms, pruned_at_ms)),
+            by_seq: at.by_seq,
+            by_mac: hex::encode(at.by_mac),
+            seal: hex::encode(key.checkpoint(at, through_ms, pruned_at_ms)),
         }
     }
 
-    /// The last removed row's MAC, if the checkpoint's seal holds under `key`.
-    pub fn verified_mac(&self, key: &ChainKey) -> Option<Vec<u8>> {
+    /// The last removed row's MAC and the pruning record's MAC, if the
+    /// checkpoint's seal holds under `key`.
+    pub fn verified_macs(&self, key: &ChainKey) -> Option<(Vec<u8>, Vec<u8>)> {
         let mac = hex::decode(&self.mac).ok().filter(|m| m.len() == MAC_LEN)?;
+        let by_mac = hex::decode(&self.by_mac)
+            .ok()
+            .filter(|m| m.len() == MAC_LEN)?;
         let seal = hex::decode(&self.seal).ok()?;
-        let expected = key.checkpoint(self.seq, &mac, self.through_ms, self.pruned_at_ms);
-        (self.seq >= 1 && seal == expected).then_some(mac)
+        let at = CheckpointAt {
+            seq: self.seq,
+            mac: &mac,
+            by_seq: self.by_seq,
+            by_mac: &by_mac,
+        };
+        let expected = key.checkpoint(&at, self.through_ms, self.pruned_at_ms);
+        (self.seq >= 1 && self.by_seq > self.seq && seal == expected).then_some((mac, by_mac))
     }
 }
 
@@ -250,6 +285,8 @@ pub struct Verifier<'k> {
     prev: Vec<u8>,
     count: u64,
     pruned: Option<Pruned>,
+    /// The pruning record the checkpoint names, until it is found.
+    pruning_record: Option<(u64, Vec<u8>)>,
 }
 
 impl<'k> Verifier<'k> {
@@ -261,13 +298,14 @@ impl<'k> Verifier<'k> {
             prev: GENESIS.to_vec(),
             count: 0,
             pruned: None,
+            pruning_record: None,
         }
     }
 
     /// A verifier starting after `checkpoint`, or the first bad record if
     /// the checkpoint itself does not verify.
     pub fn resume(key: &'k ChainKey, checkpoint: &Checkpoint) -> Result<Self, Tampered> {
-        let prev = checkpoint.verified_mac(key).ok_or_else(|| Tampered {
+        let (prev, by_mac) = checkpoint.verified_macs(key).ok_or_else(|| Tampered {
             seq: checkpoint.seq,
             problem: "the retention checkpoint does not match its MAC (forged or edited)".into(),
         })?;
@@ -281,6 +319,7 @@ impl<'k> Verifier<'k> {
                 through_ms: checkpoint.through_ms,
                 pruned_at_ms: checkpoint.pruned_at_ms,
             }),
+            pruning_record: Some((checkpoint.by_seq, by_mac)),
         })
     }
 
@@ -324,6 +363,12 @@ impl<'k> Verifier<'k> {
                 self.next_seq - 1
             )));
         }
+        let cut = bodies.as_ref().and_then(|bodies| {
+            bodies.iter().find_map(|body| match &body.event {
+                Event::Cut(CutEvent { after_seq }) => Some(*after_seq),
+                _ => None,
+            })
+        });
         let consistent = bodies.is_some_and(|bodies| {
             bodies.iter().map(|body| body.at_ms).max() == Some(row.at_ms)
                 && bodies.iter().all(|body| {
@@ -338,6 +383,21 @@ impl<'k> Verifier<'k> {
                     .into(),
             ));
         }
+        if let Some((by_seq, by_mac)) = &self.pruning_record
+            && row.seq >= *by_seq
+        {
+            if row.seq != *by_seq || row.mac != *by_mac {
+                return Err(bad(format!(
+                    "the retention checkpoint names pruning record {by_seq}, which this trail does not hold (a checkpoint from another copy of the store?)"
+                )));
+            }
+            self.pruning_record = None;
+        }
+        if let Some(after_seq) = cut {
+            return Err(bad(format!(
+                "records after {after_seq} were cut off the end (or the head was edited) before this record was written"
+            )));
+        }
         self.prev.clone_from(&row.mac);
         self.next_seq = row.seq + 1;
         self.count += count as u64;
@@ -349,6 +409,24 @@ impl<'k> Verifier<'k> {
         let last_seq = self.next_seq - 1;
         let head = (self.count > 0).then(|| (last_seq, hex::encode(&self.prev)));
         let expected = self.key.head(last_seq, &self.prev);
+        if let Some((by_seq, _)) = &self.pruning_record {
+            let problem = if self.count == 0 {
+                "every record after the retention checkpoint is gone (pruning always keeps the newest)".to_owned()
+            } else {
+                format!(
+                    "the retention checkpoint names pruning record {by_seq}, which this trail does not hold (deleted, or a checkpoint from another copy of the store)"
+                )
+            };
+            return Verification {
+                records: self.count,
+                head: None,
+                first_bad: Some(Tampered {
+                    seq: last_seq + 1,
+                    problem,
+                }),
+                pruned: self.pruned,
+            };
+        }
         let first_bad = match stored_head {
             Some(mac) if mac == expected => None,
             None if self.count == 0 => None,

@@ -78,6 +78,11 @@ pub enum Event {
     /// Function records the node could not write because the trail fell
     /// behind (see [`trail::FunctionTrail`]): the trail says so itself.
     Lost(LostEvent),
+    /// The store's head did not match the trail's last record when the next
+    /// record was written: records were cut off the end (or the head was
+    /// edited). Written instead of silently going on, so the evidence
+    /// stays in the chain; `audit verify` fails at this record for good.
+    Cut(CutEvent),
 }
 
 impl Event {
@@ -86,7 +91,7 @@ impl Event {
         match self {
             Event::Function(e) => Some(&e.function),
             Event::Admin(e) => e.function.as_deref(),
-            Event::Lost(_) => None,
+            Event::Lost(_) | Event::Cut(_) => None,
         }
     }
 
@@ -95,7 +100,7 @@ impl Event {
         match self {
             Event::Function(e) => e.secret.as_deref(),
             Event::Admin(e) => e.secret.as_deref(),
-            Event::Lost(_) => None,
+            Event::Lost(_) | Event::Cut(_) => None,
         }
     }
 
@@ -105,6 +110,7 @@ impl Event {
             Event::Function(_) => "function",
             Event::Admin(_) => "admin",
             Event::Lost(_) => "lost",
+            Event::Cut(_) => "cut",
         }
     }
 }
@@ -224,6 +230,13 @@ pub struct AdminEvent {
 pub struct LostEvent {
     /// How many records were dropped since the last report.
     pub records: u64,
+}
+
+/// The trail was found cut (see [`Event::Cut`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CutEvent {
+    /// The last record still there when the cut was found.
+    pub after_seq: u64,
 }
 
 /// A record as stored: its place in the chain, its time and what happened.

@@ -176,6 +176,10 @@ fn line(entry: &Entry) -> String {
                 .as_ref()
                 .map_or_else(String::new, |d| format!(" ({d})")),
         ),
+        Event::Cut(e) => format!(
+            "CUT: records after #{} were removed, or the trail's head was edited, before this record was written",
+            e.after_seq
+        ),
         Event::Lost(e) => format!(
             "LOST {} function record(s): the trail could not keep up",
             e.records

@@ -4,7 +4,7 @@
 
 use super::{SqliteStore, corrupt};
 use crate::audit::chain::{
-    BodyRef, ChainKey, Checkpoint, GENESIS, MAX_RECORDS_PER_ROW, Row, Verifier,
+    BodyRef, ChainKey, Checkpoint, CheckpointAt, GENESIS, MAX_RECORDS_PER_ROW, Row, Verifier,
 };
 use crate::audit::{
     AdminEvent, Entry, Event, MAX_QUERY_RECORDS, Millis, PruneReport, Query, Timed, Verification,
@@ -22,6 +22,9 @@ const CHAIN_KEY_AAD: &[u8] = b"keyhole/v1/audit-chain-key";
 /// Rows one pruning transaction removes at most, so pruning a long trail
 /// never holds the writer for long.
 const PRUNE_ROWS_PER_TRANSACTION: usize = 2_000;
+/// Records one pruning transaction removes at most (a row holds up to
+/// 1 024): what bounds the verification work done under the write lock.
+const PRUNE_RECORDS_PER_TRANSACTION: u64 = 50_000;
 
 thread_local! {
     /// The admin action running on this thread, waiting to be recorded by
@@ -113,13 +116,20 @@ fn append_in(tx: &Transaction<'_>, key: &ChainKey, batch: &[Timed]) -> Result<()
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let (mut seq, mut prev) = match last {
+    let head = match read_meta_blob(tx, "audit_head") {
+        // A head of the wrong type matches nothing: recorded as a cut.
+        Err(StoreError::Corrupt(_)) => Some(Vec::new()),
+        other => other?,
+    };
+    let (seq, prev) = match last {
         Some(last) => last,
-        // Every row was pruned: the chain goes on from the checkpoint.
+        // Pruning always keeps the newest row, so an empty table after a
+        // checkpoint was emptied by someone else: go on from the
+        // checkpoint, and the head check below records the cut.
         None => {
             match read_checkpoint(tx)? {
                 Some(checkpoint) => {
-                    let mac = checkpoint.verified_mac(key).ok_or_else(|| {
+                    let (mac, _) = checkpoint.verified_macs(key).ok_or_else(|| {
                     corrupt("the audit trail's retention checkpoint does not verify (tampered with)")
                 })?;
                     (checkpoint.seq, mac)
@@ -128,6 +138,49 @@ fn append_in(tx: &Transaction<'_>, key: &ChainKey, batch: &[Timed]) -> Result<()
             }
         }
     };
+    let intact = match &head {
+        Some(head) => *head == key.head(seq, &prev),
+        None => seq == 0,
+    };
+    if intact {
+        return append_rows(tx, key, seq, prev, batch);
+    }
+    // The head does not match the last row: records were cut off the end.
+    // Say so in the chain before going on, rather than cover it up.
+    let cut = Timed {
+        at_ms: now_ms(),
+        event: Event::Cut(crate::audit::CutEvent { after_seq: seq }),
+    };
+    let mut with_cut = Vec::with_capacity(batch.len() + 1);
+    with_cut.push(cut);
+    with_cut.extend_from_slice(batch);
+    append_rows(tx, key, seq, prev, &with_cut)
+}
+
+/// A `meta` value that must be a blob; anything else is tampering.
+fn read_meta_blob(tx: &Transaction<'_>, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    let value: Option<rusqlite::types::Value> = tx
+        .query_row("SELECT value FROM meta WHERE key = ?1", [name], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    match value {
+        None => Ok(None),
+        Some(rusqlite::types::Value::Blob(bytes)) => Ok(Some(bytes)),
+        Some(_) => Err(corrupt(format!(
+            "the audit trail's {name} has the wrong type (tampered with)"
+        ))),
+    }
+}
+
+/// Appends `batch` after the row `seq` with MAC `prev`, and moves the head.
+fn append_rows(
+    tx: &Transaction<'_>,
+    key: &ChainKey,
+    mut seq: u64,
+    mut prev: Vec<u8>,
+    batch: &[Timed],
+) -> Result<(), StoreError> {
     let mut insert = tx.prepare_cached(
         "INSERT INTO audit (seq, at_ms, kind, function, secret, body, prev, mac)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -171,14 +224,7 @@ fn append_in(tx: &Transaction<'_>, key: &ChainKey, batch: &[Timed]) -> Result<()
 
 /// The retention checkpoint, if the trail was ever pruned.
 fn read_checkpoint(tx: &Transaction<'_>) -> Result<Option<Checkpoint>, StoreError> {
-    let stored: Option<Vec<u8>> = tx
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'audit_checkpoint'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    stored
+    read_meta_blob(tx, "audit_checkpoint")?
         .map(|bytes| {
             serde_json::from_slice(&bytes).map_err(|_| {
                 corrupt("the audit trail's retention checkpoint cannot be read (tampered with)")
@@ -334,11 +380,12 @@ impl SqliteStore {
     pub fn verify_audit(&self) -> Result<Verification, StoreError> {
         let key = self.chain_key()?;
         self.read(|tx| {
-            let head: Option<Vec<u8>> = tx
-                .query_row("SELECT value FROM meta WHERE key = 'audit_head'", [], |r| {
-                    r.get(0)
-                })
-                .optional()?;
+            let head = match read_meta_blob(tx, "audit_head") {
+                Err(StoreError::Corrupt(problem)) => {
+                    return Ok(Verifier::new(&key).fail(crate::audit::Tampered { seq: 0, problem }));
+                }
+                other => other?,
+            };
             let mut stmt = tx.prepare(
                 "SELECT seq, at_ms, kind, function, secret, body, prev, mac FROM audit ORDER BY seq",
             )?;
@@ -405,91 +452,165 @@ impl SqliteStore {
     /// Removes the oldest records, up to the first row that holds one from
     /// `before_ms` or later, and leaves a signed [`Checkpoint`] from which
     /// `keyhole audit verify` goes on. The newest row always stays (the
-    /// chain's head continues from it). Rows are checked before they go:
-    /// a trail that does not verify is not pruned (that would destroy the
-    /// evidence), and the error names the first bad record. Works in
-    /// transactions of [`PRUNE_ROWS_PER_TRANSACTION`] rows; an admin
-    /// record pending on this thread (see [`SqliteStore::audited`]) is
-    /// written in the first, so the trail says who pruned before anything
-    /// is gone.
+    /// chain's head continues from it). Rows are verified before they go:
+    /// rows that do not verify are not removed (that would destroy the
+    /// evidence), and the error names the first bad record. Must run inside
+    /// [`SqliteStore::audited`]: the pending admin record is written in the
+    /// first transaction, before anything is removed, and the checkpoint
+    /// names it, so a checkpoint cannot be carried over from a copy of the
+    /// store. Works in transactions of at most
+    /// [`PRUNE_RECORDS_PER_TRANSACTION`] records, so pruning a long trail
+    /// never holds the writer for long; if a later one fails, what was
+    /// removed stays removed (each transaction leaves a valid checkpoint)
+    /// and a `failed` record says so.
     pub fn prune_audit(&self, before_ms: Millis) -> Result<PruneReport, StoreError> {
-        let key = self.chain_key()?;
+        let pending = PENDING_ADMIN.with(|p| p.borrow().clone()).ok_or_else(|| {
+            corrupt("pruning the audit trail must be recorded as an admin action")
+        })?;
         let mut removed = 0u64;
+        let mut pruning_record: Option<(u64, Vec<u8>)> = None;
         loop {
-            let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            append_pending_admin(self, &tx)?;
-            let checkpoint = read_checkpoint(&tx)?;
-            let mut verifier = match &checkpoint {
-                Some(checkpoint) => Verifier::resume(&key, checkpoint).map_err(refusal)?,
-                None => Verifier::new(&key),
-            };
-            let floor = checkpoint.as_ref().map_or(0, |c| c.seq);
-            let last: u64 =
-                tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| r.get(0))?;
-            let rows: Vec<Row> = {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT seq, at_ms, kind, function, secret, body, prev, mac FROM audit
-                     WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                )?;
-                stmt.query_map(params![floor, PRUNE_ROWS_PER_TRANSACTION as i64], to_row)?
-                    .collect::<Result<_, _>>()
-                    .map_err(|_| {
-                        corrupt("an audit record has a column of the wrong type (see `keyhole audit verify`)")
-                    })?
-            };
-            let mut through: Option<(&Row, Millis)> = None;
-            let mut reached_new = rows.len() < PRUNE_ROWS_PER_TRANSACTION;
-            for row in &rows {
-                if row.at_ms >= before_ms || row.seq >= last {
-                    reached_new = true;
-                    break;
+            match self.prune_step(before_ms, &mut pruning_record) {
+                Ok(Step::Removed(records)) => removed += records,
+                Ok(Step::RemovedAndDone(records, pruned)) => {
+                    return Ok(PruneReport {
+                        removed: removed + records,
+                        pruned: Some(pruned),
+                    });
                 }
-                verifier.check(row).map_err(refusal)?;
-                let newest = through.map_or(row.at_ms, |(_, t)| t.max(row.at_ms));
-                through = Some((row, newest));
-            }
-            let Some((row, newest)) = through else {
-                tx.commit()?;
-                committed_pending_admin();
-                return Ok(PruneReport {
-                    removed,
-                    pruned: checkpoint.map(|c| crate::audit::Pruned {
-                        through_seq: c.seq,
-                        through_ms: c.through_ms,
-                        pruned_at_ms: c.pruned_at_ms,
-                    }),
-                });
-            };
-            tx.execute(
-                "DELETE FROM audit WHERE seq > ?1 AND seq <= ?2",
-                params![floor, row.seq],
-            )?;
-            let through_ms = checkpoint
-                .as_ref()
-                .map_or(newest, |c| c.through_ms.max(newest));
-            let next = Checkpoint::new(&key, row.seq, &row.mac, through_ms, now_ms());
-            let encoded = serde_json::to_vec(&next)
-                .map_err(|e| corrupt(format!("cannot encode the retention checkpoint: {e}")))?;
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('audit_checkpoint', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [encoded],
-            )?;
-            tx.commit()?;
-            committed_pending_admin();
-            removed += row.seq - floor;
-            if reached_new {
-                return Ok(PruneReport {
-                    removed,
-                    pruned: Some(crate::audit::Pruned {
-                        through_seq: next.seq,
-                        through_ms: next.through_ms,
-                        pruned_at_ms: next.pruned_at_ms,
-                    }),
-                });
+                Ok(Step::Done(pruned)) => return Ok(PruneReport { removed, pruned }),
+                Err(e) => {
+                    if pruning_record.is_some() {
+                        // The pending record went in with the first
+                        // transaction as `ok`: add what happened since.
+                        let mut failed = pending;
+                        if let Event::Admin(event) = &mut failed.event {
+                            event.outcome = "failed".into();
+                            event.detail =
+                                Some(format!("stopped after removing {removed} record(s): {e}"));
+                        }
+                        failed.at_ms = now_ms();
+                        let _ = self.append_audit(std::slice::from_ref(&failed));
+                    }
+                    return Err(e);
+                }
             }
         }
+    }
+
+    /// One pruning transaction.
+    fn prune_step(
+        &self,
+        before_ms: Millis,
+        pruning_record: &mut Option<(u64, Vec<u8>)>,
+    ) -> Result<Step, StoreError> {
+        let key = self.chain_key()?;
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let first = pruning_record.is_none();
+        if first {
+            append_pending_admin(self, &tx)?;
+            let newest: (u64, Vec<u8>) = tx.query_row(
+                "SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            *pruning_record = Some(newest);
+        }
+        let (by_seq, by_mac) = pruning_record.clone().expect("set above");
+        let checkpoint = read_checkpoint(&tx)?;
+        let mut verifier = match &checkpoint {
+            Some(checkpoint) => Verifier::resume(&key, checkpoint).map_err(refusal)?,
+            None => Verifier::new(&key),
+        };
+        let floor = checkpoint.as_ref().map_or(0, |c| c.seq);
+        let rows: Vec<Row> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT seq, at_ms, kind, function, secret, body, prev, mac FROM audit
+                 WHERE seq > ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            stmt.query_map(
+                params![floor, by_seq, PRUNE_ROWS_PER_TRANSACTION as i64],
+                to_row,
+            )?
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                corrupt(
+                    "an audit record has a column of the wrong type (see `keyhole audit verify`)",
+                )
+            })?
+        };
+        let mut through: Option<(&Row, Millis)> = None;
+        let mut records = 0u64;
+        let mut reached_new = rows.len() < PRUNE_ROWS_PER_TRANSACTION;
+        for row in &rows {
+            if row.at_ms >= before_ms {
+                reached_new = true;
+                break;
+            }
+            verifier.check(row).map_err(refusal)?;
+            records = row.seq - floor;
+            let newest = through.map_or(row.at_ms, |(_, t)| t.max(row.at_ms));
+            through = Some((row, newest));
+            if records >= PRUNE_RECORDS_PER_TRANSACTION {
+                break;
+            }
+        }
+        let Some((row, newest)) = through else {
+            tx.commit()?;
+            if first {
+                committed_pending_admin();
+            }
+            return Ok(Step::Done(checkpoint.map(|c| pruned_of(&c))));
+        };
+        tx.execute(
+            "DELETE FROM audit WHERE seq > ?1 AND seq <= ?2",
+            params![floor, row.seq],
+        )?;
+        let through_ms = checkpoint
+            .as_ref()
+            .map_or(newest, |c| c.through_ms.max(newest));
+        let at = CheckpointAt {
+            seq: row.seq,
+            mac: &row.mac,
+            by_seq,
+            by_mac: &by_mac,
+        };
+        let next = Checkpoint::new(&key, &at, through_ms, now_ms());
+        let encoded = serde_json::to_vec(&next)
+            .map_err(|e| corrupt(format!("cannot encode the retention checkpoint: {e}")))?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('audit_checkpoint', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [encoded],
+        )?;
+        tx.commit()?;
+        if first {
+            committed_pending_admin();
+        }
+        if reached_new {
+            // Removed and done: report both in one step.
+            return Ok(Step::RemovedAndDone(records, pruned_of(&next)));
+        }
+        Ok(Step::Removed(records))
+    }
+}
+
+/// What one pruning transaction did.
+enum Step {
+    /// Removed this many records; more may be old enough.
+    Removed(u64),
+    /// Removed this many records and reached the records to keep.
+    RemovedAndDone(u64, crate::audit::Pruned),
+    /// Nothing (more) to remove; what was removed so far.
+    Done(Option<crate::audit::Pruned>),
+}
+
+fn pruned_of(checkpoint: &Checkpoint) -> crate::audit::Pruned {
+    crate::audit::Pruned {
+        through_seq: checkpoint.seq,
+        through_ms: checkpoint.through_ms,
+        pruned_at_ms: checkpoint.pruned_at_ms,
     }
 }
 

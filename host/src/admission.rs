@@ -1,0 +1,552 @@
+//! Admission: whether a request may have an instance now, and whether a
+//! client may open another connection.
+//!
+//! Invariant: no function holds more than its share of the node's instance
+//! slots or memory budget, and no client address more than its share of
+//! requests in flight or of connections, however it behaves; a request past
+//! a limit is refused with 503 naming the limit *before* it costs an
+//! instance. Without this, one client of one function could take every slot
+//! of the node (sixty connections that send a request's headers and dribble
+//! its body did, at `--max-instances 50`), and every other function would
+//! answer 503.
+//!
+//! Everything is counted with atomics reserved up front and given back
+//! when the [`Admitted`] ticket (or [`Connected`]) drops, which is when the
+//! request's instance is gone: a refused reservation rolls back what it
+//! took, so counts never drift. A request reserves, in the node's units:
+//! its component's *weight* in instance slots (a component with more
+//! memories or tables than the pool plans per instance takes more slots,
+//! see [`weight_of`]) and its linear-memory limit (`memory-mib` times its
+//! memories) from the memory budget. Reserving limits rather than use is
+//! what makes the memory budget a guarantee: the node cannot be driven
+//! past it, whatever its guests do with their linear memory.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The share of the node (instance slots and memory budget) one function
+/// may hold unless the operator says otherwise, in percent.
+pub const DEFAULT_FUNCTION_SHARE_PERCENT: u32 = 50;
+/// The share of the node's instance slots one client address may hold in
+/// requests at once unless the operator says otherwise, in percent.
+pub const DEFAULT_CLIENT_SHARE_PERCENT: u32 = 25;
+/// Connections one client address may hold open at once unless the
+/// operator says otherwise.
+pub const DEFAULT_CLIENT_CONNECTIONS: u32 = 512;
+/// The fraction of the machine's memory (or of the cgroup's limit, if
+/// lower) the default memory budget takes, in percent.
+pub const DEFAULT_MEMORY_BUDGET_PERCENT: u64 = 75;
+
+/// The limits a node admits requests under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Instance slots of the node (its pool's component instances).
+    pub slots: u32,
+    /// Bytes of linear memory the node's requests may reserve at once.
+    pub memory_budget: u64,
+    /// The most of `slots` and of `memory_budget` one function may hold,
+    /// in percent.
+    pub function_share_percent: u32,
+    /// Requests one client address may have in flight at once.
+    pub client_requests: u32,
+    /// Connections one client address may hold open at once.
+    pub client_connections: u32,
+}
+
+impl Limits {
+    /// The defaults for a node with `slots` instance slots on a machine
+    /// with `memory` bytes available to it.
+    pub fn defaults(slots: u32, memory: u64) -> Self {
+        Self {
+            slots,
+            memory_budget: memory / 100 * DEFAULT_MEMORY_BUDGET_PERCENT,
+            function_share_percent: DEFAULT_FUNCTION_SHARE_PERCENT,
+            client_requests: percent_of(slots, DEFAULT_CLIENT_SHARE_PERCENT),
+            client_connections: DEFAULT_CLIENT_CONNECTIONS,
+        }
+    }
+
+    /// Slots one function may hold.
+    pub fn function_slots(&self) -> u32 {
+        percent_of(self.slots, self.function_share_percent)
+    }
+
+    /// Memory one function may hold.
+    pub fn function_memory(&self) -> u64 {
+        self.memory_budget / 100 * u64::from(self.function_share_percent.min(100))
+    }
+}
+
+/// `percent` of `total`, at least 1.
+fn percent_of(total: u32, percent: u32) -> u32 {
+    (u64::from(total) * u64::from(percent.min(100)) / 100).max(1) as u32
+}
+
+/// The memory this process may use: the machine's, or its cgroup's limit if
+/// that is lower. `None` where neither can be read.
+pub fn machine_memory() -> Option<u64> {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        })
+        .map(|kib| kib * 1024);
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    match (total, cgroup) {
+        (Some(t), Some(c)) => Some(t.min(c)),
+        (t, c) => t.or(c),
+    }
+}
+
+/// Which limit refused a request or a connection: what 503s and the log
+/// name, and the `limit` label of `keyhole_requests_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The function holds its share of the node's slots or memory.
+    FunctionShare,
+    /// The client address holds its share of requests in flight.
+    ClientRequests,
+    /// The client address holds its share of connections.
+    ClientConnections,
+    /// Every instance slot of the node is taken.
+    NodeSlots,
+    /// The node's memory budget is taken.
+    NodeMemory,
+    /// The request body arrived slower than the floor rate (408).
+    SlowBody,
+}
+
+impl Limit {
+    /// Every limit, in the order metrics list them.
+    pub const ALL: [Limit; 6] = [
+        Limit::FunctionShare,
+        Limit::ClientRequests,
+        Limit::ClientConnections,
+        Limit::NodeSlots,
+        Limit::NodeMemory,
+        Limit::SlowBody,
+    ];
+
+    /// Its name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::FunctionShare => "function-share",
+            Limit::ClientRequests => "client-requests",
+            Limit::ClientConnections => "client-connections",
+            Limit::NodeSlots => "node-slots",
+            Limit::NodeMemory => "node-memory",
+            Limit::SlowBody => "slow-body",
+        }
+    }
+
+    /// What a refused client is told.
+    pub fn explain(self, function: &str) -> String {
+        match self {
+            Limit::FunctionShare => format!(
+                "function `{function}` is at its share of the node (function-share); retry shortly\n"
+            ),
+            Limit::ClientRequests => {
+                "this client address has too many requests in flight (client-requests); retry when some finish\n".into()
+            }
+            Limit::ClientConnections => {
+                "this client address has too many connections open (client-connections)\n".into()
+            }
+            Limit::NodeSlots => {
+                "the node is at capacity: every instance slot is in use (node-slots); retry shortly\n"
+                    .into()
+            }
+            Limit::NodeMemory => {
+                "the node is at capacity: its memory budget is reserved (node-memory); retry shortly\n"
+                    .into()
+            }
+            Limit::SlowBody => {
+                "the request body arrived too slowly (slow-body)\n".into()
+            }
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What one function holds right now; shared by every load of it, so a
+/// reload does not reset its count.
+#[derive(Debug, Default)]
+pub struct FunctionShare {
+    slots: AtomicU32,
+    memory: AtomicU64,
+}
+
+/// What one client address holds right now.
+#[derive(Debug, Default, Clone, Copy)]
+struct ClientHold {
+    requests: u32,
+    connections: u32,
+}
+
+/// Client counts are spread over this many locks so workers on different
+/// cores rarely meet on one.
+const CLIENT_SHARDS: usize = 16;
+
+/// The node's admission control (see the module docs).
+#[derive(Debug)]
+pub struct Admission {
+    limits: Limits,
+    slots: AtomicU32,
+    memory: AtomicU64,
+    functions: Mutex<HashMap<Arc<str>, Arc<FunctionShare>>>,
+    clients: [Mutex<HashMap<IpAddr, ClientHold>>; CLIENT_SHARDS],
+    refused: [AtomicU64; Limit::ALL.len()],
+}
+
+impl Default for Admission {
+    /// Limits too high to refuse anything: for tools and tests that serve
+    /// without a node's configuration.
+    fn default() -> Self {
+        Self::new(Limits {
+            slots: u32::MAX,
+            memory_budget: u64::MAX,
+            function_share_percent: 100,
+            client_requests: u32::MAX,
+            client_connections: u32::MAX,
+        })
+    }
+}
+
+impl Admission {
+    /// Admission under `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            slots: AtomicU32::new(0),
+            memory: AtomicU64::new(0),
+            functions: Mutex::default(),
+            clients: std::array::from_fn(|_| Mutex::default()),
+            refused: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// The limits it admits under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The share record of `function` (one per name for the node's life).
+    pub fn function_share(&self, function: &Arc<str>) -> Arc<FunctionShare> {
+        let mut functions = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(functions.entry(Arc::clone(function)).or_default())
+    }
+
+    /// Requests and connections refused by `limit` so far.
+    pub fn refused(&self, limit: Limit) -> u64 {
+        self.refused[limit.index()].load(Ordering::Relaxed)
+    }
+
+    /// Counts a refusal by `limit` made elsewhere (a slow body).
+    pub fn count_refusal(&self, limit: Limit) {
+        self.refused[limit.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn shard(&self, client: IpAddr) -> &Mutex<HashMap<IpAddr, ClientHold>> {
+        use std::hash::{Hash, Hasher};
+        // Fixed keys: the same address must always land on one shard.
+        let mut hasher = std::hash::DefaultHasher::new();
+        client.hash(&mut hasher);
+        &self.clients[hasher.finish() as usize % CLIENT_SHARDS]
+    }
+
+    /// Changes `client`'s hold with `change`, which may refuse; drops the
+    /// entry once the client holds nothing.
+    fn with_client<T>(
+        &self,
+        client: IpAddr,
+        change: impl FnOnce(&mut ClientHold) -> Option<T>,
+    ) -> Option<T> {
+        let mut shard = self.shard(client).lock().unwrap_or_else(|p| p.into_inner());
+        let hold = shard.entry(client).or_default();
+        let result = change(hold);
+        if hold.requests == 0 && hold.connections == 0 {
+            shard.remove(&client);
+        }
+        result
+    }
+
+    /// A new connection from `client`, or `None` past its share (counted).
+    pub fn connect(self: &Arc<Self>, client: IpAddr) -> Option<Connected> {
+        let limit = self.limits.client_connections;
+        let taken = self.with_client(client, |hold| {
+            (hold.connections < limit).then(|| hold.connections += 1)
+        });
+        match taken {
+            Some(()) => Some(Connected {
+                admission: Arc::clone(self),
+                client,
+            }),
+            None => {
+                self.count_refusal(Limit::ClientConnections);
+                None
+            }
+        }
+    }
+
+    /// Admits a request of a function with `share`, `weight` slots and
+    /// `memory` bytes of linear memory from `client`, or names the limit
+    /// that refuses it (counted).
+    pub fn admit(
+        self: &Arc<Self>,
+        share: &Arc<FunctionShare>,
+        weight: u32,
+        memory: u64,
+        client: IpAddr,
+    ) -> Result<Admitted, Limit> {
+        let result = self.try_admit(share, weight, memory, client);
+        if let Err(limit) = result {
+            self.count_refusal(limit);
+        }
+        result
+    }
+
+    fn try_admit(
+        self: &Arc<Self>,
+        share: &Arc<FunctionShare>,
+        weight: u32,
+        memory: u64,
+        client: IpAddr,
+    ) -> Result<Admitted, Limit> {
+        let limit = self.limits.client_requests;
+        self.with_client(client, |hold| {
+            (hold.requests < limit).then(|| hold.requests += 1)
+        })
+        .ok_or(Limit::ClientRequests)?;
+        // From here on the ticket gives back what was taken if a later
+        // reservation fails.
+        let mut ticket = Admitted {
+            admission: Arc::clone(self),
+            share: Arc::clone(share),
+            client,
+            function_slots: 0,
+            function_memory: 0,
+            node_slots: 0,
+            node_memory: 0,
+        };
+        reserve32(&share.slots, weight, self.limits.function_slots())
+            .ok_or(Limit::FunctionShare)?;
+        ticket.function_slots = weight;
+        reserve64(&share.memory, memory, self.limits.function_memory())
+            .ok_or(Limit::FunctionShare)?;
+        ticket.function_memory = memory;
+        reserve32(&self.slots, weight, self.limits.slots).ok_or(Limit::NodeSlots)?;
+        ticket.node_slots = weight;
+        reserve64(&self.memory, memory, self.limits.memory_budget).ok_or(Limit::NodeMemory)?;
+        ticket.node_memory = memory;
+        Ok(ticket)
+    }
+
+    /// Instance slots and memory reserved right now, node-wide.
+    pub fn in_use(&self) -> (u32, u64) {
+        (
+            self.slots.load(Ordering::Relaxed),
+            self.memory.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Adds `amount` to `counter` unless that would pass `limit`.
+fn reserve32(counter: &AtomicU32, amount: u32, limit: u32) -> Option<()> {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+            held.checked_add(amount).filter(|total| *total <= limit)
+        })
+        .ok()
+        .map(|_| ())
+}
+
+/// Adds `amount` to `counter` unless that would pass `limit`.
+fn reserve64(counter: &AtomicU64, amount: u64, limit: u64) -> Option<()> {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+            held.checked_add(amount).filter(|total| *total <= limit)
+        })
+        .ok()
+        .map(|_| ())
+}
+
+/// A request's place in the node: what it reserved, given back on drop
+/// (when its instance is gone).
+#[derive(Debug)]
+pub struct Admitted {
+    admission: Arc<Admission>,
+    share: Arc<FunctionShare>,
+    client: IpAddr,
+    function_slots: u32,
+    function_memory: u64,
+    node_slots: u32,
+    node_memory: u64,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.share
+            .slots
+            .fetch_sub(self.function_slots, Ordering::AcqRel);
+        self.share
+            .memory
+            .fetch_sub(self.function_memory, Ordering::AcqRel);
+        self.admission
+            .slots
+            .fetch_sub(self.node_slots, Ordering::AcqRel);
+        self.admission
+            .memory
+            .fetch_sub(self.node_memory, Ordering::AcqRel);
+        self.admission.with_client(self.client, |hold| {
+            hold.requests = hold.requests.saturating_sub(1);
+            Some(())
+        });
+    }
+}
+
+/// A client's open connection, given back on drop.
+#[derive(Debug)]
+pub struct Connected {
+    admission: Arc<Admission>,
+    client: IpAddr,
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.admission.with_client(self.client, |hold| {
+            hold.connections = hold.connections.saturating_sub(1);
+            Some(())
+        });
+    }
+}
+
+/// The instance slots a request of a component needing `memories` linear
+/// memories and `tables` tables takes: the pool plans two memories and
+/// four tables per slot, so a component needing more takes more slots and
+/// cannot exhaust the pool faster than its count of requests suggests.
+/// `None` (a component whose needs cannot be known up front) takes the most
+/// a component may need.
+pub fn weight_of(needs: Option<(u32, u32)>) -> u32 {
+    let (memories, tables) = needs.unwrap_or((
+        crate::runtime::MAX_MEMORIES_PER_COMPONENT,
+        crate::runtime::MAX_TABLES_PER_COMPONENT,
+    ));
+    memories.div_ceil(2).max(tables.div_ceil(4)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            slots: 10,
+            memory_budget: 1000,
+            function_share_percent: 50,
+            client_requests: 4,
+            client_connections: 2,
+        }
+    }
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
+
+    #[test]
+    fn a_function_never_holds_more_than_its_share_and_gives_it_back() {
+        let admission = Arc::new(Admission::new(Limits {
+            client_requests: 100,
+            ..limits()
+        }));
+        let f = admission.function_share(&"f".into());
+        let g = admission.function_share(&"g".into());
+        let held: Vec<_> = (0..5)
+            .map(|_| admission.admit(&f, 1, 10, A).unwrap())
+            .collect();
+        assert_eq!(
+            admission.admit(&f, 1, 10, A).unwrap_err(),
+            Limit::FunctionShare
+        );
+        // Another function still gets in.
+        let other = admission.admit(&g, 1, 10, B).unwrap();
+        drop(held);
+        drop(other);
+        assert_eq!(admission.in_use(), (0, 0));
+        assert_eq!(admission.refused(Limit::FunctionShare), 1);
+        // Memory counts too: 600 of a 1000 budget is past a 50 % share.
+        assert_eq!(
+            admission.admit(&f, 1, 600, A).unwrap_err(),
+            Limit::FunctionShare
+        );
+        assert_eq!(admission.in_use(), (0, 0));
+    }
+
+    #[test]
+    fn a_client_never_holds_more_than_its_share_of_requests_or_connections() {
+        let admission = Arc::new(Admission::new(limits()));
+        let f = admission.function_share(&"f".into());
+        let g = admission.function_share(&"g".into());
+        let mut held = Vec::new();
+        for i in 0..4 {
+            let share = if i % 2 == 0 { &f } else { &g };
+            held.push(admission.admit(share, 1, 1, A).unwrap());
+        }
+        assert_eq!(
+            admission.admit(&g, 1, 1, A).unwrap_err(),
+            Limit::ClientRequests
+        );
+        let b = admission.admit(&g, 1, 1, B).unwrap();
+        let c1 = admission.connect(A).unwrap();
+        let c2 = admission.connect(A).unwrap();
+        assert!(admission.connect(A).is_none());
+        assert!(admission.connect(B).is_some());
+        drop((c1, c2, held, b));
+        assert!(admission.connect(A).is_some());
+        assert_eq!(admission.in_use(), (0, 0));
+        for shard in &admission.clients {
+            assert!(shard.lock().unwrap().is_empty(), "a client's entry stayed");
+        }
+    }
+
+    #[test]
+    fn the_node_refuses_past_its_slots_or_memory_and_rolls_back() {
+        let admission = Arc::new(Admission::new(Limits {
+            function_share_percent: 100,
+            client_requests: 100,
+            ..limits()
+        }));
+        let f = admission.function_share(&"f".into());
+        let g = admission.function_share(&"g".into());
+        let heavy = admission.admit(&f, 8, 100, A).unwrap();
+        assert_eq!(
+            admission.admit(&g, 3, 100, A).unwrap_err(),
+            Limit::NodeSlots
+        );
+        let big = admission.admit(&g, 1, 850, A).unwrap();
+        assert_eq!(
+            admission.admit(&g, 1, 100, A).unwrap_err(),
+            Limit::NodeMemory
+        );
+        // What the refused requests reserved on the way was given back.
+        assert_eq!(admission.admit(&g, 1, 0, A).map(drop), Ok(()));
+        assert_eq!(admission.in_use(), (9, 950));
+        drop((heavy, big));
+        assert_eq!(admission.in_use(), (0, 0));
+        assert_eq!(weight_of(Some((1, 1))), 1);
+        assert_eq!(weight_of(Some((5, 2))), 3);
+        assert_eq!(weight_of(Some((2, 13))), 4);
+    }
+}
