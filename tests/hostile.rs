@@ -603,9 +603,11 @@ fn a_huge_response_body_is_streamed_not_buffered() {
 
 /// With `--max-instances 1`, a guest stuck in a loop holds the node's only
 /// instance slot: every other request meanwhile gets 503 `the node is at
-/// capacity` (and a warning in the log) instead of waiting or failing
-/// obscurely, and the slot serves again once the loop hits its time limit.
-/// Out-of-range values are refused before the node starts.
+/// capacity` naming the limit (and a warning in the log) instead of
+/// waiting or failing obscurely, and the slot serves again once the loop
+/// hits its time limit. (The function and client shares are opened up so
+/// the node's own limit is the one that refuses.) Out-of-range values are
+/// refused before the node starts.
 #[test]
 fn a_node_out_of_instance_slots_answers_503_until_one_frees() {
     let mut node = Node::new();
@@ -624,7 +626,14 @@ fn a_node_out_of_instance_slots_answers_503_until_one_frees() {
         assert!(stderr.contains("--max-instances"), "{bad}: {stderr}");
     }
 
-    node.start_with_args(&["--max-instances", "1"]);
+    node.start_with_args(&[
+        "--max-instances",
+        "1",
+        "--max-function-share",
+        "100",
+        "--max-client-requests",
+        "10",
+    ]);
     assert_eq!(node.get("/h/hmac").status, 200, "the one slot serves");
 
     // The spinner may itself find the slot taken by one of the probes
@@ -654,12 +663,184 @@ fn a_node_out_of_instance_slots_answers_503_until_one_frees() {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert!(refused.text().contains("at capacity"), "{refused:?}");
+    assert!(
+        refused.text().contains("at capacity") && refused.text().contains("node-slots"),
+        "{refused:?}"
+    );
     assert_eq!(spinner.join().unwrap(), 504, "the loop ran into its limit");
     assert_eq!(node.get("/h/hmac").status, 200, "the slot serves again");
     assert!(
-        node.logs().contains("no free instance slot"),
+        node.logs().contains("limit=\"node-slots\"") || node.logs().contains("limit=node-slots"),
         "{}",
         node.logs()
     );
+}
+
+/// A connection to the node from loopback address `127.0.0.{host}`: each
+/// host byte is another client address as admission counts them.
+fn connect_from(node: &Node, host: u8) -> TcpStream {
+    let target: std::net::SocketAddr = node.base.trim_start_matches("http://").parse().unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let from = std::net::SocketAddr::from(([127, 0, 0, host], 0));
+    socket.bind(&from.into()).unwrap();
+    socket.connect(&target.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    stream
+}
+
+/// The status of the response on `stream`, if one has arrived.
+fn status_of(stream: &mut TcpStream, seen: &mut Vec<u8>) -> Option<u16> {
+    let mut buf = [0u8; 4096];
+    match stream.read(&mut buf) {
+        Ok(n) => seen.extend_from_slice(&buf[..n]),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+        Err(_) => {}
+    }
+    let text = String::from_utf8_lossy(seen);
+    text.strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+}
+
+/// The attack from the availability review, on a small node (20 slots: a
+/// function may hold 10, a client address 5): clients on six addresses
+/// open 33 requests to one function, send headers and dribble the body a
+/// byte at a time. Before admission control, they took every slot and
+/// every function answered 503 for the function's whole timeout. Now: the
+/// function gets its share and no more (the rest: 503 naming the limit,
+/// at once), one address gets its share and no more, another function
+/// keeps answering throughout, the dribbled bodies are ended with 408 once
+/// their grace runs out, and a request whose client goes away gives its
+/// slot back at once rather than at its timeout. `/metrics` counts each
+/// refusal by limit.
+#[test]
+fn clients_dribbling_bodies_cannot_take_the_node() {
+    let mut node = Node::new();
+    node.put_secret("hostile-key", &random_secret());
+    let limits = "[limits]\ntimeout-ms = 120000\n";
+    for (name, route) in [("victim", "/h"), ("other", "/o")] {
+        let manifest = node.write_manifest(
+            name,
+            keyhole_test_artifacts::HOSTILE,
+            route,
+            &format!("[bindings.KEY]\nallow = [\"hmac\"]\n{limits}"),
+        );
+        node.ok(&["deploy", manifest.to_str().unwrap()]);
+        node.ok(&[
+            "grant",
+            name,
+            "KEY",
+            "--secret",
+            "hostile-key",
+            "--allow",
+            "hmac",
+        ]);
+    }
+    let auditor = node.token(&["--role", "auditor"]);
+    node.spawn_admin_with(&["--max-instances", "20"]);
+    assert_eq!(node.get("/o/hmac").status, 200);
+
+    let head = b"POST /h/read-body HTTP/1.1\r\nHost: node\r\nContent-Length: 100000\r\n\r\nx";
+    // Addresses 2..=7 open 5 each; address 2 opens 3 more.
+    let mut attackers: Vec<(TcpStream, Vec<u8>)> = Vec::new();
+    for host in 2..=7u8 {
+        let count = if host == 2 { 8 } else { 5 };
+        for _ in 0..count {
+            let mut stream = connect_from(&node, host);
+            stream.write_all(head).unwrap();
+            attackers.push((stream, Vec::new()));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let started = Instant::now();
+    let mut statuses: Vec<Option<u16>> = vec![None; attackers.len()];
+    let mut other_answered = 0;
+    while statuses.iter().any(Option::is_none) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "statuses so far: {statuses:?}"
+        );
+        for (i, (stream, seen)) in attackers.iter_mut().enumerate() {
+            if statuses[i].is_none() {
+                // Another byte of the body: far below the floor rate.
+                let _ = stream.write_all(b"x");
+                statuses[i] = status_of(stream, seen);
+            }
+        }
+        // The other function answers all the while.
+        if started.elapsed() < Duration::from_secs(4) {
+            assert_eq!(
+                node.get("/o/hmac").status,
+                200,
+                "the other function starved"
+            );
+            other_answered += 1;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(other_answered > 3);
+    let count = |code| statuses.iter().filter(|s| **s == Some(code)).count();
+    assert_eq!(count(408), 10, "admitted and then ended: {statuses:?}");
+    assert_eq!(count(503), 23, "refused at once: {statuses:?}");
+    let texts: Vec<String> = attackers
+        .iter()
+        .map(|(_, seen)| String::from_utf8_lossy(seen).into_owned())
+        .collect();
+    assert!(
+        texts.iter().any(|t| t.contains("(function-share)")),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.contains("(client-requests)")),
+        "{texts:?}"
+    );
+    assert!(texts.iter().any(|t| t.contains("(slow-body)")), "{texts:?}");
+    drop(attackers);
+    // The slots are back.
+    assert_eq!(node.get("/h/hmac").status, 200);
+
+    // Clients that go away: ten requests that spin hold the function's
+    // share; closing their connections frees it at once, not after the
+    // two-minute timeout.
+    let mut spinners: Vec<TcpStream> = (0..10)
+        .map(|i| {
+            let mut stream = connect_from(&node, 10 + (i % 2) as u8);
+            stream
+                .write_all(b"GET /h/spin HTTP/1.1\r\nHost: node\r\n\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.get("/h/hmac").status != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "the spinners never held the share"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    spinners.clear();
+    let closed = Instant::now();
+    while node.get("/h/hmac").status != 200 {
+        assert!(
+            closed.elapsed() < Duration::from_secs(5),
+            "the spinners kept their slots after their clients went away"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let metrics = node.admin_request("GET", "/metrics", Some(&auditor), b"");
+    for limit in ["function-share", "client-requests", "slow-body"] {
+        let line = format!("keyhole_requests_refused_total{{limit=\"{limit}\"}}");
+        assert!(
+            metrics.text().contains(&line),
+            "{limit}: {}",
+            metrics.text()
+        );
+    }
+    assert!(node.logs().contains("function-share"), "{}", node.logs());
 }

@@ -209,7 +209,9 @@ pub struct Admission {
     memory: AtomicU64,
     functions: Mutex<HashMap<Arc<str>, Arc<FunctionShare>>>,
     clients: [Mutex<HashMap<IpAddr, ClientHold>>; CLIENT_SHARDS],
-    refused: [AtomicU64; Limit::ALL.len()],
+    /// When each limit's refusals were last logged (ms since `started`).
+    logged_at: [AtomicU64; Limit::ALL.len()],
+    started: std::time::Instant,
 }
 
 impl Default for Admission {
@@ -235,8 +237,22 @@ impl Admission {
             memory: AtomicU64::new(0),
             functions: Mutex::default(),
             clients: std::array::from_fn(|_| Mutex::default()),
-            refused: std::array::from_fn(|_| AtomicU64::new(0)),
+            logged_at: std::array::from_fn(|_| AtomicU64::new(0)),
+            started: std::time::Instant::now(),
         }
+    }
+
+    /// Whether a refusal by `limit` should be logged now: at most one line
+    /// per limit a second, so a flood of refused requests cannot become a
+    /// flood of log lines (the counts are in `/metrics`).
+    pub fn should_log(&self, limit: Limit) -> bool {
+        let now = self.started.elapsed().as_millis() as u64 + 1_000;
+        let last = &self.logged_at[limit.index()];
+        let previous = last.load(Ordering::Relaxed);
+        now.saturating_sub(previous) >= 1_000
+            && last
+                .compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// The limits it admits under.
@@ -248,16 +264,6 @@ impl Admission {
     pub fn function_share(&self, function: &Arc<str>) -> Arc<FunctionShare> {
         let mut functions = self.functions.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(functions.entry(Arc::clone(function)).or_default())
-    }
-
-    /// Requests and connections refused by `limit` so far.
-    pub fn refused(&self, limit: Limit) -> u64 {
-        self.refused[limit.index()].load(Ordering::Relaxed)
-    }
-
-    /// Counts a refusal by `limit` made elsewhere (a slow body).
-    pub fn count_refusal(&self, limit: Limit) {
-        self.refused[limit.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     fn shard(&self, client: IpAddr) -> &Mutex<HashMap<IpAddr, ClientHold>> {
@@ -284,42 +290,22 @@ impl Admission {
         result
     }
 
-    /// A new connection from `client`, or `None` past its share (counted).
+    /// A new connection from `client`, or `None` past its share.
     pub fn connect(self: &Arc<Self>, client: IpAddr) -> Option<Connected> {
         let limit = self.limits.client_connections;
         let taken = self.with_client(client, |hold| {
             (hold.connections < limit).then(|| hold.connections += 1)
         });
-        match taken {
-            Some(()) => Some(Connected {
-                admission: Arc::clone(self),
-                client,
-            }),
-            None => {
-                self.count_refusal(Limit::ClientConnections);
-                None
-            }
-        }
+        taken.map(|()| Connected {
+            admission: Arc::clone(self),
+            client,
+        })
     }
 
     /// Admits a request of a function with `share`, `weight` slots and
     /// `memory` bytes of linear memory from `client`, or names the limit
-    /// that refuses it (counted).
+    /// that refuses it.
     pub fn admit(
-        self: &Arc<Self>,
-        share: &Arc<FunctionShare>,
-        weight: u32,
-        memory: u64,
-        client: IpAddr,
-    ) -> Result<Admitted, Limit> {
-        let result = self.try_admit(share, weight, memory, client);
-        if let Err(limit) = result {
-            self.count_refusal(limit);
-        }
-        result
-    }
-
-    fn try_admit(
         self: &Arc<Self>,
         share: &Arc<FunctionShare>,
         weight: u32,
@@ -342,16 +328,19 @@ impl Admission {
             node_slots: 0,
             node_memory: 0,
         };
+        // The node's limits first: when the node is full, that is what a
+        // refused client is told, even where a function's share is the
+        // whole node.
+        reserve32(&self.slots, weight, self.limits.slots).ok_or(Limit::NodeSlots)?;
+        ticket.node_slots = weight;
+        reserve64(&self.memory, memory, self.limits.memory_budget).ok_or(Limit::NodeMemory)?;
+        ticket.node_memory = memory;
         reserve32(&share.slots, weight, self.limits.function_slots())
             .ok_or(Limit::FunctionShare)?;
         ticket.function_slots = weight;
         reserve64(&share.memory, memory, self.limits.function_memory())
             .ok_or(Limit::FunctionShare)?;
         ticket.function_memory = memory;
-        reserve32(&self.slots, weight, self.limits.slots).ok_or(Limit::NodeSlots)?;
-        ticket.node_slots = weight;
-        reserve64(&self.memory, memory, self.limits.memory_budget).ok_or(Limit::NodeMemory)?;
-        ticket.node_memory = memory;
         Ok(ticket)
     }
 
@@ -395,6 +384,13 @@ pub struct Admitted {
     function_memory: u64,
     node_slots: u32,
     node_memory: u64,
+}
+
+impl Admitted {
+    /// The admission this ticket belongs to.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
+    }
 }
 
 impl Drop for Admitted {
@@ -448,6 +444,70 @@ pub fn weight_of(needs: Option<(u32, u32)>) -> u32 {
     memories.div_ceil(2).max(tables.div_ceil(4)).max(1)
 }
 
+/// Raises this process's open-file limit (soft) to its hard limit, and
+/// returns the limit now in force. Every connection holds a descriptor; a
+/// node past its limit cannot accept (the accept loop backs off and logs;
+/// connections wait in the listen backlog, then are refused by the kernel)
+/// while requests already accepted go on.
+#[cfg(target_os = "linux")]
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit for the call to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit that only raises the soft
+        // limit up to the hard one, which an unprivileged process may do.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// Elsewhere the limit is left as it is (and not known).
+#[cfg(not(target_os = "linux"))]
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    Err(std::io::Error::other("not supported on this system"))
+}
+
+/// A byte size such as `512MiB`, `8GiB` or `1073741824`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (write e.g. 512MiB or 8GiB)"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "TiB" | "T" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` (use B, KiB, MiB, GiB or TiB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(scale)
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(|| format!("`{text}` is not a usable size"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,7 +545,6 @@ mod tests {
         drop(held);
         drop(other);
         assert_eq!(admission.in_use(), (0, 0));
-        assert_eq!(admission.refused(Limit::FunctionShare), 1);
         // Memory counts too: 600 of a 1000 budget is past a 50 % share.
         assert_eq!(
             admission.admit(&f, 1, 600, A).unwrap_err(),
@@ -548,5 +607,19 @@ mod tests {
         assert_eq!(weight_of(Some((1, 1))), 1);
         assert_eq!(weight_of(Some((5, 2))), 3);
         assert_eq!(weight_of(Some((2, 13))), 4);
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units_and_bad_ones_are_named() {
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("8GiB"), Ok(8 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(
+            parse_size("8GB")
+                .unwrap_err()
+                .contains("unknown size unit `GB`")
+        );
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0").is_err());
     }
 }

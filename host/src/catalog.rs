@@ -7,6 +7,7 @@
 //! with, so it finishes on the versions it opened.
 
 use crate::access::route_contains;
+use crate::admission::{Admission, FunctionShare};
 use crate::material::SecretMaterial;
 use crate::observe::{FunctionMetrics, Observer};
 use crate::operations::OperationSet;
@@ -33,6 +34,13 @@ pub struct LoadedFunction {
     pub secrets: Arc<FunctionSecrets>,
     /// Where its requests and secret operations are counted and audited.
     pub metrics: Arc<FunctionMetrics>,
+    /// What it holds of the node right now (shared by every load of it).
+    pub share: Arc<FunctionShare>,
+    /// Instance slots one of its requests takes ([`crate::admission::weight_of`]).
+    pub weight: u32,
+    /// Linear memory one of its requests reserves from the node's budget:
+    /// its limit times its memories.
+    pub reserved_memory: u64,
 }
 
 /// One consistent view of everything the node serves.
@@ -76,6 +84,8 @@ pub struct Catalog {
     observer: Arc<Observer>,
     /// The node's rules for the addresses outgoing requests may reach.
     addresses: Arc<AddressPolicy>,
+    /// Who may have an instance now.
+    admission: Arc<Admission>,
 }
 
 /// How a load came by its compiled components (those already loaded are
@@ -107,7 +117,20 @@ impl Catalog {
             usage: UsageLog::default(),
             overdue_warned: Mutex::default(),
             addresses: Arc::default(),
+            admission: Arc::default(),
         }
+    }
+
+    /// The same, admitting requests under `admission` (without it: no
+    /// limit but the pool's).
+    pub fn with_admission(mut self, admission: Arc<Admission>) -> Self {
+        self.admission = admission;
+        self
+    }
+
+    /// Who may have an instance now.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
     }
 
     /// The same, with outgoing requests held to `addresses` (without it:
@@ -251,11 +274,21 @@ impl Catalog {
                 addresses: Arc::clone(&self.addresses),
                 resolver: Arc::new(SystemResolver),
             });
+            let needs = pre
+                .instance_pre()
+                .component()
+                .resources_required()
+                .map(|r| (r.num_memories, r.num_tables));
+            let memory_bytes = info.memory_mib as usize * 1024 * 1024;
+            let memories = needs.map_or(crate::runtime::MAX_MEMORIES_PER_COMPONENT, |n| n.0);
             let function = Arc::new(LoadedFunction {
                 metrics: self.observer.function_metrics(&name),
+                share: self.admission.function_share(&name),
+                weight: crate::admission::weight_of(needs),
+                reserved_memory: memory_bytes as u64 * u64::from(memories.max(1)),
                 name,
                 pre,
-                memory_bytes: info.memory_mib as usize * 1024 * 1024,
+                memory_bytes,
                 timeout: Duration::from_millis(info.timeout_ms.into()),
                 secrets: Arc::new(
                     FunctionSecrets::new(secrets)

@@ -2,9 +2,15 @@
 //!
 //! Every request gets its own store and instance, so nothing a request
 //! opened or revealed survives it. A trap or a timeout fails that request
-//! alone (500 / 504); the node keeps serving.
+//! alone (500 / 504); the node keeps serving. The instance lives no longer
+//! than someone waits for it: if the client goes away before the response
+//! head, or its body arrives slower than [`crate::paced_body`]'s floor
+//! (408), the instance is ended at once and its admission ticket, which it
+//! carries, gives its slot back.
 
+use crate::admission::{Admitted, Limit};
 use crate::catalog::LoadedFunction;
+use crate::paced_body::PacedBody;
 use crate::runtime::{MAX_COMPONENT_HANDLES, MAX_HOSTCALL_INPUT_BYTES, RequestState};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -63,11 +69,32 @@ fn incoming_hops(request: &hyper::Request<hyper::body::Incoming>) -> Option<u8> 
     }
 }
 
-/// Serves `request` with a fresh instance of `function`. `id` tags log lines.
+/// Aborts a task when dropped, unless disarmed: what ends an instance when
+/// nobody waits for its response any more.
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl AbortOnDrop {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// Serves `request` with a fresh instance of `function`, in the place
+/// `ticket` admitted it to (held until the instance is gone). `id` tags
+/// log lines.
 pub async fn invoke(
     function: Arc<LoadedFunction>,
     request: hyper::Request<hyper::body::Incoming>,
     id: u64,
+    ticket: Admitted,
 ) -> hyper::Response<HyperOutgoingBody> {
     let name = Arc::clone(&function.name);
     let metrics = Arc::clone(&function.metrics);
@@ -87,7 +114,10 @@ pub async fn invoke(
     let mut store = request_store(&function, id);
     store.data_mut().set_hops(hops);
 
-    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let (sender, mut receiver) = tokio::sync::oneshot::channel();
+    let (parts, body) = request.into_parts();
+    let (body, pace) = PacedBody::new(body);
+    let request = hyper::Request::from_parts(parts, body);
     let (req, out) = match request_resources(&mut store, request, sender) {
         Ok(pair) => pair,
         Err(e) => {
@@ -105,7 +135,11 @@ pub async fn invoke(
     };
 
     let timeout = function.timeout;
+    let admission = Arc::clone(ticket.admission());
+    let observer = Arc::clone(metrics.observer());
     let task = tokio::spawn(async move {
+        // Dropped with the store, when the instance is gone.
+        let _ticket = ticket;
         let run = async {
             let instance = function.pre.instantiate_async(&mut store).await?;
             instance
@@ -120,8 +154,21 @@ pub async fn invoke(
         }
     });
 
-    match receiver.await {
-        Ok(Ok(response)) => response,
+    // If the client goes away, this future is dropped, and the instance
+    // with it.
+    let mut abort = AbortOnDrop(Some(task.abort_handle()));
+    let received = tokio::select! {
+        received = &mut receiver => received,
+        () = pace.until_too_slow() => {
+            return slow_body(&name, id, &admission, &observer);
+        }
+    };
+    match received {
+        Ok(Ok(response)) => {
+            // The guest may still be writing the body: let it.
+            abort.disarm();
+            response
+        }
         Ok(Err(_code)) => {
             // The error code may carry guest-chosen text: keep it out of the log.
             tracing::warn!(request = id, function = %name, "function answered with an error code");
@@ -144,6 +191,33 @@ pub async fn invoke(
             failure_response(&name, id, failure)
         }
     }
+}
+
+/// The answer to a request whose body arrived too slowly; dropping the
+/// caller's abort guard ends the instance.
+fn slow_body(
+    name: &str,
+    id: u64,
+    admission: &crate::admission::Admission,
+    observer: &crate::observe::Observer,
+) -> hyper::Response<HyperOutgoingBody> {
+    observer.refused(Limit::SlowBody);
+    if admission.should_log(Limit::SlowBody) {
+        tracing::warn!(
+            request = id,
+            function = name,
+            limit = Limit::SlowBody.as_str(),
+            "request ended: its body arrived slower than {} bytes/s after {} s of waiting",
+            crate::paced_body::BODY_FLOOR_BYTES_PER_SEC,
+            crate::paced_body::BODY_GRACE.as_secs()
+        );
+    }
+    let mut response = text_response(StatusCode::REQUEST_TIMEOUT, Limit::SlowBody.explain(name));
+    response.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// A fresh store for request `id` of `function`, with the function's
@@ -181,7 +255,7 @@ pub fn request_store(function: &LoadedFunction, id: u64) -> Store<RequestState> 
 /// The guest's view of the request and of where its response goes.
 fn request_resources(
     store: &mut Store<RequestState>,
-    request: hyper::Request<hyper::body::Incoming>,
+    request: hyper::Request<PacedBody<hyper::body::Incoming>>,
     sender: ResponseSender,
 ) -> wasmtime::Result<(
     Resource<HostIncomingRequest>,
@@ -231,10 +305,18 @@ fn failure_response(name: &str, id: u64, failure: Failure) -> hyper::Response<Hy
             )
         }
         Failure::Overloaded => {
-            tracing::warn!(request = id, function = name, "no free instance slot");
+            // Admission keeps the pool's slots for the requests it admits;
+            // a component needing more core instances than it was weighed
+            // at can still find the pool full.
+            tracing::warn!(
+                request = id,
+                function = name,
+                limit = Limit::NodeSlots.as_str(),
+                "no free instance slot in the pool"
+            );
             text_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the node is at capacity; retry shortly\n",
+                Limit::NodeSlots.explain(name),
             )
         }
         Failure::NoResponse => {

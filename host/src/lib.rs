@@ -46,6 +46,7 @@ pub mod names;
 pub mod observe;
 pub mod operations;
 pub mod outbound;
+pub mod paced_body;
 pub mod redact;
 pub mod runtime;
 pub mod scan;

@@ -39,6 +39,11 @@ struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: u16,
 }
@@ -53,6 +58,7 @@ pub struct Observer {
     traps: Family<FunctionLabels, Counter>,
     timeouts: Family<FunctionLabels, Counter>,
     outbound_refused: Family<FunctionLabels, Counter>,
+    refused: Family<LimitLabels, Counter>,
     admin_requests: Family<StatusLabels, Counter>,
     audit_backlog: Gauge,
     audit_lost: Counter,
@@ -88,6 +94,7 @@ impl Observer {
             traps: Family::default(),
             timeouts: Family::default(),
             outbound_refused: Family::default(),
+            refused: Family::default(),
             admin_requests: Family::default(),
             audit_backlog: Gauge::default(),
             audit_lost: Counter::default(),
@@ -132,6 +139,11 @@ impl Observer {
                 observer.outbound_refused.clone(),
             );
             r.register(
+                "requests_refused",
+                "Requests (and connections) refused before they had an instance, by the limit that refused them",
+                observer.refused.clone(),
+            );
+            r.register(
                 "admin_requests",
                 "Admin API requests by status",
                 observer.admin_requests.clone(),
@@ -153,6 +165,15 @@ impl Observer {
             );
         }
         observer
+    }
+
+    /// A request or connection was refused by `limit`.
+    pub fn refused(&self, limit: crate::admission::Limit) {
+        self.refused
+            .get_or_create(&LimitLabels {
+                limit: limit.as_str(),
+            })
+            .inc();
     }
 
     /// A request to `function` was answered with `status` after `elapsed`.

@@ -5,6 +5,7 @@
 //! with its own listening socket on the same port (`SO_REUSEPORT`), so the
 //! kernel spreads connections across cores and a request never hops threads.
 
+use crate::admission::Limit;
 use crate::catalog::Catalog;
 use crate::invoke::{invoke, text_response};
 use hyper::StatusCode;
@@ -84,10 +85,26 @@ pub async fn serve(
                 continue;
             }
         };
+        let admission = Arc::clone(catalog.admission());
+        let Some(connected) = admission.connect(peer.ip()) else {
+            if admission.should_log(Limit::ClientConnections) {
+                tracing::warn!(
+                    client = %peer.ip(),
+                    limit = Limit::ClientConnections.as_str(),
+                    "connection refused: the client address holds its share of connections"
+                );
+            }
+            catalog.observer().refused(Limit::ClientConnections);
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let catalog = Arc::clone(&catalog);
         let unrouted = Arc::clone(&unrouted);
+        let client = peer.ip();
         tokio::spawn(async move {
+            // Held while the connection is open.
+            let _connected = connected;
             let service = hyper::service::service_fn(
                 move |request: hyper::Request<hyper::body::Incoming>| {
                     let catalog = Arc::clone(&catalog);
@@ -99,7 +116,19 @@ pub async fn serve(
                         let mut response = match snapshot.route(request.uri().path()) {
                             Some(function) => {
                                 let metrics = Arc::clone(&function.metrics);
-                                let response = invoke(Arc::clone(function), request, id).await;
+                                let response = match catalog.admission().admit(
+                                    &function.share,
+                                    function.weight,
+                                    function.reserved_memory,
+                                    client,
+                                ) {
+                                    Ok(ticket) => {
+                                        invoke(Arc::clone(function), request, id, ticket).await
+                                    }
+                                    Err(limit) => {
+                                        refuse(&catalog, &function.name, id, client, limit)
+                                    }
+                                };
                                 metrics.request(response.status().as_u16(), started.elapsed());
                                 response
                             }
@@ -134,6 +163,33 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// The 503 for a request admission refused: logged at most once a second
+/// per limit, counted in `/metrics` always.
+fn refuse(
+    catalog: &Catalog,
+    function: &str,
+    id: u64,
+    client: std::net::IpAddr,
+    limit: Limit,
+) -> hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody> {
+    catalog.observer().refused(limit);
+    if catalog.admission().should_log(limit) {
+        tracing::warn!(
+            request = id,
+            function,
+            %client,
+            limit = limit.as_str(),
+            "request refused (503): {}",
+            limit.explain(function).trim_end()
+        );
+    }
+    let mut response = text_response(StatusCode::SERVICE_UNAVAILABLE, limit.explain(function));
+    response
+        .headers_mut()
+        .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// Starts one worker thread per listener, each a single-threaded runtime

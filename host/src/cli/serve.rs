@@ -4,6 +4,7 @@ use super::{Access, open_store};
 use anyhow::{Context, bail};
 use clap::Args;
 use keyhole_host::admin::Admin;
+use keyhole_host::admission::{self, Admission, Limits};
 use keyhole_host::catalog::Catalog;
 use keyhole_host::master_key;
 use keyhole_host::observe::Observer;
@@ -59,10 +60,76 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", env = "KEYHOLE_AUDIT_RETENTION",
           value_parser = super::secrets::parse_duration)]
     audit_retention: Option<i64>,
+    /// Linear memory the node's requests may reserve at once, e.g. 8GiB:
+    /// each request reserves its function's memory limit, and a request
+    /// past the budget gets 503 [default: 75% of the machine's memory, or
+    /// of the cgroup's limit if lower].
+    #[arg(long, value_name = "SIZE", env = "KEYHOLE_MEMORY_BUDGET",
+          value_parser = keyhole_host::admission::parse_size)]
+    memory_budget: Option<u64>,
+    /// The most of the node's instance slots and memory budget one function
+    /// may hold at once, in percent; its requests past that get 503 while
+    /// other functions go on.
+    #[arg(long, value_name = "PERCENT",
+          default_value_t = keyhole_host::admission::DEFAULT_FUNCTION_SHARE_PERCENT,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    max_function_share: u32,
+    /// Requests one client address may have in flight at once (behind a
+    /// proxy every client shares its address: raise it) [default: a quarter
+    /// of --max-instances].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_client_requests: Option<u32>,
+    /// Connections one client address may hold open at once; more are
+    /// closed as they are accepted.
+    #[arg(long, value_name = "N",
+          default_value_t = keyhole_host::admission::DEFAULT_CLIENT_CONNECTIONS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_client_connections: u32,
 }
 
 fn parse_network(text: &str) -> Result<IpNet, String> {
     text.parse()
+}
+
+/// The admission limits `args` ask for, with the machine's defaults, said
+/// in the log; also raises the open-file limit connections need.
+fn admission_limits(args: &ServeArgs) -> Limits {
+    let machine = admission::machine_memory();
+    let mut limits = Limits::defaults(args.max_instances, machine.unwrap_or(u64::MAX / 100 * 75));
+    if let Some(budget) = args.memory_budget {
+        limits.memory_budget = budget;
+    } else if machine.is_none() {
+        tracing::warn!(
+            "cannot read this machine's memory: no memory budget unless --memory-budget is given"
+        );
+    }
+    limits.function_share_percent = args.max_function_share;
+    if let Some(n) = args.max_client_requests {
+        limits.client_requests = n;
+    }
+    limits.client_connections = args.max_client_connections;
+    match admission::raise_open_file_limit() {
+        Ok(files) => {
+            if files < u64::from(limits.client_connections) + 64 {
+                tracing::warn!(
+                    open_files = files,
+                    "the open-file limit is below what one client's connections may take: past it, new connections wait in the backlog"
+                );
+            }
+            tracing::info!(open_files = files, "open-file limit");
+        }
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
+    tracing::info!(
+        slots = limits.slots,
+        memory_budget_mib = limits.memory_budget >> 20,
+        function_share_percent = limits.function_share_percent,
+        function_slots = limits.function_slots(),
+        client_requests = limits.client_requests,
+        client_connections = limits.client_connections,
+        "admission limits"
+    );
+    limits
 }
 
 /// `keyhole serve`: open the store, load the catalog, serve until a signal.
@@ -92,6 +159,7 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(keyhole_host::admin::tls::server_config(cert, key)?),
         _ => None,
     };
+    let admission = Arc::new(Admission::new(admission_limits(&args)));
     let store = Arc::new(open_store(data, Access::CreateIfMissing)?);
     let runtime = Arc::new(
         Runtime::for_store(&store, args.max_instances).map_err(|e| anyhow::anyhow!("{e:#}"))?,
@@ -137,7 +205,8 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
             Arc::clone(&runtime),
             Arc::clone(&observer),
         )
-        .with_address_policy(addresses),
+        .with_address_policy(addresses)
+        .with_admission(admission),
     );
     catalog.refresh()?;
 
