@@ -49,7 +49,8 @@ pub struct Limits {
     /// The most of `slots` and of `memory_budget` one function may hold,
     /// in percent.
     pub function_share_percent: u32,
-    /// Requests one client address may have in flight at once.
+    /// Instance slots one client address may hold at once (a request
+    /// takes its component's weight).
     pub client_requests: u32,
     /// Connections one client address may hold open at once.
     pub client_connections: u32,
@@ -116,7 +117,7 @@ pub fn machine_memory() -> Option<u64> {
 pub enum Limit {
     /// The function holds its share of the node's slots or memory.
     FunctionShare,
-    /// The client address holds its share of requests in flight.
+    /// The client address holds its share of instance slots.
     ClientRequests,
     /// The client address holds its share of connections.
     ClientConnections,
@@ -292,6 +293,7 @@ impl Admission {
 
     /// A new connection from `client`, or `None` past its share.
     pub fn connect(self: &Arc<Self>, client: IpAddr) -> Option<Connected> {
+        let client = client_key(client);
         let limit = self.limits.client_connections;
         let taken = self.with_client(client, |hold| {
             (hold.connections < limit).then(|| hold.connections += 1)
@@ -312,9 +314,10 @@ impl Admission {
         memory: u64,
         client: IpAddr,
     ) -> Result<Admitted, Limit> {
+        let client = client_key(client);
         let limit = self.limits.client_requests;
         self.with_client(client, |hold| {
-            (hold.requests < limit).then(|| hold.requests += 1)
+            (hold.requests.saturating_add(weight) <= limit).then(|| hold.requests += weight)
         })
         .ok_or(Limit::ClientRequests)?;
         // From here on the ticket gives back what was taken if a later
@@ -323,24 +326,33 @@ impl Admission {
             admission: Arc::clone(self),
             share: Arc::clone(share),
             client,
+            client_slots: weight,
             function_slots: 0,
             function_memory: 0,
             node_slots: 0,
             node_memory: 0,
         };
-        // The node's limits first: when the node is full, that is what a
-        // refused client is told, even where a function's share is the
-        // whole node.
+        // The function's share first, so a flood at a function that holds
+        // its share never touches the node's counters; when the share is
+        // the whole node, the refusal is the node's.
+        let share_limit =
+            |node: Limit, whole: bool| if whole { node } else { Limit::FunctionShare };
+        let function_slots = self.limits.function_slots();
+        reserve32(&share.slots, weight, function_slots)
+            .ok_or_else(|| share_limit(Limit::NodeSlots, function_slots >= self.limits.slots))?;
+        ticket.function_slots = weight;
+        let function_memory = self.limits.function_memory();
+        reserve64(&share.memory, memory, function_memory).ok_or_else(|| {
+            share_limit(
+                Limit::NodeMemory,
+                function_memory >= self.limits.memory_budget,
+            )
+        })?;
+        ticket.function_memory = memory;
         reserve32(&self.slots, weight, self.limits.slots).ok_or(Limit::NodeSlots)?;
         ticket.node_slots = weight;
         reserve64(&self.memory, memory, self.limits.memory_budget).ok_or(Limit::NodeMemory)?;
         ticket.node_memory = memory;
-        reserve32(&share.slots, weight, self.limits.function_slots())
-            .ok_or(Limit::FunctionShare)?;
-        ticket.function_slots = weight;
-        reserve64(&share.memory, memory, self.limits.function_memory())
-            .ok_or(Limit::FunctionShare)?;
-        ticket.function_memory = memory;
         Ok(ticket)
     }
 
@@ -350,6 +362,19 @@ impl Admission {
             self.slots.load(Ordering::Relaxed),
             self.memory.load(Ordering::Relaxed),
         )
+    }
+}
+
+/// The address a client is counted under: IPv4 (also when mapped into
+/// IPv6) as it is, IPv6 by its /64, since one host is routinely given a
+/// whole /64 and could otherwise open a fresh address per connection.
+pub fn client_key(client: IpAddr) -> IpAddr {
+    match client.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
     }
 }
 
@@ -380,6 +405,7 @@ pub struct Admitted {
     admission: Arc<Admission>,
     share: Arc<FunctionShare>,
     client: IpAddr,
+    client_slots: u32,
     function_slots: u32,
     function_memory: u64,
     node_slots: u32,
@@ -408,7 +434,7 @@ impl Drop for Admitted {
             .memory
             .fetch_sub(self.node_memory, Ordering::AcqRel);
         self.admission.with_client(self.client, |hold| {
-            hold.requests = hold.requests.saturating_sub(1);
+            hold.requests = hold.requests.saturating_sub(self.client_slots);
             Some(())
         });
     }
@@ -607,6 +633,36 @@ mod tests {
         assert_eq!(weight_of(Some((1, 1))), 1);
         assert_eq!(weight_of(Some((5, 2))), 3);
         assert_eq!(weight_of(Some((2, 13))), 4);
+    }
+
+    #[test]
+    fn a_client_is_counted_by_its_slots_and_ipv6_by_its_64() {
+        let admission = Arc::new(Admission::new(Limits {
+            function_share_percent: 100,
+            ..limits()
+        }));
+        let f = admission.function_share(&"f".into());
+        // Two requests of weight 2 fill a client's 4 slots.
+        let held: Vec<_> = (0..2)
+            .map(|_| admission.admit(&f, 2, 1, A).unwrap())
+            .collect();
+        assert_eq!(
+            admission.admit(&f, 1, 1, A).unwrap_err(),
+            Limit::ClientRequests
+        );
+        drop(held);
+        let one: IpAddr = "2001:db8::1".parse().unwrap();
+        let other: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        let _c1 = admission.connect(one).unwrap();
+        let _c2 = admission.connect(other).unwrap();
+        assert!(admission.connect("2001:db8::3".parse().unwrap()).is_none());
+        assert!(
+            admission
+                .connect("2001:db8:0:1::1".parse().unwrap())
+                .is_some()
+        );
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(client_key(mapped), A);
     }
 
     #[test]

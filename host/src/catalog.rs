@@ -281,11 +281,24 @@ impl Catalog {
                 .map(|r| (r.num_memories, r.num_tables));
             let memory_bytes = info.memory_mib as usize * 1024 * 1024;
             let memories = needs.map_or(crate::runtime::MAX_MEMORIES_PER_COMPONENT, |n| n.0);
+            let weight = crate::admission::weight_of(needs);
+            let reserved_memory = memory_bytes as u64 * u64::from(memories.max(1));
+            let limits = self.admission.limits();
+            if weight > limits.function_slots().min(limits.client_requests)
+                || reserved_memory > limits.function_memory()
+            {
+                tracing::error!(
+                    function = %info.name,
+                    weight,
+                    reserved_memory_mib = reserved_memory >> 20,
+                    "this function can never be admitted: one request needs more slots or memory than its share of the node (raise --max-instances, --memory-budget or --max-function-share, or lower its memory-mib)"
+                );
+            }
             let function = Arc::new(LoadedFunction {
                 metrics: self.observer.function_metrics(&name),
                 share: self.admission.function_share(&name),
-                weight: crate::admission::weight_of(needs),
-                reserved_memory: memory_bytes as u64 * u64::from(memories.max(1)),
+                weight,
+                reserved_memory,
                 name,
                 pre,
                 memory_bytes,

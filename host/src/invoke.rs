@@ -35,6 +35,8 @@ enum Failure {
     NoResponse,
     /// Every instance slot of the node is in use.
     Overloaded,
+    /// The request body arrived too slowly (after the response head).
+    SlowBody,
 }
 
 /// A plain-text response made by the node itself.
@@ -137,9 +139,12 @@ pub async fn invoke(
     let timeout = function.timeout;
     let admission = Arc::clone(ticket.admission());
     let observer = Arc::clone(metrics.observer());
+    let task_pace = Arc::clone(&pace);
     let task = tokio::spawn(async move {
-        // Dropped with the store, when the instance is gone.
+        // Declared before the store is moved in, so it is dropped after
+        // it: the slot is given back once the pool has its instance back.
         let _ticket = ticket;
+        let mut store = store;
         let run = async {
             let instance = function.pre.instantiate_async(&mut store).await?;
             instance
@@ -147,10 +152,15 @@ pub async fn invoke(
                 .call_handle(&mut store, req, out)
                 .await
         };
-        match tokio::time::timeout(timeout, run).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(classify(e)),
-            Err(_elapsed) => Some(Failure::Timeout),
+        // The body's pace is watched here too, so a guest that answers
+        // first and reads its body after is not dribbled to its timeout.
+        tokio::select! {
+            ran = tokio::time::timeout(timeout, run) => match ran {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(classify(e)),
+                Err(_elapsed) => Some(Failure::Timeout),
+            },
+            () = task_pace.until_too_slow() => Some(Failure::SlowBody),
         }
     });
 
@@ -186,7 +196,7 @@ pub async fn invoke(
             match failure {
                 Failure::Trap(_) => metrics.trap(),
                 Failure::Timeout => metrics.timeout(),
-                Failure::NoResponse | Failure::Overloaded => {}
+                Failure::NoResponse | Failure::Overloaded | Failure::SlowBody => {}
             }
             failure_response(&name, id, failure)
         }
@@ -284,6 +294,9 @@ fn classify(error: wasmtime::Error) -> Failure {
 
 fn failure_response(name: &str, id: u64, failure: Failure) -> hyper::Response<HyperOutgoingBody> {
     match failure {
+        Failure::SlowBody => {
+            text_response(StatusCode::REQUEST_TIMEOUT, Limit::SlowBody.explain(name))
+        }
         Failure::Timeout => {
             tracing::warn!(request = id, function = name, "request timed out");
             text_response(

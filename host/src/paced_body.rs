@@ -8,6 +8,8 @@
 //! slowly, is not the client's fault), so an honest client on a slow link
 //! gets its grace, and one that sends headers and then dribbles the body
 //! (to pin an instance for the function's whole timeout) is ended with 408.
+//! No single wait may last longer than [`BODY_MAX_STALL`] either, so a fast
+//! start does not buy a long stall.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -20,6 +22,9 @@ use std::time::{Duration, Instant};
 pub const BODY_GRACE: Duration = Duration::from_secs(5);
 /// The slowest average rate a body may arrive at, past the grace.
 pub const BODY_FLOOR_BYTES_PER_SEC: u64 = 1024;
+/// The longest one wait for the next piece of a body may last, whatever
+/// arrived before: credit from a fast start does not buy a stall.
+pub const BODY_MAX_STALL: Duration = Duration::from_secs(10);
 /// How often a waiting body's pace is checked.
 pub const PACE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -51,10 +56,13 @@ impl Pace {
         if state.done {
             return false;
         }
-        let waited = state.waited
-            + state
-                .waiting_since
-                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+        let stalled = state
+            .waiting_since
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+        if stalled > BODY_MAX_STALL {
+            return true;
+        }
+        let waited = state.waited + stalled;
         let earned = BODY_GRACE
             + Duration::from_secs_f64(state.bytes as f64 / BODY_FLOOR_BYTES_PER_SEC as f64);
         waited > earned
@@ -164,8 +172,17 @@ mod tests {
         pace.update(|s| {
             s.bytes = 10 * 1024;
         });
-        assert!(!pace.too_slow(start + BODY_GRACE + Duration::from_secs(9)));
-        assert!(pace.too_slow(start + BODY_GRACE + Duration::from_secs(11)));
+        assert!(!pace.too_slow(start + BODY_GRACE + Duration::from_secs(4)));
+        // But no single wait may outlast the stall limit.
+        assert!(pace.too_slow(start + BODY_MAX_STALL + Duration::from_millis(10)));
+        pace.update(|s| {
+            s.waiting_since = None;
+            s.waited = Duration::from_secs(9);
+            s.bytes = 300 * 1024;
+        });
+        pace.update(|s| s.waiting_since = Some(start));
+        assert!(!pace.too_slow(start + Duration::from_secs(9)));
+        assert!(pace.too_slow(start + Duration::from_secs(11)));
         // Not waiting (the guest is busy): the clock stops.
         pace.update(|s| {
             s.waiting_since = None;

@@ -80,7 +80,11 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
-                tracing::warn!("accept failed: {e}");
+                // Out of descriptors this repeats every 10 ms: log it once
+                // a second.
+                if catalog.admission().should_log(Limit::ClientConnections) {
+                    tracing::warn!("accept failed (connections wait in the backlog): {e}");
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
