@@ -161,6 +161,22 @@ fn tamper(node: &Node, sql: &str) {
     conn.execute_batch(sql).unwrap();
 }
 
+/// The node's database as one file's bytes (its write-ahead log folded
+/// in), for [`restore`] to put back between tampering cases.
+fn snapshot(node: &Node) -> Vec<u8> {
+    tamper(node, "PRAGMA wal_checkpoint(TRUNCATE);");
+    std::fs::read(node.data.path().join("keyhole.db")).unwrap()
+}
+
+/// Puts a [`snapshot`] back in place of the node's database.
+fn restore(node: &Node, bytes: &[u8]) {
+    let db = node.data.path().join("keyhole.db");
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    std::fs::write(&db, bytes).unwrap();
+}
+
 fn verify_fails(node: &Node) -> String {
     let out = node.cli(&["audit", "verify"]);
     assert!(!out.status.success(), "verify passed a tampered trail");
@@ -178,14 +194,7 @@ fn audit_verify_names_the_first_tampered_record() {
     }
     assert!(node.ok(&["audit", "verify"]).contains("intact"));
     let db = node.data.path().join("keyhole.db");
-    tamper(&node, "PRAGMA wal_checkpoint(TRUNCATE);");
-    let pristine = std::fs::read(&db).unwrap();
-    let restore = || {
-        for suffix in ["-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-        }
-        std::fs::write(&db, &pristine).unwrap();
-    };
+    let pristine = snapshot(&node);
     let cases: &[(&str, &str, &str)] = &[
         (
             "edited",
@@ -221,7 +230,7 @@ fn audit_verify_names_the_first_tampered_record() {
         ),
     ];
     for (kind, sql, needle) in cases {
-        restore();
+        restore(&node, &pristine);
         tamper(&node, sql);
         let err = verify_fails(&node);
         assert!(err.contains(needle), "{kind}: {err}");
@@ -229,7 +238,7 @@ fn audit_verify_names_the_first_tampered_record() {
     // A record spliced in from a diverged copy of the same store: its own
     // MAC holds (same key, same position), only its link to the record
     // before it gives it away.
-    restore();
+    restore(&node, &pristine);
     let fork = Node::new_sharing_key(&node);
     std::fs::copy(&db, fork.data.path().join("keyhole.db")).unwrap();
     node.put_secret("here", b"value-only-here-123456");
@@ -258,7 +267,7 @@ fn audit_verify_names_the_first_tampered_record() {
         )),
         "spliced: {err}"
     );
-    restore();
+    restore(&node, &pristine);
     assert!(node.ok(&["audit", "verify"]).contains("intact"));
 }
 
@@ -522,15 +531,7 @@ fn retention_prunes_under_a_signed_checkpoint_that_verify_starts_from() {
 
     // A trail with an edited old record is not pruned: that would destroy
     // the evidence.
-    let db = node.data.path().join("keyhole.db");
-    tamper(&node, "PRAGMA wal_checkpoint(TRUNCATE);");
-    let pristine = std::fs::read(&db).unwrap();
-    let restore = |bytes: &[u8]| {
-        for suffix in ["-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-        }
-        std::fs::write(&db, bytes).unwrap();
-    };
+    let pristine = snapshot(&node);
     tamper(
         &node,
         "UPDATE audit SET body = replace(body, 'secret/old1', 'secret/zzz1') WHERE seq = 2;",
@@ -542,7 +543,7 @@ fn retention_prunes_under_a_signed_checkpoint_that_verify_starts_from() {
         err.contains("does not verify at record 2") && err.contains("not pruned"),
         "{err}"
     );
-    restore(&pristine);
+    restore(&node, &pristine);
 
     // Pruning removes the old records, keeps the new one, and says so.
     let report: serde_json::Value =
@@ -595,8 +596,7 @@ fn retention_prunes_under_a_signed_checkpoint_that_verify_starts_from() {
 
     // What an attacker with the database but not the key might do to make
     // deletions pass for retention, each caught.
-    tamper(&node, "PRAGMA wal_checkpoint(TRUNCATE);");
-    let pruned = std::fs::read(&db).unwrap();
+    let pruned = snapshot(&node);
     let first_left: i64 = node
         .db()
         .query_row("SELECT MIN(seq) FROM audit", [], |r| r.get(0))
@@ -641,14 +641,14 @@ fn retention_prunes_under_a_signed_checkpoint_that_verify_starts_from() {
         ),
     ];
     for (kind, sql, needle) in &cases {
-        restore(&pruned);
+        restore(&node, &pruned);
         tamper(&node, sql);
         let err = verify_fails(&node);
         assert!(err.contains(needle.as_str()), "{kind}: {err}");
     }
     // An older checkpoint put back (from a backup taken after the first
     // pruning) leaves the records between the two missing.
-    restore(&pruned);
+    restore(&node, &pruned);
     let old_checkpoint: Vec<u8> = {
         // Only the key makes a checkpoint, so take a genuine older one: the
         // same store before any pruning, pruned once in a copy.
@@ -675,7 +675,7 @@ fn retention_prunes_under_a_signed_checkpoint_that_verify_starts_from() {
     // A checkpoint made in a copy of the store (same key): pruning there,
     // then deleting the same rows here and pasting its checkpoint. The
     // checkpoint names the copy's pruning record, which this trail lacks.
-    restore(&pruned);
+    restore(&node, &pruned);
     let copy = Node::new_sharing_key(&node);
     std::fs::write(copy.data.path().join("keyhole.db"), &pruned).unwrap();
     std::thread::sleep(Duration::from_millis(1_200));
@@ -714,7 +714,7 @@ fn retention_prunes_under_a_signed_checkpoint_that_verify_starts_from() {
     // Records cut off the end: the next append records the cut instead of
     // covering it with a new head, verify fails at that record from then
     // on, and pruning will not remove it.
-    restore(&pruned);
+    restore(&node, &pruned);
     tamper(
         &node,
         "DELETE FROM audit WHERE seq = (SELECT MAX(seq) FROM audit);",
@@ -739,7 +739,7 @@ fn retention_prunes_under_a_signed_checkpoint_that_verify_starts_from() {
         "cut after prune: {err}"
     );
 
-    restore(&pruned);
+    restore(&node, &pruned);
     assert!(node.ok(&["audit", "verify"]).contains("intact"));
 }
 

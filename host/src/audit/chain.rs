@@ -168,6 +168,15 @@ impl Checkpoint {
         }
     }
 
+    /// What it says was removed.
+    pub fn pruned(&self) -> Pruned {
+        Pruned {
+            through_seq: self.seq,
+            through_ms: self.through_ms,
+            pruned_at_ms: self.pruned_at_ms,
+        }
+    }
+
     /// The last removed row's MAC and the pruning record's MAC, if the
     /// checkpoint's seal holds under `key`.
     pub fn verified_macs(&self, key: &ChainKey) -> Option<(Vec<u8>, Vec<u8>)> {
@@ -302,9 +311,13 @@ impl<'k> Verifier<'k> {
         }
     }
 
-    /// A verifier starting after `checkpoint`, or the first bad record if
-    /// the checkpoint itself does not verify.
-    pub fn resume(key: &'k ChainKey, checkpoint: &Checkpoint) -> Result<Self, Tampered> {
+    /// A verifier starting after `checkpoint` (at the first record without
+    /// one), or the first bad record if the checkpoint itself does not
+    /// verify.
+    pub fn after(key: &'k ChainKey, checkpoint: Option<&Checkpoint>) -> Result<Self, Tampered> {
+        let Some(checkpoint) = checkpoint else {
+            return Ok(Self::new(key));
+        };
         let (prev, by_mac) = checkpoint.verified_macs(key).ok_or_else(|| Tampered {
             seq: checkpoint.seq,
             problem: "the retention checkpoint does not match its MAC (forged or edited)".into(),
@@ -314,11 +327,7 @@ impl<'k> Verifier<'k> {
             next_seq: checkpoint.seq + 1,
             prev,
             count: 0,
-            pruned: Some(Pruned {
-                through_seq: checkpoint.seq,
-                through_ms: checkpoint.through_ms,
-                pruned_at_ms: checkpoint.pruned_at_ms,
-            }),
+            pruned: Some(checkpoint.pruned()),
             pruning_record: Some((checkpoint.by_seq, by_mac)),
         })
     }

@@ -109,13 +109,7 @@ pub(super) fn committed_pending_admin() {
 /// rows rather than one per record; function records in the compact form
 /// of [`crate::audit::run`], anything else as JSON objects.
 fn append_in(tx: &Transaction<'_>, key: &ChainKey, batch: &[Timed]) -> Result<(), StoreError> {
-    let last: Option<(u64, Vec<u8>)> = tx
-        .query_row(
-            "SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+    let last = last_row(tx)?;
     let head = match read_meta_blob(tx, "audit_head") {
         // A head of the wrong type matches nothing: recorded as a cut.
         Err(StoreError::Corrupt(_)) => Some(Vec::new()),
@@ -155,6 +149,17 @@ fn append_in(tx: &Transaction<'_>, key: &ChainKey, batch: &[Timed]) -> Result<()
     with_cut.push(cut);
     with_cut.extend_from_slice(batch);
     append_rows(tx, key, seq, prev, &with_cut)
+}
+
+/// The sequence number and MAC of the trail's newest row, if it has one.
+fn last_row(tx: &Transaction<'_>) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    Ok(tx
+        .query_row(
+            "SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
 }
 
 /// A `meta` value that must be a blob; anything else is tampering.
@@ -397,12 +402,9 @@ impl SqliteStore {
                 }
                 Err(e) => return Err(e),
             };
-            let mut verifier = match &checkpoint {
-                Some(checkpoint) => match Verifier::resume(&key, checkpoint) {
-                    Ok(verifier) => verifier,
-                    Err(bad) => return Ok(Verifier::new(&key).fail(bad)),
-                },
-                None => Verifier::new(&key),
+            let mut verifier = match Verifier::after(&key, checkpoint.as_ref()) {
+                Ok(verifier) => verifier,
+                Err(bad) => return Ok(Verifier::new(&key).fail(bad)),
             };
             for row in rows.by_ref() {
                 let row = match row {
@@ -510,19 +512,13 @@ impl SqliteStore {
         let first = pruning_record.is_none();
         if first {
             append_pending_admin(self, &tx)?;
-            let newest: (u64, Vec<u8>) = tx.query_row(
-                "SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let newest = last_row(&tx)?
+                .ok_or_else(|| corrupt("the pruning's own audit record was not written"))?;
             *pruning_record = Some(newest);
         }
         let (by_seq, by_mac) = pruning_record.clone().expect("set above");
         let checkpoint = read_checkpoint(&tx)?;
-        let mut verifier = match &checkpoint {
-            Some(checkpoint) => Verifier::resume(&key, checkpoint).map_err(refusal)?,
-            None => Verifier::new(&key),
-        };
+        let mut verifier = Verifier::after(&key, checkpoint.as_ref()).map_err(refusal)?;
         let floor = checkpoint.as_ref().map_or(0, |c| c.seq);
         let rows: Vec<Row> = {
             let mut stmt = tx.prepare_cached(
@@ -561,7 +557,7 @@ impl SqliteStore {
             if first {
                 committed_pending_admin();
             }
-            return Ok(Step::Done(checkpoint.map(|c| pruned_of(&c))));
+            return Ok(Step::Done(checkpoint.map(|c| c.pruned())));
         };
         tx.execute(
             "DELETE FROM audit WHERE seq > ?1 AND seq <= ?2",
@@ -590,7 +586,7 @@ impl SqliteStore {
         }
         if reached_new {
             // Removed and done: report both in one step.
-            return Ok(Step::RemovedAndDone(records, pruned_of(&next)));
+            return Ok(Step::RemovedAndDone(records, next.pruned()));
         }
         Ok(Step::Removed(records))
     }
@@ -604,14 +600,6 @@ enum Step {
     RemovedAndDone(u64, crate::audit::Pruned),
     /// Nothing (more) to remove; what was removed so far.
     Done(Option<crate::audit::Pruned>),
-}
-
-fn pruned_of(checkpoint: &Checkpoint) -> crate::audit::Pruned {
-    crate::audit::Pruned {
-        through_seq: checkpoint.seq,
-        through_ms: checkpoint.through_ms,
-        pruned_at_ms: checkpoint.pruned_at_ms,
-    }
 }
 
 /// A pruning refused because the rows it would remove do not verify.
