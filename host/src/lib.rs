@@ -6,7 +6,8 @@
 //! hands the guest an opaque handle.
 //!
 //! The pieces, in the order a request meets them: [`server`] routes it,
-//! [`admission`] decides whether it may have an instance now, [`invoke`] runs a fresh instance from the [`catalog`] on the
+//! [`admission`] decides whether it may have an instance now (and
+//! [`paced_body`] ends bodies that arrive too slowly), [`invoke`] runs a fresh instance from the [`catalog`] on the
 //! [`runtime`], whose [`secrets_host`] answers `keyhole:secrets` from values
 //! the [`store`] keeps sealed with [`crypto`]. Keys are used on the host
 //! ([`keys`], [`material`]); bearer tokens reach only allowed hosts
