@@ -238,8 +238,8 @@ impl Admin {
     /// in a request from `ip`: 401 for a missing, malformed, unknown,
     /// revoked or expired token. Refusals are recorded in the audit trail,
     /// one record per source address and window (the rest counted into one
-    /// more when it closes), and past [`UNAUTHENTICATED_PER_WINDOW`] of them
-    /// they are answered 429. A valid token is never limited.
+    /// more when it closes), and past `UNAUTHENTICATED_PER_WINDOW` (60) of
+    /// them they are answered 429. A valid token is never limited.
     pub fn authenticate(
         &self,
         ip: std::net::IpAddr,

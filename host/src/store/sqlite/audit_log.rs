@@ -460,8 +460,8 @@ impl SqliteStore {
     /// [`SqliteStore::audited`]: the pending admin record is written in the
     /// first transaction, before anything is removed, and the checkpoint
     /// names it, so a checkpoint cannot be carried over from a copy of the
-    /// store. Works in transactions of at most
-    /// [`PRUNE_RECORDS_PER_TRANSACTION`] records, so pruning a long trail
+    /// store. Works in transactions of at most 50 000 records
+    /// (`PRUNE_RECORDS_PER_TRANSACTION`), so pruning a long trail
     /// never holds the writer for long; if a later one fails, what was
     /// removed stays removed (each transaction leaves a valid checkpoint)
     /// and a `failed` record says so.
