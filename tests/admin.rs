@@ -920,3 +920,105 @@ fn unauthenticated_requests_are_limited_and_coalesced_per_source() {
     );
     node.ok(&["audit", "verify"]);
 }
+
+/// An admin request with `token` whose headers promise `length` body bytes
+/// that never come: the node holds it while it waits for the body.
+fn hanging_admin_request(
+    node: &Node,
+    method: &str,
+    path: &str,
+    token: &str,
+    length: usize,
+) -> std::net::TcpStream {
+    use std::io::Write;
+    let addr = node.admin.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+    )
+    .unwrap();
+    stream
+}
+
+/// The status line of the answer on `stream`, if one comes within `wait`.
+fn status_within(stream: &mut std::net::TcpStream, wait: Duration) -> Option<String> {
+    use std::io::Read;
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !seen.windows(2).any(|w| w == b"\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let end = seen.windows(2).position(|w| w == b"\r\n").unwrap();
+    Some(String::from_utf8_lossy(&seen[..end]).into_owned())
+}
+
+/// Issue 24 §4. On the old main any valid token could make the node wait
+/// for (and buffer) a 64 MiB deploy body before its permission was
+/// checked, and nothing capped the admin requests in progress: one
+/// deployer token could hold the listener with requests whose bodies
+/// never arrive.
+#[test]
+fn only_deployers_send_large_bodies_and_no_token_holds_the_admin_listener() {
+    let mut node = Node::new();
+    node.start_admin();
+    let auditor = node.token(&["--role", "auditor", "--name", "watch"]);
+    let deployer = node.token(&["--role", "deployer", "--name", "ci"]);
+    let admin = node.token(&["--role", "admin", "--name", "root"]);
+
+    // An auditor announcing a deploy-sized body is refused from the
+    // headers, and so is one announcing a large body anywhere else.
+    let mut large = hanging_admin_request(&node, "POST", "/v1/functions", &auditor, 60 << 20);
+    let status = status_within(&mut large, Duration::from_secs(5));
+    assert_eq!(
+        status.as_deref(),
+        Some("HTTP/1.1 403 Forbidden"),
+        "an auditor's 60 MiB deploy was waited for"
+    );
+    let mut large = hanging_admin_request(&node, "PUT", "/v1/secrets/x", &deployer, 60 << 20);
+    let status = status_within(&mut large, Duration::from_secs(5));
+    assert_eq!(status.as_deref(), Some("HTTP/1.1 413 Payload Too Large"));
+
+    // One token's requests in progress are capped: the ninth is refused at
+    // once, naming the token, while its eight wait for their bodies.
+    let mut held: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| hanging_admin_request(&node, "PUT", "/v1/grants/f/KEY", &deployer, 100))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let ninth = node.admin_request("GET", "/v1/functions", Some(&deployer), b"");
+    assert_eq!(ninth.status, 503, "{}", ninth.text());
+    assert!(
+        ninth
+            .text()
+            .contains("token `ci` has 8 admin requests in progress"),
+        "{}",
+        ninth.text()
+    );
+    // Other tokens, and an operator above all, still get in.
+    let other = node.admin_request("GET", "/v1/functions", Some(&auditor), b"");
+    assert_eq!(other.status, 200, "{}", other.text());
+    let operator = node.admin_request("GET", "/v1/secrets", Some(&admin), b"");
+    assert_eq!(operator.status, 200, "{}", operator.text());
+
+    // A slot frees when its request ends (here: the body timing out is
+    // too slow to wait for, so the client goes away).
+    held.truncate(7);
+    let start = std::time::Instant::now();
+    loop {
+        let again = node.admin_request("GET", "/v1/functions", Some(&deployer), b"");
+        if again.status == 200 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "a closed request kept its slot: {}",
+            again.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(held);
+}

@@ -142,6 +142,169 @@ fn revoke_is_in_force_on_the_next_request() {
     assert!(revoked.text().contains("not-granted"), "{revoked:?}");
 }
 
+/// A request to the probe's `hold` route, kept open: each [`Held::run`]
+/// sends one more line of its body and reads the line the guest streams
+/// back, so the test can act between two operations of one request.
+struct Held {
+    stream: std::net::TcpStream,
+    /// Response bytes read and not yet consumed (chunk framing included).
+    seen: Vec<u8>,
+    /// Decoded body lines not yet returned.
+    lines: std::collections::VecDeque<String>,
+}
+
+impl Held {
+    /// Opens `path` (a `hold` route) and returns the request with the
+    /// guest's first line: how its `get` went.
+    fn open(node: &Node, path: &str) -> (Self, String) {
+        use std::io::Write;
+        let addr = node.base.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nhost: {addr}\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        .unwrap();
+        let mut held = Self {
+            stream,
+            seen: Vec::new(),
+            lines: Default::default(),
+        };
+        let head_end = loop {
+            if let Some(at) = held.seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            held.read_more();
+        };
+        let head = String::from_utf8_lossy(&held.seen[..head_end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        held.seen.drain(..head_end);
+        let first = held.line();
+        (held, first)
+    }
+
+    fn read_more(&mut self) {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        let n = self
+            .stream
+            .read(&mut buf)
+            .expect("the guest answers within 10 s");
+        assert!(n > 0, "the node closed the held request");
+        self.seen.extend_from_slice(&buf[..n]);
+    }
+
+    /// The guest's next line.
+    fn line(&mut self) -> String {
+        loop {
+            if let Some(line) = self.lines.pop_front() {
+                return line;
+            }
+            // One chunk: `<hex size>\r\n<data>\r\n`.
+            let Some(size_end) = self.seen.windows(2).position(|w| w == b"\r\n") else {
+                self.read_more();
+                continue;
+            };
+            let size = usize::from_str_radix(
+                std::str::from_utf8(&self.seen[..size_end]).unwrap().trim(),
+                16,
+            )
+            .unwrap();
+            if self.seen.len() < size_end + 2 + size + 2 {
+                self.read_more();
+                continue;
+            }
+            let data = self.seen[size_end + 2..size_end + 2 + size].to_vec();
+            self.seen.drain(..size_end + 2 + size + 2);
+            let text = String::from_utf8(data).unwrap();
+            self.lines.extend(text.lines().map(str::to_owned));
+        }
+    }
+
+    /// Has the guest run `op` on its held handle; returns its line.
+    fn run(&mut self, op: &str) -> String {
+        use std::io::Write;
+        let line = format!("{op}\n");
+        write!(self.stream, "{:x}\r\n{line}\r\n", line.len()).unwrap();
+        let answer = self.line();
+        assert!(answer.starts_with(op), "asked for {op}, got {answer}");
+        answer
+    }
+}
+
+#[test]
+fn what_an_operator_withdraws_reaches_requests_already_running() {
+    let mut node = Node::new();
+    for secret in ["ka", "kb", "kc"] {
+        node.put_secret(secret, b"first value of 32 bytes, exactly");
+    }
+    node.granted_probe("fn-a", "/a", "ka", "hmac,reveal", "");
+    node.granted_probe("fn-b", "/b", "kb", "hmac,reveal", "");
+    node.granted_probe("fn-c", "/c", "kc", "hmac,reveal", "");
+    node.start();
+
+    // Three requests that opened their handle before anything changed.
+    let (mut a, opened) = Held::open(&node, "/a/hold?binding=KEY");
+    assert_eq!(opened, "get ok version 1");
+    let (mut b, _) = Held::open(&node, "/b/hold?binding=KEY");
+    let (mut c, _) = Held::open(&node, "/c/hold?binding=KEY");
+    for held in [&mut a, &mut b, &mut c] {
+        assert!(held.run("hmac").starts_with("hmac ok "));
+        assert_eq!(held.run("reveal"), "reveal ok 32 bytes");
+    }
+
+    // fn-a's grant is revoked; kb is rotated with no grace (the urgent
+    // rotation after a leak); kc is rotated with a grace window, which
+    // withdraws nothing.
+    node.ok(&["revoke", "fn-a", "KEY"]);
+    let rotate = |name: &str, extra: &[&str]| {
+        let mut args = vec!["secret", "rotate", name];
+        args.extend_from_slice(extra);
+        let out = node.cli_stdin(&args, b"second value of 32 bytes, too!!!");
+        assert!(out.status.success(), "{out:?}");
+    };
+    rotate("kb", &[]);
+    rotate("kc", &["--grace", "1h"]);
+    node.wait_for("/c/version?binding=KEY", |r| r.text().contains('2'));
+
+    for op in ["hmac", "reveal", "token", "get"] {
+        let answer = a.run(op);
+        assert!(
+            answer.starts_with(&format!("{op} error denied:"))
+                && answer.contains("after this request began"),
+            "a revoked grant still serves a running request: {answer}"
+        );
+    }
+    for op in ["hmac", "reveal", "get"] {
+        let answer = b.run(op);
+        assert!(
+            answer.starts_with(&format!("{op} error denied:"))
+                && answer.contains("after this request began"),
+            "a version retired without grace still serves a running request: {answer}"
+        );
+    }
+    // In its grace window the old version still serves what opened it.
+    assert!(c.run("hmac").starts_with("hmac ok "));
+    assert_eq!(c.run("reveal"), "reveal ok 32 bytes");
+
+    // Narrowing a grant takes away only what it no longer allows.
+    node.ok(&["grant", "fn-c", "KEY", "--secret", "kc", "--allow", "hmac"]);
+    node.wait_for("/c/reveal?binding=KEY", |r| r.status == 403);
+    let refused = c.run("reveal");
+    assert!(
+        refused.starts_with("reveal error denied: binding `KEY` is not granted `reveal`"),
+        "{refused}"
+    );
+    assert!(c.run("hmac").starts_with("hmac ok "));
+
+    // Each refusal is in the audit trail, naming why.
+    let trail = node.ok(&["audit", "--function", "fn-a"]);
+    assert!(trail.contains("after this request began"), "{trail}");
+}
+
 #[test]
 fn one_function_cannot_use_another_functions_grant() {
     let mut node = Node::new();

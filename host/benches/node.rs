@@ -16,9 +16,10 @@ use common::{Node, artifacts};
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use keyhole_host::egress::EgressList;
-use keyhole_host::injection::Injector;
+use keyhole_host::injection::{Injector, Issue};
 use keyhole_host::material::SecretMaterial;
 use keyhole_host::secret_value::SecretValue;
+use keyhole_host::standing::InForce;
 use sha2::Sha256;
 use std::process::Command;
 use std::rc::Rc;
@@ -282,7 +283,13 @@ fn substitution_ns() -> f64 {
     ));
     let egress = Arc::new(EgressList::parse_list("api.example.com").unwrap());
     let token = injector
-        .issue("API".into(), "api-key".into(), material, egress)
+        .issue(Issue {
+            binding: "API".into(),
+            secret: "api-key".into(),
+            material,
+            egress,
+            in_force: InForce::default(),
+        })
         .unwrap();
     let bearer = format!("Bearer {token}");
     let request = || {

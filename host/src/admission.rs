@@ -76,7 +76,11 @@ impl Limits {
 
     /// Memory one function may hold.
     pub fn function_memory(&self) -> u64 {
-        self.memory_budget / 100 * u64::from(self.function_share_percent.min(100))
+        // In u128, so that 100 % is the whole budget exactly (dividing
+        // first rounded it down, and the refusal then named the function's
+        // share rather than the node's).
+        (u128::from(self.memory_budget) * u128::from(self.function_share_percent.min(100)) / 100)
+            as u64
     }
 }
 

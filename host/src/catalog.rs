@@ -4,7 +4,8 @@
 //! The catalog rebuilds its snapshot whenever the store's revision changes,
 //! so grants, secrets and deployments written by the CLI take effect on the
 //! next request, without a restart. A request holds the snapshot it started
-//! with, so it finishes on the versions it opened.
+//! with, so it finishes on the versions it opened — unless a load withdraws
+//! them, which [`crate::standing`] makes reach it at its next secret call.
 
 use crate::access::route_contains;
 use crate::admission::{Admission, FunctionShare};
@@ -14,6 +15,7 @@ use crate::operations::OperationSet;
 use crate::outbound::{AddressPolicy, OutboundRules, SystemResolver};
 use crate::runtime::{ComponentError, FunctionPre, Runtime};
 use crate::secrets_host::{BoundSecret, FunctionSecrets, GraceVersion};
+use crate::standing::{Standings, StandingsUpdate, Terms};
 use crate::store::{Store, StoreError, Timestamp};
 use crate::usage::UsageLog;
 use std::collections::HashMap;
@@ -86,6 +88,8 @@ pub struct Catalog {
     addresses: Arc<AddressPolicy>,
     /// Who may have an instance now.
     admission: Arc<Admission>,
+    /// What each binding is granted now, for requests already running.
+    standings: Standings,
 }
 
 /// How a load came by its compiled components (those already loaded are
@@ -103,6 +107,20 @@ struct Resolved {
     grace: Arc<[GraceVersion]>,
 }
 
+impl Resolved {
+    /// The usable versions: the current one with `None`, those in grace
+    /// with the end of their window.
+    fn versions(&self) -> Vec<(u32, Option<Timestamp>)> {
+        let grace = self
+            .grace
+            .iter()
+            .map(|g| (g.material.version(), Some(g.until)));
+        std::iter::once((self.current.version(), None))
+            .chain(grace)
+            .collect()
+    }
+}
+
 impl Catalog {
     /// An empty catalog over `store`, its functions reporting to
     /// `observer`; call [`Catalog::refresh`] to load it.
@@ -118,6 +136,7 @@ impl Catalog {
             overdue_warned: Mutex::default(),
             addresses: Arc::default(),
             admission: Arc::default(),
+            standings: Standings::default(),
         }
     }
 
@@ -177,13 +196,18 @@ impl Catalog {
         self.store.check_master_key()?;
         // Forged or rolled-back rows: keep serving what is loaded.
         self.store.verify_integrity()?;
-        let (snapshot, counts) = self.load()?;
+        let (snapshot, counts, standings) = self.load()?;
         let count = snapshot.function_count();
+        // Withdrawn before the new snapshot is served: a request that
+        // starts on the old one in between is refused what it lost, and
+        // none is ever refused what the new one grants.
+        let withdrawn = standings.commit();
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
         *loaded = Some(revision);
         tracing::info!(
             revision,
             functions = count,
+            withdrawn_bindings = withdrawn,
             compiled = counts.compiled,
             from_cache = counts.from_cache,
             "loaded functions and grants"
@@ -191,7 +215,8 @@ impl Catalog {
         Ok(true)
     }
 
-    fn load(&self) -> Result<(Snapshot, LoadCounts), StoreError> {
+    fn load(&self) -> Result<(Snapshot, LoadCounts, StandingsUpdate<'_>), StoreError> {
+        let mut standings = self.standings.update();
         let functions = self.store.functions()?;
         let grants = self.store.grants(None)?;
         let mut values: HashMap<String, Option<Resolved>> = HashMap::new();
@@ -246,12 +271,24 @@ impl Catalog {
                 let usage = self
                     .usage
                     .slot(&info.name, &requested.binding, &grant.secret);
+                let secret: Arc<str> = grant.secret.as_str().into();
+                let in_force = standings.bind(
+                    &info.name,
+                    &requested.binding,
+                    Terms {
+                        secret: Arc::clone(&secret),
+                        allowed,
+                        egress: Arc::clone(&egress),
+                        versions: resolved.as_ref().map_or_else(Vec::new, Resolved::versions),
+                    },
+                );
                 secrets.insert(
                     requested.binding.clone(),
                     BoundSecret {
-                        secret: grant.secret.as_str().into(),
+                        secret,
                         allowed,
                         egress,
+                        in_force,
                         current: resolved.as_ref().map(|r| Arc::clone(&r.current)),
                         grace: resolved.map_or_else(|| Arc::from([]), |r| r.grace),
                         usage,
@@ -330,6 +367,7 @@ impl Catalog {
                 next_expiry,
             },
             counts,
+            standings,
         ))
     }
 

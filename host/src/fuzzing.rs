@@ -128,6 +128,7 @@ fn function_secrets() -> Arc<FunctionSecrets> {
                     .then(|| Arc::new(SecretMaterial::new(1, SecretValue::new(value_of(binding))))),
                 grace: Arc::from(Vec::new()),
                 usage: Arc::default(),
+                in_force: Default::default(),
             };
             (binding.to_owned(), bound)
         })
@@ -195,7 +196,11 @@ pub fn secrets_calls(data: &[u8]) {
                 251 => String::new(),
                 _ => String::from_utf8_lossy(&input.bytes()).into_owned(),
             };
-            let answer = view.get(name.clone()).expect("get never traps");
+            let answer = view.get(name.clone());
+            if out_of_refusals(&answer) {
+                return; // the request is over
+            }
+            let answer = answer.expect("get never traps but past its refusals");
             let granted = BINDINGS.iter().find(|b| b.0 == name);
             match (answer, granted) {
                 (Ok(handle), Some(&(binding, _, _, true))) => {
@@ -238,6 +243,9 @@ pub fn secrets_calls(data: &[u8]) {
             1 => {
                 let message = input.bytes();
                 let answer = view.hmac_sha256(handle(), message.clone());
+                if out_of_refusals(&answer) {
+                    return;
+                }
                 if let Some(tag) = expect(answer, binding, allowed(Operation::Hmac)) {
                     let mut mac = Hmac::<Sha256>::new_from_slice(&value_of(binding.expect("live")))
                         .expect("any key length");
@@ -248,10 +256,16 @@ pub fn secrets_calls(data: &[u8]) {
             2 => {
                 let (message, tag) = (input.bytes(), input.bytes());
                 let answer = view.verify_hmac_sha256(handle(), message, tag);
+                if out_of_refusals(&answer) {
+                    return;
+                }
                 expect(answer, binding, allowed(Operation::Hmac));
             }
             3 => {
                 let answer = view.reveal(handle());
+                if out_of_refusals(&answer) {
+                    return;
+                }
                 if let Some(value) = expect(answer, binding, allowed(Operation::Reveal)) {
                     assert_eq!(value, value_of(binding.expect("live")));
                 }
@@ -259,6 +273,9 @@ pub fn secrets_calls(data: &[u8]) {
             4 => {
                 let (plain, aad) = (input.bytes(), input.bytes());
                 let answer = view.seal(handle(), plain.clone(), aad.clone());
+                if out_of_refusals(&answer) {
+                    return;
+                }
                 if let Some(out) = expect(answer, binding, allowed(Operation::Seal)) {
                     let back = view.open(handle(), out.clone(), aad).expect("no trap");
                     assert_eq!(back.ok(), Some(plain), "a seal that does not open");
@@ -276,6 +293,9 @@ pub fn secrets_calls(data: &[u8]) {
                 }
                 let aad = input.bytes();
                 let answer = view.open(handle(), ciphertext, aad);
+                if out_of_refusals(&answer) {
+                    return;
+                }
                 match answer {
                     Err(_) => assert!(binding.is_none(), "a live handle trapped"),
                     Ok(Ok(_)) => assert!(allowed(Operation::Seal)),
@@ -289,6 +309,9 @@ pub fn secrets_calls(data: &[u8]) {
                     _ => Algorithm::RsaPkcs1Sha256,
                 };
                 let answer = view.sign(handle(), algorithm, input.bytes());
+                if out_of_refusals(&answer) {
+                    return;
+                }
                 // The bound values are no keys: even where granted, signing
                 // is refused as an invalid argument.
                 let signed = expect(answer, binding, allowed(Operation::Sign));
@@ -296,11 +319,17 @@ pub fn secrets_calls(data: &[u8]) {
             }
             7 => {
                 let answer = view.public_key(handle());
+                if out_of_refusals(&answer) {
+                    return;
+                }
                 let key = expect(answer, binding, allowed(Operation::Sign));
                 assert!(key.is_none(), "a public key from a value that is no key");
             }
             8 => {
                 let answer = view.header_token(handle());
+                if out_of_refusals(&answer) {
+                    return;
+                }
                 let usable = binding == Some("INJECT");
                 match answer {
                     Err(_) => assert!(binding.is_none(), "a live handle trapped"),
@@ -365,6 +394,15 @@ fn expect<T>(
             None
         }
     }
+}
+
+/// Whether `answer` is the trap that ends a request past its allowance of
+/// refusals ([`crate::secrets_host::MAX_REFUSED_PER_REQUEST`]).
+fn out_of_refusals<T>(answer: &wasmtime::Result<T>) -> bool {
+    answer.as_ref().err().is_some_and(|e| {
+        e.downcast_ref::<crate::secrets_host::TooManyRefusals>()
+            .is_some()
+    })
 }
 
 /// Panics if `text` holds any bound value, raw or in hex.

@@ -20,6 +20,10 @@ use zeroize::Zeroizing;
 
 /// Bytes of output kept per stream per request; the rest is counted and dropped.
 pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+/// Log lines kept per stream per request; the rest is counted and dropped.
+/// Bytes alone do not bound the work: 64 KiB of newlines would be 64 k log
+/// events.
+pub const MAX_OUTPUT_LINES: usize = 256;
 /// The longest log line; longer lines are split.
 const MAX_LINE: usize = 8 * 1024;
 
@@ -62,6 +66,8 @@ impl GuestOutput {
             lines: Lines::default(),
             taken: 0,
             dropped: 0,
+            lines_logged: 0,
+            lines_dropped: 0,
             after_cap: Zeroizing::new(Vec::new()),
         })))
     }
@@ -81,6 +87,10 @@ struct Capture {
     taken: usize,
     /// Bytes dropped over the limit.
     dropped: usize,
+    /// Lines logged so far.
+    lines_logged: usize,
+    /// Lines dropped over [`MAX_OUTPUT_LINES`].
+    lines_dropped: usize,
     /// The first bytes past the limit, never logged: what a value that
     /// straddles the cut needs to be recognised, and redacted whole.
     after_cap: Zeroizing<Vec<u8>>,
@@ -105,8 +115,11 @@ impl Capture {
         }
     }
 
-    fn emit(&self, lines: Vec<Vec<u8>>) {
-        for line in lines {
+    fn emit(&mut self, lines: Vec<Vec<u8>>) {
+        let room = MAX_OUTPUT_LINES - self.lines_logged;
+        self.lines_dropped += lines.len().saturating_sub(room);
+        self.lines_logged += lines.len().min(room);
+        for line in lines.into_iter().take(room) {
             let line = line.strip_suffix(b"\r").unwrap_or(&line);
             let text = printable(line);
             tracing::info!(
@@ -129,14 +142,15 @@ impl Drop for Capture {
             .lines
             .finish_before(self.secrets.redactor(), &self.after_cap);
         self.emit(rest);
-        if self.dropped > 0 {
+        if self.dropped > 0 || self.lines_dropped > 0 {
             tracing::warn!(
                 target: "keyhole::guest",
                 function = %self.function,
                 request = self.request,
                 stream = self.stream.as_str(),
-                "{} bytes of output dropped (at most {MAX_OUTPUT_BYTES} per stream per request)",
-                self.dropped
+                "{} bytes and {} lines of output dropped (at most {MAX_OUTPUT_BYTES} bytes and {MAX_OUTPUT_LINES} lines per stream per request)",
+                self.dropped,
+                self.lines_dropped
             );
         }
     }

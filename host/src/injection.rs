@@ -16,6 +16,8 @@ use crate::egress::EgressList;
 use crate::material::SecretMaterial;
 use crate::observe::FunctionMetrics;
 use crate::outbound::{self, Destination, HOPS_HEADER, OutboundRules};
+use crate::secrets_host::{Refusal, RefusalBudget};
+use crate::standing::InForce;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hyper::header::HeaderValue;
@@ -35,24 +37,36 @@ pub const TOKEN_LEN: usize = TOKEN_PREFIX.len() + (TOKEN_RANDOM_BYTES * 4).div_c
 /// How many tokens one request may hold.
 pub const MAX_TOKENS: usize = 256;
 
-struct Issued {
-    binding: Arc<str>,
-    secret: Arc<str>,
-    material: Arc<SecretMaterial>,
-    egress: Arc<EgressList>,
+/// What a token stands for: one version of one bound secret, and where it
+/// may go.
+pub struct Issue {
+    /// The binding's name, as the function asked for it.
+    pub binding: Arc<str>,
+    /// The stored secret's name, for the audit trail.
+    pub secret: Arc<str>,
+    /// The value injected in the token's place.
+    pub material: Arc<SecretMaterial>,
+    /// Hosts the value may be sent to.
+    pub egress: Arc<EgressList>,
+    /// Whether the binding is still granted: checked when the token is
+    /// used, so a revoke reaches tokens already issued.
+    pub in_force: InForce,
 }
 
 /// One request's tokens, and the `wasi:http` hook that substitutes them.
 pub struct Injector {
     function: Arc<str>,
     request: u64,
-    tokens: HashMap<String, Issued>,
+    tokens: HashMap<String, Issue>,
     metrics: Arc<FunctionMetrics>,
     outbound: Arc<OutboundRules>,
     /// How many Keyhole nodes the incoming request passed through.
     hops: u8,
     /// The SHA-256 of the function's component, for the audit trail.
     digest: Option<Arc<str>>,
+    /// The request's allowance of refusals: past it, a refusal is still a
+    /// refusal, but neither recorded nor logged.
+    refusals: Arc<RefusalBudget>,
 }
 
 /// Why a token could not be issued.
@@ -78,7 +92,20 @@ impl Injector {
             outbound,
             hops: 0,
             digest: None,
+            refusals: Arc::default(),
         }
+    }
+
+    /// The same, counting its refusals against `refusals` (the request's
+    /// secret calls share it).
+    pub fn with_refusals(mut self, refusals: Arc<RefusalBudget>) -> Self {
+        self.refusals = refusals;
+        self
+    }
+
+    /// Whether a refusal may still be recorded and logged.
+    fn may_record_refusal(&self) -> bool {
+        self.refusals.spend() != Refusal::Over
     }
 
     /// The same, auditing its injections as made by the component with
@@ -128,20 +155,23 @@ impl Injector {
 
     fn refuse_outbound(&self, destination: &str, why: &str) -> wasmtime_wasi_http::Error {
         let destination = destination.escape_debug().to_string();
-        tracing::warn!(
-            request = self.request,
-            function = %self.function.escape_debug(),
-            host = %destination,
-            "outgoing request refused: {why}"
-        );
+        if self.may_record_refusal() {
+            tracing::warn!(
+                request = self.request,
+                function = %self.function.escape_debug(),
+                host = %destination,
+                "outgoing request refused: {why}"
+            );
+        }
         self.metrics.outbound_refused();
         wasmtime_wasi_http::Error::InternalError(Some(format!(
             "keyhole: outgoing request to `{destination}` refused: {why}; nothing was sent"
         )))
     }
 
-    /// Reports an injection of `issued` toward `destination` to the audit trail.
-    fn report(&self, issued: &Issued, destination: &str, refused: Option<String>) {
+    /// Reports an injection of `issued` toward `destination` to the audit
+    /// trail.
+    fn report(&self, issued: &Issue, destination: &str, refused: Option<String>) {
         self.metrics.secret_operation(
             FunctionEvent {
                 function: Arc::clone(&self.function),
@@ -163,30 +193,16 @@ impl Injector {
         );
     }
 
-    /// A fresh token standing for `material` under `binding`, which may
-    /// reach the hosts in `egress`.
-    pub fn issue(
-        &mut self,
-        binding: Arc<str>,
-        secret: Arc<str>,
-        material: Arc<SecretMaterial>,
-        egress: Arc<EgressList>,
-    ) -> Result<String, TooManyTokens> {
+    /// A fresh token standing for `issue`'s value, which may reach the
+    /// hosts on its egress list while its binding stays in force.
+    pub fn issue(&mut self, issue: Issue) -> Result<String, TooManyTokens> {
         if self.tokens.len() >= MAX_TOKENS {
             return Err(TooManyTokens);
         }
         let mut random = [0u8; TOKEN_RANDOM_BYTES];
         rand::rng().fill_bytes(&mut random);
         let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(random));
-        self.tokens.insert(
-            token.clone(),
-            Issued {
-                binding,
-                secret,
-                material,
-                egress,
-            },
-        );
+        self.tokens.insert(token.clone(), issue);
         Ok(token)
     }
 
@@ -232,7 +248,7 @@ impl Injector {
         value: &[u8],
         destination: &Destination,
         shown: &str,
-        used: &mut Vec<&'s Issued>,
+        used: &mut Vec<&'s Issue>,
     ) -> Result<Option<HeaderValue>, wasmtime_wasi_http::Error> {
         let prefix = TOKEN_PREFIX.as_bytes();
         let found = memchr::memmem::find_iter(value, prefix).count();
@@ -259,6 +275,9 @@ impl Injector {
             replaced.extend_from_slice(&value[at..start]);
             match issued {
                 Some(issued) => {
+                    if let Some(why) = issued.withdrawn() {
+                        return Err(self.refuse_withdrawn(issued, shown, &why));
+                    }
                     if !issued.egress.allows(
                         destination.plain_http,
                         &destination.host,
@@ -292,24 +311,65 @@ impl Injector {
         Ok(Some(header))
     }
 
-    fn refuse(&self, issued: &Issued, destination: &str) -> wasmtime_wasi_http::Error {
+    fn refuse_withdrawn(
+        &self,
+        issued: &Issue,
+        destination: &str,
+        why: &str,
+    ) -> wasmtime_wasi_http::Error {
+        let binding = &*issued.binding;
+        if self.may_record_refusal() {
+            self.report(
+                issued,
+                destination,
+                Some(format!("binding `{binding}`: {why}")),
+            );
+            tracing::warn!(
+                request = self.request,
+                function = %self.function,
+                binding,
+                "outgoing request refused: its token's binding was withdrawn while the request ran"
+            );
+        }
+        wasmtime_wasi_http::Error::InternalError(Some(format!(
+            "keyhole: binding `{binding}` may no longer be injected: {why}; nothing was sent"
+        )))
+    }
+
+    fn refuse(&self, issued: &Issue, destination: &str) -> wasmtime_wasi_http::Error {
         let (binding, egress) = (&*issued.binding, &issued.egress);
-        self.report(
-            issued,
-            destination,
-            Some(format!("the grant's egress list allows only {egress}")),
-        );
-        let destination = destination.escape_debug().to_string();
-        tracing::warn!(
-            request = self.request,
-            function = %self.function,
-            binding,
-            host = %destination,
-            "outgoing request refused: host is not on the binding's egress list"
-        );
+        let shown = destination.escape_debug().to_string();
+        if self.may_record_refusal() {
+            self.report(
+                issued,
+                destination,
+                Some(format!("the grant's egress list allows only {egress}")),
+            );
+            tracing::warn!(
+                request = self.request,
+                function = %self.function,
+                binding,
+                host = %shown,
+                "outgoing request refused: host is not on the binding's egress list"
+            );
+        }
+        let destination = shown;
         wasmtime_wasi_http::Error::InternalError(Some(format!(
             "keyhole: binding `{binding}` may not be sent to `{destination}` (its grant allows: {egress}); nothing was sent"
         )))
+    }
+}
+
+impl Issue {
+    /// Why the binding may no longer be injected, if a load since the
+    /// token was issued has withdrawn it (or its `inject`).
+    fn withdrawn(&self) -> Option<String> {
+        if let Err(e) = self.in_force.check() {
+            return Some(e.to_string());
+        }
+        let allowed = self.in_force.allowed_now();
+        (!allowed.contains(crate::operations::Operation::Inject))
+            .then(|| format!("it is no longer granted `inject` (granted: {allowed})"))
     }
 }
 
@@ -365,6 +425,16 @@ mod tests {
         Arc::new(SecretMaterial::new(1, SecretValue::new(value.to_vec())))
     }
 
+    fn issued(binding: &str, material: Arc<SecretMaterial>, egress: Arc<EgressList>) -> Issue {
+        Issue {
+            binding: binding.into(),
+            secret: "s".into(),
+            material,
+            egress,
+            in_force: InForce::default(),
+        }
+    }
+
     fn egress(list: &str) -> Arc<EgressList> {
         Arc::new(EgressList::parse_list(list).unwrap())
     }
@@ -399,20 +469,10 @@ mod tests {
     fn every_own_token_in_a_header_value_is_replaced() {
         let mut injector = injector("");
         let a = injector
-            .issue(
-                "A".into(),
-                "s".into(),
-                material(b"alpha"),
-                egress("api.example.com"),
-            )
+            .issue(issued("A", material(b"alpha"), egress("api.example.com")))
             .unwrap();
         let b = injector
-            .issue(
-                "B".into(),
-                "s".into(),
-                material(b"beta"),
-                egress("*.example.com"),
-            )
+            .issue(issued("B", material(b"beta"), egress("*.example.com")))
             .unwrap();
         assert_eq!(a.len(), TOKEN_LEN);
         assert_ne!(a, b);
@@ -438,12 +498,11 @@ mod tests {
     fn a_token_toward_another_host_stops_the_request() {
         let mut injector = injector("");
         let token = injector
-            .issue(
-                "API".into(),
-                "s".into(),
+            .issue(issued(
+                "API",
                 material(b"secret-value"),
                 egress("api.example.com"),
-            )
+            ))
             .unwrap();
         for uri in [
             "https://evil.example.net/",
@@ -467,20 +526,18 @@ mod tests {
     fn a_refused_request_is_left_as_the_guest_made_it() {
         let mut injector = injector("");
         let ok = injector
-            .issue(
-                "OK".into(),
-                "s".into(),
+            .issue(issued(
+                "OK",
                 material(b"allowed-value"),
                 egress("api.example.com"),
-            )
+            ))
             .unwrap();
         let other = injector
-            .issue(
-                "OTHER".into(),
-                "s".into(),
+            .issue(issued(
+                "OTHER",
                 material(b"other-value"),
                 egress("other.example.com"),
-            )
+            ))
             .unwrap();
         let mut req = request(
             "https://api.example.com/",
@@ -496,12 +553,11 @@ mod tests {
     fn a_value_that_cannot_be_a_header_is_refused_without_echoing_it() {
         let mut injector = injector("");
         let token = injector
-            .issue(
-                "API".into(),
-                "s".into(),
+            .issue(issued(
+                "API",
                 material(b"line\r\nbreak"),
                 egress("api.example.com"),
-            )
+            ))
             .unwrap();
         let mut req = request("https://api.example.com/", &[("authorization", &token)]);
         let text = format!("{:?}", substitute(&injector, &mut req).unwrap_err());
@@ -551,12 +607,11 @@ mod tests {
         // A request carrying its own token needs the grant's egress list,
         // not the outbound list; over http only where that list says http://.
         let token = injector
-            .issue(
-                "API".into(),
-                "s".into(),
+            .issue(issued(
+                "API",
                 material(b"tok"),
                 egress("tokens.example.com, http://10.0.0.1:81"),
-            )
+            ))
             .unwrap();
         let bearer = format!("Bearer {token}");
         let mut req = request("https://tokens.example.com/", &[("authorization", &bearer)]);
@@ -574,21 +629,11 @@ mod tests {
         let mut injector = injector("");
         for _ in 0..MAX_TOKENS {
             injector
-                .issue(
-                    "A".into(),
-                    "s".into(),
-                    material(b"v"),
-                    egress("api.example.com"),
-                )
+                .issue(issued("A", material(b"v"), egress("api.example.com")))
                 .unwrap();
         }
         assert_eq!(
-            injector.issue(
-                "A".into(),
-                "s".into(),
-                material(b"v"),
-                egress("api.example.com")
-            ),
+            injector.issue(issued("A", material(b"v"), egress("api.example.com"))),
             Err(TooManyTokens)
         );
     }

@@ -247,9 +247,13 @@ pub fn request_store(function: &LoadedFunction, id: u64) -> Store<RequestState> 
     store.set_max_component_handles(MAX_COMPONENT_HANDLES);
     let deadline = Instant::now() + function.timeout;
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
+    store.epoch_deadline_callback(move |mut store| {
         Ok(if Instant::now() >= deadline {
             UpdateDeadline::Interrupt
+        } else if let Some(wait) = store.data_mut().audit_backpressure() {
+            // Its audit records outran the writer: this request waits, its
+            // worker serves others meanwhile.
+            UpdateDeadline::YieldCustom(1, wait)
         } else {
             // Tokio's own yield lets the worker poll its sockets before
             // the guest runs again; a plain yield requeues the guest at

@@ -9,7 +9,8 @@
 //! [`admission`] decides whether it may have an instance now (and
 //! [`paced_body`] ends bodies that arrive too slowly), [`invoke`] runs a fresh instance from the [`catalog`] on the
 //! [`runtime`], whose [`secrets_host`] answers `keyhole:secrets` from values
-//! the [`store`] keeps sealed with [`crypto`]. Keys are used on the host
+//! the [`store`] keeps sealed with [`crypto`] (and, at every call, from
+//! what [`standing`] says is still in force). Keys are used on the host
 //! ([`keys`], [`material`]); bearer tokens reach only allowed hosts
 //! ([`injection`], [`egress`]), and any outgoing request only approved
 //! hosts at checked addresses ([`outbound`]); guest output is logged through
@@ -32,6 +33,7 @@ pub mod catalog;
 pub mod crypto;
 pub mod deploy;
 pub mod egress;
+pub mod fields_budget;
 pub mod fuzzing;
 pub mod guest_log;
 pub mod handle_slab;
@@ -54,5 +56,6 @@ pub mod scan;
 pub mod secret_value;
 pub mod secrets_host;
 pub mod server;
+pub mod standing;
 pub mod store;
 pub mod usage;

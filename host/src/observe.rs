@@ -6,7 +6,7 @@
 //! `/metrics` on the admin listener renders the registry in the Prometheus
 //! text format.
 
-use crate::audit::trail::FunctionTrail;
+use crate::audit::trail::{FunctionTrail, Pressure};
 use crate::audit::{FunctionEvent, OpOutcome};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -63,6 +63,9 @@ pub struct Observer {
     audit_backlog: Gauge,
     audit_lost: Counter,
     audit_written: Counter,
+    log_lost: Counter,
+    /// The log writer's count of lines it dropped, once serving.
+    log_lost_total: std::sync::OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>,
     /// Function records on their way to the audit trail.
     pub trail: FunctionTrail,
 }
@@ -99,6 +102,8 @@ impl Observer {
             audit_backlog: Gauge::default(),
             audit_lost: Counter::default(),
             audit_written: Counter::default(),
+            log_lost: Counter::default(),
+            log_lost_total: std::sync::OnceLock::new(),
             trail,
         };
         {
@@ -163,8 +168,19 @@ impl Observer {
                 "Function audit records written to the trail",
                 observer.audit_written.clone(),
             );
+            r.register(
+                "log_lost_lines",
+                "Node log lines dropped because the log's writer could not keep up",
+                observer.log_lost.clone(),
+            );
         }
         observer
+    }
+
+    /// Reports, from now on, the log lines the log's writer dropped, as
+    /// `total` counts them (set once; later calls are ignored).
+    pub fn watch_log_losses(&self, total: impl Fn() -> u64 + Send + Sync + 'static) {
+        let _ = self.log_lost_total.set(Box::new(total));
     }
 
     /// A request or connection was refused by `limit`.
@@ -217,8 +233,8 @@ impl Observer {
     }
 
     /// A function called a secret operation: counted, and queued for the
-    /// audit trail.
-    pub fn secret_operation(&self, event: FunctionEvent, operation: &'static str) {
+    /// audit trail; says whether the request should slow down.
+    pub fn secret_operation(&self, event: FunctionEvent, operation: &'static str) -> Pressure {
         let labels = OperationLabels {
             function: Arc::clone(&event.function),
             operation,
@@ -228,7 +244,7 @@ impl Observer {
             self.denials.get_or_create(&labels).inc();
         }
         self.secret_operations.get_or_create(&labels).inc();
-        self.trail.record(event);
+        self.trail.record(event)
     }
 
     /// The metric handles of `function`, for its requests to use.
@@ -265,6 +281,9 @@ impl Observer {
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         catch_up(&self.audit_lost, self.trail.lost_total());
         catch_up(&self.audit_written, self.trail.written_total());
+        if let Some(total) = self.log_lost_total.get() {
+            catch_up(&self.log_lost, total());
+        }
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
             .expect("writing to a String cannot fail");
@@ -356,16 +375,16 @@ impl FunctionMetrics {
             .inc();
     }
 
-    /// A secret operation: counted, and queued for the audit trail.
-    pub fn secret_operation(&self, event: FunctionEvent, operation: &'static str) {
+    /// A secret operation: counted, and queued for the audit trail; says
+    /// whether the request should slow down.
+    pub fn secret_operation(&self, event: FunctionEvent, operation: &'static str) -> Pressure {
         if event.outcome == OpOutcome::Allowed
             && let Some(i) = OPERATIONS.iter().position(|op| *op == operation)
         {
             self.allowed[i].inc();
-            self.observer.trail.record(event);
-            return;
+            return self.observer.trail.record(event);
         }
-        self.observer.secret_operation(event, operation);
+        self.observer.secret_operation(event, operation)
     }
 
     /// Where the rest goes: the node's observer.

@@ -80,6 +80,23 @@ impl OperationSet {
     /// The set with nothing in it: deny everything.
     pub const EMPTY: OperationSet = OperationSet(0);
 
+    /// Every operation there is.
+    pub fn all() -> Self {
+        Operation::ALL.into_iter().collect()
+    }
+
+    /// The set as bits, for keeping in an atomic
+    /// ([`crate::standing::Standing`]); [`OperationSet::from_bits`] reads
+    /// it back.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// The set [`OperationSet::bits`] returned `bits` for.
+    pub fn from_bits(bits: u8) -> Self {
+        OperationSet(bits)
+    }
+
     /// Whether `op` is in the set.
     pub fn contains(self, op: Operation) -> bool {
         self.0 & op.bit() != 0

@@ -108,6 +108,7 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<RequestState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    crate::fields_budget::add_to_linker(&mut linker)?;
     secrets_host::add_to_linker(&mut linker)?;
     Ok(linker)
 }
@@ -118,6 +119,8 @@ pub struct RequestState {
     http: WasiHttpCtx,
     table: ResourceTable,
     secrets: SecretsCtx,
+    /// Host memory its header fields hold ([`crate::fields_budget`]).
+    pub(crate) field_bytes: crate::fields_budget::FieldBytes,
     /// Memory and instance limits the store enforces.
     pub limits: StoreLimits,
 }
@@ -143,6 +146,7 @@ impl RequestState {
             http: WasiHttpCtx::new(),
             table: resource_table(),
             secrets: SecretsCtx::new(function, request, secrets, metrics),
+            field_bytes: Default::default(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(memory_bytes)
                 .instances(MAX_INSTANCES_PER_REQUEST)
@@ -185,6 +189,17 @@ impl WasiHttpView for RequestState {
             table: &mut self.table,
             hooks: self.secrets.injector_mut(),
         }
+    }
+}
+
+impl RequestState {
+    /// What this request should wait for before it runs on, if its audit
+    /// records have outrun the trail's writer (see
+    /// [`SecretsCtx::audit_backpressure`]).
+    pub fn audit_backpressure(
+        &mut self,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        self.secrets.audit_backpressure()
     }
 }
 

@@ -5,21 +5,24 @@
 //! handles the request opened, which die with it. The only path by
 //! which secret bytes enter guest memory is `reveal`, behind its grant.
 
+use crate::audit::trail::Pressure;
 use crate::audit::{FunctionEvent, OpOutcome};
 use crate::bindings::secrets::{self, Algorithm, Error};
 use crate::crypto::AesKey;
 use crate::egress::EgressList;
 use crate::handle_slab::HandleSlab;
-use crate::injection::Injector;
+use crate::injection::{Injector, Issue};
 use crate::keys::{self, KeyError};
 use crate::material::SecretMaterial;
 use crate::observe::{FunctionMetrics, outcome_of};
 use crate::operations::{Operation, OperationSet};
 use crate::outbound::OutboundRules;
 use crate::redact::Redactor;
+use crate::standing::{InForce, Withdrawn};
 use crate::store::Timestamp;
 use crate::usage::UsageSlot;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use wasmtime::component::{HasData, Linker, Resource};
 
@@ -27,6 +30,45 @@ use wasmtime::component::{HasData, Linker, Resource};
 pub const MAX_BINDING_LEN: usize = crate::names::MAX_NAME_LEN;
 /// How many secret handles one request may hold open at once.
 pub const MAX_OPEN_HANDLES: usize = 1024;
+/// How many refused operations (secret calls, injections, outgoing
+/// requests) one request may make. Each is an audit record or a log line,
+/// so without a cap one request could fill the disk; the secret call past
+/// it ends the request (a trap) with one record saying so.
+pub const MAX_REFUSED_PER_REQUEST: u32 = 100;
+
+/// A request's allowance of refused operations, shared by its secret calls
+/// and its outgoing requests.
+#[derive(Debug, Default)]
+pub struct RefusalBudget(AtomicU32);
+
+/// Where a refusal leaves a request's [`RefusalBudget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Within the allowance: recorded as usual.
+    Within,
+    /// The first past it: recorded once more, saying the request ends.
+    Exhausted,
+    /// Past it already: counted, not recorded.
+    Over,
+}
+
+impl RefusalBudget {
+    /// Counts one refusal.
+    pub fn spend(&self) -> Refusal {
+        match self.0.fetch_add(1, Ordering::Relaxed).saturating_add(1) {
+            n if n <= MAX_REFUSED_PER_REQUEST => Refusal::Within,
+            n if n == MAX_REFUSED_PER_REQUEST + 1 => Refusal::Exhausted,
+            _ => Refusal::Over,
+        }
+    }
+}
+
+/// The trap that ends a request past [`MAX_REFUSED_PER_REQUEST`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "more than {MAX_REFUSED_PER_REQUEST} refused operations in one request: the request was ended (a function probing for bindings or grants it does not have)"
+)]
+pub struct TooManyRefusals;
 
 /// What one binding of one function resolves to right now.
 #[derive(Debug, Clone)]
@@ -46,6 +88,9 @@ pub struct BoundSecret {
     pub grace: Arc<[GraceVersion]>,
     /// Where this binding's uses are recorded.
     pub usage: Arc<UsageSlot>,
+    /// Whether a later load has withdrawn any of this: checked at every
+    /// call, so a revoke reaches requests already running.
+    pub in_force: InForce,
 }
 
 /// A previous version that still verifies and decrypts until `until`.
@@ -169,6 +214,10 @@ pub struct SecretsCtx {
     handles: HandleSlab<SecretHandle>,
     injector: Injector,
     metrics: Arc<FunctionMetrics>,
+    refusals: Arc<RefusalBudget>,
+    /// Set when one of its records left the audit queue past half full:
+    /// the batches the writer had taken then.
+    behind: Option<u64>,
 }
 
 impl SecretsCtx {
@@ -180,6 +229,7 @@ impl SecretsCtx {
         bindings: Arc<FunctionSecrets>,
         metrics: Arc<FunctionMetrics>,
     ) -> Self {
+        let refusals = Arc::new(RefusalBudget::default());
         Self {
             injector: Injector::new(
                 Arc::clone(&function),
@@ -187,26 +237,60 @@ impl SecretsCtx {
                 Arc::clone(&metrics),
                 Arc::clone(&bindings.outbound),
             )
-            .for_component(Arc::clone(&bindings.digest)),
+            .for_component(Arc::clone(&bindings.digest))
+            .with_refusals(Arc::clone(&refusals)),
             function,
             request,
             bindings,
             handles: HandleSlab::default(),
             metrics,
+            refusals,
+            behind: None,
         }
     }
 
-    /// Counts and audits one call.
+    /// If this request's audit records have filled its queue past half,
+    /// what it should wait for at its next pause: the writer taking the
+    /// next batch, for at most [`MAX_WAIT_FOR_WRITER`]. Back-pressure so
+    /// falls on the request making the records, asynchronously: its worker
+    /// serves other requests meanwhile.
+    ///
+    /// [`MAX_WAIT_FOR_WRITER`]: crate::audit::trail::MAX_WAIT_FOR_WRITER
+    pub fn audit_backpressure(
+        &mut self,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        let batches = self.behind.take()?;
+        let observer = Arc::clone(self.metrics.observer());
+        Some(Box::pin(async move {
+            let wait = observer.trail.batch_taken_after(batches);
+            let _ = tokio::time::timeout(crate::audit::trail::MAX_WAIT_FOR_WRITER, wait).await;
+        }))
+    }
+
+    /// Counts and audits one call. A refusal past the request's allowance
+    /// is recorded once, saying so, and ends the request.
     fn report(
-        &self,
+        &mut self,
         operation: &'static str,
         binding: Arc<str>,
         secret: Option<Arc<str>>,
         version: Option<u32>,
         outcome: OpOutcome,
-        reason: Option<String>,
-    ) {
-        self.metrics.secret_operation(
+        mut reason: Option<String>,
+    ) -> wasmtime::Result<()> {
+        let spent = if outcome == OpOutcome::Allowed {
+            Refusal::Within
+        } else {
+            self.refusals.spend()
+        };
+        match spent {
+            Refusal::Within => {}
+            Refusal::Exhausted => {
+                reason = Some(TooManyRefusals.to_string());
+            }
+            Refusal::Over => return Err(TooManyRefusals.into()),
+        }
+        let pressure = self.metrics.secret_operation(
             FunctionEvent {
                 function: Arc::clone(&self.function),
                 request: self.request,
@@ -221,6 +305,13 @@ impl SecretsCtx {
             },
             operation,
         );
+        if let Pressure::Behind { batches } = pressure {
+            self.behind.get_or_insert(batches);
+        }
+        match spent {
+            Refusal::Within => Ok(()),
+            _ => Err(TooManyRefusals.into()),
+        }
     }
 
     /// The request's header-token injector, which `wasi:http` calls on every
@@ -269,14 +360,21 @@ impl SecretHandle {
         &self.binding.bound
     }
 
+    /// `Ok` if the binding's grant allows `op`, both as this request
+    /// loaded it and as the node holds it now.
     fn require(&self, op: Operation) -> Result<(), Error> {
-        if self.bound().allowed.contains(op) {
+        let bound = self.bound();
+        bound
+            .in_force
+            .check()
+            .map_err(|e| withdrawn(self.name(), e))?;
+        let allowed = bound.allowed.intersect(bound.in_force.allowed_now());
+        if allowed.contains(op) {
             Ok(())
         } else {
             Err(Error::Denied(format!(
-                "binding `{}` is not granted `{op}` (granted: {})",
+                "binding `{}` is not granted `{op}` (granted: {allowed})",
                 self.name(),
-                self.bound().allowed
             )))
         }
     }
@@ -290,6 +388,11 @@ impl SecretHandle {
     fn unusable(&self, e: &KeyError) -> Error {
         Error::InvalidArgument(format!("binding `{}`: {e}", self.name()))
     }
+}
+
+/// `denied`, for a binding withdrawn while the request ran.
+fn withdrawn(binding: &str, e: Withdrawn) -> Error {
+    Error::Denied(format!("binding `{binding}`: {e}"))
 }
 
 fn aes_key(material: &SecretMaterial) -> Result<AesKey, KeyError> {
@@ -323,7 +426,7 @@ pub fn add_to_linker<T: SecretsHost + 'static>(linker: &mut Linker<T>) -> wasmti
 
 impl secrets::Host for SecretsView<'_> {
     fn get(&mut self, binding: String) -> wasmtime::Result<Result<Resource<SecretHandle>, Error>> {
-        let refuse = |ctx: &SecretsCtx, secret: Option<&Arc<str>>, error: Error| {
+        let refuse = |ctx: &mut SecretsCtx, secret: Option<&Arc<str>>, error: Error| {
             let shown: Arc<str> = if binding.len() > MAX_BINDING_LEN {
                 format!("<{} bytes>", binding.len()).into()
             } else {
@@ -336,7 +439,7 @@ impl secrets::Host for SecretsView<'_> {
                 None,
                 outcome_of::<()>(&Err(error.clone())),
                 Some(message(&error).to_owned()),
-            );
+            )?;
             Ok(Err(error))
         };
         if binding.is_empty() || binding.len() > MAX_BINDING_LEN {
@@ -346,7 +449,7 @@ impl secrets::Host for SecretsView<'_> {
             ));
             return refuse(self.ctx, None, error);
         }
-        let Some(entry) = self.ctx.bindings.binding(&binding) else {
+        let Some(entry) = self.ctx.bindings.binding(&binding).cloned() else {
             let error = Error::NotGranted(format!(
                 "function `{}` has no grant for binding `{}`",
                 self.ctx.function,
@@ -355,7 +458,10 @@ impl secrets::Host for SecretsView<'_> {
             return refuse(self.ctx, None, error);
         };
         let bound = &entry.bound;
-        let Some(material) = &bound.current else {
+        if let Err(e) = bound.in_force.check() {
+            return refuse(self.ctx, Some(&bound.secret), withdrawn(&entry.name, e));
+        }
+        let Some(material) = bound.current.clone() else {
             let error = Error::Unavailable(format!(
                 "binding `{binding}`: its secret has no usable version"
             ));
@@ -375,10 +481,10 @@ impl secrets::Host for SecretsView<'_> {
             Some(material.version()),
             OpOutcome::Allowed,
             None,
-        );
+        )?;
         let handle = SecretHandle {
-            binding: Arc::clone(entry),
-            material: Arc::clone(material),
+            binding: entry,
+            material,
         };
         Ok(Ok(Resource::new_own(self.ctx.handles.insert(handle))))
     }
@@ -391,7 +497,7 @@ impl SecretsView<'_> {
     ///
     /// Every call is counted and audited as `operation`.
     fn with_grant<T>(
-        &self,
+        &mut self,
         handle: &Resource<SecretHandle>,
         operation: &'static str,
         op: Operation,
@@ -399,14 +505,19 @@ impl SecretsView<'_> {
     ) -> wasmtime::Result<Result<T, Error>> {
         let secret = self.ctx.handle(handle)?;
         let result = secret.require(op).and_then(|()| f(secret));
+        let (binding, stored, version) = (
+            Arc::clone(secret.name()),
+            Arc::clone(&secret.bound().secret),
+            secret.material.version(),
+        );
         self.ctx.report(
             operation,
-            Arc::clone(secret.name()),
-            Some(Arc::clone(&secret.bound().secret)),
-            Some(secret.material.version()),
+            binding,
+            Some(stored),
+            Some(version),
             outcome_of(&result),
             result.as_ref().err().map(|e| message(e).to_owned()),
-        );
+        )?;
         Ok(result)
     }
 }
@@ -550,17 +661,18 @@ impl secrets::HostSecret for SecretsView<'_> {
                     secret.name()
                 )));
             }
-            Ok((
-                Arc::clone(secret.name()),
-                Arc::clone(&secret.bound().secret),
-                Arc::clone(&secret.material),
-                Arc::clone(&secret.bound().egress),
-            ))
+            Ok(Issue {
+                binding: Arc::clone(secret.name()),
+                secret: Arc::clone(&secret.bound().secret),
+                material: Arc::clone(&secret.material),
+                egress: Arc::clone(&secret.bound().egress),
+                in_force: secret.bound().in_force.clone(),
+            })
         })?;
-        Ok(bound.and_then(|(binding, secret, material, egress)| {
+        Ok(bound.and_then(|issue| {
             self.ctx
                 .injector
-                .issue(binding, secret, material, egress)
+                .issue(issue)
                 .map_err(|e| Error::InvalidArgument(e.to_string()))
         }))
     }

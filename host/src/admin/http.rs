@@ -1,10 +1,13 @@
 //! The admin listener: JSON over HTTP for token bearers, and `/metrics`.
 //!
-//! Every request is authenticated before its body is read; bodies are
-//! size-limited ([`super::wire::body_limit`]) and must arrive within
-//! [`BODY_TIMEOUT`]. Actions run on the blocking pool, since they write the
-//! database (and a deploy compiles a component).
+//! Every request is authenticated from its headers before its body is
+//! read; bodies are size-limited by endpoint and caller (only a caller who
+//! may deploy may send a deploy-sized body: [`super::wire::body_limit`])
+//! and must arrive within [`BODY_TIMEOUT`]; requests in progress and
+//! connections are capped ([`super::slots`]). Actions run on the blocking
+//! pool, since they write the database (and a deploy compiles a component).
 
+use super::slots::{self, AdminSlots};
 use super::{Admin, AdminError, wire};
 use crate::access::{Caller, Permission};
 use crate::observe::{METRICS_CONTENT_TYPE, Observer};
@@ -60,6 +63,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let connections = Arc::new(tokio::sync::Semaphore::new(slots::MAX_CONNECTIONS));
+    let requests = Arc::new(AdminSlots::default());
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -70,15 +75,27 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let admin = Arc::clone(&admin);
-        let observer = Arc::clone(&observer);
+        let Ok(connection) = Arc::clone(&connections).try_acquire_owned() else {
+            tracing::debug!(
+                %peer,
+                "admin connection closed: {} are open already",
+                slots::MAX_CONNECTIONS
+            );
+            continue;
+        };
+        let node = Node {
+            admin: Arc::clone(&admin),
+            observer: Arc::clone(&observer),
+            slots: Arc::clone(&requests),
+        };
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let _connection = connection;
             match acceptor {
-                None => serve_connection(stream, peer, admin, observer).await,
+                None => serve_connection(stream, peer, node).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, peer, admin, observer).await,
+                        Ok(Ok(stream)) => serve_connection(stream, peer, node).await,
                         Ok(Err(e)) => tracing::debug!(%peer, "admin TLS handshake failed: {e}"),
                         Err(_) => tracing::debug!(%peer, "admin TLS handshake timed out"),
                     }
@@ -88,21 +105,24 @@ pub async fn serve(
     }
 }
 
-/// Serves the requests of one admin connection.
-async fn serve_connection<S>(
-    stream: S,
-    peer: std::net::SocketAddr,
+/// What every admin connection serves from.
+#[derive(Clone)]
+struct Node {
     admin: Arc<Admin>,
     observer: Arc<Observer>,
-) where
+    slots: Arc<AdminSlots>,
+}
+
+/// Serves the requests of one admin connection.
+async fn serve_connection<S>(stream: S, peer: std::net::SocketAddr, node: Node)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |request| {
-        let admin = Arc::clone(&admin);
-        let observer = Arc::clone(&observer);
+        let node = node.clone();
         async move {
-            let response = answer(&admin, &observer, peer.ip(), request).await;
-            observer.admin_request(response.status().as_u16());
+            let response = answer(&node, peer.ip(), request).await;
+            node.observer.admin_request(response.status().as_u16());
             Ok::<_, std::convert::Infallible>(response)
         }
     });
@@ -116,13 +136,17 @@ async fn serve_connection<S>(
     }
 }
 
-/// Authenticates, reads the body, and runs one request.
+/// Authenticates, takes a slot, reads the body, and runs one request.
 async fn answer(
-    admin: &Arc<Admin>,
-    observer: &Arc<Observer>,
+    node: &Node,
     peer: std::net::IpAddr,
     request: hyper::Request<hyper::body::Incoming>,
 ) -> Response {
+    let Node {
+        admin,
+        observer,
+        slots,
+    } = node;
     let (parts, body) = request.into_parts();
     let authorization = parts
         .headers
@@ -148,7 +172,35 @@ async fn answer(
     if path == "/metrics" {
         return metrics(&caller, &method, observer);
     }
-    let limit = wire::body_limit(&method, &path);
+    if wire::is_deploy(&method, &path) {
+        let refused = {
+            let (admin, caller) = (Arc::clone(admin), caller.clone());
+            tokio::task::spawn_blocking(move || admin.refuse_unread_deploy(&caller)).await
+        };
+        match refused {
+            Ok(None) => {}
+            Ok(Some(e)) => {
+                drain(&parts.headers, body).await;
+                return error_response(&e);
+            }
+            Err(_) => return error_response(&AdminError::new(500, "authorization failed")),
+        }
+    }
+    let limit = wire::body_limit(
+        &method,
+        &path,
+        caller.role().allows(Permission::FunctionsDeploy),
+    );
+    let _slot = match slots.take(&caller, limit > wire::MAX_BODY) {
+        Ok(slot) => slot,
+        Err(e) => {
+            let mut response = error_response(&AdminError::new(503, e.to_string()));
+            response
+                .headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
+    };
     let body = match read_body(&parts.headers, body, limit).await {
         Ok(body) => body,
         Err(e) => return error_response(&e),

@@ -9,6 +9,7 @@
 
 pub mod http;
 mod service;
+pub mod slots;
 pub mod tls;
 pub mod types;
 pub mod wire;

@@ -425,6 +425,30 @@ impl Admin {
         }])
     }
 
+    /// Refuses a deploy by a `caller` who may not deploy, from the request's
+    /// headers alone (its body, up to 64 MiB, is never read), recording the
+    /// refusal as [`Admin::handle`] would; `None` when the caller may.
+    pub fn refuse_unread_deploy(&self, caller: &Caller) -> Option<AdminError> {
+        if caller.role().allows(Permission::FunctionsDeploy) {
+            return None;
+        }
+        let e = AdminError::forbidden(caller, Permission::FunctionsDeploy);
+        let event = AdminEvent {
+            token: caller.name().to_owned(),
+            role: caller.role().as_str().to_owned(),
+            action: "function.deploy".into(),
+            target: "function/?".into(),
+            function: None,
+            secret: None,
+            outcome: "denied".into(),
+            detail: None,
+        };
+        Some(match self.record_denied(event, &e) {
+            Ok(()) => e,
+            Err(err) => AdminError::new(500, chain_message(&err)),
+        })
+    }
+
     /// Checks `caller` may make `request`, runs it, and records it in the
     /// audit trail before returning; the reply is JSON.
     pub fn handle(&self, caller: &Caller, request: Request) -> Result<Value, AdminError> {

@@ -37,13 +37,21 @@ pub const MAX_BODY: usize = 256 * 1024;
 /// The largest deploy body (a base64 component and its manifest).
 pub const MAX_DEPLOY_BODY: usize = 64 * 1024 * 1024;
 
-/// The body limit for a request to `method` `path`.
-pub fn body_limit(method: &str, path: &str) -> usize {
-    if method == "POST" && path.trim_end_matches('/') == "/v1/functions" {
+/// The body limit for a request to `method` `path` by a caller who may
+/// deploy (`may_deploy`) or not: only a deploy by a caller allowed to make
+/// one may be deploy-sized.
+pub fn body_limit(method: &str, path: &str, may_deploy: bool) -> usize {
+    if may_deploy && is_deploy(method, path) {
         MAX_DEPLOY_BODY
     } else {
         MAX_BODY
     }
+}
+
+/// Whether `method` `path` is a deploy (the one request whose body may be
+/// deploy-sized).
+pub fn is_deploy(method: &str, path: &str) -> bool {
+    method == "POST" && path.trim_end_matches('/') == "/v1/functions"
 }
 
 /// The function name a manifest declares, if it parses that far.

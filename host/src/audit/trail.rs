@@ -6,10 +6,16 @@
 //! secrets in a tight loop makes millions of records a second, more than a
 //! queue holds between two timed batches).
 //!
-//! A record that finds its queue full while the writer is working waits for
-//! the writer to take the queue (at most [`MAX_WAIT_FOR_WRITER`]): a
-//! function flooding the trail slows itself down to the store's pace rather
-//! than pushing records out, so it cannot hide what it did in a gap. When
+//! Back-pressure falls on the request that causes it, never on its
+//! neighbours: a record that leaves its queue past half full returns
+//! [`Pressure::Behind`], and that request waits — asynchronously, at its
+//! next epoch tick, its worker serving other requests meanwhile — until
+//! the writer has taken a batch ([`FunctionTrail::batch_taken_after`]). So
+//! a function flooding the trail slows itself down to the store's pace
+//! rather than pushing records out, and cannot hide what it did in a gap.
+//! A record that still finds its queue full (a request outrunning even
+//! that) waits for the writer (at most [`MAX_WAIT_FOR_WRITER`]) after
+//! handing its worker's other tasks to another thread. When
 //! the store fails, or the writer does not take the queue in time, new
 //! records on a full queue are counted and dropped without waiting until a
 //! batch is written again: an audit outage must not become an outage of
@@ -21,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// How many function records may wait for the writer in each shard by
 /// default.
@@ -80,6 +87,24 @@ pub struct FunctionTrail {
     lost: AtomicU64,
     lost_total: AtomicU64,
     written_total: AtomicU64,
+    /// Batches the writer has taken.
+    batches: AtomicU64,
+    /// Signalled whenever the writer takes a batch.
+    batch_taken: Notify,
+}
+
+/// What a request should do after queueing a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pressure {
+    /// Nothing: the queue has room.
+    Room,
+    /// Wait, at its next pause, until the writer has taken a batch after
+    /// the one counted here (see [`FunctionTrail::batch_taken_after`]): its
+    /// queue is past half full.
+    Behind {
+        /// Batches taken when the record was queued.
+        batches: u64,
+    },
 }
 
 /// Asks the CPU to fetch, for writing, the queue slot the next record
@@ -103,6 +128,19 @@ fn prefetch_next_slot(queue: &Vec<Timed>) {
     }
 }
 
+/// Runs `wait`, which blocks, telling a multi-threaded tokio runtime first
+/// so that the worker's other tasks move to another thread: the wait falls
+/// on the request that makes it, not on its worker's neighbours.
+fn off_the_worker<T>(wait: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    }
+}
+
 impl Default for FunctionTrail {
     fn default() -> Self {
         Self::with_capacity(DEFAULT_CAPACITY)
@@ -123,6 +161,8 @@ impl FunctionTrail {
             lost: AtomicU64::new(0),
             lost_total: AtomicU64::new(0),
             written_total: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batch_taken: Notify::new(),
         }
     }
 
@@ -137,9 +177,11 @@ impl FunctionTrail {
         &self.shards[SHARD.with(|s| *s)]
     }
 
-    /// Queues `event`. On a full queue it waits for a working writer to
-    /// take the queue, or counts the record as lost when there is none.
-    pub fn record(&self, event: FunctionEvent) {
+    /// Queues `event` and says whether the request that made it should
+    /// slow down. On a full queue it waits for a working writer to take
+    /// the queue (its worker's other tasks handed to another thread
+    /// meanwhile), or counts the record as lost when there is none.
+    pub fn record(&self, event: FunctionEvent) -> Pressure {
         let timed = Timed {
             at_ms: coarse_now_ms(),
             event: Event::Function(event),
@@ -147,32 +189,60 @@ impl FunctionTrail {
         let shard = self.own_shard();
         let mut pending = shard.lock();
         if pending.len() >= self.capacity {
-            match self.wait_for_room(shard, pending) {
+            drop(pending);
+            match off_the_worker(|| self.wait_for_room(shard)) {
                 Some(emptied) => pending = emptied,
                 None => {
                     self.lost.fetch_add(1, Ordering::Relaxed);
                     self.lost_total.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    return self.behind();
                 }
             }
         }
         pending.push(timed);
-        let half_full = pending.len() == self.capacity / 2;
+        let queued = pending.len();
         prefetch_next_slot(&pending);
         drop(pending);
-        if half_full && let Some(writer) = self.writer.get() {
+        if queued == self.capacity / 2
+            && let Some(writer) = self.writer.get()
+        {
             writer.unpark();
+        }
+        if queued >= self.capacity / 2 {
+            self.behind()
+        } else {
+            Pressure::Room
+        }
+    }
+
+    fn behind(&self) -> Pressure {
+        Pressure::Behind {
+            batches: self.batches.load(Ordering::Acquire),
+        }
+    }
+
+    /// Completes once the writer has taken more than `batches` batches
+    /// (what [`Pressure::Behind`] carried), at once if it already has.
+    pub async fn batch_taken_after(&self, batches: u64) {
+        loop {
+            // Created before the check: a batch taken in between still
+            // wakes it.
+            let taken = self.batch_taken.notified();
+            if self.batches.load(Ordering::Acquire) > batches {
+                return;
+            }
+            taken.await;
         }
     }
 
     /// Waits until the writer takes `shard`'s full queue, if a writer is
     /// working; `None` when the record must be dropped instead.
     #[cold]
-    fn wait_for_room<'a>(
-        &self,
-        shard: &'a Shard,
-        pending: MutexGuard<'a, Vec<Timed>>,
-    ) -> Option<MutexGuard<'a, Vec<Timed>>> {
+    fn wait_for_room<'a>(&self, shard: &'a Shard) -> Option<MutexGuard<'a, Vec<Timed>>> {
+        let pending = shard.lock();
+        if pending.len() < self.capacity {
+            return Some(pending);
+        }
         let writer = self.writer.get()?;
         if self.stalled.load(Ordering::Relaxed) {
             return None;
@@ -215,6 +285,8 @@ impl FunctionTrail {
             taken.push(std::mem::replace(&mut *shard.lock(), room));
             shard.emptied.notify_all();
         }
+        self.batches.fetch_add(1, Ordering::Release);
+        self.batch_taken.notify_waiters();
         let mut batch = match taken.len() {
             0 => Vec::new(),
             1 => taken.pop().unwrap_or_default(),
@@ -553,5 +625,75 @@ mod tests {
         assert_eq!(requests(&trail.take_batch()), [1, 2]);
         idle.thread().unpark();
         idle.join().unwrap();
+    }
+
+    #[test]
+    fn past_half_full_the_request_is_told_to_wait_for_the_next_batch() {
+        let trail = std::sync::Arc::new(FunctionTrail::with_capacity(4));
+        assert_eq!(trail.record(event(1)), Pressure::Room);
+        let Pressure::Behind { batches } = trail.record(event(2)) else {
+            panic!("half full and not behind");
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let waiting = {
+            let trail = std::sync::Arc::clone(&trail);
+            runtime.spawn(async move { trail.batch_taken_after(batches).await })
+        };
+        runtime.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(20)).await });
+        assert!(!waiting.is_finished(), "done before any batch was taken");
+        trail.take_batch();
+        runtime
+            .block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await
+            })
+            .expect("the wait ends when a batch is taken")
+            .unwrap();
+    }
+
+    /// Issue 24 §3: a record waiting for room on a full queue used to hold
+    /// its worker thread, and every request queued on that worker with it.
+    #[test]
+    fn a_record_waiting_for_room_does_not_hold_its_workers_other_tasks() {
+        let trail = std::sync::Arc::new(FunctionTrail::with_capacity(2));
+        let writer = spawn_writer(&trail, |trail| {
+            while trail.backlog() < 2 {
+                std::thread::park_timeout(std::time::Duration::from_millis(1));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let batch = trail.take_batch();
+            trail.written(batch.len());
+            batch
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let neighbour_done = runtime.block_on(async {
+            let flooder = {
+                let trail = std::sync::Arc::clone(&trail);
+                tokio::spawn(async move {
+                    for request in 1..=3 {
+                        trail.record(event(request));
+                    }
+                })
+            };
+            // Queued behind the flooder on the one worker.
+            let neighbour = tokio::spawn(async move { std::time::Instant::now() });
+            let done = neighbour.await.unwrap();
+            flooder.await.unwrap();
+            done
+        });
+        writer.join().unwrap();
+        assert!(
+            neighbour_done - started < std::time::Duration::from_millis(300),
+            "the neighbour waited {:?} for the flooder's record",
+            neighbour_done - started
+        );
+        assert_eq!(trail.lost_total(), 0);
     }
 }

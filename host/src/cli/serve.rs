@@ -132,10 +132,23 @@ fn admission_limits(args: &ServeArgs) -> Limits {
     limits
 }
 
+/// Log lines waiting for the log's writer thread, at most.
+const LOG_QUEUE_LINES: usize = 64 * 1024;
+
 /// `keyhole serve`: open the store, load the catalog, serve until a signal.
 pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
+    // Written from a thread of its own: a slow reader of the node's stderr
+    // stalls that thread, never a request's. Past the queue, lines are
+    // dropped and counted (`keyhole_log_lost_lines_total`).
+    let (log_writer, _flush_log_on_exit) =
+        tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(true)
+            .buffered_lines_limit(LOG_QUEUE_LINES)
+            .thread_name("keyhole-log")
+            .finish(std::io::stderr());
+    let log_losses = log_writer.error_counter();
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(log_writer)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEYHOLE_LOG")
@@ -199,6 +212,7 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let observer = Arc::new(Observer::default());
+    observer.watch_log_losses(move || log_losses.dropped_lines() as u64);
     let catalog = Arc::new(
         Catalog::new(
             Arc::clone(&store) as _,

@@ -177,6 +177,11 @@ pub struct CheckReport {
 /// version sealed under the master key (see [`crate::crypto`]).
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// A read-only connection of its own for reading and verifying the
+    /// audit trail: an auditor walking the whole trail holds it, never the
+    /// connection that reloads, authenticates and writes (WAL lets a
+    /// reader and the writer work at once).
+    audit_reader: Mutex<Option<Connection>>,
     master: RwLock<Arc<AesKey>>,
     /// The audit chain's key, opened once at start (it survives master-key
     /// rotations: only its wrapping changes).
@@ -195,6 +200,27 @@ impl std::fmt::Debug for SqliteStore {
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
+}
+
+/// A read-only connection to the database at `path`, running none of the
+/// file's triggers or views (as the writer's).
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    use rusqlite::OpenFlags;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch("PRAGMA trusted_schema = OFF;")?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER,
+        false,
+    )?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_VIEW,
+        false,
+    )?;
+    Ok(conn)
 }
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -242,6 +268,7 @@ impl SqliteStore {
         )?;
         let store = Self {
             conn: Mutex::new(conn),
+            audit_reader: Mutex::new(None),
             master: RwLock::new(Arc::new(master)),
             chain_key: RwLock::new(None),
             row_key: RwLock::new(None),
@@ -556,6 +583,22 @@ impl SqliteStore {
         }
         tx.commit()?;
         Ok(out)
+    }
+
+    /// Runs `f` against a consistent read snapshot taken on the audit
+    /// reader's connection (opened on first use), so that however long `f`
+    /// takes, the writer's connection stays free.
+    fn read_audit<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut reader = self.audit_reader.lock().unwrap_or_else(|p| p.into_inner());
+        if reader.is_none() {
+            *reader = Some(open_reader(&self.path)?);
+        }
+        let conn = reader.as_mut().expect("opened above");
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        f(&tx)
     }
 
     /// Runs `f` against a consistent read snapshot.
@@ -1342,6 +1385,31 @@ mod tests {
         tx.execute_batch(sql).unwrap();
         sealing::seal(&tx, &store.row_key().unwrap()).unwrap();
         tx.commit().unwrap();
+    }
+
+    /// Issue 24 §3: an auditor's `audit verify` walked the whole trail
+    /// holding the store's only connection, so reloads (a revocation
+    /// reaching the node), writes and admin logins waited for it.
+    #[test]
+    fn reading_the_audit_trail_never_holds_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(dir.path()));
+        put(&store, "before", b"v");
+        let written = store
+            .read_audit(|_| {
+                // Mid-read, on another thread: a write and a read of what
+                // nodes serve.
+                let writer = Arc::clone(&store);
+                let (done, finished) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    put(&writer, "during", b"v");
+                    let listed = writer.list_secrets().unwrap().len();
+                    done.send(listed).unwrap();
+                });
+                Ok(finished.recv_timeout(std::time::Duration::from_secs(5)))
+            })
+            .unwrap();
+        assert_eq!(written, Ok(2), "the write waited for the audit read");
     }
 
     fn put(store: &SqliteStore, name: &str, value: &[u8]) -> u32 {

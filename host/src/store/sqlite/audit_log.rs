@@ -350,7 +350,7 @@ impl SqliteStore {
         } else {
             format!("WHERE {}", conditions.join(" AND "))
         };
-        self.read(|tx| {
+        self.read_audit(|tx| {
             // A row holds at least one matching record (its time is its
             // latest record's), so `limit` rows hold at least `limit`.
             let mut stmt = tx.prepare(&format!(
@@ -384,7 +384,7 @@ impl SqliteStore {
     /// Walks the whole chain and reports the first record that fails.
     pub fn verify_audit(&self) -> Result<Verification, StoreError> {
         let key = self.chain_key()?;
-        self.read(|tx| {
+        self.read_audit(|tx| {
             let head = match read_meta_blob(tx, "audit_head") {
                 Err(StoreError::Corrupt(problem)) => {
                     return Ok(Verifier::new(&key).fail(crate::audit::Tampered { seq: 0, problem }));

@@ -64,6 +64,8 @@ impl wasip2::exports::http::incoming_handler::Guest for Hostile {
             "grow" => reply(out, grow()),
             "handles" => reply(out, open_handles(&binding, number("n", 5000))),
             "fields" => reply(out, flood_fields(number("n", 1_000_000))),
+            "clone-fields" => reply(out, clone_fields(number("n", 10_000))),
+            "hold-memory" => reply(out, hold_memory(number("mib", 100), number("ms", 1000))),
             "big-hmac" => reply(out, big_hmac(&binding, number("mib", 32) as usize)),
             "big-body" => big_body(out, number("mib", 256) as usize),
             "trap-mid-operation" => {
@@ -176,6 +178,35 @@ fn flood_fields(n: u64) -> String {
         held.push(Fields::new());
     }
     format!("created {}", held.len())
+}
+
+/// Builds one header map of about 120 KiB, then `n` clones of it, each
+/// changed once (so each is a copy on the host), and keeps them all.
+fn clone_fields(n: u64) -> String {
+    let full = Fields::new();
+    let value = vec![b'v'; 1000];
+    for i in 0..120 {
+        let _ = full.append(&format!("x-fill-{i}"), &value);
+    }
+    let mut held = Vec::new();
+    for i in 0..n {
+        let copy = full.clone();
+        let _ = copy.append(&format!("x-copy-{i}"), b"1".as_ref());
+        held.push(copy);
+    }
+    format!("cloned {}", held.len())
+}
+
+/// Allocates and touches `mib` MiB, holds it for `ms` milliseconds, and
+/// answers.
+fn hold_memory(mib: u64, ms: u64) -> String {
+    use wasip2::clocks::monotonic_clock::now;
+    let hoard = vec![1u8; (mib as usize) << 20];
+    let until = now() + ms * 1_000_000;
+    while now() < until {
+        std::hint::black_box(&hoard);
+    }
+    format!("held {} MiB", hoard.len() >> 20)
 }
 
 /// HMAC of `mib` MiB of input.

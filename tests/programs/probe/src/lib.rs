@@ -94,6 +94,11 @@ impl wasip2::exports::http::incoming_handler::Guest for Probe {
                 for _ in 0..param("kib").and_then(|n| n.parse().ok()).unwrap_or(0u32) {
                     println!("{flood}");
                 }
+                // Then newlines alone: few bytes, many lines.
+                let newlines = param("newlines")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0usize);
+                print!("{}", "\n".repeat(newlines));
                 http::respond(out, 200, TEXT, b"noisy\n")
             }
             "panic" => match secrets::get(&binding).and_then(|s| s.reveal()) {
@@ -108,6 +113,7 @@ impl wasip2::exports::http::incoming_handler::Guest for Probe {
             ),
             "ambient" => ambient(out, param("port").as_deref().unwrap_or("1")),
             "spin" => spin(),
+            "hold" => hold(request, out, &binding),
             "grow" => grow(out),
             "bench-op" => bench_op(
                 out,
@@ -123,6 +129,59 @@ impl wasip2::exports::http::incoming_handler::Guest for Probe {
             _ => http::respond(out, 200, TEXT, b"ok\n"),
         }
     }
+}
+
+/// Opens `binding` once and keeps the handle for the whole request: for each
+/// line of the request body, as it arrives, runs the operation the line
+/// names on that handle (`hmac`, `reveal`, `token`; `get` opens a new one)
+/// and streams back one line saying how it went. Lets a test change grants
+/// while a request is running.
+fn hold(request: IncomingRequest, out: ResponseOutparam, binding: &str) {
+    let held = secrets::get(binding);
+    let response = OutgoingResponse::new(Fields::new());
+    let body = response.body().expect("a new response has a body");
+    ResponseOutparam::set(out, Ok(response));
+    let stream = body.write().expect("the body's stream is taken once");
+    let say = |line: String| {
+        let _ = stream.blocking_write_and_flush(format!("{line}\n").as_bytes());
+    };
+    let outcome = |op: &str, result: Result<String, secrets::Error>| match result {
+        Ok(text) => format!("{op} ok {text}"),
+        Err(e) => format!("{op} error {e}"),
+    };
+    say(outcome(
+        "get",
+        held.as_ref()
+            .map(|s| format!("version {}", s.version()))
+            .map_err(Clone::clone),
+    ));
+    let incoming = request.consume().expect("the body is consumed once");
+    let input = incoming.stream().expect("the body's stream is taken once");
+    let mut pending = Vec::new();
+    while let Ok(chunk) = input.blocking_read(4096) {
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let op = String::from_utf8_lossy(&line[..end]).trim().to_owned();
+            let result = match op.as_str() {
+                "get" => secrets::get(binding).map(|s| format!("version {}", s.version())),
+                _ => match &held {
+                    Err(e) => Err(e.clone()),
+                    Ok(secret) => match op.as_str() {
+                        "hmac" => secret.hmac_sha256(b"held").map(hex),
+                        "reveal" => secret.reveal().map(|v| format!("{} bytes", v.len())),
+                        "token" => secret.header_token().map(|t| format!("{} chars", t.len())),
+                        other => Err(secrets::Error::InvalidArgument(format!(
+                            "no operation `{other}`"
+                        ))),
+                    },
+                },
+            };
+            say(outcome(&op, result));
+        }
+    }
+    drop(stream);
+    let _ = OutgoingBody::finish(body, None);
 }
 
 /// 200 with the value, or 403 with `error <kind>: <message>`.
