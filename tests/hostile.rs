@@ -507,6 +507,51 @@ fn cloning_header_maps_cannot_take_the_hosts_memory() {
     arena.assert_still_serving("cloned header maps");
 }
 
+/// Issue 24 §1: a function whose manifest says `max-concurrency = 2` runs
+/// two requests at once, whatever the node's share would allow; the third
+/// gets 503 naming the limit at once, and `keyhole functions` shows it.
+#[test]
+fn a_function_runs_no_more_requests_at_once_than_its_manifest_allows() {
+    let mut node = Node::new();
+    let manifest = node.write_manifest(
+        "capped",
+        keyhole_test_artifacts::HOSTILE,
+        "/c",
+        "[limits]\nmax-concurrency = 2\ntimeout-ms = 3000\n",
+    );
+    node.ok(&["deploy", manifest.to_str().unwrap()]);
+    let listed = node.ok(&["functions"]);
+    let row = listed.lines().find(|l| l.starts_with("capped")).unwrap();
+    assert!(row.split_whitespace().any(|cell| cell == "2"), "{listed}");
+    node.start();
+    let addr = node.base.trim_start_matches("http://").to_owned();
+    let spinners: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&addr).unwrap();
+            stream
+                .write_all(b"GET /c/spin HTTP/1.1\r\nHost: node\r\n\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        let reply = node.get("/c/");
+        if reply.status == 503 || Instant::now() > deadline {
+            break reply;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(
+        refused.text().contains("(function-concurrency)"),
+        "{}",
+        refused.text()
+    );
+    drop(spinners);
+    node.wait_for("/c/", |r| r.status == 200);
+}
+
 /// Issue 24 §2: a burst of requests that each fill a large linear memory
 /// is admitted only as far as the node's memory budget goes; the rest get
 /// 503 `node-memory` at once, the node is never driven into the OOM

@@ -119,6 +119,9 @@ pub fn machine_memory() -> Option<u64> {
 /// name, and the `limit` label of `keyhole_requests_refused_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
+    /// The function runs as many requests as its manifest's
+    /// `max-concurrency` allows.
+    FunctionConcurrency,
     /// The function holds its share of the node's slots or memory.
     FunctionShare,
     /// The client address holds its share of instance slots.
@@ -135,7 +138,8 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit, in the order metrics list them.
-    pub const ALL: [Limit; 6] = [
+    pub const ALL: [Limit; 7] = [
+        Limit::FunctionConcurrency,
         Limit::FunctionShare,
         Limit::ClientRequests,
         Limit::ClientConnections,
@@ -147,6 +151,7 @@ impl Limit {
     /// Its name in logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
+            Limit::FunctionConcurrency => "function-concurrency",
             Limit::FunctionShare => "function-share",
             Limit::ClientRequests => "client-requests",
             Limit::ClientConnections => "client-connections",
@@ -159,6 +164,9 @@ impl Limit {
     /// What a refused client is told.
     pub fn explain(self, function: &str) -> String {
         match self {
+            Limit::FunctionConcurrency => format!(
+                "function `{function}` is running as many requests as its manifest allows (function-concurrency); retry shortly\n"
+            ),
             Limit::FunctionShare => format!(
                 "function `{function}` is at its share of the node (function-share); retry shortly\n"
             ),
@@ -193,6 +201,19 @@ impl Limit {
 pub struct FunctionShare {
     slots: AtomicU32,
     memory: AtomicU64,
+    /// Requests running now.
+    requests: AtomicU32,
+    /// Its manifest's `max-concurrency`; 0 when it names none.
+    max_requests: AtomicU32,
+}
+
+impl FunctionShare {
+    /// Holds the function to `max` requests at once (its manifest's
+    /// `max-concurrency`), or to the node's share alone with `None`.
+    /// Requests running now are not ended; new ones wait until they fit.
+    pub fn set_max_concurrency(&self, max: Option<u32>) {
+        self.max_requests.store(max.unwrap_or(0), Ordering::Release);
+    }
 }
 
 /// What one client address holds right now.
@@ -331,6 +352,7 @@ impl Admission {
             share: Arc::clone(share),
             client,
             client_slots: weight,
+            function_requests: 0,
             function_slots: 0,
             function_memory: 0,
             node_slots: 0,
@@ -341,6 +363,11 @@ impl Admission {
         // the whole node, the refusal is the node's.
         let share_limit =
             |node: Limit, whole: bool| if whole { node } else { Limit::FunctionShare };
+        let max_requests = share.max_requests.load(Ordering::Acquire);
+        if max_requests > 0 {
+            reserve32(&share.requests, 1, max_requests).ok_or(Limit::FunctionConcurrency)?;
+            ticket.function_requests = 1;
+        }
         let function_slots = self.limits.function_slots();
         reserve32(&share.slots, weight, function_slots)
             .ok_or_else(|| share_limit(Limit::NodeSlots, function_slots >= self.limits.slots))?;
@@ -410,6 +437,7 @@ pub struct Admitted {
     share: Arc<FunctionShare>,
     client: IpAddr,
     client_slots: u32,
+    function_requests: u32,
     function_slots: u32,
     function_memory: u64,
     node_slots: u32,
@@ -425,6 +453,9 @@ impl Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
+        self.share
+            .requests
+            .fetch_sub(self.function_requests, Ordering::AcqRel);
         self.share
             .slots
             .fetch_sub(self.function_slots, Ordering::AcqRel);
@@ -581,6 +612,32 @@ mod tests {
             Limit::FunctionShare
         );
         assert_eq!(admission.in_use(), (0, 0));
+    }
+
+    #[test]
+    fn a_function_runs_no_more_requests_than_its_manifest_allows() {
+        let admission = Arc::new(Admission::new(limits()));
+        let f = admission.function_share(&"f".into());
+        f.set_max_concurrency(Some(2));
+        let first = admission.admit(&f, 1, 1, A).unwrap();
+        let _second = admission.admit(&f, 1, 1, B).unwrap();
+        assert_eq!(
+            admission.admit(&f, 1, 1, B).unwrap_err(),
+            Limit::FunctionConcurrency
+        );
+        drop(first);
+        let third = admission.admit(&f, 1, 1, B).unwrap();
+        // Without a limit of its own, the node's share is what holds it.
+        f.set_max_concurrency(None);
+        let more: Vec<_> = (0..3)
+            .map(|_| admission.admit(&f, 1, 1, A).unwrap())
+            .collect();
+        drop((third, more));
+        assert_eq!(
+            f.requests.load(Ordering::Relaxed),
+            1,
+            "only _second still runs"
+        );
     }
 
     #[test]

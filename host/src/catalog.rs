@@ -331,9 +331,11 @@ impl Catalog {
                     "this function can never be admitted: one request needs more slots or memory than its share of the node (raise --max-instances, --memory-budget or --max-function-share, or lower its memory-mib)"
                 );
             }
+            let share = self.admission.function_share(&name);
+            share.set_max_concurrency(info.max_concurrency);
             let function = Arc::new(LoadedFunction {
                 metrics: self.observer.function_metrics(&name),
-                share: self.admission.function_share(&name),
+                share,
                 weight,
                 reserved_memory,
                 name,

@@ -281,6 +281,7 @@ fn check(
         routes: manifest.routes,
         memory_mib: manifest.memory_mib,
         timeout_ms: manifest.timeout_ms,
+        max_concurrency: manifest.max_concurrency,
         bindings: manifest.bindings,
         component_sha256: hex::encode(Sha256::digest(&component)),
         component_size: component.len() as u64,

@@ -9,6 +9,7 @@
 //! [limits]
 //! memory-mib = 64      # default 64, at most 1024
 //! timeout-ms = 5000    # default 10000, at most 300000
+//! max-concurrency = 20 # requests at once; default: the node's fair share
 //!
 //! [bindings.GITHUB_WEBHOOK]
 //! allow = ["hmac"]
@@ -36,6 +37,9 @@ pub const MAX_MEMORY_MIB: u32 = 1024;
 pub const DEFAULT_TIMEOUT_MS: u32 = 10_000;
 /// The longest wall-clock limit a manifest may ask for, in ms.
 pub const MAX_TIMEOUT_MS: u32 = 300_000;
+/// The most requests at once a manifest may ask for (a node holds its
+/// functions to its own share too: `keyhole serve --max-function-share`).
+pub const MAX_CONCURRENCY: u32 = 100_000;
 
 /// A checked manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +54,9 @@ pub struct Manifest {
     pub memory_mib: u32,
     /// Wall-clock limit per request in ms.
     pub timeout_ms: u32,
+    /// Requests it may run at once, if it names a limit (below the node's
+    /// share for one function, which always applies).
+    pub max_concurrency: Option<u32>,
     /// Bindings requested, in name order.
     pub bindings: Vec<RequestedBinding>,
     /// Hosts it asks to call (an operator approves them).
@@ -112,6 +119,7 @@ struct RawOutbound {
 struct RawLimits {
     memory_mib: Option<Spanned<u32>>,
     timeout_ms: Option<Spanned<u32>>,
+    max_concurrency: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -190,6 +198,17 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Manifest, ManifestE
         }
     };
 
+    let max_concurrency = match &raw.limits.max_concurrency {
+        None => None,
+        Some(n) if (1..=MAX_CONCURRENCY).contains(n.get_ref()) => Some(*n.get_ref()),
+        Some(n) => {
+            return Err(invalid(
+                n.span(),
+                format!("`max-concurrency` must be between 1 and {MAX_CONCURRENCY}"),
+            ));
+        }
+    };
+
     let mut bindings = Vec::new();
     for (name, binding) in &raw.bindings {
         names::validate("binding", name.get_ref())
@@ -240,6 +259,7 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Manifest, ManifestE
         routes,
         memory_mib,
         timeout_ms,
+        max_concurrency,
         bindings,
     })
 }
@@ -299,6 +319,20 @@ allow = ["hmac"]
         assert_eq!(m.bindings[0].binding, "GITHUB_WEBHOOK");
         assert_eq!(m.bindings[0].operations.to_string(), "hmac");
         assert!(m.outbound.is_empty(), "no outbound hosts unless asked");
+    }
+
+    #[test]
+    fn max_concurrency_is_optional_and_checked() {
+        assert_eq!(check(GOOD).unwrap().max_concurrency, None);
+        let m = check(&GOOD.replace("memory-mib = 32", "memory-mib = 32\nmax-concurrency = 4"));
+        assert_eq!(m.unwrap().max_concurrency, Some(4));
+        let zero = check(&GOOD.replace("memory-mib = 32", "memory-mib = 32\nmax-concurrency = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            zero.contains("line 8") && zero.contains("`max-concurrency` must be between 1"),
+            "{zero}"
+        );
     }
 
     #[test]

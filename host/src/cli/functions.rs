@@ -150,6 +150,9 @@ pub fn list(target: &Target, json: bool) -> anyhow::Result<()> {
                 l.info.routes.join(","),
                 format!("{} MiB", l.info.memory_mib),
                 format!("{} ms", l.info.timeout_ms),
+                l.info
+                    .max_concurrency
+                    .map_or_else(|| "share".to_owned(), |n| n.to_string()),
                 bindings.join(" "),
                 outbound,
                 output::time(l.info.deployed_at),
@@ -158,7 +161,14 @@ pub fn list(target: &Target, json: bool) -> anyhow::Result<()> {
         .collect();
     output::table(
         &[
-            "NAME", "ROUTES", "MEMORY", "TIMEOUT", "BINDINGS", "OUTBOUND", "DEPLOYED",
+            "NAME",
+            "ROUTES",
+            "MEMORY",
+            "TIMEOUT",
+            "CONCURRENCY",
+            "BINDINGS",
+            "OUTBOUND",
+            "DEPLOYED",
         ],
         &rows,
     );

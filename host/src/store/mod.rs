@@ -198,6 +198,9 @@ pub struct FunctionInfo {
     pub memory_mib: u32,
     /// Wall-clock limit per request, in milliseconds.
     pub timeout_ms: u32,
+    /// Requests it may run at once, if its manifest names a limit.
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
     /// Bindings the developer requested, with the operations each needs.
     pub bindings: Vec<RequestedBinding>,
     /// SHA-256 of the component, hex.

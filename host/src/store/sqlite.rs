@@ -25,8 +25,10 @@ pub const DATABASE_FILE: &str = "keyhole.db";
 /// Version 2 added `secret_versions.kind` and `grants.egress`; version 3
 /// grace windows, maximum ages and recorded uses; version 4 admin tokens
 /// and the audit trail; version 5 route-scoped tokens, outbound hosts,
-/// grants bound to a component digest, and operators' approvals.
-const SCHEMA_VERSION: i64 = 5;
+/// grants bound to a component digest, and operators' approvals; version 6
+/// functions' own concurrency limits and an index for audit queries by
+/// secret.
+const SCHEMA_VERSION: i64 = 6;
 const KEY_CHECK_PLAINTEXT: &[u8] = b"keyhole master key check";
 const KEY_CHECK_AAD: &[u8] = b"keyhole/v1/key-check";
 
@@ -136,6 +138,17 @@ ALTER TABLE grants ADD COLUMN digest TEXT NOT NULL DEFAULT '';
 ALTER TABLE grants ADD COLUMN follow_redeploys INTEGER NOT NULL DEFAULT 0;
 UPDATE grants SET digest = COALESCE((SELECT f.component_sha256 FROM functions f WHERE f.name = grants.function), '');
 UPDATE meta SET value = 5 WHERE key = 'schema';
+";
+
+/// Brings a version-5 store to version 6: a function's concurrency limit
+/// from its manifest (NULL: the node's share), and audit queries by secret
+/// served from an index rather than a walk over the whole trail. The
+/// schema is part of the sealed state, so this runs only between
+/// verifying the store and sealing it again ([`SqliteStore::initialize`]).
+const MIGRATE_5_TO_6: &str = "
+ALTER TABLE functions ADD COLUMN max_concurrency INTEGER;
+CREATE INDEX IF NOT EXISTS audit_secret ON audit (secret, seq);
+UPDATE meta SET value = 6 WHERE key = 'schema';
 ";
 
 /// Brings a version-1 store (before key kinds and egress lists) to version 2.
@@ -320,7 +333,7 @@ impl SqliteStore {
                 Some(2) => tx.execute_batch(&format!("{MIGRATE_2_TO_3}{SECRET_USES}{ADMIN_TABLES}{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}"))?,
                 Some(3) => tx.execute_batch(&format!("{ADMIN_TABLES}{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}"))?,
                 Some(4) => tx.execute_batch(MIGRATE_4_TO_5)?,
-                Some(SCHEMA_VERSION) => {}
+                Some(5) | Some(SCHEMA_VERSION) => {}
                 Some(other) => {
                     return Err(corrupt(format!(
                         "schema version {other} is not supported by this keyhole (supports {SCHEMA_VERSION})"
@@ -328,7 +341,8 @@ impl SqliteStore {
                 }
             }
             let upgraded = schema != Some(SCHEMA_VERSION);
-            if upgraded {
+            // Rows were first authenticated in version 5.
+            if schema.is_none_or(|v| v < 5) {
                 tx.execute_batch(&sealing::migration())?;
             }
             let check: Option<Vec<u8>> = tx
@@ -347,6 +361,20 @@ impl SqliteStore {
             let row_key = Arc::new(sealing::RowKey::new(chain_key.derive("row authentication")));
             *self.chain_key.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(chain_key));
             *self.row_key.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&row_key));
+            if upgraded {
+                // The last step changes the schema, which the seal covers:
+                // verify first, and seal again only what verified.
+                let sealed_before = sealing::generation(tx)?.is_some();
+                let clean = sealed_before && self.verify_in(tx)?.is_clean();
+                tx.execute_batch(MIGRATE_5_TO_6)?;
+                if clean {
+                    let generation = sealing::seal(tx, &row_key)?;
+                    tracing::info!(store = %self.path.display(), "upgraded the store to schema version {SCHEMA_VERSION} and sealed it again (generation {generation})");
+                    sealed.set(Some(generation));
+                } else if sealed_before {
+                    tracing::warn!(store = %self.path.display(), "upgraded the store to schema version {SCHEMA_VERSION} without sealing it again: it did not verify before (see `keyhole check`)");
+                }
+            }
             // A new store, or one from before rows were authenticated, is
             // sealed as it is now: trust on first use, said in the log. Not
             // a store that has an anchor, which was sealed before: its seal
@@ -777,10 +805,11 @@ type FunctionRow = (
     Timestamp,
     String,
     String,
+    Option<u32>,
 );
 
 /// The columns [`to_function`] reads, in its order.
-const FUNCTION_COLUMNS: &str = "SELECT name, routes, memory_mib, timeout_ms, bindings, component_sha256, length(component), deployed_at, outbound, approved_outbound FROM functions";
+const FUNCTION_COLUMNS: &str = "SELECT name, routes, memory_mib, timeout_ms, bindings, component_sha256, length(component), deployed_at, outbound, approved_outbound, max_concurrency FROM functions";
 
 fn to_function(
     (
@@ -794,6 +823,7 @@ fn to_function(
         deployed_at,
         outbound,
         approved_outbound,
+        max_concurrency,
     ): FunctionRow,
 ) -> Result<FunctionInfo, StoreError> {
     let outbound = EgressList::parse_list(&outbound).map_err(corrupt)?;
@@ -814,6 +844,7 @@ fn to_function(
         routes,
         memory_mib,
         timeout_ms,
+        max_concurrency,
         bindings,
         component_sha256,
         component_size,
@@ -1085,12 +1116,13 @@ impl Store for SqliteStore {
                 .collect();
             let bindings = serde_json::to_string(&bindings).map_err(corrupt)?;
             tx.execute(
-                "INSERT INTO functions (name, routes, memory_mib, timeout_ms, bindings, component_sha256, component, deployed_at, outbound)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO functions (name, routes, memory_mib, timeout_ms, bindings, component_sha256, component, deployed_at, outbound, max_concurrency)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (name) DO UPDATE SET routes = excluded.routes, memory_mib = excluded.memory_mib,
                    timeout_ms = excluded.timeout_ms, bindings = excluded.bindings,
                    component_sha256 = excluded.component_sha256, component = excluded.component,
-                   deployed_at = excluded.deployed_at, outbound = excluded.outbound",
+                   deployed_at = excluded.deployed_at, outbound = excluded.outbound,
+                   max_concurrency = excluded.max_concurrency",
                 params![
                     info.name,
                     routes,
@@ -1100,7 +1132,8 @@ impl Store for SqliteStore {
                     info.component_sha256,
                     deployment.component,
                     info.deployed_at,
-                    info.outbound.to_string_stored()
+                    info.outbound.to_string_stored(),
+                    info.max_concurrency
                 ],
             )?;
             tx.execute("DELETE FROM routes WHERE function = ?1", [&info.name])?;
@@ -1387,6 +1420,69 @@ mod tests {
         tx.commit().unwrap();
     }
 
+    /// Takes a store back to schema version 5's shape, sealed, as a node of
+    /// the previous release left it.
+    fn downgrade_to_v5(store: &SqliteStore) {
+        sealed_change(
+            store,
+            "ALTER TABLE functions DROP COLUMN max_concurrency;
+             DROP INDEX audit_secret;
+             UPDATE meta SET value = 5 WHERE key = 'schema';",
+        );
+    }
+
+    #[test]
+    fn a_sealed_version_5_store_is_upgraded_and_sealed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        put(&store, "k", b"v");
+        store.deploy(&deployment("f", "/f"), &|_, _| true).unwrap();
+        downgrade_to_v5(&store);
+        assert!(
+            store.integrity().unwrap().is_clean(),
+            "the v5 copy verifies"
+        );
+        drop(store);
+
+        let store = open(dir.path());
+        let schema: i64 = store
+            .conn
+            .lock()
+            .unwrap()
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(schema, SCHEMA_VERSION);
+        assert!(store.integrity().unwrap().is_clean());
+        // A limit set since is authenticated like every other column.
+        let mut limited = deployment("f", "/f");
+        limited.info.max_concurrency = Some(3);
+        store.deploy(&limited, &|_, _| true).unwrap();
+        assert_eq!(store.functions().unwrap()[0].max_concurrency, Some(3));
+        tamper(&store, "UPDATE functions SET max_concurrency = 300");
+        assert_eq!(store.integrity().unwrap().forged, ["functions/f"]);
+        tamper(&store, "UPDATE functions SET max_concurrency = NULL");
+        assert_eq!(store.integrity().unwrap().forged, ["functions/f"]);
+    }
+
+    #[test]
+    fn a_version_5_store_that_does_not_verify_is_not_sealed_by_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.deploy(&deployment("f", "/f"), &|_, _| true).unwrap();
+        downgrade_to_v5(&store);
+        tamper(&store, "UPDATE functions SET timeout_ms = 300000");
+        drop(store);
+        let store = open(dir.path());
+        let findings = store.integrity().unwrap();
+        assert_eq!(
+            findings.forged,
+            ["functions/f"],
+            "the forgery is still named"
+        );
+    }
+
     /// Issue 24 §3: an auditor's `audit verify` walked the whole trail
     /// holding the store's only connection, so reloads (a revocation
     /// reaching the node), writes and admin logins waited for it.
@@ -1446,6 +1542,7 @@ mod tests {
                 routes: vec![route.into()],
                 memory_mib: 32,
                 timeout_ms: 1000,
+                max_concurrency: None,
                 bindings: vec![RequestedBinding {
                     binding: "KEY".into(),
                     operations: OperationSet::EMPTY.with(Operation::Hmac),
@@ -1591,6 +1688,8 @@ mod tests {
                  ALTER TABLE functions DROP COLUMN mac; ALTER TABLE routes DROP COLUMN mac;
                  ALTER TABLE grants DROP COLUMN mac; ALTER TABLE tokens DROP COLUMN mac;
                  DELETE FROM meta WHERE key IN ('generation', 'state');
+                 ALTER TABLE functions DROP COLUMN max_concurrency;
+                 DROP INDEX audit_secret;
                  ALTER TABLE tokens DROP COLUMN routes;
                  ALTER TABLE functions DROP COLUMN outbound;
                  ALTER TABLE functions DROP COLUMN approved_outbound;
@@ -1641,6 +1740,8 @@ mod tests {
                  ALTER TABLE functions DROP COLUMN mac; ALTER TABLE routes DROP COLUMN mac;
                  ALTER TABLE grants DROP COLUMN mac; ALTER TABLE tokens DROP COLUMN mac;
                  DELETE FROM meta WHERE key IN ('generation', 'state');
+                 ALTER TABLE functions DROP COLUMN max_concurrency;
+                 DROP INDEX audit_secret;
                  ALTER TABLE tokens DROP COLUMN routes;
                  ALTER TABLE functions DROP COLUMN outbound;
                  ALTER TABLE functions DROP COLUMN approved_outbound;
@@ -1686,6 +1787,8 @@ mod tests {
                  ALTER TABLE functions DROP COLUMN mac; ALTER TABLE routes DROP COLUMN mac;
                  ALTER TABLE grants DROP COLUMN mac; ALTER TABLE tokens DROP COLUMN mac;
                  DELETE FROM meta WHERE key IN ('generation', 'state');
+                 ALTER TABLE functions DROP COLUMN max_concurrency;
+                 DROP INDEX audit_secret;
                  ALTER TABLE tokens DROP COLUMN routes;
                  ALTER TABLE functions DROP COLUMN outbound;
                  ALTER TABLE functions DROP COLUMN approved_outbound;

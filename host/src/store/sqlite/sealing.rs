@@ -113,6 +113,29 @@ const TABLES: &[(&str, &[&str], usize)] = &[
     ),
 ];
 
+/// Columns added to an authenticated table after version 5, by table: a
+/// MAC covers each only when it is not NULL (tagged with its place, so no
+/// two rows encode alike), so rows written before it existed keep their
+/// MACs and an upgrade need not rewrite them.
+const LATER_COLUMNS: &[(&str, &[&str])] = &[("functions", &["max_concurrency"])];
+
+/// The columns added later to `table` ([`LATER_COLUMNS`]).
+fn later_columns(table: &str) -> &'static [&'static str] {
+    LATER_COLUMNS
+        .iter()
+        .find(|(t, _)| *t == table)
+        .map_or(&[], |(_, columns)| columns)
+}
+
+/// Whether `table` has `column` (a store at an older schema may not).
+fn has_column(tx: &Transaction<'_>, table: &str, column: &str) -> Result<bool, StoreError> {
+    Ok(tx.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get::<_, i64>(0),
+    )? > 0)
+}
+
 /// Schema changes that add authentication (part of version 5).
 pub(super) fn migration() -> String {
     TABLES
@@ -168,9 +191,22 @@ fn rows(
     columns: &[&str],
     pk: usize,
 ) -> Result<Vec<Row>, StoreError> {
+    // A store being upgraded is verified before the later columns exist.
+    let mut later = Vec::new();
+    for &column in later_columns(table) {
+        if has_column(tx, table, column)? {
+            later.push(column);
+        }
+    }
+    let later = later.as_slice();
     let sql = format!(
         "SELECT rowid, mac, {} FROM {table} ORDER BY rowid",
-        columns.join(", ")
+        columns
+            .iter()
+            .chain(later)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let mut stmt = tx.prepare(&sql)?;
     let mut query = stmt.query([])?;
@@ -189,6 +225,13 @@ fn rows(
                     ValueRef::Integer(n) => n.to_string(),
                     _ => "?".into(),
                 });
+            }
+        }
+        for i in 0..later.len() {
+            let value = r.get_ref(columns.len() + 2 + i)?;
+            if value != ValueRef::Null {
+                mac.update(&[0xff, i as u8]);
+                update_value(&mut mac, value);
             }
         }
         out.push(Row {
