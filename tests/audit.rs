@@ -785,3 +785,53 @@ fn a_node_applies_its_retention_policy_and_only_admins_prune_over_the_api() {
         node.logs()
     );
 }
+
+/// Issue 24 §3. Allowed secret operations are not capped per request, and
+/// each is a record: a busy or hostile function could fill the data
+/// directory's disk, and then every admin action — `revoke` and `undeploy`
+/// included, which must write their record — would fail. Below the reserve
+/// (here: a reserve larger than any disk) function records are counted
+/// and dropped, with a `lost` record saying how many, and admin actions
+/// are still recorded.
+#[test]
+fn below_the_disk_reserve_function_records_give_way_to_admin_actions() {
+    let mut node = Node::new();
+    node.put_secret("k", b"reserve-test-key");
+    node.granted_probe("probe", "/probe", "k", "hmac", "");
+    node.start_with_args(&["--disk-reserve", "100000000GiB"]);
+    for _ in 0..5 {
+        assert_eq!(node.get("/probe/hmac?binding=KEY").status, 200);
+    }
+    // Still able to take the grant away, and to say so in the trail.
+    node.ok(&["revoke", "probe", "KEY"]);
+    node.wait_for("/probe/hmac?binding=KEY", |r| r.status == 403);
+    let started = Instant::now();
+    let lost = loop {
+        let lost: i64 = node
+            .db()
+            .query_row(
+                "SELECT COALESCE(SUM(json_extract(body, '$.event.records')), 0) FROM audit WHERE kind = 'lost'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        // Two records (get, hmac) per allowed request, one refused get.
+        if lost >= 11 || started.elapsed() > Duration::from_secs(10) {
+            break lost;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(lost >= 11, "{lost} records counted as lost");
+    let all = entries(&node, &[]);
+    assert!(
+        all.iter().all(|e| e["kind"] != "function"),
+        "a function record was written below the reserve"
+    );
+    assert!(
+        all.iter()
+            .any(|e| e["action"] == "grant.revoke" && e["outcome"] == "ok"),
+        "the revoke was not recorded: {all:?}"
+    );
+    assert!(node.logs().contains("less free space than its reserve"));
+    node.ok(&["audit", "verify"]);
+}

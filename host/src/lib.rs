@@ -32,6 +32,7 @@ pub mod bindings;
 pub mod catalog;
 pub mod crypto;
 pub mod deploy;
+pub mod disk_reserve;
 pub mod egress;
 pub mod fields_budget;
 pub mod fuzzing;

@@ -292,25 +292,46 @@ fn flush_usage(catalog: &Catalog) {
     }
 }
 
+/// How often the node says, at most, that it drops function records to
+/// keep the disk reserve.
+const RESERVE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Starts the thread that writes function audit records to `store` in
 /// batches every [`AUDIT_FLUSH_INTERVAL`] (sooner when a queue is half
 /// full, or full with a record waiting for room) until `stop` turns true,
 /// and once more on the way out. A failed batch is kept for the next try,
 /// as far as the queue's capacity allows; what does not fit is counted as
-/// lost.
+/// lost. While the disk has less free space than `reserve`, function
+/// records are counted as lost instead of written (see
+/// [`crate::disk_reserve`]).
 pub fn start_audit_writer(
     store: Arc<crate::store::SqliteStore>,
     observer: Arc<crate::observe::Observer>,
+    reserve: crate::disk_reserve::DiskReserve,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("keyhole-audit".into())
         .spawn(move || {
             let mut failing = false;
-            let flush = |failing: &mut bool| {
-                let batch = observer.trail.take_batch();
+            let mut warned_at: Option<std::time::Instant> = None;
+            let flush = |failing: &mut bool, warned_at: &mut Option<std::time::Instant>| {
+                let mut batch = observer.trail.take_batch();
                 if batch.is_empty() {
                     return;
+                }
+                let mut kept_reserve = 0;
+                if !reserve.allows_function_records() {
+                    let dropped = observer.trail.drop_function_records(&mut batch);
+                    kept_reserve = dropped;
+                    if dropped > 0 && warned_at.is_none_or(|at| at.elapsed() >= RESERVE_WARNING_INTERVAL) {
+                        tracing::error!(
+                            dropped,
+                            reserve_mib = reserve.reserve() >> 20,
+                            "the data directory's disk has less free space than its reserve: function audit records are counted and dropped (a `lost` record says how many) so that admin actions can still be recorded; free space, or prune the trail (keyhole audit prune)"
+                        );
+                        *warned_at = Some(std::time::Instant::now());
+                    }
                 }
                 let functions = batch
                     .iter()
@@ -327,9 +348,10 @@ pub fn start_audit_writer(
                     Ok(()) => {
                         observer.trail.written(functions);
                         observer.trail.recycle(batch);
-                        if lost > 0 {
+                        // Records dropped for the reserve were said above.
+                        if lost > kept_reserve {
                             tracing::error!(
-                                lost,
+                                lost = lost - kept_reserve,
                                 "the audit trail could not keep up: function records were dropped (recorded in the trail as a `lost` record)"
                             );
                         }
@@ -348,9 +370,9 @@ pub fn start_audit_writer(
             while !*stop.borrow() {
                 // Woken early when a queue is half full.
                 std::thread::park_timeout(AUDIT_FLUSH_INTERVAL);
-                flush(&mut failing);
+                flush(&mut failing, &mut warned_at);
             }
-            flush(&mut failing);
+            flush(&mut failing, &mut warned_at);
         })
 }
 

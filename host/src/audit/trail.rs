@@ -315,6 +315,36 @@ impl FunctionTrail {
         batch
     }
 
+    /// Replaces `batch`'s function records with one `lost` record counting
+    /// them (added to any it already has), and counts them as lost; returns
+    /// how many there were. For a writer that may not write them (the disk
+    /// reserve), so the trail still says that records were dropped.
+    pub fn drop_function_records(&self, batch: &mut Vec<Timed>) -> u64 {
+        let mut dropped = 0u64;
+        let mut lost_before = 0u64;
+        batch.retain(|timed| match &timed.event {
+            Event::Function(_) => {
+                dropped += 1;
+                false
+            }
+            Event::Lost(lost) => {
+                lost_before += lost.records;
+                false
+            }
+            _ => true,
+        });
+        if dropped + lost_before > 0 {
+            batch.push(Timed {
+                at_ms: now_ms(),
+                event: Event::Lost(super::LostEvent {
+                    records: dropped + lost_before,
+                }),
+            });
+        }
+        self.lost_total.fetch_add(dropped, Ordering::Relaxed);
+        dropped
+    }
+
     /// Takes back a written batch's memory for the queues to reuse.
     pub fn recycle(&self, mut batch: Vec<Timed>) {
         batch.clear();

@@ -60,6 +60,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", env = "KEYHOLE_AUDIT_RETENTION",
           value_parser = super::secrets::parse_duration)]
     audit_retention: Option<i64>,
+    /// Free disk space kept for admin actions, e.g. 1GiB: below it the node
+    /// stops writing function audit records (they are counted and dropped,
+    /// with a `lost` record saying how many), so that `revoke`, `undeploy`
+    /// and every other admin action can still write theirs [default:
+    /// 256MiB].
+    #[arg(long, value_name = "SIZE", env = "KEYHOLE_DISK_RESERVE",
+          value_parser = keyhole_host::admission::parse_size)]
+    disk_reserve: Option<u64>,
     /// Linear memory the node's requests may reserve at once, e.g. 8GiB:
     /// each request reserves its function's memory limit, and a request
     /// past the budget gets 503 [default: 75% of the machine's memory, or
@@ -228,9 +236,15 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
     // The audit writer stops after the workers, so it writes what their
     // last requests recorded.
     let (stop_audit, audit_stopped) = tokio::sync::watch::channel(false);
+    let reserve = keyhole_host::disk_reserve::DiskReserve::new(
+        data,
+        args.disk_reserve
+            .unwrap_or(keyhole_host::disk_reserve::DEFAULT_DISK_RESERVE),
+    );
     let audit_writer = server::start_audit_writer(
         Arc::clone(&store),
         Arc::clone(&observer),
+        reserve,
         audit_stopped.clone(),
     )?;
     let retention = match args.audit_retention {
