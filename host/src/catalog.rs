@@ -19,6 +19,7 @@ use crate::standing::{Standings, StandingsUpdate, Terms};
 use crate::store::{Store, StoreError, Timestamp};
 use crate::usage::UsageLog;
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -90,6 +91,8 @@ pub struct Catalog {
     admission: Arc<Admission>,
     /// What each binding is granted now, for requests already running.
     standings: Standings,
+    /// Seals made under each secret version, kept across loads.
+    seal_counts: Mutex<HashMap<(String, u32), Arc<AtomicU64>>>,
 }
 
 /// How a load came by its compiled components (those already loaded are
@@ -98,6 +101,8 @@ pub struct Catalog {
 struct LoadCounts {
     compiled: usize,
     from_cache: usize,
+    /// Secrets whose versions could not be read or decrypted.
+    unavailable: usize,
 }
 
 /// One secret's usable versions, shared by every binding that names it.
@@ -137,6 +142,7 @@ impl Catalog {
             addresses: Arc::default(),
             admission: Arc::default(),
             standings: Standings::default(),
+            seal_counts: Mutex::default(),
         }
     }
 
@@ -197,6 +203,14 @@ impl Catalog {
         // Forged or rolled-back rows: keep serving what is loaded.
         self.store.verify_integrity()?;
         let (snapshot, counts, standings) = self.load()?;
+        // A master-key rotation committed while this load read secret by
+        // secret leaves the versions read after it undecryptable: an
+        // incomplete snapshot. Keep serving the previous one; the next
+        // refresh loads again under the key that opens the store (or, with
+        // a key that no longer does, keeps waiting as above).
+        if counts.unavailable > 0 {
+            self.store.check_master_key()?;
+        }
         let count = snapshot.function_count();
         // Withdrawn before the new snapshot is served: a request that
         // starts on the old one in between is refused what it lost, and
@@ -265,7 +279,11 @@ impl Catalog {
                     .intersect(requested.operations);
                 let resolved = values
                     .entry(grant.secret.clone())
-                    .or_insert_with(|| self.decrypt(&grant.secret))
+                    .or_insert_with(|| {
+                        let resolved = self.decrypt(&grant.secret);
+                        counts.unavailable += usize::from(resolved.is_err());
+                        resolved.ok().flatten()
+                    })
                     .clone();
                 let egress = Arc::new(grant.egress.clone());
                 let usage = self
@@ -432,34 +450,44 @@ impl Catalog {
         Ok(overdue)
     }
 
-    /// The usable versions of secret `name`, or `None` (logged) when it has
-    /// none.
-    fn decrypt(&self, name: &str) -> Option<Resolved> {
+    /// The seal count of version `version` of secret `name`, the same
+    /// across loads.
+    fn seal_count(&self, name: &str, version: u32) -> Arc<AtomicU64> {
+        let mut counts = self.seal_counts.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(counts.entry((name.to_owned(), version)).or_default())
+    }
+
+    /// The usable versions of secret `name`; `None` (logged) when it does
+    /// not exist, an error (logged) when they cannot be read or decrypted.
+    fn decrypt(&self, name: &str) -> Result<Option<Resolved>, StoreError> {
         match self.store.usable_versions(name) {
-            Ok(Some(usable)) => Some(Resolved {
-                current: Arc::new(SecretMaterial::new(
-                    usable.current.version,
-                    usable.current.value,
-                )),
-                grace: usable
-                    .grace
-                    .into_iter()
-                    .map(|(v, until)| GraceVersion {
-                        material: Arc::new(SecretMaterial::new(v.version, v.value)),
-                        until,
-                    })
-                    .collect(),
-            }),
+            Ok(Some(usable)) => {
+                let material = |version: u32, value| {
+                    let seals = self.seal_count(name, version);
+                    Arc::new(SecretMaterial::new(version, value).counting_seals_in(seals))
+                };
+                Ok(Some(Resolved {
+                    current: material(usable.current.version, usable.current.value),
+                    grace: usable
+                        .grace
+                        .into_iter()
+                        .map(|(v, until)| GraceVersion {
+                            material: material(v.version, v.value),
+                            until,
+                        })
+                        .collect(),
+                }))
+            }
             Ok(None) => {
                 tracing::warn!(
                     secret = name,
                     "a grant names a secret that does not exist; its bindings are unavailable"
                 );
-                None
+                Ok(None)
             }
             Err(e) => {
                 tracing::error!(secret = name, "secret is unavailable: {e}");
-                None
+                Err(e)
             }
         }
     }

@@ -617,7 +617,17 @@ impl secrets::HostSecret for SecretsView<'_> {
         aad: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
         self.with_grant(&handle, "seal", Operation::Seal, |secret| {
-            Ok(secret.aes_key()?.seal(&plaintext, &aad))
+            let sealed = secret.aes_key()?.seal(&plaintext, &aad);
+            let count = secret.material.count_seal();
+            if crate::material::SEAL_WARNINGS.contains(&count) {
+                tracing::warn!(
+                    secret = %secret.bound().secret,
+                    version = secret.material.version(),
+                    seals = count,
+                    "this secret version has sealed this many messages on this node: AES-GCM with random nonces should seal at most 2^32 under one key; rotate it (keyhole secret rotate)"
+                );
+            }
+            Ok(sealed)
         })
     }
 
