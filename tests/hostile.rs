@@ -366,6 +366,31 @@ fn a_handle_from_an_earlier_request_means_nothing_in_the_next() {
     arena.assert_host_never_panicked();
 }
 
+/// The audit records of function `hostile` made by request `request`,
+/// once at least `at_least` of them are in the trail (or 10 s have passed).
+fn hostile_records(node: &Node, request: u64, at_least: usize) -> Vec<serde_json::Value> {
+    let started = Instant::now();
+    loop {
+        let all: Vec<serde_json::Value> = serde_json::from_str(&node.ok(&[
+            "audit",
+            "--json",
+            "--limit",
+            "100000",
+            "--function",
+            "hostile",
+        ]))
+        .unwrap();
+        let mine: Vec<serde_json::Value> = all
+            .into_iter()
+            .filter(|e| e["request"].as_u64() == Some(request))
+            .collect();
+        if mine.len() >= at_least || started.elapsed() > Duration::from_secs(10) {
+            return mine;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Refusals a request may make before the next one ends it.
 const MAX_REFUSED_PER_REQUEST: usize = 100;
 
@@ -379,26 +404,7 @@ fn binding_enumeration_finds_nothing_and_shows_in_audit_and_metrics() {
     assert_eq!(reply.text(), format!("not-granted {guesses}\n"));
 
     // Every guess is in the trail, as not-granted, under this request.
-    let started = Instant::now();
-    let records = loop {
-        let all: Vec<serde_json::Value> = serde_json::from_str(&arena.node.ok(&[
-            "audit",
-            "--json",
-            "--limit",
-            "100000",
-            "--function",
-            "hostile",
-        ]))
-        .unwrap();
-        let mine: Vec<serde_json::Value> = all
-            .into_iter()
-            .filter(|e| e["request"].as_u64() == Some(request))
-            .collect();
-        if mine.len() >= guesses || started.elapsed() > Duration::from_secs(10) {
-            break mine;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let records = hostile_records(&arena.node, request, guesses);
     assert_eq!(records.len(), guesses);
     assert!(
         records
@@ -443,26 +449,7 @@ fn a_request_cannot_flood_the_trail_with_refusals() {
     .assert_logged(&arena.node, request);
     // The trail holds the allowance and one record more, which says why
     // the request ended.
-    let started = Instant::now();
-    let mine = loop {
-        let all: Vec<serde_json::Value> = serde_json::from_str(&arena.node.ok(&[
-            "audit",
-            "--json",
-            "--limit",
-            "100000",
-            "--function",
-            "hostile",
-        ]))
-        .unwrap();
-        let mine: Vec<serde_json::Value> = all
-            .into_iter()
-            .filter(|e| e["request"].as_u64() == Some(request))
-            .collect();
-        if mine.len() > MAX_REFUSED_PER_REQUEST || started.elapsed() > Duration::from_secs(10) {
-            break mine;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let mine = hostile_records(&arena.node, request, MAX_REFUSED_PER_REQUEST + 1);
     assert_eq!(mine.len(), MAX_REFUSED_PER_REQUEST + 1);
     let last = mine
         .iter()

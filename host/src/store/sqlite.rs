@@ -225,6 +225,13 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.execute_batch("PRAGMA trusted_schema = OFF;")?;
+    run_no_code_from_the_file(&conn)?;
+    Ok(conn)
+}
+
+/// The file may hold code someone else put there: no trigger or view of it
+/// runs on `conn` (see `sealing`).
+fn run_no_code_from_the_file(conn: &Connection) -> Result<(), StoreError> {
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER,
         false,
@@ -233,7 +240,7 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_VIEW,
         false,
     )?;
-    Ok(conn)
+    Ok(())
 }
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -269,16 +276,7 @@ impl SqliteStore {
         conn.execute_batch(
             "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA trusted_schema = OFF;",
         )?;
-        // The file may hold code someone else put there: no trigger or view
-        // of it runs on this connection (see `sealing`).
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER,
-            false,
-        )?;
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_VIEW,
-            false,
-        )?;
+        run_no_code_from_the_file(&conn)?;
         let store = Self {
             conn: Mutex::new(conn),
             audit_reader: Mutex::new(None),
