@@ -8,7 +8,8 @@
 //! The pieces, in the order a request meets them: [`server`] routes it,
 //! [`admission`] decides whether it may have an instance now (and
 //! [`paced_body`] ends bodies that arrive too slowly), [`invoke`] runs a fresh instance from the [`catalog`] on the
-//! [`runtime`], whose [`secrets_host`] answers `keyhole:secrets` from values
+//! [`runtime`] (whose header fields [`fields_budget`] holds to a budget),
+//! whose [`secrets_host`] answers `keyhole:secrets` from values
 //! the [`store`] keeps sealed with [`crypto`] (and, at every call, from
 //! what [`standing`] says is still in force). Keys are used on the host
 //! ([`keys`], [`material`]); bearer tokens reach only allowed hosts
@@ -20,7 +21,8 @@
 //! People administer a node through [`admin`] (the CLI on the data
 //! directory, or the HTTP admin API), as the roles in [`access`] allow;
 //! every secret operation and admin action is recorded in the [`audit`]
-//! trail, and [`observe`] counts what the node does for `/metrics`.
+//! trail (function records giving way to admin ones near a full disk:
+//! [`disk_reserve`]), and [`observe`] counts what the node does for `/metrics`.
 
 #![warn(missing_docs)]
 
