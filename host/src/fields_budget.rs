@@ -77,7 +77,8 @@ fn entry_bytes(name: usize, value: usize) -> usize {
     name + value + size_of::<hyper::header::HeaderName>() + size_of::<hyper::header::HeaderValue>()
 }
 
-/// What a map holds, by [`entry_bytes`].
+/// What a map holds: each entry's name and value bytes plus the per-entry
+/// overhead wasmtime-wasi-http counts against its own map limit.
 pub fn field_bytes(map: &FieldMap) -> usize {
     map.iter()
         .map(|(name, value)| entry_bytes(name.as_str().len(), value.len()))
