@@ -4,7 +4,17 @@
 
 mod common;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use common::{Node, artifacts};
+use keyhole_host::catalog::{Catalog, Snapshot};
+use keyhole_host::crypto::AesKey;
+use keyhole_host::observe::Observer;
+use keyhole_host::runtime::Runtime;
+use keyhole_host::store::{
+    Dependent, Deployment, FunctionInfo, Grant, NestPolicy, NewVersion, RemovedSecret, RolledBack,
+    SecretInfo, StoreError, Stored, UsableVersions, UseRecord, VersionInfo,
+};
 use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -869,4 +879,138 @@ fn check_names_a_damaged_version_and_master_key_rotation_refuses_to_lose_it() {
         stdout.contains("2 secret version(s): 1 ok, 1 failed"),
         "{stdout}"
     );
+}
+
+/// The node's store, rotating the master key (through a second handle on
+/// the same file, as another process would) at the moment a load reads its
+/// first secret: after the reload has checked the key, before it decrypts.
+struct RotatesMidLoad {
+    inner: Arc<keyhole_host::store::SqliteStore>,
+    other: keyhole_host::store::SqliteStore,
+    new_key: [u8; 32],
+    armed: AtomicBool,
+}
+
+impl keyhole_host::store::Store for RotatesMidLoad {
+    fn put_secret(&self, name: &str, new: &NewVersion<'_>) -> Result<Stored, StoreError> {
+        self.inner.put_secret(name, new)
+    }
+    fn rotate_secret(&self, name: &str, new: &NewVersion<'_>) -> Result<Stored, StoreError> {
+        self.inner.rotate_secret(name, new)
+    }
+    fn list_secrets(&self) -> Result<Vec<SecretInfo>, StoreError> {
+        self.inner.list_secrets()
+    }
+    fn secret(&self, name: &str) -> Result<SecretInfo, StoreError> {
+        self.inner.secret(name)
+    }
+    fn versions(&self, name: &str) -> Result<Vec<VersionInfo>, StoreError> {
+        self.inner.versions(name)
+    }
+    fn rollback(&self, name: &str, to: u32, grace: Option<i64>) -> Result<RolledBack, StoreError> {
+        self.inner.rollback(name, to, grace)
+    }
+    fn remove_secret(&self, name: &str, force: bool) -> Result<RemovedSecret, StoreError> {
+        self.inner.remove_secret(name, force)
+    }
+    fn usable_versions(&self, name: &str) -> Result<Option<UsableVersions>, StoreError> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            let new = AesKey::from_slice(&self.new_key).unwrap();
+            self.other.rotate_master_key(new).unwrap();
+        }
+        self.inner.usable_versions(name)
+    }
+    fn dependents(&self, name: &str) -> Result<Vec<Dependent>, StoreError> {
+        self.inner.dependents(name)
+    }
+    fn record_uses(&self, uses: &[UseRecord]) -> Result<(), StoreError> {
+        self.inner.record_uses(uses)
+    }
+    fn deploy(&self, deployment: &Deployment, may_nest: &NestPolicy<'_>) -> Result<(), StoreError> {
+        self.inner.deploy(deployment, may_nest)
+    }
+    fn undeploy(&self, name: &str) -> Result<usize, StoreError> {
+        self.inner.undeploy(name)
+    }
+    fn functions(&self) -> Result<Vec<FunctionInfo>, StoreError> {
+        self.inner.functions()
+    }
+    fn component(&self, name: &str) -> Result<(Vec<u8>, String), StoreError> {
+        self.inner.component(name)
+    }
+    fn approve(&self, function: &str, digest: Option<&str>) -> Result<FunctionInfo, StoreError> {
+        self.inner.approve(function, digest)
+    }
+    fn grant(&self, grant: &Grant) -> Result<(), StoreError> {
+        self.inner.grant(grant)
+    }
+    fn revoke(&self, function: &str, binding: &str) -> Result<Grant, StoreError> {
+        self.inner.revoke(function, binding)
+    }
+    fn grants(&self, function: Option<&str>) -> Result<Vec<Grant>, StoreError> {
+        self.inner.grants(function)
+    }
+    fn verify_integrity(&self) -> Result<(), StoreError> {
+        self.inner.verify_integrity()
+    }
+    fn revision(&self) -> Result<u64, StoreError> {
+        self.inner.revision()
+    }
+    fn check_master_key(&self) -> Result<(), StoreError> {
+        self.inner.check_master_key()
+    }
+}
+
+#[test]
+fn a_master_key_rotation_committed_mid_load_leaves_the_previous_snapshot_serving() {
+    let node = Node::new();
+    let value = b"mid-load-rotation-key";
+    node.put_secret("hook", value);
+    node.granted_probe("probe", "/probe", "hook", "hmac", "");
+    let old_key = STANDARD.decode(node.env_key().unwrap()).unwrap();
+    let open = |key: &[u8]| {
+        keyhole_host::store::SqliteStore::open(node.data.path(), AesKey::from_slice(key).unwrap())
+            .unwrap()
+    };
+    let inner = Arc::new(open(&old_key));
+    let store = Arc::new(RotatesMidLoad {
+        inner: Arc::clone(&inner),
+        other: open(&old_key),
+        new_key: rand::random(),
+        armed: AtomicBool::new(false),
+    });
+    let catalog = Catalog::new(
+        Arc::clone(&store) as _,
+        Arc::new(Runtime::with_max_instances(4).unwrap()),
+        Arc::new(Observer::default()),
+    );
+    let bound = |snapshot: &Snapshot| {
+        let function = snapshot.route("/probe").expect("the probe is served");
+        let current = function.secrets.get("KEY").unwrap().current.clone();
+        current.map(|material| material.value().expose().to_vec())
+    };
+    assert!(catalog.refresh().unwrap());
+    let before = catalog.snapshot();
+    assert_eq!(bound(&before).as_deref(), Some(&value[..]));
+
+    // A change makes the next refresh load; the rotation lands in its midst.
+    node.put_secret("unrelated", b"x");
+    store.armed.store(true, Ordering::SeqCst);
+    let err = catalog.refresh().unwrap_err();
+    assert!(matches!(err, StoreError::WrongMasterKey), "{err}");
+    assert!(
+        Arc::ptr_eq(&before, &catalog.snapshot()),
+        "a load that could not decrypt its secrets replaced the snapshot"
+    );
+    assert!(
+        !store.armed.load(Ordering::SeqCst),
+        "the rotation never ran"
+    );
+
+    // Under the new key the next refresh loads everything.
+    inner
+        .rekey(AesKey::from_slice(&store.new_key).unwrap())
+        .unwrap();
+    assert!(catalog.refresh().unwrap());
+    assert_eq!(bound(&catalog.snapshot()).as_deref(), Some(&value[..]));
 }

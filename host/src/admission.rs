@@ -449,6 +449,12 @@ impl Admitted {
     pub fn admission(&self) -> &Arc<Admission> {
         &self.admission
     }
+
+    /// The client as admission counts it ([`client_key`]: an IPv6 client
+    /// by its /64), for log lines about the request.
+    pub fn client(&self) -> IpAddr {
+        self.client
+    }
 }
 
 impl Drop for Admitted {

@@ -262,12 +262,12 @@ pub fn secrets_calls(data: &[u8]) {
                 expect(answer, binding, allowed(Operation::Hmac));
             }
             3 => {
-                let answer = view.reveal(handle());
+                let answer = view.reveal_wiped(handle());
                 if out_of_refusals(&answer) {
                     return;
                 }
                 if let Some(value) = expect(answer, binding, allowed(Operation::Reveal)) {
-                    assert_eq!(value, value_of(binding.expect("live")));
+                    assert_eq!(*value, *value_of(binding.expect("live")));
                 }
             }
             4 => {

@@ -16,7 +16,7 @@ use crate::egress::EgressList;
 use crate::material::SecretMaterial;
 use crate::observe::FunctionMetrics;
 use crate::outbound::{self, Destination, HOPS_HEADER, OutboundRules};
-use crate::secrets_host::{Refusal, RefusalBudget};
+use crate::secrets_host::{LAST_RECORDED_REFUSAL, Refusal, RefusalBudget};
 use crate::standing::InForce;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -103,9 +103,15 @@ impl Injector {
         self
     }
 
-    /// Whether a refusal may still be recorded and logged.
-    fn may_record_refusal(&self) -> bool {
-        self.refusals.spend() != Refusal::Over
+    /// Spends one refusal of the request's allowance and says what to
+    /// record: `why` within it, `why` with [`LAST_RECORDED_REFUSAL`] for
+    /// the refusal that spends it, nothing past it.
+    fn spend_refusal(&self, why: String) -> Option<String> {
+        match self.refusals.spend() {
+            Refusal::Within => Some(why),
+            Refusal::Exhausted => Some(format!("{why}; {LAST_RECORDED_REFUSAL}")),
+            Refusal::Over => None,
+        }
     }
 
     /// The same, auditing its injections as made by the component with
@@ -155,12 +161,12 @@ impl Injector {
 
     fn refuse_outbound(&self, destination: &str, why: &str) -> wasmtime_wasi_http::Error {
         let destination = destination.escape_debug().to_string();
-        if self.may_record_refusal() {
+        if let Some(recorded) = self.spend_refusal(why.to_owned()) {
             tracing::warn!(
                 request = self.request,
                 function = %self.function.escape_debug(),
                 host = %destination,
-                "outgoing request refused: {why}"
+                "outgoing request refused: {recorded}"
             );
         }
         self.metrics.outbound_refused();
@@ -318,12 +324,8 @@ impl Injector {
         why: &str,
     ) -> wasmtime_wasi_http::Error {
         let binding = &*issued.binding;
-        if self.may_record_refusal() {
-            self.report(
-                issued,
-                destination,
-                Some(format!("binding `{binding}`: {why}")),
-            );
+        if let Some(recorded) = self.spend_refusal(format!("binding `{binding}`: {why}")) {
+            self.report(issued, destination, Some(recorded));
             tracing::warn!(
                 request = self.request,
                 function = %self.function,
@@ -339,12 +341,10 @@ impl Injector {
     fn refuse(&self, issued: &Issue, destination: &str) -> wasmtime_wasi_http::Error {
         let (binding, egress) = (&*issued.binding, &issued.egress);
         let shown = destination.escape_debug().to_string();
-        if self.may_record_refusal() {
-            self.report(
-                issued,
-                destination,
-                Some(format!("the grant's egress list allows only {egress}")),
-            );
+        if let Some(recorded) =
+            self.spend_refusal(format!("the grant's egress list allows only {egress}"))
+        {
+            self.report(issued, destination, Some(recorded));
             tracing::warn!(
                 request = self.request,
                 function = %self.function,
@@ -636,5 +636,22 @@ mod tests {
             injector.issue(issued("A", material(b"v"), egress("api.example.com"))),
             Err(TooManyTokens)
         );
+    }
+
+    #[test]
+    fn the_refusal_that_spends_the_allowance_says_so_and_later_ones_go_unrecorded() {
+        let budget = Arc::new(RefusalBudget::default());
+        for _ in 1..crate::secrets_host::MAX_REFUSED_PER_REQUEST {
+            assert_eq!(budget.spend(), Refusal::Within);
+        }
+        let injector = injector("").with_refusals(Arc::clone(&budget));
+        assert_eq!(injector.spend_refusal("why".into()).as_deref(), Some("why"));
+        let last = injector.spend_refusal("why".into()).unwrap();
+        assert!(
+            last.starts_with("why; ") && last.ends_with(LAST_RECORDED_REFUSAL),
+            "{last}"
+        );
+        assert_eq!(injector.spend_refusal("why".into()), None);
+        assert_eq!(budget.spend(), Refusal::Over, "the secret calls share it");
     }
 }

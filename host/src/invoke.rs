@@ -138,6 +138,7 @@ pub async fn invoke(
 
     let timeout = function.timeout;
     let admission = Arc::clone(ticket.admission());
+    let client = ticket.client();
     let observer = Arc::clone(metrics.observer());
     let task_pace = Arc::clone(&pace);
     let task = tokio::spawn(async move {
@@ -170,7 +171,7 @@ pub async fn invoke(
     let received = tokio::select! {
         received = &mut receiver => received,
         () = pace.until_too_slow() => {
-            return slow_body(&name, id, &admission, &observer);
+            return slow_body(&name, id, client, &admission, &observer);
         }
     };
     match received {
@@ -208,6 +209,7 @@ pub async fn invoke(
 fn slow_body(
     name: &str,
     id: u64,
+    client: std::net::IpAddr,
     admission: &crate::admission::Admission,
     observer: &crate::observe::Observer,
 ) -> hyper::Response<HyperOutgoingBody> {
@@ -216,6 +218,7 @@ fn slow_body(
         tracing::warn!(
             request = id,
             function = name,
+            %client,
             limit = Limit::SlowBody.as_str(),
             "request ended: its body arrived slower than {} bytes/s after {} s of waiting",
             crate::paced_body::BODY_FLOOR_BYTES_PER_SEC,

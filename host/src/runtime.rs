@@ -59,20 +59,30 @@ pub const MAX_HOSTCALL_INPUT_BYTES: usize = 16 << 20;
 pub const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
 /// Tables one component may define (the pool's per-component cap).
 pub const MAX_TABLES_PER_COMPONENT: u32 = 16;
+/// Core module instances one component may make (the pool's
+/// per-component cap).
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 
 /// Builds the engine every function runs on: a pooling allocator with room
 /// for `max_instances` function instances alive at once, epoch-based
 /// interruption, async host calls.
+///
+/// Memories and tables are reserved up front per pool slot, so the pool
+/// plans two memories and four tables per instance and admission weighs a
+/// component needing more ([`crate::admission::weight_of`]). Core
+/// instances are only counted, so their total is set to what
+/// `max_instances` of the largest component may make: a component made of
+/// many core instances can never run the pool out before its slots do.
 pub fn engine(max_instances: u32) -> wasmtime::Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(max_instances)
-        .total_core_instances(max_instances * 4)
+        .total_core_instances(max_instances.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT))
         .total_memories(max_instances * 2)
         .total_tables(max_instances * 4)
         .total_stacks(max_instances)
         .max_memory_size(MAX_MEMORY_BYTES)
         .table_elements(MAX_TABLE_ELEMENTS)
-        .max_core_instances_per_component(32)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
         .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
         .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
         .linear_memory_keep_resident(1 << 20)
@@ -401,5 +411,25 @@ mod tests {
             );
         }
         assert!(Runtime::with_max_instances(1).is_ok());
+    }
+
+    #[test]
+    fn components_of_many_core_instances_fill_every_slot_of_the_pool() {
+        let slots = 3;
+        let engine = engine(slots).unwrap();
+        let wat = format!(
+            "(component (core module $m) {})",
+            "(core instance (instantiate $m))".repeat(MAX_CORE_INSTANCES_PER_COMPONENT as usize)
+        );
+        let component = Component::new(&engine, wat::parse_str(&wat).unwrap()).unwrap();
+        let linker = wasmtime::component::Linker::<()>::new(&engine);
+        let mut alive = Vec::new();
+        for slot in 0..slots {
+            let mut store = wasmtime::Store::new(&engine, ());
+            let instance = linker
+                .instantiate(&mut store, &component)
+                .unwrap_or_else(|e| panic!("slot {slot} of {slots}: {e:#}"));
+            alive.push((store, instance));
+        }
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! A request's [`SecretsCtx`] holds what the function may reach and the
 //! handles the request opened, which die with it. The only path by
-//! which secret bytes enter guest memory is `reveal`, behind its grant.
+//! which secret bytes enter guest memory is `reveal`, behind its grant, and
+//! the host copy `reveal` hands wasmtime to lower is wiped, never freed
+//! with the bytes in it ([`RevealedCopies`]).
 
 use crate::audit::trail::Pressure;
 use crate::audit::{FunctionEvent, OpOutcome};
@@ -69,6 +71,14 @@ impl RefusalBudget {
     "more than {MAX_REFUSED_PER_REQUEST} refused operations in one request: the request was ended (a function probing for bindings or grants it does not have)"
 )]
 pub struct TooManyRefusals;
+
+/// Added to the reason of the last refusal recorded for a request when an
+/// outgoing request (not a secret call) spent its allowance: later
+/// refusals are not recorded, and its next refused secret call ends it.
+pub const LAST_RECORDED_REFUSAL: &str = concat!(
+    "the request has now made its allowance of refused operations: ",
+    "later refusals are neither recorded nor logged, and its next refused secret call ends it"
+);
 
 /// What one binding of one function resolves to right now.
 #[derive(Debug, Clone)]
@@ -218,6 +228,59 @@ pub struct SecretsCtx {
     /// Set when one of its records left the audit queue past half full:
     /// the batches the writer had taken then.
     behind: Option<u64>,
+    /// The copies `reveal` handed wasmtime, wiped once it has let go.
+    revealed: RevealedCopies,
+}
+
+/// The host's copies of revealed values, each wiped (zeroed) before its
+/// memory is freed.
+///
+/// Why: wasmtime's generated bindings take a host function's result by
+/// value, copy it into guest memory and drop it; a plain `Vec` would so
+/// free the secret's bytes into the allocator unwiped, where a core dump
+/// or a later allocation's unused capacity could still hold them. `reveal`
+/// is therefore linked through a wrapper that returns an `Arc<[u8]>`
+/// (which wasmtime lowers like a list) while this keeps a second
+/// reference: once wasmtime has dropped its own, the copy is uniquely ours
+/// and is zeroed, at the next `reveal` or when the request ends.
+#[derive(Debug, Default)]
+pub struct RevealedCopies(Vec<Arc<[u8]>>);
+
+impl RevealedCopies {
+    /// A copy of `value` for wasmtime to lower, kept here to be wiped.
+    pub fn copy(&mut self, value: &[u8]) -> Arc<[u8]> {
+        self.wipe_released();
+        let copy: Arc<[u8]> = Arc::from(value);
+        self.0.push(Arc::clone(&copy));
+        copy
+    }
+
+    /// Zeroes and forgets every copy nobody else holds any more.
+    pub fn wipe_released(&mut self) {
+        self.0.retain_mut(|copy| !wipe_if_released(copy));
+    }
+
+    /// Copies still held elsewhere (by wasmtime, mid-call).
+    pub fn held(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Zeroes `copy` if this is its only reference; says whether it did.
+fn wipe_if_released(copy: &mut Arc<[u8]>) -> bool {
+    match Arc::get_mut(copy) {
+        Some(bytes) => {
+            zeroize::Zeroize::zeroize(bytes);
+            true
+        }
+        None => false,
+    }
+}
+
+impl Drop for RevealedCopies {
+    fn drop(&mut self) {
+        self.wipe_released();
+    }
 }
 
 impl SecretsCtx {
@@ -246,6 +309,7 @@ impl SecretsCtx {
             metrics,
             refusals,
             behind: None,
+            revealed: RevealedCopies::default(),
         }
     }
 
@@ -419,10 +483,30 @@ impl HasData for HasSecrets {
     type Data<'a> = SecretsView<'a>;
 }
 
-/// Adds `keyhole:secrets/secrets` to `linker`.
+/// The linker name of the interface [`add_to_linker`] provides.
+const SECRETS_INTERFACE: &str = "keyhole:secrets/secrets@0.1.1";
+
+/// Adds `keyhole:secrets/secrets` to `linker`, with `reveal` served by
+/// [`SecretsView::reveal_wiped`] so its host copy is wiped
+/// ([`RevealedCopies`]).
 pub fn add_to_linker<T: SecretsHost + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    secrets::add_to_linker::<T, HasSecrets>(linker, T::secrets)
+    secrets::add_to_linker::<T, HasSecrets>(linker, T::secrets)?;
+    linker.allow_shadowing(true);
+    linker.instance(SECRETS_INTERFACE)?.func_wrap(
+        "[method]secret.reveal",
+        |mut store: wasmtime::StoreContextMut<'_, T>, (handle,): (Resource<SecretHandle>,)| {
+            Ok((store.data_mut().secrets().reveal_wiped(handle)?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
+
+/// The trap for `reveal` reached through the generated bindings rather
+/// than [`add_to_linker`]'s wrapper: it would free an unwiped copy.
+#[derive(Debug, thiserror::Error)]
+#[error("`reveal` must be linked through secrets_host::add_to_linker, which wipes its copy")]
+struct UnwipedReveal;
 
 impl secrets::Host for SecretsView<'_> {
     fn get(&mut self, binding: String) -> wasmtime::Result<Result<Resource<SecretHandle>, Error>> {
@@ -496,6 +580,31 @@ impl SecretsView<'_> {
     /// error to handle.
     ///
     /// Every call is counted and audited as `operation`.
+    /// `reveal`: the secret's bytes, behind the `reveal` grant, in a copy
+    /// that is wiped once wasmtime has lowered it ([`RevealedCopies`]).
+    pub fn reveal_wiped(
+        &mut self,
+        handle: Resource<SecretHandle>,
+    ) -> wasmtime::Result<Result<Arc<[u8]>, Error>> {
+        let ctx = &mut *self.ctx;
+        let secret = ctx.handle(&handle)?;
+        let result = secret.require(Operation::Reveal);
+        let (binding, stored, material) = (
+            Arc::clone(secret.name()),
+            Arc::clone(&secret.bound().secret),
+            Arc::clone(&secret.material),
+        );
+        ctx.report(
+            "reveal",
+            binding,
+            Some(stored),
+            Some(material.version()),
+            outcome_of(&result),
+            result.as_ref().err().map(|e| message(e).to_owned()),
+        )?;
+        Ok(result.map(|()| ctx.revealed.copy(material.value().expose())))
+    }
+
     fn with_grant<T>(
         &mut self,
         handle: &Resource<SecretHandle>,
@@ -566,9 +675,8 @@ impl secrets::HostSecret for SecretsView<'_> {
         &mut self,
         handle: Resource<SecretHandle>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        self.with_grant(&handle, "reveal", Operation::Reveal, |secret| {
-            Ok(secret.material.value().expose().to_vec())
-        })
+        let _ = handle;
+        Err(UnwipedReveal.into())
     }
 
     fn sign(
@@ -708,4 +816,31 @@ pub(crate) fn message(error: &Error) -> &str {
 /// A guest-chosen name made safe to echo: control characters escaped.
 fn printable(name: &str) -> String {
     name.escape_debug().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revealed_copy_is_wiped_only_once_wasmtime_has_let_go() {
+        let mut copies = RevealedCopies::default();
+        let lowered = copies.copy(b"the secret");
+        copies.wipe_released();
+        assert_eq!(copies.held(), 1, "a copy still being lowered was let go");
+        assert_eq!(
+            &*lowered, b"the secret",
+            "a copy still being lowered was wiped"
+        );
+        drop(lowered);
+        copies.wipe_released();
+        assert_eq!(copies.held(), 0);
+
+        let mut only = Arc::<[u8]>::from(&b"the secret"[..]);
+        let shared = Arc::clone(&only);
+        assert!(!wipe_if_released(&mut only));
+        drop(shared);
+        assert!(wipe_if_released(&mut only));
+        assert_eq!(&*only, &[0u8; 10], "a released copy kept its bytes");
+    }
 }
