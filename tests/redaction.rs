@@ -234,7 +234,7 @@ fn a_trapping_guest_cannot_forge_log_lines_with_its_function_names() {
     let component = node.data.path().join("trapper.wasm");
     std::fs::write(
         &component,
-        trapping_component("boom\nINFO keyhole_host::server: forged by the guest\u{1b}[31m"),
+        trapping_component("boom\nINFO keyhole_host::node::server: forged by the guest\u{1b}[31m"),
     )
     .unwrap();
     let manifest = node.write_manifest("trapper", component.to_str().unwrap(), "/trapper", "");
@@ -243,13 +243,13 @@ fn a_trapping_guest_cannot_forge_log_lines_with_its_function_names() {
     assert_eq!(node.get("/trapper").status, 500);
     let logs = log_with(&node, "function trapped");
     assert!(
-        logs.contains("boom\\nINFO keyhole_host::server: forged"),
+        logs.contains("boom\\nINFO keyhole_host::node::server: forged"),
         "{logs}"
     );
     assert!(
         !logs
             .lines()
-            .any(|l| l.starts_with("INFO keyhole_host::server: forged")),
+            .any(|l| l.starts_with("INFO keyhole_host::node::server: forged")),
         "a forged line: {logs}"
     );
     assert!(!logs.contains('\u{1b}'), "a raw escape reached the log");

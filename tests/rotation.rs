@@ -7,10 +7,10 @@ mod common;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use common::{Node, artifacts};
-use keyhole_host::catalog::{Catalog, Snapshot};
 use keyhole_host::crypto::AesKey;
-use keyhole_host::observe::Observer;
-use keyhole_host::runtime::Runtime;
+use keyhole_host::engine::runtime::Runtime;
+use keyhole_host::node::catalog::{Catalog, Snapshot};
+use keyhole_host::node::observe::Observer;
 use keyhole_host::store::{
     Dependent, Deployment, FunctionInfo, Grant, NestPolicy, NewVersion, RemovedSecret, RolledBack,
     SecretInfo, StoreError, Stored, UsableVersions, UseRecord, VersionInfo,

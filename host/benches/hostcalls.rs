@@ -15,11 +15,11 @@
 mod common;
 
 use common::{Node, ROUNDS_PER_REQUEST, artifacts};
-use keyhole_host::catalog::LoadedFunction;
-use keyhole_host::invoke::request_store;
-use keyhole_host::observe::Observer;
-use keyhole_host::runtime::Runtime;
-use keyhole_host::secrets_host::FunctionSecrets;
+use keyhole_host::engine::runtime::Runtime;
+use keyhole_host::node::catalog::LoadedFunction;
+use keyhole_host::node::invoke::request_store;
+use keyhole_host::node::observe::Observer;
+use keyhole_host::secrets::FunctionSecrets;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -15,11 +15,11 @@ use bytes::Bytes;
 use common::{Node, artifacts};
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
-use keyhole_host::egress::EgressList;
-use keyhole_host::injection::{Injector, Issue};
-use keyhole_host::material::SecretMaterial;
-use keyhole_host::secret_value::SecretValue;
-use keyhole_host::standing::InForce;
+use keyhole_host::crypto::material::SecretMaterial;
+use keyhole_host::crypto::secret_value::SecretValue;
+use keyhole_host::outbound::egress::EgressList;
+use keyhole_host::outbound::injection::{Injector, Issue};
+use keyhole_host::secrets::standing::InForce;
 use sha2::Sha256;
 use std::process::Command;
 use std::rc::Rc;
@@ -274,8 +274,8 @@ fn substitution_ns() -> f64 {
     // Each substitution is also counted and queued for the audit trail, as
     // on a node (the queue is never written here, so past its capacity the
     // records are counted as lost instead).
-    let metrics =
-        Arc::new(keyhole_host::observe::Observer::default()).function_metrics(&"bench".into());
+    let metrics = Arc::new(keyhole_host::node::observe::Observer::default())
+        .function_metrics(&"bench".into());
     let mut injector = Injector::new("bench".into(), 1, metrics, Arc::default());
     let material = Arc::new(SecretMaterial::new(
         1,

@@ -4,8 +4,8 @@
 //!
 //! `cargo bench -p keyhole-host --bench scan`
 
-use keyhole_host::scan::{self, KnownValue};
-use keyhole_host::secret_value::SecretValue;
+use keyhole_host::crypto::secret_value::SecretValue;
+use keyhole_host::deploy::scan::{self, KnownValue};
 use std::time::Instant;
 
 const SIZE: usize = 10 * 1024 * 1024;

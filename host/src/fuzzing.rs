@@ -8,14 +8,14 @@
 //! fuzzer and the replay test run exactly the same checks.
 
 use crate::admin::wire;
-use crate::bindings::secrets::{Algorithm, Error, Host, HostSecret};
-use crate::egress::EgressList;
-use crate::injection::MAX_TOKENS;
-use crate::material::SecretMaterial;
-use crate::observe::Observer;
+use crate::crypto::material::SecretMaterial;
+use crate::crypto::secret_value::SecretValue;
+use crate::engine::bindings::secrets::{Algorithm, Error, Host, HostSecret};
+use crate::node::observe::Observer;
 use crate::operations::{Operation, OperationSet};
-use crate::secret_value::SecretValue;
-use crate::secrets_host::{
+use crate::outbound::egress::EgressList;
+use crate::outbound::injection::MAX_TOKENS;
+use crate::secrets::{
     BoundSecret, FunctionSecrets, MAX_BINDING_LEN, MAX_OPEN_HANDLES, SecretHandle, SecretsCtx,
     SecretsView, message,
 };
@@ -33,7 +33,7 @@ pub fn manifest(data: &[u8]) {
         return;
     };
     let path = Path::new("fuzz/keyhole.toml");
-    match crate::manifest::parse(text, path, Path::new("fuzz")) {
+    match crate::deploy::manifest::parse(text, path, Path::new("fuzz")) {
         Ok(manifest) => {
             assert!(
                 !manifest.routes.is_empty(),
@@ -397,10 +397,10 @@ fn expect<T>(
 }
 
 /// Whether `answer` is the trap that ends a request past its allowance of
-/// refusals ([`crate::secrets_host::MAX_REFUSED_PER_REQUEST`]).
+/// refusals ([`crate::secrets::MAX_REFUSED_PER_REQUEST`]).
 fn out_of_refusals<T>(answer: &wasmtime::Result<T>) -> bool {
     answer.as_ref().err().is_some_and(|e| {
-        e.downcast_ref::<crate::secrets_host::TooManyRefusals>()
+        e.downcast_ref::<crate::secrets::TooManyRefusals>()
             .is_some()
     })
 }

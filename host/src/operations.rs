@@ -86,7 +86,7 @@ impl OperationSet {
     }
 
     /// The set as bits, for keeping in an atomic
-    /// ([`crate::standing::Standing`]); [`OperationSet::from_bits`] reads
+    /// ([`crate::secrets::standing::Standing`]); [`OperationSet::from_bits`] reads
     /// it back.
     pub fn bits(self) -> u8 {
         self.0

@@ -9,8 +9,8 @@
 
 use super::slots::{self, AdminSlots};
 use super::{Admin, AdminError, wire};
-use crate::access::{Caller, Permission};
-use crate::observe::{METRICS_CONTENT_TYPE, Observer};
+use crate::admin::access::{Caller, Permission};
+use crate::node::observe::{METRICS_CONTENT_TYPE, Observer};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};

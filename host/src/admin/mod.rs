@@ -7,16 +7,17 @@
 //! [`Caller::Local`] when it works on the data directory. Both get the same
 //! JSON reply ([`types`]), so the CLI prints the same thing either way.
 
+pub mod access;
 pub mod http;
 mod service;
-pub mod slots;
+pub(crate) mod slots;
 pub mod tls;
 pub mod types;
 pub mod wire;
 
 pub use service::Admin;
 
-use crate::access::{Caller, Permission};
+use crate::admin::access::{Caller, Permission};
 use crate::audit::Query;
 use types::{ApproveBody, CreateToken, Deploy, GrantBody, PutSecret, Rollback, RotateSecret};
 

@@ -2,14 +2,14 @@
 
 use super::types::*;
 use super::{AdminError, Request, chain_message};
-use crate::access::{Caller, FunctionScope, NewToken, Permission, PresentedToken, Role};
+use crate::admin::access::{Caller, FunctionScope, NewToken, Permission, PresentedToken, Role};
 use crate::audit::{AdminEvent, Event, Timed, now_ms};
+use crate::crypto::keys::KeyKind;
+use crate::deploy::scan;
 use crate::deploy::{self, BindingState, DeployError, Disclosure};
-use crate::keys::KeyKind;
+use crate::engine::runtime::Runtime;
 use crate::names;
 use crate::operations::Operation;
-use crate::runtime::Runtime;
-use crate::scan;
 use crate::store::{
     Grant, MIN_DIGEST_HEX, MaxAgeChange, NewVersion, SqliteStore, Store, StoreError, TokenInfo, now,
 };
@@ -32,9 +32,9 @@ pub struct Admin {
 
 /// Refused requests one source address may make per window before they are
 /// answered 429 (a valid token still works).
-pub const UNAUTHENTICATED_PER_WINDOW: u64 = 60;
+pub(super) const UNAUTHENTICATED_PER_WINDOW: u64 = 60;
 /// The window, in seconds.
-pub const UNAUTHENTICATED_WINDOW_SECS: i64 = 60;
+pub(super) const UNAUTHENTICATED_WINDOW_SECS: i64 = 60;
 /// Source addresses tracked at once; past it the oldest windows are closed.
 const UNAUTHENTICATED_SOURCES: usize = 4096;
 
@@ -65,9 +65,9 @@ impl Default for Unauthenticated {
 
 /// How many deploys the gate may refuse one deployer token in
 /// [`GATE_WINDOW_SECS`]; past it, its deploys get 429 without a scan.
-pub const GATE_REFUSALS_PER_WINDOW: usize = 5;
+pub(super) const GATE_REFUSALS_PER_WINDOW: usize = 5;
 /// The window [`GATE_REFUSALS_PER_WINDOW`] counts over, in seconds.
-pub const GATE_WINDOW_SECS: i64 = 600;
+pub(super) const GATE_WINDOW_SECS: i64 = 600;
 
 /// Recent gate refusals per deployer token: each refusal tells a deployer
 /// that one of its own functions' secrets is in the upload, so they are
@@ -182,7 +182,10 @@ fn valid_name(kind: &'static str, name: &str) -> Result<(), AdminError> {
 }
 
 /// Refuses a value that is not a `kind` key, without echoing it.
-fn check_kind(kind: KeyKind, value: &crate::secret_value::SecretValue) -> Result<(), AdminError> {
+fn check_kind(
+    kind: KeyKind,
+    value: &crate::crypto::secret_value::SecretValue,
+) -> Result<(), AdminError> {
     kind.validate(value.expose()).map_err(|e| {
         let hint = if kind == KeyKind::Aes256 {
             "\nhint: give the 32 raw key bytes, not hex or base64 text (standard input loses one trailing newline; pass raw bytes with --from-file)"
@@ -217,8 +220,9 @@ impl Admin {
         if let Some(runtime) = self.runtime.get() {
             return Ok(runtime);
         }
-        let runtime = Runtime::for_store(&self.store, crate::runtime::COMPILE_ONLY_INSTANCES)
-            .map_err(|e| AdminError::new(500, format!("cannot start the runtime: {e:#}")))?;
+        let runtime =
+            Runtime::for_store(&self.store, crate::engine::runtime::COMPILE_ONLY_INSTANCES)
+                .map_err(|e| AdminError::new(500, format!("cannot start the runtime: {e:#}")))?;
         Ok(self.runtime.get_or_init(|| Arc::new(runtime)))
     }
 

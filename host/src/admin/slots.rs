@@ -14,26 +14,26 @@
 //! body is read; the slot is released when the answer is ready.
 //! Connections are capped apart, before any token is seen.
 
-use crate::access::{Caller, Role};
+use crate::admin::access::{Caller, Role};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Admin requests one token may have in progress at once.
-pub const MAX_REQUESTS_PER_TOKEN: usize = 8;
+pub(crate) const MAX_REQUESTS_PER_TOKEN: usize = 8;
 /// Admin requests all non-admin tokens together may have in progress at
 /// once. Admin tokens are held only to their own limit, so a crowd of
 /// deployer or auditor requests never locks an operator out.
-pub const MAX_SHARED_REQUESTS: usize = 64;
+pub(crate) const MAX_SHARED_REQUESTS: usize = 64;
 /// Requests whose bodies may be deploy-sized (over 256 KiB) in progress at
 /// once: at most this many times 64 MiB is buffered.
-pub const MAX_LARGE_BODIES: usize = 4;
+pub(crate) const MAX_LARGE_BODIES: usize = 4;
 /// Admin connections open at once; a connection past it is closed as soon
 /// as it is accepted.
-pub const MAX_CONNECTIONS: usize = 256;
+pub(crate) const MAX_CONNECTIONS: usize = 256;
 
 /// The admin requests in progress, by token.
 #[derive(Default)]
-pub struct AdminSlots {
+pub(crate) struct AdminSlots {
     held: Mutex<Held>,
 }
 
@@ -46,7 +46,7 @@ struct Held {
 
 /// Why a request got no slot: the limit it hit, for the 503.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NoSlot {
+pub(crate) enum NoSlot {
     /// The token has [`MAX_REQUESTS_PER_TOKEN`] in progress.
     #[error(
         "token `{0}` has {MAX_REQUESTS_PER_TOKEN} admin requests in progress already; retry when one has finished"
@@ -63,7 +63,7 @@ pub enum NoSlot {
 }
 
 /// A request's slot, released when dropped.
-pub struct Slot {
+pub(crate) struct Slot {
     slots: Arc<AdminSlots>,
     token: String,
     shared: bool,
@@ -72,7 +72,7 @@ pub struct Slot {
 
 impl AdminSlots {
     /// A slot for one request by `caller`, whose body may be `large`.
-    pub fn take(self: &Arc<Self>, caller: &Caller, large: bool) -> Result<Slot, NoSlot> {
+    pub(crate) fn take(self: &Arc<Self>, caller: &Caller, large: bool) -> Result<Slot, NoSlot> {
         let token = caller.name().to_owned();
         let shared = caller.role() != Role::Admin;
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());

@@ -4,11 +4,11 @@
 //! Bodies refuse unknown fields. No reply carries a secret value; the only
 //! credential any reply carries is a token at the moment it is created.
 
-use crate::access::{FunctionScope, Role, RouteScope};
+use crate::admin::access::{FunctionScope, Role, RouteScope};
+use crate::crypto::keys::KeyKind;
+use crate::crypto::secret_value::SecretValue;
 use crate::deploy::BindingState;
-use crate::keys::KeyKind;
 use crate::operations::OperationSet;
-use crate::secret_value::SecretValue;
 use crate::store::{Dependent, FunctionInfo, Grant, SecretInfo, Timestamp, TokenInfo};
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -126,7 +126,7 @@ pub struct GrantBody {
     pub allow: OperationSet,
     /// Hosts an injected value may be sent to (with `inject`).
     #[serde(default)]
-    pub egress: crate::egress::EgressList,
+    pub egress: crate::outbound::egress::EgressList,
     /// Keep the operations that cannot disclose the value (all but
     /// `reveal`) working when the function is redeployed with another
     /// component, until an operator approves it [default: no].

@@ -473,7 +473,7 @@ pub fn encode(request: &Request) -> Encoded {
 mod tests {
     use super::*;
     use crate::admin::types::WireValue;
-    use crate::secret_value::SecretValue;
+    use crate::crypto::secret_value::SecretValue;
 
     fn round_trip(request: Request) -> Request {
         let encoded = encode(&request);

@@ -11,6 +11,7 @@
 //! records are written in the same transaction as the change they describe.
 
 pub mod chain;
+pub mod disk_reserve;
 pub mod run;
 pub mod trail;
 

@@ -6,7 +6,7 @@
 
 use super::{Access, open_store};
 use anyhow::{Context, bail};
-use keyhole_host::access::Caller;
+use keyhole_host::admin::access::Caller;
 use keyhole_host::admin::{Admin, AdminError, Request, wire};
 use serde::de::DeserializeOwned;
 use std::path::Path;

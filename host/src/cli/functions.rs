@@ -5,9 +5,9 @@ use anyhow::Context;
 use base64::Engine as _;
 use keyhole_host::admin::Request;
 use keyhole_host::admin::types::{Deploy, Deployed, FunctionListing, Undeployed};
+use keyhole_host::deploy::manifest;
 use keyhole_host::deploy::{self, BindingState};
-use keyhole_host::manifest;
-use keyhole_host::runtime::Runtime;
+use keyhole_host::engine::runtime::Runtime;
 use std::path::Path;
 
 /// `keyhole deploy`: send the manifest and its component to be checked,

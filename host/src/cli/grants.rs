@@ -5,9 +5,9 @@ use anyhow::bail;
 use clap::Args;
 use keyhole_host::admin::Request;
 use keyhole_host::admin::types::{ApproveBody, Approved, FunctionListing, GrantBody, Granted};
-use keyhole_host::egress::EgressList;
 use keyhole_host::names;
 use keyhole_host::operations::{Operation, OperationSet};
+use keyhole_host::outbound::egress::EgressList;
 use keyhole_host::store::Grant;
 
 #[derive(Args)]

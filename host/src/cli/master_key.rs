@@ -4,12 +4,12 @@
 use super::{Access, Target, open_store_with_source};
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use keyhole_host::access::Caller;
 use keyhole_host::admin::Request;
+use keyhole_host::admin::access::Caller;
 use keyhole_host::admin::types::CheckResult;
 use keyhole_host::audit::AdminEvent;
 use keyhole_host::crypto::AesKey;
-use keyhole_host::master_key::{self, KeySource, MASTER_KEY_ENV, NEW_MASTER_KEY_ENV};
+use keyhole_host::crypto::master_key::{self, KeySource, MASTER_KEY_ENV, NEW_MASTER_KEY_ENV};
 use keyhole_host::store::{SqliteStore, StoreError};
 use std::path::Path;
 use zeroize::Zeroizing;

@@ -13,7 +13,7 @@ mod tokens;
 
 use anyhow::bail;
 use clap::{Parser, Subcommand};
-use keyhole_host::master_key::{self as key, KeySource};
+use keyhole_host::crypto::master_key::{self as key, KeySource};
 use keyhole_host::store::SqliteStore;
 use std::path::{Path, PathBuf};
 

@@ -7,9 +7,9 @@ use keyhole_host::admin::Request;
 use keyhole_host::admin::types::{
     PutSecret, Rollback, RotateSecret, SecretListing, SecretRemoved, VersionChange, WireValue,
 };
-use keyhole_host::keys::KeyKind;
+use keyhole_host::crypto::keys::KeyKind;
+use keyhole_host::crypto::secret_value::SecretValue;
 use keyhole_host::names;
-use keyhole_host::secret_value::SecretValue;
 use keyhole_host::store::{
     Dependent, LastUse, MaxAgeChange, StoreError, VersionInfo, VersionState,
 };

@@ -4,13 +4,13 @@ use super::{Access, open_store};
 use anyhow::{Context, bail};
 use clap::Args;
 use keyhole_host::admin::Admin;
-use keyhole_host::admission::{self, Admission, Limits};
-use keyhole_host::catalog::Catalog;
-use keyhole_host::master_key;
-use keyhole_host::observe::Observer;
+use keyhole_host::crypto::master_key;
+use keyhole_host::engine::runtime::{self, Runtime};
+use keyhole_host::node::admission::{self, Admission, Limits};
+use keyhole_host::node::catalog::Catalog;
+use keyhole_host::node::observe::Observer;
+use keyhole_host::node::server;
 use keyhole_host::outbound::{AddressPolicy, IpNet};
-use keyhole_host::runtime::{self, Runtime};
-use keyhole_host::server;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -66,20 +66,20 @@ pub struct ServeArgs {
     /// and every other admin action can still write theirs [default:
     /// 256MiB].
     #[arg(long, value_name = "SIZE", env = "KEYHOLE_DISK_RESERVE",
-          value_parser = keyhole_host::admission::parse_size)]
+          value_parser = keyhole_host::node::admission::parse_size)]
     disk_reserve: Option<u64>,
     /// Linear memory the node's requests may reserve at once, e.g. 8GiB:
     /// each request reserves its function's memory limit, and a request
     /// past the budget gets 503 [default: 75% of the machine's memory, or
     /// of the cgroup's limit if lower].
     #[arg(long, value_name = "SIZE", env = "KEYHOLE_MEMORY_BUDGET",
-          value_parser = keyhole_host::admission::parse_size)]
+          value_parser = keyhole_host::node::admission::parse_size)]
     memory_budget: Option<u64>,
     /// The most of the node's instance slots and memory budget one function
     /// may hold at once, in percent; its requests past that get 503 while
     /// other functions go on.
     #[arg(long, value_name = "PERCENT",
-          default_value_t = keyhole_host::admission::DEFAULT_FUNCTION_SHARE_PERCENT,
+          default_value_t = keyhole_host::node::admission::DEFAULT_FUNCTION_SHARE_PERCENT,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     max_function_share: u32,
     /// Requests one client address may have in flight at once (behind a
@@ -90,7 +90,7 @@ pub struct ServeArgs {
     /// Connections one client address may hold open at once; more are
     /// closed as they are accepted.
     #[arg(long, value_name = "N",
-          default_value_t = keyhole_host::admission::DEFAULT_CLIENT_CONNECTIONS,
+          default_value_t = keyhole_host::node::admission::DEFAULT_CLIENT_CONNECTIONS,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_client_connections: u32,
 }
@@ -236,10 +236,10 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
     // The audit writer stops after the workers, so it writes what their
     // last requests recorded.
     let (stop_audit, audit_stopped) = tokio::sync::watch::channel(false);
-    let reserve = keyhole_host::disk_reserve::DiskReserve::new(
+    let reserve = keyhole_host::audit::disk_reserve::DiskReserve::new(
         data,
         args.disk_reserve
-            .unwrap_or(keyhole_host::disk_reserve::DEFAULT_DISK_RESERVE),
+            .unwrap_or(keyhole_host::audit::disk_reserve::DEFAULT_DISK_RESERVE),
     );
     let audit_writer = server::start_audit_writer(
         Arc::clone(&store),

@@ -2,8 +2,8 @@
 
 use super::{Access, Target, output};
 use clap::Subcommand;
-use keyhole_host::access::{FunctionScope, Role, RouteScope};
 use keyhole_host::admin::Request;
+use keyhole_host::admin::access::{FunctionScope, Role, RouteScope};
 use keyhole_host::admin::types::{CreateToken, CreatedToken};
 use keyhole_host::store::TokenInfo;
 

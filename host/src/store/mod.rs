@@ -9,10 +9,10 @@ mod sqlite;
 
 pub use sqlite::{ANCHOR_ENV, AuditedError, CheckReport, DATABASE_FILE, SqliteStore};
 
-use crate::egress::EgressList;
-use crate::keys::KeyKind;
+use crate::crypto::keys::KeyKind;
+use crate::crypto::secret_value::SecretValue;
 use crate::operations::OperationSet;
-use crate::secret_value::SecretValue;
+use crate::outbound::egress::EgressList;
 
 /// Seconds since the Unix epoch, as stored and listed.
 pub type Timestamp = i64;
@@ -323,12 +323,12 @@ pub struct TokenInfo {
     /// A name to recognise it by in listings and the audit trail.
     pub name: String,
     /// What it may do.
-    pub role: crate::access::Role,
+    pub role: crate::admin::access::Role,
     /// The functions a deployer token may deploy (empty: all).
-    pub functions: crate::access::FunctionScope,
+    pub functions: crate::admin::access::FunctionScope,
     /// The routes a deployer token may claim (empty: all).
     #[serde(default)]
-    pub routes: crate::access::RouteScope,
+    pub routes: crate::admin::access::RouteScope,
     /// When it was created.
     pub created_at: Timestamp,
     /// When it stops working, if ever.
@@ -404,7 +404,7 @@ pub enum StoreError {
     /// deploy's caller may not deploy that function.
     #[error(
         "route `{route}` of `{function}` lies {} route `{other_route}` of function `{owner}`, which this caller may not deploy",
-        if crate::access::route_contains(other_route, route) { "inside" } else { "above" }
+        if crate::admin::access::route_contains(other_route, route) { "inside" } else { "above" }
     )]
     RouteNested {
         /// The route claimed.
@@ -442,7 +442,7 @@ pub enum StoreError {
     /// The master key in use is not the one the store was created with.
     #[error(
         "the master key does not open this store: supply the key it was created with ({})",
-        crate::master_key::MASTER_KEY_ENV
+        crate::crypto::master_key::MASTER_KEY_ENV
     )]
     WrongMasterKey,
     /// The store file is damaged or not a Keyhole store.
@@ -599,7 +599,7 @@ pub fn check_routes(
     }
     for route in routes.iter().filter(|r| !held.contains(r)) {
         for (other_route, owner) in taken {
-            if !crate::access::routes_overlap(route, other_route) {
+            if !crate::admin::access::routes_overlap(route, other_route) {
                 continue;
             }
             let owner_routes: Vec<String> = taken

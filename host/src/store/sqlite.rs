@@ -6,8 +6,8 @@ use super::{
     UsableVersion, UsableVersions, UseRecord, VersionInfo, VersionState, now,
 };
 use crate::crypto::{self, AesKey, SealedVersion};
-use crate::egress::EgressList;
 use crate::operations::OperationSet;
+use crate::outbound::egress::EgressList;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -432,7 +432,7 @@ impl SqliteStore {
     }
 
     /// The key that authenticates this store's compiled-module cache
-    /// ([`crate::module_cache`]), derived from its secret audit-chain key.
+    /// ([`crate::engine::module_cache`]), derived from its secret audit-chain key.
     pub fn module_cache_key(&self) -> Result<zeroize::Zeroizing<[u8; 32]>, StoreError> {
         let chain_key = self.chain_key.read().unwrap_or_else(|p| p.into_inner());
         chain_key
@@ -1385,9 +1385,9 @@ fn opens_key_check(key: &AesKey, sealed: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::KeyKind;
+    use crate::crypto::keys::KeyKind;
+    use crate::crypto::secret_value::SecretValue;
     use crate::operations::Operation;
-    use crate::secret_value::SecretValue;
 
     fn open(dir: &Path) -> SqliteStore {
         SqliteStore::open(dir, AesKey::from_slice(&[9u8; 32]).unwrap()).unwrap()
@@ -2356,13 +2356,13 @@ mod tests {
     fn tokens_are_stored_as_hashes_and_revoked_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        let new = crate::access::NewToken::generate();
+        let new = crate::admin::access::NewToken::generate();
         let info = crate::store::TokenInfo {
             id: new.id.clone(),
             name: "ci".into(),
-            role: crate::access::Role::Deployer,
-            functions: crate::access::FunctionScope::parse_list("a-*").unwrap(),
-            routes: crate::access::RouteScope::parse_list("/a/*").unwrap(),
+            role: crate::admin::access::Role::Deployer,
+            functions: crate::admin::access::FunctionScope::parse_list("a-*").unwrap(),
+            routes: crate::admin::access::RouteScope::parse_list("/a/*").unwrap(),
             created_at: 1,
             expires_at: None,
             revoked_at: None,
@@ -2375,7 +2375,7 @@ mod tests {
         ));
         let (found, hash) = store.token_by_id(&new.id).unwrap().unwrap();
         assert_eq!(found, info);
-        let presented = crate::access::PresentedToken::parse(&new.token).unwrap();
+        let presented = crate::admin::access::PresentedToken::parse(&new.token).unwrap();
         assert!(presented.matches(&hash));
         let secret = &new.token["kh_0123456789abcdef_".len()..];
         for entry in std::fs::read_dir(dir.path()).unwrap() {

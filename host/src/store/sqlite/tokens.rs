@@ -1,7 +1,7 @@
 //! Admin API tokens in the store's database: hashes only.
 
 use super::{SqliteStore, corrupt};
-use crate::access::{FunctionScope, RouteScope};
+use crate::admin::access::{FunctionScope, RouteScope};
 use crate::store::{StoreError, Timestamp, TokenInfo, now};
 use rusqlite::{OptionalExtension, params};
 

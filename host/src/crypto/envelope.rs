@@ -6,7 +6,7 @@
 //! moved to another name or version fails to open instead of yielding the
 //! wrong secret.
 
-use crate::secret_value::SecretValue;
+use crate::crypto::secret_value::SecretValue;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use rand::Rng;

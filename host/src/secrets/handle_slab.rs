@@ -9,7 +9,7 @@
 
 /// Values by index, freed indices reused (most recently freed first).
 #[derive(Debug)]
-pub struct HandleSlab<T> {
+pub(crate) struct HandleSlab<T> {
     slots: Vec<Option<T>>,
     /// Exactly the indices whose slot is empty.
     free: Vec<u32>,
@@ -26,7 +26,7 @@ impl<T> Default for HandleSlab<T> {
 
 impl<T> HandleSlab<T> {
     /// Stores `value` and returns its index.
-    pub fn insert(&mut self, value: T) -> u32 {
+    pub(crate) fn insert(&mut self, value: T) -> u32 {
         if let Some(index) = self.free.pop() {
             self.slots[index as usize] = Some(value);
             return index;
@@ -36,25 +36,26 @@ impl<T> HandleSlab<T> {
     }
 
     /// The value at `index`, if one is stored there.
-    pub fn get(&self, index: u32) -> Option<&T> {
+    pub(crate) fn get(&self, index: u32) -> Option<&T> {
         self.slots.get(index as usize)?.as_ref()
     }
 
     /// Takes the value out of `index`, freeing the index for reuse; `None`
     /// (and nothing changes) if no value is stored there.
-    pub fn remove(&mut self, index: u32) -> Option<T> {
+    pub(crate) fn remove(&mut self, index: u32) -> Option<T> {
         let value = self.slots.get_mut(index as usize)?.take()?;
         self.free.push(index);
         Some(value)
     }
 
     /// How many values are stored.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.slots.len() - self.free.len()
     }
 
     /// Whether no value is stored.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -2,10 +2,10 @@
 //! and tell the developer which bindings are granted and which wait for an
 //! operator.
 
-use crate::manifest::{self, Manifest, ManifestError};
+use crate::deploy::manifest::{self, Manifest, ManifestError};
+use crate::deploy::scan::{self, Finding, KnownValue, ScanError};
+use crate::engine::runtime::{ComponentError, FunctionPre, Runtime};
 use crate::operations::OperationSet;
-use crate::runtime::{ComponentError, FunctionPre, Runtime};
-use crate::scan::{self, Finding, KnownValue, ScanError};
 use crate::store::{Deployment, FunctionInfo, Grant, NestPolicy, Store, StoreError};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};

@@ -5,9 +5,9 @@
 //! with its own listening socket on the same port (`SO_REUSEPORT`), so the
 //! kernel spreads connections across cores and a request never hops threads.
 
-use crate::admission::Limit;
-use crate::catalog::Catalog;
-use crate::invoke::{invoke, text_response};
+use crate::node::admission::Limit;
+use crate::node::catalog::Catalog;
+use crate::node::invoke::{invoke, text_response};
 use hyper::StatusCode;
 use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
@@ -71,7 +71,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let unrouted: Arc<str> = crate::observe::NO_FUNCTION.into();
+    let unrouted: Arc<str> = crate::node::observe::NO_FUNCTION.into();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -264,7 +264,7 @@ pub fn start_refresher(
                         if !key_warned {
                             tracing::error!(
                                 "the store's master key was rotated and this node cannot load the new one: still serving what was loaded; restart the node with the new {}",
-                                crate::master_key::MASTER_KEY_ENV
+                                crate::crypto::master_key::MASTER_KEY_ENV
                             );
                             key_warned = true;
                         }
@@ -303,11 +303,11 @@ const RESERVE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// as far as the queue's capacity allows; what does not fit is counted as
 /// lost. While the disk has less free space than `reserve`, function
 /// records are counted as lost instead of written (see
-/// [`crate::disk_reserve`]).
+/// [`crate::audit::disk_reserve`]).
 pub fn start_audit_writer(
     store: Arc<crate::store::SqliteStore>,
-    observer: Arc<crate::observe::Observer>,
-    reserve: crate::disk_reserve::DiskReserve,
+    observer: Arc<crate::node::observe::Observer>,
+    reserve: crate::audit::disk_reserve::DiskReserve,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()

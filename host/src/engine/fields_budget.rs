@@ -21,14 +21,14 @@
 //! memory and are freed on return, outgoing bodies are buffered in a fixed
 //! number of chunks, and the resource table holds at most 10 000 entries.
 
-use crate::runtime::RequestState;
+use crate::engine::runtime::RequestState;
 use wasmtime::component::{Linker, Resource, ResourceType};
 use wasmtime_wasi_http::FieldMap;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{HeaderError, HostFields};
 
 /// Bytes of header fields one request may make the host hold at once.
-pub const MAX_FIELD_BYTES_PER_REQUEST: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_FIELD_BYTES_PER_REQUEST: usize = 16 * 1024 * 1024;
 
 /// The `wasi:http/types` instance the wrappers shadow (semver-compatible
 /// imports of earlier 0.2 versions resolve to it).
@@ -37,7 +37,7 @@ const HTTP_TYPES: &str = "wasi:http/types@0.2.12";
 /// What one request's header fields hold, by the count
 /// [`field_bytes`] keeps.
 #[derive(Debug, Default)]
-pub struct FieldBytes {
+pub(crate) struct FieldBytes {
     held: usize,
 }
 
@@ -47,11 +47,11 @@ pub struct FieldBytes {
     "the request's HTTP header fields would hold more than {} MiB of host memory (cloned or built too many large header maps)",
     MAX_FIELD_BYTES_PER_REQUEST >> 20
 )]
-pub struct FieldBudgetExceeded;
+pub(crate) struct FieldBudgetExceeded;
 
 impl FieldBytes {
     /// Counts `bytes` more, or traps past the budget (counting nothing).
-    pub fn charge(&mut self, bytes: usize) -> wasmtime::Result<()> {
+    pub(crate) fn charge(&mut self, bytes: usize) -> wasmtime::Result<()> {
         let held = self.held.saturating_add(bytes);
         if held > MAX_FIELD_BYTES_PER_REQUEST {
             return Err(FieldBudgetExceeded.into());
@@ -61,12 +61,13 @@ impl FieldBytes {
     }
 
     /// Counts `bytes` fewer (a map dropped).
-    pub fn credit(&mut self, bytes: usize) {
+    pub(crate) fn credit(&mut self, bytes: usize) {
         self.held = self.held.saturating_sub(bytes);
     }
 
     /// Bytes held now.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    fn held(&self) -> usize {
         self.held
     }
 }
@@ -79,7 +80,7 @@ fn entry_bytes(name: usize, value: usize) -> usize {
 
 /// What a map holds: each entry's name and value bytes plus the per-entry
 /// overhead wasmtime-wasi-http counts against its own map limit.
-pub fn field_bytes(map: &FieldMap) -> usize {
+pub(crate) fn field_bytes(map: &FieldMap) -> usize {
     map.iter()
         .map(|(name, value)| entry_bytes(name.as_str().len(), value.len()))
         .sum()
@@ -98,7 +99,7 @@ fn header_result<T>(
 
 /// Shadows `fields`' growing calls and destructor in `linker` (which must
 /// already hold wasmtime-wasi-http's) with the budgeted ones.
-pub fn add_to_linker(linker: &mut Linker<RequestState>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker(linker: &mut Linker<RequestState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut types = linker.instance(HTTP_TYPES)?;
     types.resource(

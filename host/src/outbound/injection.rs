@@ -12,12 +12,12 @@
 //! checks the address it connects to.
 
 use crate::audit::{FunctionEvent, OpOutcome};
-use crate::egress::EgressList;
-use crate::material::SecretMaterial;
-use crate::observe::FunctionMetrics;
+use crate::crypto::material::SecretMaterial;
+use crate::node::observe::FunctionMetrics;
+use crate::outbound::egress::EgressList;
 use crate::outbound::{self, Destination, HOPS_HEADER, OutboundRules};
-use crate::secrets_host::{LAST_RECORDED_REFUSAL, Refusal, RefusalBudget};
-use crate::standing::InForce;
+use crate::secrets::standing::InForce;
+use crate::secrets::{LAST_RECORDED_REFUSAL, Refusal, RefusalBudget};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hyper::header::HeaderValue;
@@ -414,11 +414,11 @@ impl WasiHttpHooks for Injector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret_value::SecretValue;
+    use crate::crypto::secret_value::SecretValue;
     use http_body_util::{BodyExt as _, Empty};
 
     fn metrics() -> Arc<FunctionMetrics> {
-        Arc::new(crate::observe::Observer::default()).function_metrics(&"f".into())
+        Arc::new(crate::node::observe::Observer::default()).function_metrics(&"f".into())
     }
 
     fn material(value: &[u8]) -> Arc<SecretMaterial> {
@@ -641,7 +641,7 @@ mod tests {
     #[test]
     fn the_refusal_that_spends_the_allowance_says_so_and_later_ones_go_unrecorded() {
         let budget = Arc::new(RefusalBudget::default());
-        for _ in 1..crate::secrets_host::MAX_REFUSED_PER_REQUEST {
+        for _ in 1..crate::secrets::MAX_REFUSED_PER_REQUEST {
             assert_eq!(budget.spend(), Refusal::Within);
         }
         let injector = injector("").with_refusals(Arc::clone(&budget));

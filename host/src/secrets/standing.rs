@@ -18,8 +18,8 @@
 //! only narrows operations stores the new set, which every check
 //! intersects. A check is two atomic loads.
 
-use crate::egress::EgressList;
 use crate::operations::OperationSet;
+use crate::outbound::egress::EgressList;
 use crate::store::Timestamp;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};

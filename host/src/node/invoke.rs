@@ -4,14 +4,14 @@
 //! opened or revealed survives it. A trap or a timeout fails that request
 //! alone (500 / 504); the node keeps serving. The instance lives no longer
 //! than someone waits for it: if the client goes away before the response
-//! head, or its body arrives slower than [`crate::paced_body`]'s floor
+//! head, or its body arrives slower than [`crate::node::paced_body`]'s floor
 //! (408), the instance is ended at once and its admission ticket, which it
 //! carries, gives its slot back.
 
-use crate::admission::{Admitted, Limit};
-use crate::catalog::LoadedFunction;
-use crate::paced_body::PacedBody;
-use crate::runtime::{MAX_COMPONENT_HANDLES, MAX_HOSTCALL_INPUT_BYTES, RequestState};
+use crate::engine::runtime::{MAX_COMPONENT_HANDLES, MAX_HOSTCALL_INPUT_BYTES, RequestState};
+use crate::node::admission::{Admitted, Limit};
+use crate::node::catalog::LoadedFunction;
+use crate::node::paced_body::PacedBody;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::StatusCode;
@@ -127,7 +127,7 @@ pub async fn invoke(
                 request = id,
                 function = %name,
                 "bad request: {}",
-                crate::guest_log::escape_for_log(&e.to_string())
+                crate::redact::guest_log::escape_for_log(&e.to_string())
             );
             return text_response(
                 StatusCode::BAD_REQUEST,
@@ -210,8 +210,8 @@ fn slow_body(
     name: &str,
     id: u64,
     client: std::net::IpAddr,
-    admission: &crate::admission::Admission,
-    observer: &crate::observe::Observer,
+    admission: &crate::node::admission::Admission,
+    observer: &crate::node::observe::Observer,
 ) -> hyper::Response<HyperOutgoingBody> {
     observer.refused(Limit::SlowBody);
     if admission.should_log(Limit::SlowBody) {
@@ -221,8 +221,8 @@ fn slow_body(
             %client,
             limit = Limit::SlowBody.as_str(),
             "request ended: its body arrived slower than {} bytes/s after {} s of waiting",
-            crate::paced_body::BODY_FLOOR_BYTES_PER_SEC,
-            crate::paced_body::BODY_GRACE.as_secs()
+            crate::node::paced_body::BODY_FLOOR_BYTES_PER_SEC,
+            crate::node::paced_body::BODY_GRACE.as_secs()
         );
     }
     let mut response = text_response(StatusCode::REQUEST_TIMEOUT, Limit::SlowBody.explain(name));
@@ -317,7 +317,7 @@ fn failure_response(name: &str, id: u64, failure: Failure) -> hyper::Response<Hy
                 request = id,
                 function = name,
                 "function trapped: {}",
-                crate::guest_log::escape_for_log(&format!("{e:#}"))
+                crate::redact::guest_log::escape_for_log(&format!("{e:#}"))
             );
             text_response(
                 StatusCode::INTERNAL_SERVER_ERROR,

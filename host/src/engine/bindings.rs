@@ -2,7 +2,7 @@
 //!
 //! `wasi:*` interfaces map to wasmtime-wasi's and wasmtime-wasi-http's own
 //! bindings, so their host implementations are used unchanged; the
-//! `secret` resource maps to [`crate::secrets_host::SecretHandle`].
+//! `secret` resource maps to [`crate::secrets::SecretHandle`].
 
 #![allow(missing_docs, reason = "bindgen-generated code")]
 
@@ -18,8 +18,8 @@ wasmtime::component::bindgen!({
         "wasi:random": wasmtime_wasi::p2::bindings::random,
         "wasi:cli": wasmtime_wasi::p2::bindings::cli,
         "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-        "keyhole:secrets/secrets.secret": crate::secrets_host::SecretHandle,
+        "keyhole:secrets/secrets.secret": crate::secrets::SecretHandle,
     },
 });
 
-pub use keyhole::secrets::secrets;
+pub(crate) use keyhole::secrets::secrets;

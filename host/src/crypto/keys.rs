@@ -511,9 +511,9 @@ mod tests {
 
         // Neither the key nor the material holding it prints key bytes.
         let private_hex = "d4ee72dbf913584ad5b6d8f1f769f8ad3afe7c28cbf1d4fbe097a88f44755842";
-        let material = crate::material::SecretMaterial::new(
+        let material = crate::crypto::material::SecretMaterial::new(
             1,
-            crate::secret_value::SecretValue::new(ed.clone()),
+            crate::crypto::secret_value::SecretValue::new(ed.clone()),
         );
         let printed = format!("{key:?} {key} {material:?}");
         assert!(printed.contains("REDACTED"), "{printed}");

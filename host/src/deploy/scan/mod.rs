@@ -15,8 +15,8 @@
 
 pub mod rules;
 
+use crate::crypto::secret_value::SecretValue;
 use crate::redact;
-use crate::secret_value::SecretValue;
 use crate::store::{Store, StoreError};
 use aho_corasick::{AhoCorasick, MatchKind};
 use std::fmt;

@@ -184,7 +184,7 @@ impl Observer {
     }
 
     /// A request or connection was refused by `limit`.
-    pub fn refused(&self, limit: crate::admission::Limit) {
+    pub fn refused(&self, limit: crate::node::admission::Limit) {
         self.refused
             .get_or_create(&LimitLabels {
                 limit: limit.as_str(),
@@ -394,8 +394,8 @@ impl FunctionMetrics {
 }
 
 /// How an operation's result maps to its audit outcome.
-pub fn outcome_of<T>(result: &Result<T, crate::bindings::secrets::Error>) -> OpOutcome {
-    use crate::bindings::secrets::Error;
+pub fn outcome_of<T>(result: &Result<T, crate::engine::bindings::secrets::Error>) -> OpOutcome {
+    use crate::engine::bindings::secrets::Error;
     match result {
         Ok(_) => OpOutcome::Allowed,
         Err(Error::Denied(_)) => OpOutcome::Denied,

@@ -8,7 +8,7 @@
 //! whatever is left is redacted and written when the request ends.
 
 use crate::redact::Redactor;
-use crate::secrets_host::FunctionSecrets;
+use crate::secrets::FunctionSecrets;
 use bytes::Bytes;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -19,17 +19,17 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use zeroize::Zeroizing;
 
 /// Bytes of output kept per stream per request; the rest is counted and dropped.
-pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_OUTPUT_BYTES: usize = 64 * 1024;
 /// Log lines kept per stream per request; the rest is counted and dropped.
 /// Bytes alone do not bound the work: 64 KiB of newlines would be 64 k log
 /// events.
-pub const MAX_OUTPUT_LINES: usize = 256;
+pub(crate) const MAX_OUTPUT_LINES: usize = 256;
 /// The longest log line; longer lines are split.
 const MAX_LINE: usize = 8 * 1024;
 
 /// Which of the guest's streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
+pub(crate) enum Stream {
     /// Standard output.
     Stdout,
     /// Standard error.
@@ -47,12 +47,12 @@ impl Stream {
 
 /// One of a request's output streams, as WASI hands it to the guest.
 #[derive(Clone)]
-pub struct GuestOutput(Arc<Mutex<Capture>>);
+pub(crate) struct GuestOutput(Arc<Mutex<Capture>>);
 
 impl GuestOutput {
     /// The `stream` of request `request` of `function`, redacting the
     /// values of `secrets`.
-    pub fn new(
+    pub(crate) fn new(
         stream: Stream,
         function: Arc<str>,
         request: u64,
@@ -251,7 +251,7 @@ fn printable(line: &[u8]) -> String {
 /// for every string a guest can influence that the node logs — its output,
 /// and errors that quote its names (a trap's backtrace names functions as
 /// the component's name section says). One log record stays one line.
-pub fn escape_for_log(text: &str) -> String {
+pub(crate) fn escape_for_log(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         // Control characters, and the Unicode line separators and bidi

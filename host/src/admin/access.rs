@@ -245,7 +245,7 @@ impl RouteScope {
                     "route pattern `{p}` is invalid: `*` may only end it, as `/*` (e.g. '/checkout/*')"
                 ));
             }
-            crate::manifest::check_route(base).map_err(|why| {
+            crate::deploy::manifest::check_route(base).map_err(|why| {
                 format!("route pattern `{p}` is invalid: {why} (e.g. '/checkout/*')")
             })?;
         }

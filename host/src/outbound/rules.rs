@@ -23,7 +23,7 @@
 //!    function that reaches the node again (through an allowed address, a
 //!    public one, or a proxy that keeps headers) cannot recurse for ever.
 
-use crate::egress::EgressList;
+use crate::outbound::egress::EgressList;
 use bytes::Bytes;
 use http_body::Body;
 use std::future::poll_fn;

@@ -14,7 +14,7 @@ use sha2::Sha256;
 use std::fmt;
 
 /// The length of an HMAC-SHA256 tag, in bytes.
-pub const TAG_LEN: usize = 32;
+pub(crate) const TAG_LEN: usize = 32;
 
 /// HMAC-SHA256 keyed once with a secret's bytes.
 pub struct KeyedHmac(Hmac<Sha256>);

@@ -1,32 +1,32 @@
-//! The host side of `keyhole:secrets`: every call checked against the
-//! calling function's grants, every key operation done on the host.
+//! A request's secrets state: what its function may reach, the handles it
+//! opened, its allowance of refusals, and the copies `reveal` made.
 //!
-//! A request's [`SecretsCtx`] holds what the function may reach and the
-//! handles the request opened, which die with it. The only path by
-//! which secret bytes enter guest memory is `reveal`, behind its grant, and
-//! the host copy `reveal` hands wasmtime to lower is wiped, never freed
-//! with the bytes in it ([`RevealedCopies`]).
+//! Invariant: this state dies with its request. A [`SecretsCtx`] is built
+//! for one request from the function's [`FunctionSecrets`] (shared, read
+//! only) and dropped with the request's store, taking its handles, tokens
+//! and revealed copies (wiped) with it. Why: nothing one request opened
+//! may be reached by the next.
 
 use crate::audit::trail::Pressure;
 use crate::audit::{FunctionEvent, OpOutcome};
-use crate::bindings::secrets::{self, Algorithm, Error};
 use crate::crypto::AesKey;
-use crate::egress::EgressList;
-use crate::handle_slab::HandleSlab;
-use crate::injection::{Injector, Issue};
-use crate::keys::{self, KeyError};
-use crate::material::SecretMaterial;
-use crate::observe::{FunctionMetrics, outcome_of};
+use crate::crypto::keys::{self, KeyError};
+use crate::crypto::material::SecretMaterial;
+use crate::engine::bindings::secrets::Error;
+use crate::node::observe::FunctionMetrics;
+use crate::node::usage::UsageSlot;
 use crate::operations::{Operation, OperationSet};
 use crate::outbound::OutboundRules;
+use crate::outbound::egress::EgressList;
+use crate::outbound::injection::Injector;
 use crate::redact::Redactor;
-use crate::standing::{InForce, Withdrawn};
+use crate::secrets::handle_slab::HandleSlab;
+use crate::secrets::standing::{InForce, Withdrawn};
 use crate::store::Timestamp;
-use crate::usage::UsageSlot;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
-use wasmtime::component::{HasData, Linker, Resource};
+use wasmtime::component::Resource;
 
 /// The longest binding name `get` accepts, in bytes.
 pub const MAX_BINDING_LEN: usize = crate::names::MAX_NAME_LEN;
@@ -114,14 +114,14 @@ pub struct GraceVersion {
 
 impl GraceVersion {
     /// Whether the window is still open at `now`.
-    fn open_at(&self, now: Timestamp) -> bool {
+    pub(super) fn open_at(&self, now: Timestamp) -> bool {
         now < self.until
     }
 }
 
 /// The grace versions whose window is open now (reading the clock only if
 /// there are any).
-fn in_grace(grace: &[GraceVersion]) -> impl Iterator<Item = &GraceVersion> {
+pub(super) fn in_grace(grace: &[GraceVersion]) -> impl Iterator<Item = &GraceVersion> {
     let now = if grace.is_empty() {
         0
     } else {
@@ -147,9 +147,9 @@ pub struct FunctionSecrets {
 /// A granted binding: its name and what it resolves to, shared by every
 /// handle opened on it.
 #[derive(Debug)]
-struct Binding {
-    name: Arc<str>,
-    bound: BoundSecret,
+pub(super) struct Binding {
+    pub(super) name: Arc<str>,
+    pub(super) bound: BoundSecret,
 }
 
 impl FunctionSecrets {
@@ -193,7 +193,7 @@ impl FunctionSecrets {
         self.binding(binding).map(|b| &b.bound)
     }
 
-    fn binding(&self, name: &str) -> Option<&Arc<Binding>> {
+    pub(super) fn binding(&self, name: &str) -> Option<&Arc<Binding>> {
         let found = self
             .bindings
             .binary_search_by(|(n, _)| n.as_str().cmp(name));
@@ -218,18 +218,18 @@ impl FunctionSecrets {
 
 /// Per-request state of the secrets interface.
 pub struct SecretsCtx {
-    function: Arc<str>,
-    request: u64,
-    bindings: Arc<FunctionSecrets>,
-    handles: HandleSlab<SecretHandle>,
-    injector: Injector,
-    metrics: Arc<FunctionMetrics>,
-    refusals: Arc<RefusalBudget>,
+    pub(super) function: Arc<str>,
+    pub(super) request: u64,
+    pub(super) bindings: Arc<FunctionSecrets>,
+    pub(super) handles: HandleSlab<SecretHandle>,
+    pub(super) injector: Injector,
+    pub(super) metrics: Arc<FunctionMetrics>,
+    pub(super) refusals: Arc<RefusalBudget>,
     /// Set when one of its records left the audit queue past half full:
     /// the batches the writer had taken then.
-    behind: Option<u64>,
+    pub(super) behind: Option<u64>,
     /// The copies `reveal` handed wasmtime, wiped once it has let go.
-    revealed: RevealedCopies,
+    pub(super) revealed: RevealedCopies,
 }
 
 /// The host's copies of revealed values, each wiped (zeroed) before its
@@ -333,7 +333,7 @@ impl SecretsCtx {
 
     /// Counts and audits one call. A refusal past the request's allowance
     /// is recorded once, saying so, and ends the request.
-    fn report(
+    pub(super) fn report(
         &mut self,
         operation: &'static str,
         binding: Arc<str>,
@@ -386,7 +386,10 @@ impl SecretsCtx {
 
     /// The state behind `handle`; a handle this request does not hold
     /// (forged, or used after its drop) traps.
-    fn handle(&self, handle: &Resource<SecretHandle>) -> wasmtime::Result<&SecretHandle> {
+    pub(super) fn handle(
+        &self,
+        handle: &Resource<SecretHandle>,
+    ) -> wasmtime::Result<&SecretHandle> {
         let rep = handle.rep();
         self.handles
             .get(rep)
@@ -397,7 +400,7 @@ impl SecretsCtx {
 /// A secret handle that is not open in this request: the guest traps.
 #[derive(Debug, thiserror::Error)]
 #[error("secret handle {0} is not open in this request")]
-struct UnknownHandle(u32);
+pub(super) struct UnknownHandle(pub(super) u32);
 
 /// A handle's state on the host: one version of one bound secret.
 ///
@@ -409,24 +412,24 @@ struct UnknownHandle(u32);
 /// copying it, so opening a handle costs two reference counts.
 #[derive(Debug)]
 pub struct SecretHandle {
-    binding: Arc<Binding>,
-    material: Arc<SecretMaterial>,
+    pub(super) binding: Arc<Binding>,
+    pub(super) material: Arc<SecretMaterial>,
 }
 
 impl SecretHandle {
     /// The binding's name, as the function asked for it.
-    fn name(&self) -> &Arc<str> {
+    pub(super) fn name(&self) -> &Arc<str> {
         &self.binding.name
     }
 
     /// What the binding resolved to when the handle was opened.
-    fn bound(&self) -> &BoundSecret {
+    pub(super) fn bound(&self) -> &BoundSecret {
         &self.binding.bound
     }
 
     /// `Ok` if the binding's grant allows `op`, both as this request
     /// loaded it and as the node holds it now.
-    fn require(&self, op: Operation) -> Result<(), Error> {
+    pub(super) fn require(&self, op: Operation) -> Result<(), Error> {
         let bound = self.bound();
         bound
             .in_force
@@ -444,378 +447,25 @@ impl SecretHandle {
     }
 
     /// The value as an AES-256 key, for `seal` and `open`.
-    fn aes_key(&self) -> Result<AesKey, Error> {
+    pub(super) fn aes_key(&self) -> Result<AesKey, Error> {
         aes_key(&self.material).map_err(|e| self.unusable(&e))
     }
 
     /// `invalid-argument` saying why the bound secret cannot serve.
-    fn unusable(&self, e: &KeyError) -> Error {
+    pub(super) fn unusable(&self, e: &KeyError) -> Error {
         Error::InvalidArgument(format!("binding `{}`: {e}", self.name()))
     }
 }
 
 /// `denied`, for a binding withdrawn while the request ran.
-fn withdrawn(binding: &str, e: Withdrawn) -> Error {
+pub(super) fn withdrawn(binding: &str, e: Withdrawn) -> Error {
     Error::Denied(format!("binding `{binding}`: {e}"))
 }
 
-fn aes_key(material: &SecretMaterial) -> Result<AesKey, KeyError> {
+pub(super) fn aes_key(material: &SecretMaterial) -> Result<AesKey, KeyError> {
     let value = material.value().expose();
     keys::check_aes_key(value)?;
     Ok(AesKey::from_slice(value).expect("length checked"))
-}
-
-/// The view of a store's data that the secrets interface works on.
-pub struct SecretsView<'a> {
-    /// This request's secrets state.
-    pub ctx: &'a mut SecretsCtx,
-}
-
-/// Implemented by a store's data type to expose the secrets interface.
-pub trait SecretsHost: Send {
-    /// Borrows the request's secrets state.
-    fn secrets(&mut self) -> SecretsView<'_>;
-}
-
-struct HasSecrets;
-
-impl HasData for HasSecrets {
-    type Data<'a> = SecretsView<'a>;
-}
-
-/// The linker name of the interface [`add_to_linker`] provides.
-const SECRETS_INTERFACE: &str = "keyhole:secrets/secrets@0.1.1";
-
-/// Adds `keyhole:secrets/secrets` to `linker`, with `reveal` served by
-/// [`SecretsView::reveal_wiped`] so its host copy is wiped
-/// ([`RevealedCopies`]).
-pub fn add_to_linker<T: SecretsHost + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    secrets::add_to_linker::<T, HasSecrets>(linker, T::secrets)?;
-    linker.allow_shadowing(true);
-    linker.instance(SECRETS_INTERFACE)?.func_wrap(
-        "[method]secret.reveal",
-        |mut store: wasmtime::StoreContextMut<'_, T>, (handle,): (Resource<SecretHandle>,)| {
-            Ok((store.data_mut().secrets().reveal_wiped(handle)?,))
-        },
-    )?;
-    linker.allow_shadowing(false);
-    Ok(())
-}
-
-/// The trap for `reveal` reached through the generated bindings rather
-/// than [`add_to_linker`]'s wrapper: it would free an unwiped copy.
-#[derive(Debug, thiserror::Error)]
-#[error("`reveal` must be linked through secrets_host::add_to_linker, which wipes its copy")]
-struct UnwipedReveal;
-
-impl secrets::Host for SecretsView<'_> {
-    fn get(&mut self, binding: String) -> wasmtime::Result<Result<Resource<SecretHandle>, Error>> {
-        let refuse = |ctx: &mut SecretsCtx, secret: Option<&Arc<str>>, error: Error| {
-            let shown: Arc<str> = if binding.len() > MAX_BINDING_LEN {
-                format!("<{} bytes>", binding.len()).into()
-            } else {
-                printable(&binding).into()
-            };
-            ctx.report(
-                "get",
-                shown,
-                secret.cloned(),
-                None,
-                outcome_of::<()>(&Err(error.clone())),
-                Some(message(&error).to_owned()),
-            )?;
-            Ok(Err(error))
-        };
-        if binding.is_empty() || binding.len() > MAX_BINDING_LEN {
-            let error = Error::InvalidArgument(format!(
-                "binding names are 1 to {MAX_BINDING_LEN} bytes long (got {})",
-                binding.len()
-            ));
-            return refuse(self.ctx, None, error);
-        }
-        let Some(entry) = self.ctx.bindings.binding(&binding).cloned() else {
-            let error = Error::NotGranted(format!(
-                "function `{}` has no grant for binding `{}`",
-                self.ctx.function,
-                printable(&binding)
-            ));
-            return refuse(self.ctx, None, error);
-        };
-        let bound = &entry.bound;
-        if let Err(e) = bound.in_force.check() {
-            return refuse(self.ctx, Some(&bound.secret), withdrawn(&entry.name, e));
-        }
-        let Some(material) = bound.current.clone() else {
-            let error = Error::Unavailable(format!(
-                "binding `{binding}`: its secret has no usable version"
-            ));
-            return refuse(self.ctx, Some(&bound.secret), error);
-        };
-        if self.ctx.handles.len() >= MAX_OPEN_HANDLES {
-            let error = Error::InvalidArgument(format!(
-                "too many open secret handles (at most {MAX_OPEN_HANDLES} per request); drop handles you no longer need"
-            ));
-            return refuse(self.ctx, Some(&bound.secret), error);
-        }
-        bound.usage.record(material.version());
-        self.ctx.report(
-            "get",
-            Arc::clone(&entry.name),
-            Some(Arc::clone(&bound.secret)),
-            Some(material.version()),
-            OpOutcome::Allowed,
-            None,
-        )?;
-        let handle = SecretHandle {
-            binding: entry,
-            material,
-        };
-        Ok(Ok(Resource::new_own(self.ctx.handles.insert(handle))))
-    }
-}
-
-impl SecretsView<'_> {
-    /// Runs `f` on the handle's state if its grant allows `op`. A handle
-    /// that is not in the table traps; a refused operation is the guest's
-    /// error to handle.
-    ///
-    /// Every call is counted and audited as `operation`.
-    /// `reveal`: the secret's bytes, behind the `reveal` grant, in a copy
-    /// that is wiped once wasmtime has lowered it ([`RevealedCopies`]).
-    pub fn reveal_wiped(
-        &mut self,
-        handle: Resource<SecretHandle>,
-    ) -> wasmtime::Result<Result<Arc<[u8]>, Error>> {
-        let ctx = &mut *self.ctx;
-        let secret = ctx.handle(&handle)?;
-        let result = secret.require(Operation::Reveal);
-        let (binding, stored, material) = (
-            Arc::clone(secret.name()),
-            Arc::clone(&secret.bound().secret),
-            Arc::clone(&secret.material),
-        );
-        ctx.report(
-            "reveal",
-            binding,
-            Some(stored),
-            Some(material.version()),
-            outcome_of(&result),
-            result.as_ref().err().map(|e| message(e).to_owned()),
-        )?;
-        Ok(result.map(|()| ctx.revealed.copy(material.value().expose())))
-    }
-
-    fn with_grant<T>(
-        &mut self,
-        handle: &Resource<SecretHandle>,
-        operation: &'static str,
-        op: Operation,
-        f: impl FnOnce(&SecretHandle) -> Result<T, Error>,
-    ) -> wasmtime::Result<Result<T, Error>> {
-        let secret = self.ctx.handle(handle)?;
-        let result = secret.require(op).and_then(|()| f(secret));
-        let (binding, stored, version) = (
-            Arc::clone(secret.name()),
-            Arc::clone(&secret.bound().secret),
-            secret.material.version(),
-        );
-        self.ctx.report(
-            operation,
-            binding,
-            Some(stored),
-            Some(version),
-            outcome_of(&result),
-            result.as_ref().err().map(|e| message(e).to_owned()),
-        )?;
-        Ok(result)
-    }
-}
-
-impl secrets::HostSecret for SecretsView<'_> {
-    fn name(&mut self, handle: Resource<SecretHandle>) -> wasmtime::Result<String> {
-        Ok(self.ctx.handle(&handle)?.name().to_string())
-    }
-
-    fn version(&mut self, handle: Resource<SecretHandle>) -> wasmtime::Result<u32> {
-        Ok(self.ctx.handle(&handle)?.material.version())
-    }
-
-    fn hmac_sha256(
-        &mut self,
-        handle: Resource<SecretHandle>,
-        message: Vec<u8>,
-    ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        self.with_grant(&handle, "hmac-sha256", Operation::Hmac, |secret| {
-            Ok(secret.material.hmac().tag(&message).to_vec())
-        })
-    }
-
-    fn verify_hmac_sha256(
-        &mut self,
-        handle: Resource<SecretHandle>,
-        message: Vec<u8>,
-        tag: Vec<u8>,
-    ) -> wasmtime::Result<Result<bool, Error>> {
-        self.with_grant(&handle, "verify-hmac-sha256", Operation::Hmac, |secret| {
-            let verifies = |material: &SecretMaterial| material.hmac().verifies(&message, &tag);
-            if verifies(&secret.material) {
-                return Ok(true);
-            }
-            match in_grace(&secret.bound().grace).find(|g| verifies(&g.material)) {
-                Some(g) => {
-                    secret.bound().usage.record_grace(g.material.version());
-                    Ok(true)
-                }
-                None => Ok(false),
-            }
-        })
-    }
-
-    fn reveal(
-        &mut self,
-        handle: Resource<SecretHandle>,
-    ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        let _ = handle;
-        Err(UnwipedReveal.into())
-    }
-
-    fn sign(
-        &mut self,
-        handle: Resource<SecretHandle>,
-        algorithm: Algorithm,
-        message: Vec<u8>,
-    ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        let algorithm = match algorithm {
-            Algorithm::Ed25519 => keys::Algorithm::Ed25519,
-            Algorithm::EcdsaP256Sha256 => keys::Algorithm::EcdsaP256Sha256,
-            Algorithm::RsaPkcs1Sha256 => keys::Algorithm::RsaPkcs1Sha256,
-        };
-        self.with_grant(&handle, "sign", Operation::Sign, |secret| {
-            let key = secret
-                .material
-                .signing_key()
-                .map_err(|e| secret.unusable(e))?;
-            key.sign(algorithm, &message).map_err(|e| {
-                Error::InvalidArgument(format!(
-                    "binding `{}`: cannot sign {}: {e}",
-                    secret.name(),
-                    algorithm.as_str()
-                ))
-            })
-        })
-    }
-
-    fn public_key(
-        &mut self,
-        handle: Resource<SecretHandle>,
-    ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        self.with_grant(&handle, "public-key", Operation::Sign, |secret| {
-            secret
-                .material
-                .signing_key()
-                .map(|key| key.public_key_spki())
-                .map_err(|e| secret.unusable(e))
-        })
-    }
-
-    fn seal(
-        &mut self,
-        handle: Resource<SecretHandle>,
-        plaintext: Vec<u8>,
-        aad: Vec<u8>,
-    ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        self.with_grant(&handle, "seal", Operation::Seal, |secret| {
-            let sealed = secret.aes_key()?.seal(&plaintext, &aad);
-            let count = secret.material.count_seal();
-            if crate::material::SEAL_WARNINGS.contains(&count) {
-                tracing::warn!(
-                    secret = %secret.bound().secret,
-                    version = secret.material.version(),
-                    seals = count,
-                    "this secret version has sealed this many messages on this node: AES-GCM with random nonces should seal at most 2^32 under one key; rotate it (keyhole secret rotate)"
-                );
-            }
-            Ok(sealed)
-        })
-    }
-
-    fn open(
-        &mut self,
-        handle: Resource<SecretHandle>,
-        ciphertext: Vec<u8>,
-        aad: Vec<u8>,
-    ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        self.with_grant(&handle, "open", Operation::Seal, |secret| {
-            let opened = |material: &SecretMaterial| {
-                let key = aes_key(material).ok()?;
-                key.open(&ciphertext, &aad).ok()
-            };
-            if let Some(plain) = opened(&secret.material) {
-                return Ok(plain.to_vec());
-            }
-            let from_grace =
-                in_grace(&secret.bound().grace).find_map(|g| Some((g.material.version(), opened(&g.material)?)));
-            if let Some((version, plain)) = from_grace {
-                secret.bound().usage.record_grace(version);
-                return Ok(plain.to_vec());
-            }
-            // A current value that is no AES-256 key says so.
-            secret.aes_key()?;
-            Err(Error::InvalidArgument(format!(
-                "binding `{}`: the ciphertext does not open with this key and aad (tampered with, truncated, or sealed under another key or aad)",
-                secret.name()
-            )))
-        })
-    }
-
-    fn header_token(
-        &mut self,
-        handle: Resource<SecretHandle>,
-    ) -> wasmtime::Result<Result<String, Error>> {
-        let bound = self.with_grant(&handle, "header-token", Operation::Inject, |secret| {
-            if secret.bound().egress.is_empty() {
-                return Err(Error::Denied(format!(
-                    "binding `{}` may be injected, but its grant names no egress host",
-                    secret.name()
-                )));
-            }
-            Ok(Issue {
-                binding: Arc::clone(secret.name()),
-                secret: Arc::clone(&secret.bound().secret),
-                material: Arc::clone(&secret.material),
-                egress: Arc::clone(&secret.bound().egress),
-                in_force: secret.bound().in_force.clone(),
-            })
-        })?;
-        Ok(bound.and_then(|issue| {
-            self.ctx
-                .injector
-                .issue(issue)
-                .map_err(|e| Error::InvalidArgument(e.to_string()))
-        }))
-    }
-
-    fn drop(&mut self, handle: Resource<SecretHandle>) -> wasmtime::Result<()> {
-        match self.ctx.handles.remove(handle.rep()) {
-            Some(_) => Ok(()),
-            None => Err(UnknownHandle(handle.rep()).into()),
-        }
-    }
-}
-
-/// The text of an error returned to the guest.
-pub(crate) fn message(error: &Error) -> &str {
-    match error {
-        Error::NotGranted(m)
-        | Error::Denied(m)
-        | Error::Unavailable(m)
-        | Error::InvalidArgument(m) => m,
-    }
-}
-
-/// A guest-chosen name made safe to echo: control characters escaped.
-fn printable(name: &str) -> String {
-    name.escape_debug().to_string()
 }
 
 #[cfg(test)]

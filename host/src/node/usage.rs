@@ -5,7 +5,7 @@
 //! The operator's question "what breaks if I rotate this?" is answered by
 //! grants plus these records (`keyhole secret dependents`). A request never
 //! waits on disk for them; a record reaches the store within
-//! [`crate::server::USAGE_FLUSH_INTERVAL`] of the use.
+//! [`crate::node::server::USAGE_FLUSH_INTERVAL`] of the use.
 
 use crate::store::{LastUse, Store, StoreError, UseRecord, now};
 use std::collections::HashMap;
@@ -78,14 +78,14 @@ type SlotKey = (String, String, String);
 
 /// Every binding's usage slot on this node, kept across catalog reloads.
 #[derive(Debug, Default)]
-pub struct UsageLog {
+pub(crate) struct UsageLog {
     slots: Mutex<HashMap<SlotKey, Arc<UsageSlot>>>,
 }
 
 impl UsageLog {
     /// The slot for `function`'s `binding` resolving to `secret`, created
     /// on first use. A re-pointed binding gets a fresh slot.
-    pub fn slot(&self, function: &str, binding: &str, secret: &str) -> Arc<UsageSlot> {
+    pub(crate) fn slot(&self, function: &str, binding: &str, secret: &str) -> Arc<UsageSlot> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(
             slots
@@ -96,7 +96,7 @@ impl UsageLog {
 
     /// Drops slots that no loaded binding holds any more, once their last
     /// uses are written.
-    pub fn retain_live(&self) {
+    pub(crate) fn retain_live(&self) {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.retain(|_, slot| Arc::strong_count(slot) > 1 || !slot.is_idle());
     }
@@ -104,7 +104,7 @@ impl UsageLog {
     /// Writes every use recorded since the last flush to `store`, in one
     /// transaction; returns how many bindings it reported. On failure the
     /// uses stay pending for the next flush.
-    pub fn flush(&self, store: &dyn Store) -> Result<usize, StoreError> {
+    pub(crate) fn flush(&self, store: &dyn Store) -> Result<usize, StoreError> {
         let slots: Vec<(SlotKey, Arc<UsageSlot>)> = self
             .slots
             .lock()

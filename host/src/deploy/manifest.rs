@@ -20,9 +20,9 @@
 //!
 //! Unknown fields are errors, and every error names the file and the line.
 
-use crate::egress::{EgressList, EgressPattern};
 use crate::names;
 use crate::operations::{Operation, OperationSet};
+use crate::outbound::egress::{EgressList, EgressPattern};
 use crate::store::RequestedBinding;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -244,7 +244,7 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Manifest, ManifestE
             pattern
                 .get_ref()
                 .parse()
-                .map_err(|e: crate::egress::EgressError| {
+                .map_err(|e: crate::outbound::egress::EgressError| {
                     invalid(pattern.span(), format!("[outbound] {e}"))
                 })?;
         outbound.push(parsed.to_string());

@@ -505,8 +505,8 @@ impl Drop for Connected {
 /// a component may need.
 pub fn weight_of(needs: Option<(u32, u32)>) -> u32 {
     let (memories, tables) = needs.unwrap_or((
-        crate::runtime::MAX_MEMORIES_PER_COMPONENT,
-        crate::runtime::MAX_TABLES_PER_COMPONENT,
+        crate::engine::runtime::MAX_MEMORIES_PER_COMPONENT,
+        crate::engine::runtime::MAX_TABLES_PER_COMPONENT,
     ));
     memories.div_ceil(2).max(tables.div_ceil(4)).max(1)
 }

@@ -2,9 +2,9 @@
 //! derived from them on first use and then reused: the HMAC key schedule
 //! the first time a function MACs, the private key the first time it signs.
 
-use crate::keyed_hmac::KeyedHmac;
-use crate::keys::{KeyError, SigningKey};
-use crate::secret_value::SecretValue;
+use crate::crypto::keyed_hmac::KeyedHmac;
+use crate::crypto::keys::{KeyError, SigningKey};
+use crate::crypto::secret_value::SecretValue;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -19,14 +19,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// How long a body may be waited for before the floor rate applies.
-pub const BODY_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const BODY_GRACE: Duration = Duration::from_secs(5);
 /// The slowest average rate a body may arrive at, past the grace.
-pub const BODY_FLOOR_BYTES_PER_SEC: u64 = 1024;
+pub(crate) const BODY_FLOOR_BYTES_PER_SEC: u64 = 1024;
 /// The longest one wait for the next piece of a body may last, whatever
 /// arrived before: credit from a fast start does not buy a stall.
-pub const BODY_MAX_STALL: Duration = Duration::from_secs(10);
+pub(crate) const BODY_MAX_STALL: Duration = Duration::from_secs(10);
 /// How often a waiting body's pace is checked.
-pub const PACE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+pub(crate) const PACE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How a body has arrived so far.
 #[derive(Debug, Default)]
@@ -43,7 +43,7 @@ struct PaceState {
 
 /// Shared between a [`PacedBody`] and whoever watches it.
 #[derive(Debug, Default)]
-pub struct Pace(Mutex<PaceState>);
+pub(crate) struct Pace(Mutex<PaceState>);
 
 impl Pace {
     fn update(&self, change: impl FnOnce(&mut PaceState)) {
@@ -51,7 +51,7 @@ impl Pace {
     }
 
     /// Whether the client has been waited for longer than its bytes earn.
-    pub fn too_slow(&self, now: Instant) -> bool {
+    pub(crate) fn too_slow(&self, now: Instant) -> bool {
         let state = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if state.done {
             return false;
@@ -69,12 +69,12 @@ impl Pace {
     }
 
     /// Whether the body has been read to its end.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).done
     }
 
     /// Resolves once the body is [`Pace::too_slow`]; never, if it ends.
-    pub async fn until_too_slow(&self) {
+    pub(crate) async fn until_too_slow(&self) {
         loop {
             tokio::time::sleep(PACE_CHECK_INTERVAL).await;
             if self.is_done() {
@@ -89,14 +89,14 @@ impl Pace {
 
 /// `inner`, with how fast it arrives recorded in a [`Pace`].
 #[derive(Debug)]
-pub struct PacedBody<B> {
+pub(crate) struct PacedBody<B> {
     inner: B,
     pace: Arc<Pace>,
 }
 
 impl<B: Body> PacedBody<B> {
     /// Wraps `inner`; the returned [`Pace`] watches it.
-    pub fn new(inner: B) -> (Self, Arc<Pace>) {
+    pub(crate) fn new(inner: B) -> (Self, Arc<Pace>) {
         let pace = Arc::new(Pace::default());
         if inner.is_end_stream() {
             pace.update(|state| state.done = true);

@@ -5,19 +5,19 @@
 //! so grants, secrets and deployments written by the CLI take effect on the
 //! next request, without a restart. A request holds the snapshot it started
 //! with, so it finishes on the versions it opened — unless a load withdraws
-//! them, which [`crate::standing`] makes reach it at its next secret call.
+//! them, which [`crate::secrets::standing`] makes reach it at its next secret call.
 
-use crate::access::route_contains;
-use crate::admission::{Admission, FunctionShare};
-use crate::material::SecretMaterial;
-use crate::observe::{FunctionMetrics, Observer};
+use crate::admin::access::route_contains;
+use crate::crypto::material::SecretMaterial;
+use crate::engine::runtime::{ComponentError, FunctionPre, Runtime};
+use crate::node::admission::{Admission, FunctionShare};
+use crate::node::observe::{FunctionMetrics, Observer};
+use crate::node::usage::UsageLog;
 use crate::operations::OperationSet;
 use crate::outbound::{AddressPolicy, OutboundRules, SystemResolver};
-use crate::runtime::{ComponentError, FunctionPre, Runtime};
-use crate::secrets_host::{BoundSecret, FunctionSecrets, GraceVersion};
-use crate::standing::{Standings, StandingsUpdate, Terms};
+use crate::secrets::standing::{Standings, StandingsUpdate, Terms};
+use crate::secrets::{BoundSecret, FunctionSecrets, GraceVersion};
 use crate::store::{Store, StoreError, Timestamp};
-use crate::usage::UsageLog;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
@@ -39,7 +39,7 @@ pub struct LoadedFunction {
     pub metrics: Arc<FunctionMetrics>,
     /// What it holds of the node right now (shared by every load of it).
     pub share: Arc<FunctionShare>,
-    /// Instance slots one of its requests takes ([`crate::admission::weight_of`]).
+    /// Instance slots one of its requests takes ([`crate::node::admission::weight_of`]).
     pub weight: u32,
     /// Linear memory one of its requests reserves from the node's budget:
     /// its limit times its memories.
@@ -256,7 +256,7 @@ impl Catalog {
                         tracing::error!(
                             function = %info.name,
                             "cannot load function: {}",
-                            crate::guest_log::escape_for_log(&format!("{e:#}"))
+                            crate::redact::guest_log::escape_for_log(&format!("{e:#}"))
                         );
                         continue;
                     }
@@ -335,8 +335,9 @@ impl Catalog {
                 .resources_required()
                 .map(|r| (r.num_memories, r.num_tables));
             let memory_bytes = info.memory_mib as usize * 1024 * 1024;
-            let memories = needs.map_or(crate::runtime::MAX_MEMORIES_PER_COMPONENT, |n| n.0);
-            let weight = crate::admission::weight_of(needs);
+            let memories =
+                needs.map_or(crate::engine::runtime::MAX_MEMORIES_PER_COMPONENT, |n| n.0);
+            let weight = crate::node::admission::weight_of(needs);
             let reserved_memory = memory_bytes as u64 * u64::from(memories.max(1));
             let limits = self.admission.limits();
             if weight > limits.function_slots().min(limits.client_requests)

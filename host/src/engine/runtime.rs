@@ -4,10 +4,10 @@
 //! `wasi:http` proxy interfaces and `keyhole:secrets` — and nothing ambient:
 //! no host environment, arguments, directories or sockets.
 
-use crate::guest_log::{GuestOutput, Stream};
-use crate::module_cache::ModuleCache;
-use crate::observe::FunctionMetrics;
-use crate::secrets_host::{self, FunctionSecrets, SecretsCtx, SecretsHost, SecretsView};
+use crate::engine::module_cache::ModuleCache;
+use crate::node::observe::FunctionMetrics;
+use crate::redact::guest_log::{GuestOutput, Stream};
+use crate::secrets::{self, FunctionSecrets, SecretsCtx, SecretsHost, SecretsView};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -34,7 +34,7 @@ pub const COMPILE_ONLY_INSTANCES: u32 = 1;
 /// a 64-bit process can address.
 pub const MAX_INSTANCES_LIMIT: u32 = 10_000;
 /// The largest linear memory any function may have; manifests ask for less.
-pub const MAX_MEMORY_BYTES: usize = crate::manifest::MAX_MEMORY_MIB as usize * 1024 * 1024;
+pub const MAX_MEMORY_BYTES: usize = crate::deploy::manifest::MAX_MEMORY_MIB as usize * 1024 * 1024;
 /// Wasm stack limit per instance.
 pub const MAX_WASM_STACK: usize = 512 * 1024;
 /// Table elements per table.
@@ -69,7 +69,7 @@ pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 ///
 /// Memories and tables are reserved up front per pool slot, so the pool
 /// plans two memories and four tables per instance and admission weighs a
-/// component needing more ([`crate::admission::weight_of`]). Core
+/// component needing more ([`crate::node::admission::weight_of`]). Core
 /// instances are only counted, so their total is set to what
 /// `max_instances` of the largest component may make: a component made of
 /// many core instances can never run the pool out before its slots do.
@@ -118,8 +118,8 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<RequestState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    crate::fields_budget::add_to_linker(&mut linker)?;
-    secrets_host::add_to_linker(&mut linker)?;
+    crate::engine::fields_budget::add_to_linker(&mut linker)?;
+    secrets::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -129,8 +129,8 @@ pub struct RequestState {
     http: WasiHttpCtx,
     table: ResourceTable,
     secrets: SecretsCtx,
-    /// Host memory its header fields hold ([`crate::fields_budget`]).
-    pub(crate) field_bytes: crate::fields_budget::FieldBytes,
+    /// Host memory its header fields hold ([`crate::engine::fields_budget`]).
+    pub(crate) field_bytes: crate::engine::fields_budget::FieldBytes,
     /// Memory and instance limits the store enforces.
     pub limits: StoreLimits,
 }
@@ -241,7 +241,7 @@ pub enum ComponentError {
 
 /// A function component compiled and linked, ready to instantiate cheaply
 /// once per request.
-pub type FunctionPre = crate::bindings::FunctionPre<RequestState>;
+pub type FunctionPre = crate::engine::bindings::FunctionPre<RequestState>;
 
 /// The folder in a data directory where compiled components are cached.
 pub const COMPILED_CACHE_DIR: &str = "compiled";
