@@ -7,13 +7,16 @@ mod common;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use common::{Node, artifacts};
+use keyhole_host::audit::{AdminEvent, Entry, Millis, PruneReport, Query, Timed, Verification};
 use keyhole_host::crypto::AesKey;
 use keyhole_host::engine::runtime::Runtime;
 use keyhole_host::node::catalog::{Catalog, Snapshot};
 use keyhole_host::node::observe::Observer;
 use keyhole_host::store::{
-    Dependent, Deployment, FunctionInfo, Grant, NestPolicy, NewVersion, RemovedSecret, RolledBack,
-    SecretInfo, StoreError, Stored, UsableVersions, UseRecord, VersionInfo,
+    AdminRecord, AuditLog, Changes, CheckReport, Dependent, Deployment, FunctionInfo,
+    FunctionStore, Grant, GrantStore, KeyCustody, NestPolicy, NewVersion, RemovedSecret,
+    RolledBack, SecretInfo, SecretStore, StoreError, Stored, TokenInfo, TokenStore, UsableVersions,
+    UseRecord, VersionInfo,
 };
 use std::process::Output;
 use std::sync::Arc;
@@ -891,73 +894,97 @@ struct RotatesMidLoad {
     armed: AtomicBool,
 }
 
-impl keyhole_host::store::Store for RotatesMidLoad {
-    fn put_secret(&self, name: &str, new: &NewVersion<'_>) -> Result<Stored, StoreError> {
-        self.inner.put_secret(name, new)
-    }
-    fn rotate_secret(&self, name: &str, new: &NewVersion<'_>) -> Result<Stored, StoreError> {
-        self.inner.rotate_secret(name, new)
-    }
-    fn list_secrets(&self) -> Result<Vec<SecretInfo>, StoreError> {
-        self.inner.list_secrets()
-    }
-    fn secret(&self, name: &str) -> Result<SecretInfo, StoreError> {
-        self.inner.secret(name)
-    }
-    fn versions(&self, name: &str) -> Result<Vec<VersionInfo>, StoreError> {
-        self.inner.versions(name)
-    }
-    fn rollback(&self, name: &str, to: u32, grace: Option<i64>) -> Result<RolledBack, StoreError> {
-        self.inner.rollback(name, to, grace)
-    }
-    fn remove_secret(&self, name: &str, force: bool) -> Result<RemovedSecret, StoreError> {
-        self.inner.remove_secret(name, force)
+/// Writes the trait methods that only hand the call to `self.inner`.
+macro_rules! delegate {
+    ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+        $(fn $name(&self, $($arg: $ty),*) -> Result<$ret, StoreError> {
+            self.inner.$name($($arg),*)
+        })*
+    };
+}
+
+impl SecretStore for RotatesMidLoad {
+    delegate! {
+        put_secret(name: &str, new: &NewVersion<'_>, record: &AdminRecord) -> Stored;
+        rotate_secret(name: &str, new: &NewVersion<'_>, record: &AdminRecord) -> Stored;
+        list_secrets() -> Vec<SecretInfo>;
+        secret(name: &str) -> SecretInfo;
+        versions(name: &str) -> Vec<VersionInfo>;
+        rollback(name: &str, to: u32, grace: Option<i64>, record: &AdminRecord) -> RolledBack;
+        remove_secret(name: &str, force: bool, record: &AdminRecord) -> RemovedSecret;
+        dependents(name: &str) -> Vec<Dependent>;
+        record_uses(uses: &[UseRecord]) -> ();
     }
     fn usable_versions(&self, name: &str) -> Result<Option<UsableVersions>, StoreError> {
         if self.armed.swap(false, Ordering::SeqCst) {
             let new = AesKey::from_slice(&self.new_key).unwrap();
-            self.other.rotate_master_key(new).unwrap();
+            let record = AdminRecord::new(AdminEvent {
+                token: "(test)".into(),
+                role: "admin".into(),
+                action: "master-key.rotate".into(),
+                target: "master-key".into(),
+                function: None,
+                secret: None,
+                outcome: "ok".into(),
+                detail: None,
+            });
+            self.other.rotate_master_key(new, &record).unwrap();
         }
         self.inner.usable_versions(name)
     }
-    fn dependents(&self, name: &str) -> Result<Vec<Dependent>, StoreError> {
-        self.inner.dependents(name)
+}
+
+impl FunctionStore for RotatesMidLoad {
+    delegate! {
+        deploy(deployment: &Deployment, may_nest: &NestPolicy<'_>, record: &AdminRecord) -> ();
+        undeploy(name: &str, record: &AdminRecord) -> usize;
+        functions() -> Vec<FunctionInfo>;
+        component(name: &str) -> (Vec<u8>, String);
+        approve(function: &str, digest: Option<&str>, record: &AdminRecord) -> FunctionInfo;
     }
-    fn record_uses(&self, uses: &[UseRecord]) -> Result<(), StoreError> {
-        self.inner.record_uses(uses)
+}
+
+impl GrantStore for RotatesMidLoad {
+    delegate! {
+        grant(grant: &Grant, record: &AdminRecord) -> ();
+        revoke(function: &str, binding: &str, record: &AdminRecord) -> Grant;
+        grants(function: Option<&str>) -> Vec<Grant>;
     }
-    fn deploy(&self, deployment: &Deployment, may_nest: &NestPolicy<'_>) -> Result<(), StoreError> {
-        self.inner.deploy(deployment, may_nest)
+}
+
+impl TokenStore for RotatesMidLoad {
+    delegate! {
+        create_token(info: &TokenInfo, hash: &[u8], record: &AdminRecord) -> ();
+        tokens() -> Vec<TokenInfo>;
+        token_by_id(id: &str) -> Option<(TokenInfo, Vec<u8>)>;
+        revoke_token(name: &str, record: &AdminRecord) -> TokenInfo;
     }
-    fn undeploy(&self, name: &str) -> Result<usize, StoreError> {
-        self.inner.undeploy(name)
+}
+
+impl AuditLog for RotatesMidLoad {
+    delegate! {
+        append_audit(batch: &[Timed]) -> ();
+        audit_entries(query: &Query) -> Vec<Entry>;
+        verify_audit() -> Verification;
+        audit_prunable(before_ms: Millis) -> bool;
+        prune_audit(before_ms: Millis, record: &AdminRecord) -> PruneReport;
     }
-    fn functions(&self) -> Result<Vec<FunctionInfo>, StoreError> {
-        self.inner.functions()
+}
+
+impl KeyCustody for RotatesMidLoad {
+    delegate! {
+        check_master_key() -> ();
+        rekey(key: AesKey) -> ();
+        rotate_master_key(new: AesKey, record: &AdminRecord) -> usize;
+        verify_integrity() -> ();
+        check_all() -> CheckReport;
+        module_cache_key() -> zeroize::Zeroizing<[u8; 32]>;
     }
-    fn component(&self, name: &str) -> Result<(Vec<u8>, String), StoreError> {
-        self.inner.component(name)
-    }
-    fn approve(&self, function: &str, digest: Option<&str>) -> Result<FunctionInfo, StoreError> {
-        self.inner.approve(function, digest)
-    }
-    fn grant(&self, grant: &Grant) -> Result<(), StoreError> {
-        self.inner.grant(grant)
-    }
-    fn revoke(&self, function: &str, binding: &str) -> Result<Grant, StoreError> {
-        self.inner.revoke(function, binding)
-    }
-    fn grants(&self, function: Option<&str>) -> Result<Vec<Grant>, StoreError> {
-        self.inner.grants(function)
-    }
-    fn verify_integrity(&self) -> Result<(), StoreError> {
-        self.inner.verify_integrity()
-    }
-    fn revision(&self) -> Result<u64, StoreError> {
-        self.inner.revision()
-    }
-    fn check_master_key(&self) -> Result<(), StoreError> {
-        self.inner.check_master_key()
+}
+
+impl Changes for RotatesMidLoad {
+    delegate! {
+        revision() -> u64;
     }
 }
 

@@ -7,7 +7,7 @@
 use keyhole_host::audit::trail::FunctionTrail;
 use keyhole_host::audit::{Event, FunctionEvent, OpOutcome, Timed, now_ms};
 use keyhole_host::crypto::AesKey;
-use keyhole_host::store::SqliteStore;
+use keyhole_host::store::{AuditLog, SqliteStore};
 use std::sync::Arc;
 use std::time::Instant;
 

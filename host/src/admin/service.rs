@@ -11,7 +11,7 @@ use crate::engine::runtime::Runtime;
 use crate::names;
 use crate::operations::Operation;
 use crate::store::{
-    Grant, MIN_DIGEST_HEX, MaxAgeChange, NewVersion, SqliteStore, Store, StoreError, TokenInfo, now,
+    AdminRecord, Grant, MIN_DIGEST_HEX, MaxAgeChange, NewVersion, Store, StoreError, TokenInfo, now,
 };
 use base64::Engine as _;
 use serde::Serialize;
@@ -21,9 +21,11 @@ use std::sync::{Arc, OnceLock};
 
 /// The admin actions over one node's store.
 pub struct Admin {
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     /// For deploys; made on first use when not given.
     runtime: OnceLock<Arc<Runtime>>,
+    /// Where the lazily made runtime keeps compiled components, if anywhere.
+    compiled_cache: Option<std::path::PathBuf>,
     /// Deploys the gate refused, per deployer token.
     gate_refusals: GateRefusals,
     /// Refused (unauthenticated) requests, per source address.
@@ -199,15 +201,31 @@ fn check_kind(
     })
 }
 
+/// A new value for a secret, as a put or a rotation asks for it.
+struct NewValue {
+    value: WireValue,
+    kind: KeyKind,
+    grace: Option<i64>,
+    max_age_secs: Option<i64>,
+}
+
 impl Admin {
     /// The admin actions over `store`.
-    pub fn new(store: Arc<SqliteStore>) -> Self {
+    pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
             runtime: OnceLock::new(),
+            compiled_cache: None,
             gate_refusals: GateRefusals::default(),
             unauthenticated: Unauthenticated::default(),
         }
+    }
+
+    /// The same, keeping what it compiles in `dir` (the data directory's
+    /// compiled-component cache) when it makes its own runtime.
+    pub fn with_compiled_cache(mut self, dir: std::path::PathBuf) -> Self {
+        self.compiled_cache = Some(dir);
+        self
     }
 
     /// The same, checking deployed components with `runtime` (a node's own).
@@ -220,14 +238,17 @@ impl Admin {
         if let Some(runtime) = self.runtime.get() {
             return Ok(runtime);
         }
-        let runtime =
-            Runtime::for_store(&self.store, crate::engine::runtime::COMPILE_ONLY_INSTANCES)
-                .map_err(|e| AdminError::new(500, format!("cannot start the runtime: {e:#}")))?;
+        let instances = crate::engine::runtime::COMPILE_ONLY_INSTANCES;
+        let runtime = match &self.compiled_cache {
+            Some(dir) => Runtime::for_store(&*self.store, dir.clone(), instances),
+            None => Runtime::with_max_instances(instances),
+        }
+        .map_err(|e| AdminError::new(500, format!("cannot start the runtime: {e:#}")))?;
         Ok(self.runtime.get_or_init(|| Arc::new(runtime)))
     }
 
     /// The store acted on.
-    pub fn store(&self) -> &Arc<SqliteStore> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
@@ -494,16 +515,22 @@ impl Admin {
                 .map_err(|err| AdminError::new(500, chain_message(&err)))?;
             return Err(e);
         }
-        self.store
-            .audited(event, || self.execute(caller, request))
-            .map_err(|e| AdminError::new(500, chain_message(&e)))?
+        crate::store::audited(&*self.store, event, |record| {
+            self.execute(caller, request, record)
+        })
+        .map_err(|e| AdminError::new(500, chain_message(&e)))?
     }
 
-    fn execute(&self, caller: &Caller, request: Request) -> Result<Value, AdminError> {
+    fn execute(
+        &self,
+        caller: &Caller,
+        request: Request,
+        record: &AdminRecord,
+    ) -> Result<Value, AdminError> {
         let store = &*self.store;
         match request {
-            Request::PutSecret { name, body } => reply(self.put(&name, body)?),
-            Request::RotateSecret { name, body } => reply(self.rotate(&name, body)?),
+            Request::PutSecret { name, body } => reply(self.put(&name, body, record)?),
+            Request::RotateSecret { name, body } => reply(self.rotate(&name, body, record)?),
             Request::ListSecrets => {
                 let now = now();
                 let listing: Vec<SecretListing> = store
@@ -520,13 +547,17 @@ impl Admin {
             Request::Versions { name } => reply(store.versions(&name).map_err(from_store)?),
             Request::Rollback { name, body } => {
                 let grace = grace(body.grace_secs)?;
-                let done = store.rollback(&name, body.to, grace).map_err(from_store)?;
+                let done = store
+                    .rollback(&name, body.to, grace, record)
+                    .map_err(from_store)?;
                 let kind = store.secret(&name).map_err(from_store)?.kind;
                 reply(self.change(&name, done.to, None, kind, Some(done.from), grace)?)
             }
             Request::Dependents { name } => reply(store.dependents(&name).map_err(from_store)?),
             Request::RemoveSecret { name, force } => {
-                let removed = store.remove_secret(&name, force).map_err(from_store)?;
+                let removed = store
+                    .remove_secret(&name, force, record)
+                    .map_err(from_store)?;
                 reply(SecretRemoved {
                     name,
                     versions: removed.versions,
@@ -542,10 +573,10 @@ impl Admin {
                     state: report.state,
                 })
             }
-            Request::Deploy(body) => reply(self.deploy(caller, body)?),
+            Request::Deploy(body) => reply(self.deploy(caller, body, record)?),
             Request::Undeploy { function } => {
                 self.may_take(caller, &function, "undeploy")?;
-                let grants = store.undeploy(&function).map_err(from_store)?;
+                let grants = store.undeploy(&function, record).map_err(from_store)?;
                 reply(Undeployed { function, grants })
             }
             Request::Functions => reply(self.functions(caller)?),
@@ -553,25 +584,29 @@ impl Admin {
                 function,
                 binding,
                 body,
-            } => reply(self.grant(function, binding, body)?),
+            } => reply(self.grant(function, binding, body, record)?),
             Request::Approve { function, body } => {
                 if let Some(digest) = &body.digest {
                     check_digest_prefix(digest)?;
                 }
                 let function = store
-                    .approve(&function, body.digest.as_deref())
+                    .approve(&function, body.digest.as_deref(), record)
                     .map_err(from_store)?;
                 reply(Approved { function })
             }
-            Request::Revoke { function, binding } => {
-                reply(store.revoke(&function, &binding).map_err(from_store)?)
-            }
+            Request::Revoke { function, binding } => reply(
+                store
+                    .revoke(&function, &binding, record)
+                    .map_err(from_store)?,
+            ),
             Request::Grants { function } => {
                 reply(store.grants(function.as_deref()).map_err(from_store)?)
             }
-            Request::CreateToken(body) => reply(self.create_token(caller, body)?),
+            Request::CreateToken(body) => reply(self.create_token(caller, body, record)?),
             Request::Tokens => reply(store.tokens().map_err(from_store)?),
-            Request::RevokeToken { name } => reply(store.revoke_token(&name).map_err(from_store)?),
+            Request::RevokeToken { name } => {
+                reply(store.revoke_token(&name, record).map_err(from_store)?)
+            }
             Request::Audit(query) => reply(store.audit_entries(&query).map_err(from_store)?),
             Request::AuditVerify => reply(store.verify_audit().map_err(from_store)?),
             Request::AuditPrune { older_than_secs } => {
@@ -583,12 +618,17 @@ impl Admin {
                 let age_ms =
                     i64::try_from(older_than_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
                 let before_ms = now_ms().saturating_sub(age_ms);
-                reply(store.prune_audit(before_ms).map_err(from_store)?)
+                reply(store.prune_audit(before_ms, record).map_err(from_store)?)
             }
         }
     }
 
-    fn put(&self, name: &str, body: PutSecret) -> Result<VersionChange, AdminError> {
+    fn put(
+        &self,
+        name: &str,
+        body: PutSecret,
+        record: &AdminRecord,
+    ) -> Result<VersionChange, AdminError> {
         valid_name("secret", name)?;
         let current_kind = match self.store.secret(name) {
             Ok(info) => Some(info.kind),
@@ -596,26 +636,55 @@ impl Admin {
             Err(e) => return Err(from_store(e)),
         };
         let kind = body.kind.or(current_kind).unwrap_or_default();
-        self.add_version(name, body.value, kind, None, body.max_age_secs, false)
+        self.add_version(
+            name,
+            NewValue {
+                value: body.value,
+                kind,
+                grace: None,
+                max_age_secs: body.max_age_secs,
+            },
+            false,
+            record,
+        )
     }
 
-    fn rotate(&self, name: &str, body: RotateSecret) -> Result<VersionChange, AdminError> {
+    fn rotate(
+        &self,
+        name: &str,
+        body: RotateSecret,
+        record: &AdminRecord,
+    ) -> Result<VersionChange, AdminError> {
         let kind = self.store.secret(name).map_err(from_store)?.kind;
         let grace = grace(body.grace_secs)?;
-        self.add_version(name, body.value, kind, grace, body.max_age_secs, true)
+        self.add_version(
+            name,
+            NewValue {
+                value: body.value,
+                kind,
+                grace,
+                max_age_secs: body.max_age_secs,
+            },
+            true,
+            record,
+        )
     }
 
-    /// Stores `value` as the new current version of `name` (only of an
-    /// existing secret when `rotate`), after checking it is a `kind` key.
+    /// Stores `new.value` as the new current version of `name` (only of an
+    /// existing secret when `rotate`), after checking it is a `new.kind` key.
     fn add_version(
         &self,
         name: &str,
-        value: WireValue,
-        kind: KeyKind,
-        grace: Option<i64>,
-        max_age_secs: Option<i64>,
+        new: NewValue,
         rotate: bool,
+        record: &AdminRecord,
     ) -> Result<VersionChange, AdminError> {
+        let NewValue {
+            value,
+            kind,
+            grace,
+            max_age_secs,
+        } = new;
         let value = value.0;
         if value.is_empty() {
             return Err(AdminError::bad_request(
@@ -630,9 +699,9 @@ impl Admin {
             max_age: max_age(max_age_secs)?,
         };
         let stored = if rotate {
-            self.store.rotate_secret(name, &new)
+            self.store.rotate_secret(name, &new, record)
         } else {
-            self.store.put_secret(name, &new)
+            self.store.put_secret(name, &new, record)
         }
         .map_err(from_store)?;
         self.change(
@@ -670,7 +739,12 @@ impl Admin {
         })
     }
 
-    fn deploy(&self, caller: &Caller, body: Deploy) -> Result<Deployed, AdminError> {
+    fn deploy(
+        &self,
+        caller: &Caller,
+        body: Deploy,
+        record: &AdminRecord,
+    ) -> Result<Deployed, AdminError> {
         let component = base64::engine::general_purpose::STANDARD
             .decode(body.component_base64.as_bytes())
             .map_err(|_| {
@@ -811,13 +885,14 @@ impl Admin {
             self.record_probe(caller, &deployment.info.name, outcome, &what);
         }
         let may_nest = |owner: &str, routes: &[String]| caller.may_deploy(owner, routes);
-        let report = deploy::store(&*self.store, &deployment, &may_nest).map_err(|e| match e {
-            DeployError::Store(nested @ StoreError::RouteNested { .. }) => AdminError::new(
-                403,
-                format!("token `{}`: {nested}; nothing was deployed", caller.name()),
-            ),
-            other => from_deploy(other),
-        })?;
+        let report =
+            deploy::store(&*self.store, &deployment, &may_nest, record).map_err(|e| match e {
+                DeployError::Store(nested @ StoreError::RouteNested { .. }) => AdminError::new(
+                    403,
+                    format!("token `{}`: {nested}; nothing was deployed", caller.name()),
+                ),
+                other => from_deploy(other),
+            })?;
         // Accepted and stored: worth compiling once for every later start.
         self.runtime()?
             .remember(&deployment.info.component_sha256, &compiled);
@@ -904,6 +979,7 @@ impl Admin {
         function: String,
         binding: String,
         body: GrantBody,
+        record: &AdminRecord,
     ) -> Result<Granted, AdminError> {
         valid_name("binding", &binding)?;
         if body.allow.is_empty() {
@@ -970,11 +1046,16 @@ impl Admin {
             egress: body.egress,
             follow_redeploys: body.follow_redeploys,
         };
-        self.store.grant(&grant).map_err(from_store)?;
+        self.store.grant(&grant, record).map_err(from_store)?;
         Ok(Granted { grant, requested })
     }
 
-    fn create_token(&self, caller: &Caller, body: CreateToken) -> Result<CreatedToken, AdminError> {
+    fn create_token(
+        &self,
+        caller: &Caller,
+        body: CreateToken,
+        record: &AdminRecord,
+    ) -> Result<CreatedToken, AdminError> {
         if body.role != Role::Deployer && !body.functions.is_unlimited() {
             return Err(AdminError::bad_request(
                 "--functions limits deployer tokens only; drop it or use --role deployer",
@@ -1011,7 +1092,7 @@ impl Admin {
             created_by: caller.name().to_owned(),
         };
         self.store
-            .create_token(&info, &new.hash)
+            .create_token(&info, &new.hash, record)
             .map_err(from_store)?;
         Ok(CreatedToken {
             info,

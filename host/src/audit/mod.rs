@@ -2,7 +2,7 @@
 //! attempts and every admin action, never a value, chained so that an
 //! edited, deleted, reordered or inserted record is detected.
 //!
-//! Records live in the store's database ([`crate::store::SqliteStore`]
+//! Records live in the store ([`crate::store::AuditLog`]: each backend
 //! appends, queries and verifies them). Each carries a MAC over its content
 //! and the previous record's MAC ([`chain`]), keyed with a random key kept
 //! sealed under the master key, so someone who can edit the database file

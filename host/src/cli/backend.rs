@@ -45,9 +45,11 @@ impl Backend {
     pub fn open(data: &Path, node: Option<&str>, access: Access) -> anyhow::Result<Self> {
         match node.filter(|n| !n.is_empty()) {
             Some(url) => Ok(Backend::Remote(Remote::new(url)?)),
-            None => Ok(Backend::Local(Admin::new(Arc::new(open_store(
-                data, access,
-            )?)))),
+            None => Ok(Backend::Local(
+                Admin::new(Arc::new(open_store(data, access)?)).with_compiled_cache(
+                    data.join(keyhole_host::engine::runtime::COMPILED_CACHE_DIR),
+                ),
+            )),
         }
     }
 

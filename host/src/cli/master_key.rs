@@ -10,7 +10,7 @@ use keyhole_host::admin::types::CheckResult;
 use keyhole_host::audit::AdminEvent;
 use keyhole_host::crypto::AesKey;
 use keyhole_host::crypto::master_key::{self, KeySource, MASTER_KEY_ENV, NEW_MASTER_KEY_ENV};
-use keyhole_host::store::{SqliteStore, StoreError};
+use keyhole_host::store::{SqliteStore, Store, StoreError};
 use std::path::Path;
 use zeroize::Zeroizing;
 
@@ -85,7 +85,7 @@ fn rotate(data: &Path) -> anyhow::Result<()> {
 
 /// Rotates the master key, recorded in the audit trail in the same
 /// transaction.
-fn rotate_audited(store: &SqliteStore, new: AesKey) -> anyhow::Result<usize> {
+fn rotate_audited(store: &dyn Store, new: AesKey) -> anyhow::Result<usize> {
     let event = AdminEvent {
         token: Caller::Local.name().to_owned(),
         role: Caller::Local.role().as_str().to_owned(),
@@ -96,7 +96,9 @@ fn rotate_audited(store: &SqliteStore, new: AesKey) -> anyhow::Result<usize> {
         outcome: "ok".into(),
         detail: None,
     };
-    Ok(store.audited(event, || store.rotate_master_key(new))??)
+    Ok(keyhole_host::store::audited(store, event, |record| {
+        store.rotate_master_key(new, record)
+    })??)
 }
 
 /// Finishes or undoes a key-file rotation that was interrupted (its

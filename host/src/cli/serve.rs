@@ -11,6 +11,7 @@ use keyhole_host::node::catalog::Catalog;
 use keyhole_host::node::observe::Observer;
 use keyhole_host::node::server;
 use keyhole_host::outbound::{AddressPolicy, IpNet};
+use keyhole_host::store::Store;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -181,9 +182,14 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let admission = Arc::new(Admission::new(admission_limits(&args)));
-    let store = Arc::new(open_store(data, Access::CreateIfMissing)?);
+    let store: Arc<dyn Store> = Arc::new(open_store(data, Access::CreateIfMissing)?);
     let runtime = Arc::new(
-        Runtime::for_store(&store, args.max_instances).map_err(|e| anyhow::anyhow!("{e:#}"))?,
+        Runtime::for_store(
+            &*store,
+            data.join(runtime::COMPILED_CACHE_DIR),
+            args.max_instances,
+        )
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?,
     );
     runtime::start_epoch_ticker(runtime.engine());
     let workers = match args.workers {

@@ -6,7 +6,7 @@ use crate::deploy::manifest::{self, Manifest, ManifestError};
 use crate::deploy::scan::{self, Finding, KnownValue, ScanError};
 use crate::engine::runtime::{ComponentError, FunctionPre, Runtime};
 use crate::operations::OperationSet;
-use crate::store::{Deployment, FunctionInfo, Grant, NestPolicy, Store, StoreError};
+use crate::store::{AdminRecord, Deployment, FunctionInfo, Grant, NestPolicy, Store, StoreError};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -306,8 +306,9 @@ pub fn store(
     store: &dyn Store,
     deployment: &Deployment,
     may_nest: &NestPolicy<'_>,
+    record: &AdminRecord,
 ) -> Result<DeployReport, DeployError> {
-    store.deploy(deployment, may_nest)?;
+    store.deploy(deployment, may_nest, record)?;
     let info = deployment.info.clone();
     let grants = store.grants(Some(&info.name))?;
     let bindings = info

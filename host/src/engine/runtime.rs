@@ -303,21 +303,18 @@ impl Runtime {
 
     /// A runtime for the node or CLI working on `store`, with room for
     /// `max_instances` instances alive at once: it keeps compiled
-    /// components in [`COMPILED_CACHE_DIR`] beside the store's database,
-    /// authenticated under a key only that store holds.
+    /// components in `cache_dir` (the data directory's
+    /// [`COMPILED_CACHE_DIR`]), authenticated under a key only that store
+    /// holds.
     pub fn for_store(
-        store: &crate::store::SqliteStore,
+        store: &dyn crate::store::KeyCustody,
+        cache_dir: std::path::PathBuf,
         max_instances: u32,
     ) -> wasmtime::Result<Self> {
         let runtime = Self::with_max_instances(max_instances)?;
-        let dir = store
-            .path()
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join(COMPILED_CACHE_DIR);
         Ok(match store.module_cache_key() {
             Ok(key) => {
-                let cache = ModuleCache::new(dir, key, &runtime.engine);
+                let cache = ModuleCache::new(cache_dir, key, &runtime.engine);
                 runtime.with_cache(cache)
             }
             Err(e) => {

@@ -305,7 +305,7 @@ const RESERVE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// records are counted as lost instead of written (see
 /// [`crate::audit::disk_reserve`]).
 pub fn start_audit_writer(
-    store: Arc<crate::store::SqliteStore>,
+    store: Arc<dyn crate::store::Store>,
     observer: Arc<crate::node::observe::Observer>,
     reserve: crate::audit::disk_reserve::DiskReserve,
     stop: watch::Receiver<bool>,
@@ -385,7 +385,7 @@ pub fn start_audit_writer(
 /// are never pruned: the refusal is recorded and logged (once per change of
 /// it), the records stay as evidence, and the next check waits an hour.
 pub fn start_audit_retention(
-    store: Arc<crate::store::SqliteStore>,
+    store: Arc<dyn crate::store::Store>,
     retention: Duration,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -403,7 +403,7 @@ pub fn start_audit_retention(
                 next = Instant::now() + interval;
                 let age_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
                 let before_ms = crate::audit::now_ms().saturating_sub(age_ms);
-                match prune_for_retention(&store, before_ms) {
+                match prune_for_retention(&*store, before_ms) {
                     Ok(Some(removed)) => {
                         tracing::info!(removed, "audit retention removed old records");
                         last_error = None;
@@ -432,7 +432,7 @@ const RETENTION_RETRY_AFTER_REFUSAL: Duration = Duration::from_secs(3600);
 /// `audit.prune`) if anything is old enough, and says how many records
 /// went.
 fn prune_for_retention(
-    store: &crate::store::SqliteStore,
+    store: &dyn crate::store::Store,
     before_ms: crate::audit::Millis,
 ) -> Result<Option<u64>, String> {
     if !store.audit_prunable(before_ms).map_err(|e| e.to_string())? {
@@ -448,8 +448,7 @@ fn prune_for_retention(
         outcome: "ok".into(),
         detail: None,
     };
-    let report = store
-        .audited(event, || store.prune_audit(before_ms))
+    let report = crate::store::audited(store, event, |record| store.prune_audit(before_ms, record))
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     Ok(Some(report.removed))

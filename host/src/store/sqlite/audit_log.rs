@@ -7,13 +7,11 @@ use crate::audit::chain::{
     BodyRef, ChainKey, Checkpoint, CheckpointAt, GENESIS, MAX_RECORDS_PER_ROW, Row, Verifier,
 };
 use crate::audit::{
-    AdminEvent, Entry, Event, MAX_QUERY_RECORDS, Millis, PruneReport, Query, Timed, Verification,
-    now_ms,
+    Entry, Event, MAX_QUERY_RECORDS, Millis, PruneReport, Query, Timed, Verification, now_ms,
 };
 use crate::crypto::AesKey;
-use crate::store::StoreError;
+use crate::store::{AdminRecord, AuditLog, StoreError};
 use rusqlite::{OptionalExtension, Transaction, params};
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -25,17 +23,6 @@ const PRUNE_ROWS_PER_TRANSACTION: usize = 2_000;
 /// Records one pruning transaction removes at most (a row holds up to
 /// 1 024): what bounds the verification work done under the write lock.
 const PRUNE_RECORDS_PER_TRANSACTION: u64 = 50_000;
-
-thread_local! {
-    /// The admin action running on this thread, waiting to be recorded by
-    /// the transaction that applies its change.
-    static PENDING_ADMIN: RefCell<Option<Timed>> = const { RefCell::new(None) };
-}
-
-/// Why an audited admin action could not be recorded.
-#[derive(Debug, thiserror::Error)]
-#[error("the audit record could not be written, so the action is refused: {0}")]
-pub struct AuditedError(#[source] pub StoreError);
 
 /// Opens the store's chain key, creating it on a store that has none.
 pub(super) fn load_or_create_chain_key(
@@ -85,21 +72,18 @@ pub(super) fn rewrap_chain_key(
     Ok(())
 }
 
-/// Appends this thread's pending admin record inside `tx`, if there is one.
-pub(super) fn append_pending_admin(
+/// Appends the admin action's `record` inside `tx`, the transaction of the
+/// change it describes.
+pub(super) fn append_admin_record(
     store: &SqliteStore,
     tx: &Transaction<'_>,
+    record: &AdminRecord,
 ) -> Result<(), StoreError> {
-    let pending = PENDING_ADMIN.with(|p| p.borrow().clone());
-    match pending {
-        Some(record) => append_in(tx, &*store.chain_key()?, std::slice::from_ref(&record)),
-        None => Ok(()),
-    }
-}
-
-/// The transaction that carried the pending admin record committed.
-pub(super) fn committed_pending_admin() {
-    PENDING_ADMIN.with(|p| p.borrow_mut().take());
+    append_in(
+        tx,
+        &*store.chain_key()?,
+        std::slice::from_ref(record.timed()),
+    )
 }
 
 /// Appends `batch` to the chain inside `tx`, and moves the head. Records
@@ -279,39 +263,136 @@ impl SqliteStore {
             .clone()
             .ok_or_else(|| corrupt("the audit trail's key is not loaded"))
     }
+}
 
-    /// Runs the admin action `action` and records `event` about it: in the
-    /// same transaction as the change it makes, or, for an action that
-    /// changes nothing (a read, a refusal), right after it. Either way the
-    /// record is durable before this returns. A failed action is recorded
-    /// with outcome `failed` and its error. If the record cannot be written
-    /// the caller must not report success.
-    pub fn audited<T, E: std::fmt::Display>(
+impl SqliteStore {
+    /// One pruning transaction.
+    fn prune_step(
         &self,
-        event: AdminEvent,
-        action: impl FnOnce() -> Result<T, E>,
-    ) -> Result<Result<T, E>, AuditedError> {
-        let record = Timed {
-            at_ms: now_ms(),
-            event: Event::Admin(Box::new(event)),
-        };
-        PENDING_ADMIN.with(|p| *p.borrow_mut() = Some(record));
-        let result = action();
-        let unwritten = PENDING_ADMIN.with(|p| p.borrow_mut().take());
-        if let Some(mut record) = unwritten {
-            if let (Err(e), Event::Admin(event)) = (&result, &mut record.event) {
-                event.outcome = "failed".into();
-                event.detail = Some(e.to_string());
-            }
-            self.append_audit(std::slice::from_ref(&record))
-                .map_err(AuditedError)?;
+        before_ms: Millis,
+        record: &AdminRecord,
+        pruning_record: &mut Option<(u64, Vec<u8>)>,
+    ) -> Result<Step, StoreError> {
+        let key = self.chain_key()?;
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let first = pruning_record.is_none();
+        if first {
+            append_admin_record(self, &tx, record)?;
+            let newest = last_row(&tx)?
+                .ok_or_else(|| corrupt("the pruning's own audit record was not written"))?;
+            *pruning_record = Some(newest);
         }
-        Ok(result)
+        let (by_seq, by_mac) = pruning_record.clone().expect("set above");
+        let checkpoint = read_checkpoint(&tx)?;
+        let mut verifier = Verifier::after(&key, checkpoint.as_ref()).map_err(refusal)?;
+        let floor = checkpoint.as_ref().map_or(0, |c| c.seq);
+        let rows: Vec<Row> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT seq, at_ms, kind, function, secret, body, prev, mac FROM audit
+                 WHERE seq > ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            stmt.query_map(
+                params![floor, by_seq, PRUNE_ROWS_PER_TRANSACTION as i64],
+                to_row,
+            )?
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                corrupt(
+                    "an audit record has a column of the wrong type (see `keyhole audit verify`)",
+                )
+            })?
+        };
+        let mut through: Option<(&Row, Millis)> = None;
+        let mut records = 0u64;
+        let mut reached_new = rows.len() < PRUNE_ROWS_PER_TRANSACTION;
+        for row in &rows {
+            if row.at_ms >= before_ms {
+                reached_new = true;
+                break;
+            }
+            verifier.check(row).map_err(refusal)?;
+            records = row.seq - floor;
+            let newest = through.map_or(row.at_ms, |(_, t)| t.max(row.at_ms));
+            through = Some((row, newest));
+            if records >= PRUNE_RECORDS_PER_TRANSACTION {
+                break;
+            }
+        }
+        let Some((row, newest)) = through else {
+            tx.commit()?;
+            if first {
+                record.mark_written();
+            }
+            return Ok(Step::Done(checkpoint.map(|c| c.pruned())));
+        };
+        tx.execute(
+            "DELETE FROM audit WHERE seq > ?1 AND seq <= ?2",
+            params![floor, row.seq],
+        )?;
+        let through_ms = checkpoint
+            .as_ref()
+            .map_or(newest, |c| c.through_ms.max(newest));
+        let at = CheckpointAt {
+            seq: row.seq,
+            mac: &row.mac,
+            by_seq,
+            by_mac: &by_mac,
+        };
+        let next = Checkpoint::new(&key, &at, through_ms, now_ms());
+        let encoded = serde_json::to_vec(&next)
+            .map_err(|e| corrupt(format!("cannot encode the retention checkpoint: {e}")))?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('audit_checkpoint', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [encoded],
+        )?;
+        tx.commit()?;
+        if first {
+            record.mark_written();
+        }
+        if reached_new {
+            // Removed and done: report both in one step.
+            return Ok(Step::RemovedAndDone(records, next.pruned()));
+        }
+        Ok(Step::Removed(records))
     }
+}
 
+/// What one pruning transaction did.
+enum Step {
+    /// Removed this many records; more may be old enough.
+    Removed(u64),
+    /// Removed this many records and reached the records to keep.
+    RemovedAndDone(u64, crate::audit::Pruned),
+    /// Nothing (more) to remove; what was removed so far.
+    Done(Option<crate::audit::Pruned>),
+}
+
+/// A pruning refused because the rows it would remove do not verify.
+fn refusal(bad: crate::audit::Tampered) -> StoreError {
+    corrupt(format!(
+        "the audit trail does not verify at record {} ({}), so it is not pruned: pruning would destroy the evidence; see `keyhole audit verify`",
+        bad.seq, bad.problem
+    ))
+}
+
+fn to_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        seq: r.get(0)?,
+        at_ms: r.get(1)?,
+        kind: r.get(2)?,
+        function: r.get(3)?,
+        secret: r.get(4)?,
+        body: r.get(5)?,
+        prev: r.get(6)?,
+        mac: r.get(7)?,
+    })
+}
+impl AuditLog for SqliteStore {
     /// Appends records to the audit trail in one transaction (not a change
     /// to what nodes serve: the revision stays).
-    pub fn append_audit(&self, batch: &[Timed]) -> Result<(), StoreError> {
+    fn append_audit(&self, batch: &[Timed]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -324,7 +405,7 @@ impl SqliteStore {
     }
 
     /// Records matching `query`, oldest first (the most recent `limit`).
-    pub fn audit_entries(&self, query: &Query) -> Result<Vec<Entry>, StoreError> {
+    fn audit_entries(&self, query: &Query) -> Result<Vec<Entry>, StoreError> {
         let limit = query
             .limit
             .unwrap_or(MAX_QUERY_RECORDS)
@@ -382,7 +463,7 @@ impl SqliteStore {
     }
 
     /// Walks the whole chain and reports the first record that fails.
-    pub fn verify_audit(&self) -> Result<Verification, StoreError> {
+    fn verify_audit(&self) -> Result<Verification, StoreError> {
         let key = self.chain_key()?;
         self.read_audit(|tx| {
             let head = match read_meta_blob(tx, "audit_head") {
@@ -427,13 +508,11 @@ impl SqliteStore {
             Ok(verifier.finish(head.as_deref()))
         })
     }
-}
 
-impl SqliteStore {
     /// Whether [`SqliteStore::prune_audit`] would remove anything for
     /// `before_ms`: the oldest row after the checkpoint is older than that
     /// and is not the last row (cheap: one indexed look-up).
-    pub fn audit_prunable(&self, before_ms: Millis) -> Result<bool, StoreError> {
+    fn audit_prunable(&self, before_ms: Millis) -> Result<bool, StoreError> {
         self.read(|tx| {
             let floor = read_checkpoint(tx)?.map_or(0, |c| c.seq);
             let oldest: Option<(u64, Millis)> = tx
@@ -456,8 +535,8 @@ impl SqliteStore {
     /// `keyhole audit verify` goes on. The newest row always stays (the
     /// chain's head continues from it). Rows are verified before they go:
     /// rows that do not verify are not removed (that would destroy the
-    /// evidence), and the error names the first bad record. Must run inside
-    /// [`SqliteStore::audited`]: the pending admin record is written in the
+    /// evidence), and the error names the first bad record. `record`, the
+    /// pruning's admin record, is written in the
     /// first transaction, before anything is removed, and the checkpoint
     /// names it, so a checkpoint cannot be carried over from a copy of the
     /// store. Works in transactions of at most 50 000 records
@@ -465,14 +544,15 @@ impl SqliteStore {
     /// never holds the writer for long; if a later one fails, what was
     /// removed stays removed (each transaction leaves a valid checkpoint)
     /// and a `failed` record says so.
-    pub fn prune_audit(&self, before_ms: Millis) -> Result<PruneReport, StoreError> {
-        let pending = PENDING_ADMIN.with(|p| p.borrow().clone()).ok_or_else(|| {
-            corrupt("pruning the audit trail must be recorded as an admin action")
-        })?;
+    fn prune_audit(
+        &self,
+        before_ms: Millis,
+        record: &AdminRecord,
+    ) -> Result<PruneReport, StoreError> {
         let mut removed = 0u64;
         let mut pruning_record: Option<(u64, Vec<u8>)> = None;
         loop {
-            match self.prune_step(before_ms, &mut pruning_record) {
+            match self.prune_step(before_ms, record, &mut pruning_record) {
                 Ok(Step::Removed(records)) => removed += records,
                 Ok(Step::RemovedAndDone(records, pruned)) => {
                     return Ok(PruneReport {
@@ -485,7 +565,7 @@ impl SqliteStore {
                     if pruning_record.is_some() {
                         // The pending record went in with the first
                         // transaction as `ok`: add what happened since.
-                        let mut failed = pending;
+                        let mut failed = record.timed().clone();
                         if let Event::Admin(event) = &mut failed.event {
                             event.outcome = "failed".into();
                             event.detail =
@@ -499,126 +579,365 @@ impl SqliteStore {
             }
         }
     }
+}
 
-    /// One pruning transaction.
-    fn prune_step(
-        &self,
-        before_ms: Millis,
-        pruning_record: &mut Option<(u64, Vec<u8>)>,
-    ) -> Result<Step, StoreError> {
-        let key = self.chain_key()?;
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let first = pruning_record.is_none();
-        if first {
-            append_pending_admin(self, &tx)?;
-            let newest = last_row(&tx)?
-                .ok_or_else(|| corrupt("the pruning's own audit record was not written"))?;
-            *pruning_record = Some(newest);
-        }
-        let (by_seq, by_mac) = pruning_record.clone().expect("set above");
-        let checkpoint = read_checkpoint(&tx)?;
-        let mut verifier = Verifier::after(&key, checkpoint.as_ref()).map_err(refusal)?;
-        let floor = checkpoint.as_ref().map_or(0, |c| c.seq);
-        let rows: Vec<Row> = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT seq, at_ms, kind, function, secret, body, prev, mac FROM audit
-                 WHERE seq > ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
-            )?;
-            stmt.query_map(
-                params![floor, by_seq, PRUNE_ROWS_PER_TRANSACTION as i64],
-                to_row,
-            )?
-            .collect::<Result<_, _>>()
-            .map_err(|_| {
-                corrupt(
-                    "an audit record has a column of the wrong type (see `keyhole audit verify`)",
-                )
-            })?
-        };
-        let mut through: Option<(&Row, Millis)> = None;
-        let mut records = 0u64;
-        let mut reached_new = rows.len() < PRUNE_ROWS_PER_TRANSACTION;
-        for row in &rows {
-            if row.at_ms >= before_ms {
-                reached_new = true;
-                break;
-            }
-            verifier.check(row).map_err(refusal)?;
-            records = row.seq - floor;
-            let newest = through.map_or(row.at_ms, |(_, t)| t.max(row.at_ms));
-            through = Some((row, newest));
-            if records >= PRUNE_RECORDS_PER_TRANSACTION {
-                break;
-            }
-        }
-        let Some((row, newest)) = through else {
-            tx.commit()?;
-            if first {
-                committed_pending_admin();
-            }
-            return Ok(Step::Done(checkpoint.map(|c| c.pruned())));
-        };
-        tx.execute(
-            "DELETE FROM audit WHERE seq > ?1 AND seq <= ?2",
-            params![floor, row.seq],
-        )?;
-        let through_ms = checkpoint
-            .as_ref()
-            .map_or(newest, |c| c.through_ms.max(newest));
-        let at = CheckpointAt {
-            seq: row.seq,
-            mac: &row.mac,
-            by_seq,
-            by_mac: &by_mac,
-        };
-        let next = Checkpoint::new(&key, &at, through_ms, now_ms());
-        let encoded = serde_json::to_vec(&next)
-            .map_err(|e| corrupt(format!("cannot encode the retention checkpoint: {e}")))?;
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('audit_checkpoint', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [encoded],
-        )?;
-        tx.commit()?;
-        if first {
-            committed_pending_admin();
-        }
-        if reached_new {
-            // Removed and done: report both in one step.
-            return Ok(Step::RemovedAndDone(records, next.pruned()));
-        }
-        Ok(Step::Removed(records))
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use crate::store::audited;
+
+    /// Issue 24 §3: an auditor's `audit verify` walked the whole trail
+    /// holding the store's only connection, so reloads (a revocation
+    /// reaching the node), writes and admin logins waited for it.
+    #[test]
+    fn reading_the_audit_trail_never_holds_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(dir.path()));
+        put(&store, "before", b"v");
+        let written = store
+            .read_audit(|_| {
+                // Mid-read, on another thread: a write and a read of what
+                // nodes serve.
+                let writer = Arc::clone(&store);
+                let (done, finished) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    put(&writer, "during", b"v");
+                    let listed = writer.list_secrets().unwrap().len();
+                    done.send(listed).unwrap();
+                });
+                Ok(finished.recv_timeout(std::time::Duration::from_secs(5)))
+            })
+            .unwrap();
+        assert_eq!(written, Ok(2), "the write waited for the audit read");
     }
-}
 
-/// What one pruning transaction did.
-enum Step {
-    /// Removed this many records; more may be old enough.
-    Removed(u64),
-    /// Removed this many records and reached the records to keep.
-    RemovedAndDone(u64, crate::audit::Pruned),
-    /// Nothing (more) to remove; what was removed so far.
-    Done(Option<crate::audit::Pruned>),
-}
+    fn outcomes(store: &SqliteStore) -> Vec<(String, String)> {
+        store
+            .audit_entries(&crate::audit::Query::default())
+            .unwrap()
+            .into_iter()
+            .map(|e| match e.event {
+                crate::audit::Event::Admin(a) => (a.action, a.outcome),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
 
-/// A pruning refused because the rows it would remove do not verify.
-fn refusal(bad: crate::audit::Tampered) -> StoreError {
-    corrupt(format!(
-        "the audit trail does not verify at record {} ({}), so it is not pruned: pruning would destroy the evidence; see `keyhole audit verify`",
-        bad.seq, bad.problem
-    ))
-}
+    #[test]
+    fn an_admin_record_lands_with_its_change_or_after_a_refusal_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let value = SecretValue::new(b"value-a-1".to_vec());
+        let done = audited(&store, admin_event("secret.put"), |record| {
+            store.put_secret("a", &version(&value, KeyKind::Opaque), record)
+        })
+        .unwrap();
+        assert_eq!(done.unwrap().version, 1);
+        let refused = audited(&store, admin_event("secret.rollback"), |record| {
+            store.rollback("a", 7, None, record)
+        })
+        .unwrap();
+        assert!(matches!(refused, Err(StoreError::UnknownVersion { .. })));
+        let read = audited(&store, admin_event("secret.list"), |_| store.list_secrets()).unwrap();
+        assert_eq!(read.unwrap().len(), 1);
+        assert_eq!(
+            outcomes(&store),
+            [
+                ("secret.put".to_owned(), "ok".to_owned()),
+                ("secret.rollback".to_owned(), "failed".to_owned()),
+                ("secret.list".to_owned(), "ok".to_owned()),
+            ]
+        );
+        // An action that writes twice is recorded once, with its first write.
+        let value_b = SecretValue::new(b"value-b-1".to_vec());
+        audited(&store, admin_event("secret.put-twice"), |record| {
+            store.put_secret("b", &version(&value_b, KeyKind::Opaque), record)?;
+            store.put_secret("b", &version(&value_b, KeyKind::Opaque), record)
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(outcomes(&store).len(), 4);
+        assert_eq!(outcomes(&store)[3].0, "secret.put-twice");
+        assert_eq!(store.verify_audit().unwrap().first_bad, None);
+    }
 
-fn to_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    Ok(Row {
-        seq: r.get(0)?,
-        at_ms: r.get(1)?,
-        kind: r.get(2)?,
-        function: r.get(3)?,
-        secret: r.get(4)?,
-        body: r.get(5)?,
-        prev: r.get(6)?,
-        mac: r.get(7)?,
-    })
+    #[test]
+    fn a_change_whose_record_cannot_be_written_is_not_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        // A trail that refuses writes: gone from the schema (sealed, so only
+        // the trail fails).
+        sealed_change(&store, "DROP TABLE audit;");
+        let value = SecretValue::new(b"value-a-1".to_vec());
+        let outcome = audited(&store, admin_event("secret.put"), |record| {
+            store.put_secret("a", &version(&value, KeyKind::Opaque), record)
+        });
+        assert!(outcome.is_err(), "no success without its record");
+        assert!(store.list_secrets().unwrap().is_empty(), "and no change");
+    }
+
+    #[test]
+    fn the_chain_outlives_a_master_key_rotation_and_catches_an_edit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        for action in ["one", "two", "three"] {
+            audited(&store, admin_event(action), |_| Ok::<_, StoreError>(()))
+                .unwrap()
+                .unwrap();
+        }
+        let new = AesKey::generate();
+        let copy = AesKey::from_slice(new.expose()).unwrap();
+        store.rotate_master_key(new, &rec()).unwrap();
+        drop(store);
+        let store = SqliteStore::open(dir.path(), copy).unwrap();
+        let verified = store.verify_audit().unwrap();
+        // The three actions and the rotation's own record.
+        assert_eq!((verified.records, verified.first_bad), (4, None));
+        tamper(
+            &store,
+            "UPDATE audit SET body = replace(body, '\"two\"', '\"owt\"') WHERE seq = 2",
+        );
+        let bad = store.verify_audit().unwrap().first_bad.expect("caught");
+        assert_eq!(bad.seq, 2);
+    }
+
+    fn function_record(
+        function: &str,
+        secret: Option<&str>,
+        request: u64,
+        at_ms: i64,
+    ) -> crate::audit::Timed {
+        crate::audit::Timed {
+            at_ms,
+            event: crate::audit::Event::Function(crate::audit::FunctionEvent {
+                function: function.into(),
+                request,
+                binding: "KEY".into(),
+                secret: secret.map(Into::into),
+                version: Some(1),
+                operation: "get".into(),
+                outcome: crate::audit::OpOutcome::Allowed,
+                destination: None,
+                reason: None,
+                digest: None,
+            }),
+        }
+    }
+
+    fn requests(entries: &[crate::audit::Entry]) -> Vec<(u64, u64)> {
+        entries
+            .iter()
+            .map(|e| match &e.event {
+                crate::audit::Event::Function(f) => (e.seq, f.request),
+                crate::audit::Event::Admin(_) => (e.seq, 0),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    /// A store holding an admin record, a batch of interleaved function
+    /// records (a/s1 ×3, b/s2 ×2, a without a secret, and a run of c/s3
+    /// longer than one row holds), and another admin record; and the
+    /// length of the long run.
+    fn store_with_runs(dir: &Path) -> (SqliteStore, u64) {
+        let store = open(dir);
+        audited(&store, admin_event("before"), |_| Ok::<_, StoreError>(()))
+            .unwrap()
+            .unwrap();
+        let mut batch = vec![
+            function_record("a", Some("s1"), 1, 1000),
+            function_record("b", Some("s2"), 2, 1001),
+            function_record("a", Some("s1"), 3, 1002),
+            function_record("a", None, 4, 1003),
+            function_record("b", Some("s2"), 5, 1004),
+            function_record("a", Some("s1"), 6, 1005),
+        ];
+        let long = crate::audit::chain::MAX_RECORDS_PER_ROW as u64 + 5;
+        batch.extend((0..long).map(|i| function_record("c", Some("s3"), 100 + i, 2000 + i as i64)));
+        store.append_audit(&batch).unwrap();
+        audited(&store, admin_event("after"), |_| Ok::<_, StoreError>(()))
+            .unwrap()
+            .unwrap();
+        (store, long)
+    }
+
+    #[test]
+    fn a_batch_is_stored_as_runs_and_read_back_record_by_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, long) = store_with_runs(dir.path());
+        let total = 2 + 6 + long;
+
+        // Rows: admin, a/s1, b/s2, a/-, c ×2 (split), admin.
+        let rows: Vec<(u64, String, Option<String>, i64)> = store
+            .read(|tx| {
+                let mut stmt =
+                    tx.prepare("SELECT seq, kind, function, at_ms FROM audit ORDER BY seq")?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .unwrap();
+        let last_c = 7 + long;
+        assert_eq!(
+            rows.iter().map(|r| (r.0, r.2.clone())).collect::<Vec<_>>(),
+            vec![
+                (1, None),
+                (4, Some("a".into())),
+                (6, Some("b".into())),
+                (7, Some("a".into())),
+                (
+                    7 + crate::audit::chain::MAX_RECORDS_PER_ROW as u64,
+                    Some("c".into())
+                ),
+                (last_c, Some("c".into())),
+                (last_c + 1, None),
+            ]
+        );
+        assert_eq!(
+            rows[1].3, 1005,
+            "a run's time column is its latest record's"
+        );
+
+        // Every record comes back, numbered without gaps.
+        let all = store
+            .audit_entries(&crate::audit::Query::default())
+            .unwrap();
+        assert_eq!(all.len() as u64, total);
+        assert!(all.iter().map(|e| e.seq).eq(1..=total));
+        assert_eq!(
+            requests(&all[..7]),
+            vec![(1, 0), (2, 1), (3, 3), (4, 6), (5, 2), (6, 5), (7, 4)]
+        );
+
+        // Filters and limits count records, not rows.
+        let query = |function: Option<&str>, secret: Option<&str>, since_ms, limit| {
+            store
+                .audit_entries(&crate::audit::Query {
+                    function: function.map(Into::into),
+                    secret: secret.map(Into::into),
+                    since_ms,
+                    limit,
+                })
+                .unwrap()
+        };
+        assert_eq!(requests(&query(Some("a"), None, None, None)).len(), 4);
+        assert_eq!(
+            requests(&query(Some("a"), Some("s1"), None, Some(2))),
+            vec![(3, 3), (4, 6)]
+        );
+        assert_eq!(
+            requests(&query(None, Some("s1"), Some(1002), None)),
+            vec![(3, 3), (4, 6)]
+        );
+        let c = query(Some("c"), None, None, Some(3));
+        assert_eq!(
+            c.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![last_c - 2, last_c - 1, last_c]
+        );
+        assert_eq!(
+            query(Some("c"), None, Some(2000 + long as i64 - 10), None).len(),
+            10
+        );
+
+        let verified = store.verify_audit().unwrap();
+        assert_eq!((verified.records, verified.first_bad), (total, None));
+        assert_eq!(verified.head.unwrap().0, total);
+
+        // One record edited inside a run, a run's time or secret column
+        // edited, a run renumbered: each is caught at that row.
+        for (sql, needle) in [
+            (
+                "UPDATE audit SET body = replace(body, '[1000,1,', '[1000,9,') WHERE seq = 4",
+                "record 4: its content does not match its MAC",
+            ),
+            (
+                "UPDATE audit SET at_ms = 1000 WHERE seq = 4",
+                "record 4: its indexed columns",
+            ),
+            (
+                "UPDATE audit SET secret = 's9' WHERE seq = 6",
+                "record 6: its indexed columns",
+            ),
+            (
+                "UPDATE audit SET seq = 5 WHERE seq = 6",
+                "record 5: expected record 5 next but found 4",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, _) = store_with_runs(dir.path());
+            tamper(&store, sql);
+            let bad = store.verify_audit().unwrap().first_bad.expect(sql);
+            let shown = format!("record {}: {}", bad.seq, bad.problem);
+            assert!(shown.contains(needle), "{sql}: {shown}");
+        }
+    }
+
+    #[test]
+    fn a_trail_begun_before_compact_runs_reads_and_verifies_across_both_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let old: Vec<_> = [1, 3, 6]
+            .into_iter()
+            .map(|request| function_record("a", Some("s1"), request, 1000 + request as i64))
+            .collect();
+        store.append_audit(&old).unwrap();
+        // Rewrite that row as a node before the compact form wrote it: an
+        // array of one object per record, chained and headed the same way.
+        let key = store.chain_key().unwrap();
+        let legacy = serde_json::to_string(
+            &old.iter()
+                .map(|t| crate::audit::chain::BodyRef {
+                    at_ms: t.at_ms,
+                    event: &t.event,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        assert!(legacy.contains("\"request\":3,"), "{legacy}");
+        let mac = key.link(&crate::audit::chain::GENESIS, 3, &legacy);
+        {
+            let conn = store.conn.lock().unwrap();
+            conn.execute(
+                "UPDATE audit SET body = ?1, mac = ?2 WHERE seq = 3",
+                rusqlite::params![legacy, &mac[..]],
+            )
+            .unwrap();
+            conn.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'audit_head'",
+                [&key.head(3, &mac)[..]],
+            )
+            .unwrap();
+        }
+        assert_eq!(store.verify_audit().unwrap().first_bad, None);
+
+        // A newer node carries the chain on in the compact form.
+        let new: Vec<_> = [7, 8]
+            .into_iter()
+            .map(|request| function_record("a", Some("s1"), request, 2000 + request as i64))
+            .collect();
+        store.append_audit(&new).unwrap();
+        let compact: String = store
+            .read(|tx| Ok(tx.query_row("SELECT body FROM audit WHERE seq = 5", [], |r| r.get(0))?))
+            .unwrap();
+        assert!(compact.starts_with("{\"run\":\"function\""), "{compact}");
+        let verified = store.verify_audit().unwrap();
+        assert_eq!((verified.records, verified.first_bad), (5, None));
+        let all = store
+            .audit_entries(&crate::audit::Query::default())
+            .unwrap();
+        assert_eq!(requests(&all), vec![(1, 1), (2, 3), (3, 6), (4, 7), (5, 8)]);
+        assert_eq!(
+            all.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+            [1001, 1003, 1006, 2007, 2008]
+        );
+
+        // An edit inside the old row is still caught there.
+        tamper(
+            &store,
+            "UPDATE audit SET body = replace(body, '\"request\":3,', '\"request\":9,') WHERE seq = 3",
+        );
+        let bad = store.verify_audit().unwrap().first_bad.expect("caught");
+        assert_eq!(bad.seq, 3, "{}", bad.problem);
+    }
 }

@@ -2,7 +2,7 @@
 
 use super::{SqliteStore, corrupt};
 use crate::admin::access::{FunctionScope, RouteScope};
-use crate::store::{StoreError, Timestamp, TokenInfo, now};
+use crate::store::{AdminRecord, StoreError, Timestamp, TokenInfo, TokenStore, now};
 use rusqlite::{OptionalExtension, params};
 
 const TOKEN_COLUMNS: &str = "SELECT id, name, role, functions, routes, created_at, expires_at, revoked_at, created_by, secret_hash FROM tokens";
@@ -41,11 +41,14 @@ fn to_token(
     Ok((info, hash))
 }
 
-impl SqliteStore {
-    /// Stores a new token's record with the hash of its secret. Not a
-    /// change to what nodes serve: the revision stays.
-    pub fn create_token(&self, info: &TokenInfo, hash: &[u8]) -> Result<(), StoreError> {
-        self.transact(false, |tx| {
+impl TokenStore for SqliteStore {
+    fn create_token(
+        &self,
+        info: &TokenInfo,
+        hash: &[u8],
+        record: &AdminRecord,
+    ) -> Result<(), StoreError> {
+        self.transact(false, Some(record), |tx| {
             let taken: bool = tx.query_row(
                 "SELECT EXISTS (SELECT 1 FROM tokens WHERE name = ?1)",
                 [&info.name],
@@ -77,8 +80,7 @@ impl SqliteStore {
         })
     }
 
-    /// Every token, by name: never a token or its hash.
-    pub fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+    fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
         self.read(|tx| {
             let mut stmt = tx.prepare(&format!("{TOKEN_COLUMNS} ORDER BY name"))?;
             let rows = stmt.query_map([], |r| TokenRow::try_from(r))?;
@@ -87,12 +89,7 @@ impl SqliteStore {
         })
     }
 
-    /// The token with public id `id` and its stored hash, for checking a
-    /// presented token.
-    /// The caller verifies the store ([`crate::store::Store::verify_integrity`])
-    /// before trusting a token that matched: a forged token (or a revoked
-    /// one restored) must not act.
-    pub fn token_by_id(&self, id: &str) -> Result<Option<(TokenInfo, Vec<u8>)>, StoreError> {
+    fn token_by_id(&self, id: &str) -> Result<Option<(TokenInfo, Vec<u8>)>, StoreError> {
         self.read(|tx| {
             let row = tx
                 .query_row(&format!("{TOKEN_COLUMNS} WHERE id = ?1"), [id], |r| {
@@ -103,9 +100,8 @@ impl SqliteStore {
         })
     }
 
-    /// Revokes token `name` from now on.
-    pub fn revoke_token(&self, name: &str) -> Result<TokenInfo, StoreError> {
-        self.transact(false, |tx| {
+    fn revoke_token(&self, name: &str, record: &AdminRecord) -> Result<TokenInfo, StoreError> {
+        self.transact(false, Some(record), |tx| {
             let row = tx
                 .query_row(&format!("{TOKEN_COLUMNS} WHERE name = ?1"), [name], |r| {
                     TokenRow::try_from(r)
@@ -124,5 +120,57 @@ impl SqliteStore {
             info.revoked_at = Some(at);
             Ok(info)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+
+    #[test]
+    fn tokens_are_stored_as_hashes_and_revoked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let new = crate::admin::access::NewToken::generate();
+        let info = crate::store::TokenInfo {
+            id: new.id.clone(),
+            name: "ci".into(),
+            role: crate::admin::access::Role::Deployer,
+            functions: crate::admin::access::FunctionScope::parse_list("a-*").unwrap(),
+            routes: crate::admin::access::RouteScope::parse_list("/a/*").unwrap(),
+            created_at: 1,
+            expires_at: None,
+            revoked_at: None,
+            created_by: "local".into(),
+        };
+        store.create_token(&info, &new.hash, &rec()).unwrap();
+        assert!(matches!(
+            store.create_token(&info, &new.hash, &rec()),
+            Err(StoreError::TokenNameTaken(_))
+        ));
+        let (found, hash) = store.token_by_id(&new.id).unwrap().unwrap();
+        assert_eq!(found, info);
+        let presented = crate::admin::access::PresentedToken::parse(&new.token).unwrap();
+        assert!(presented.matches(&hash));
+        let secret = &new.token["kh_0123456789abcdef_".len()..];
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let file = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(!file.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        }
+        assert!(
+            store
+                .revoke_token("ci", &rec())
+                .unwrap()
+                .revoked_at
+                .is_some()
+        );
+        assert!(matches!(
+            store.revoke_token("ci", &rec()),
+            Err(StoreError::TokenAlreadyRevoked(_))
+        ));
+        assert!(matches!(
+            store.revoke_token("nope", &rec()),
+            Err(StoreError::UnknownToken(_))
+        ));
     }
 }

@@ -1,0 +1,253 @@
+//! The master key: the check that proves a key opens this store, rekeying
+//! to a key another process rotated to, rotating it (re-wrapping every data
+//! key in one transaction), and checking every version and row.
+
+use super::{SqliteStore, audit_log, corrupt, sealed_bytes, sealing};
+use crate::crypto::{self, AesKey, SealedVersion};
+use crate::store::{AdminRecord, CheckReport, KeyCustody, StoreError};
+use rusqlite::params;
+use std::sync::Arc;
+
+pub(super) const KEY_CHECK_PLAINTEXT: &[u8] = b"keyhole master key check";
+
+pub(super) const KEY_CHECK_AAD: &[u8] = b"keyhole/v1/key-check";
+
+impl SqliteStore {
+    /// What verifying the store's rows and state finds (for `keyhole
+    /// check`): forged rows by name, and whether the state as a whole holds.
+    pub fn integrity(&self) -> Result<sealing::Findings, StoreError> {
+        self.read(|tx| self.verify_in(tx))
+    }
+
+    /// The key check as stored: a known plaintext sealed under the master key.
+    fn sealed_key_check(&self) -> Result<Vec<u8>, StoreError> {
+        self.read(|tx| {
+            Ok(
+                tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+    }
+}
+
+impl KeyCustody for SqliteStore {
+    fn check_master_key(&self) -> Result<(), StoreError> {
+        let sealed = self.sealed_key_check()?;
+        if opens_key_check(&self.master(), &sealed) {
+            Ok(())
+        } else {
+            Err(StoreError::WrongMasterKey)
+        }
+    }
+
+    /// Switches to `key` if it is the one the store is sealed under now: a
+    /// running node calls this when another process rotated the master key.
+    fn rekey(&self, key: AesKey) -> Result<(), StoreError> {
+        let sealed = self.sealed_key_check()?;
+        if !opens_key_check(&key, &sealed) {
+            return Err(StoreError::WrongMasterKey);
+        }
+        *self.master.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
+        Ok(())
+    }
+
+    /// Re-wraps every data key, and the key check, under `new` in one
+    /// transaction, and switches to it. Secret ciphertexts stay as they
+    /// are. Returns how many versions were re-wrapped. A version whose data
+    /// key does not open refuses the whole rotation, changing nothing.
+    fn rotate_master_key(&self, new: AesKey, record: &AdminRecord) -> Result<usize, StoreError> {
+        let (count, mut master) = self.write(record, |tx| {
+            // Held until the new key is in place, so no write in this
+            // process seals under the old key after the commit.
+            let master = self.master.write().unwrap_or_else(|p| p.into_inner());
+            let rows: Vec<(String, u32, Vec<u8>)> = {
+                let mut stmt =
+                    tx.prepare("SELECT name, version, wrapped_key FROM secret_versions")?;
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, sealed_bytes(r, 2)?)))?
+                    .collect::<Result<_, _>>()?
+            };
+            for (name, version, wrapped) in &rows {
+                let rewrapped = crypto::rewrap_data_key(&master, &new, name, *version, wrapped)
+                    .map_err(|_| StoreError::Integrity {
+                        name: name.clone(),
+                        version: *version,
+                    })?;
+                tx.execute(
+                    "UPDATE secret_versions SET wrapped_key = ?3 WHERE name = ?1 AND version = ?2",
+                    params![name, version, rewrapped],
+                )?;
+            }
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'key_check'",
+                [new.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_AAD)],
+            )?;
+            audit_log::rewrap_chain_key(tx, &master, &new)?;
+            Ok((rows.len(), master))
+        })?;
+        *master = Arc::new(new);
+        Ok(count)
+    }
+
+    fn verify_integrity(&self) -> Result<(), StoreError> {
+        let findings = self.integrity()?;
+        if findings.is_clean() {
+            Ok(())
+        } else {
+            Err(findings.error())
+        }
+    }
+
+    /// Decrypts every stored version and reports which fail their
+    /// integrity check, and which rows fail their authentication; values
+    /// are dropped (wiped) at once.
+    fn check_all(&self) -> Result<CheckReport, StoreError> {
+        let rows: Vec<(String, u32, SealedVersion)> = self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT name, version, wrapped_key, ciphertext FROM secret_versions ORDER BY name, version",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, SealedVersion { wrapped_key: sealed_bytes(r, 2)?, ciphertext: sealed_bytes(r, 3)? }))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })?;
+        let master = self.master();
+        let failed = rows
+            .iter()
+            .filter(|(name, version, sealed)| {
+                crypto::open_version(&master, name, *version, sealed).is_err()
+            })
+            .map(|(name, version, _)| (name.clone(), *version))
+            .collect();
+        let integrity = self.integrity()?;
+        Ok(CheckReport {
+            checked: rows.len(),
+            failed,
+            forged: integrity.forged,
+            state: integrity.state,
+        })
+    }
+
+    /// The key that authenticates this store's compiled-module cache
+    /// ([`crate::engine::module_cache`]), derived from its secret audit-chain key.
+    fn module_cache_key(&self) -> Result<zeroize::Zeroizing<[u8; 32]>, StoreError> {
+        let chain_key = self.chain_key.read().unwrap_or_else(|p| p.into_inner());
+        chain_key
+            .as_ref()
+            .map(|key| key.derive("compiled-module cache"))
+            .ok_or_else(|| corrupt("the store's chain key is not loaded"))
+    }
+}
+
+/// Whether `key` opens the store's sealed key check.
+pub(super) fn opens_key_check(key: &AesKey, sealed: &[u8]) -> bool {
+    key.open(sealed, KEY_CHECK_AAD)
+        .is_ok_and(|plain| plain.as_slice() == KEY_CHECK_PLAINTEXT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+
+    #[test]
+    fn wrong_master_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()));
+        let err =
+            SqliteStore::open(dir.path(), AesKey::from_slice(&[8u8; 32]).unwrap()).unwrap_err();
+        assert!(matches!(err, StoreError::WrongMasterKey), "{err}");
+    }
+
+    #[test]
+    fn master_key_rotation_rewraps_every_version_and_retires_the_old_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        put(&store, "a", b"value-a-1");
+        rotate(&store, "a", b"value-a-2", Some(600));
+        put(&store, "b", b"value-b-1");
+        let new = AesKey::generate();
+        let new_copy = AesKey::from_slice(new.expose()).unwrap();
+        assert_eq!(store.rotate_master_key(new, &rec()).unwrap(), 3);
+        // This process switched keys; writes after it use the new one.
+        put(&store, "c", b"value-c-1");
+        assert_eq!(
+            store.check_all().unwrap().failed,
+            Vec::<(String, u32)>::new()
+        );
+        drop(store);
+        let err =
+            SqliteStore::open(dir.path(), AesKey::from_slice(&[9u8; 32]).unwrap()).unwrap_err();
+        assert!(matches!(err, StoreError::WrongMasterKey), "{err}");
+        let store = SqliteStore::open(dir.path(), new_copy).unwrap();
+        let report = store.check_all().unwrap();
+        assert_eq!((report.checked, report.failed.len()), (4, 0));
+        assert_eq!(usable(&store, "a"), (2, vec![1]));
+    }
+
+    #[test]
+    fn a_writer_that_opened_before_a_master_key_rotation_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let rotator = open(dir.path());
+        let late = open(dir.path());
+        put(&rotator, "a", b"value-a-1");
+        rotator
+            .rotate_master_key(AesKey::generate(), &rec())
+            .unwrap();
+        let value = SecretValue::new(b"sealed-under-a-dead-key".to_vec());
+        let err = late
+            .put_secret("b", &version(&value, KeyKind::Opaque), &rec())
+            .unwrap_err();
+        assert!(matches!(err, StoreError::WrongMasterKey), "{err}");
+        assert!(rotator.usable_versions("b").unwrap().is_none());
+        assert_eq!(
+            rotator.check_all().unwrap().failed,
+            Vec::<(String, u32)>::new()
+        );
+    }
+
+    #[test]
+    fn a_damaged_version_refuses_master_key_rotation_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        put(&store, "a", b"value-a-1");
+        put(&store, "b", b"value-b-1");
+        tamper(
+            &store,
+            "UPDATE secret_versions SET wrapped_key = zeroblob(60) WHERE name = 'b'",
+        );
+        let err = store
+            .rotate_master_key(AesKey::generate(), &rec())
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Integrity { ref name, .. } if name == "b"),
+            "{err}"
+        );
+        drop(store);
+        // Nothing changed: the old key still opens everything it opened.
+        let store = open(dir.path());
+        assert_eq!(store.check_all().unwrap().failed, vec![("b".to_owned(), 1)]);
+        assert_eq!(usable(&store, "a"), (1, vec![]));
+    }
+
+    #[test]
+    fn a_record_of_the_wrong_type_fails_alone_as_an_integrity_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        put(&store, "good", b"good-value-1");
+        put(&store, "bad", b"bad-value-22");
+        tamper(
+            &store,
+            "UPDATE secret_versions SET ciphertext = 'not a blob' WHERE name = 'bad'",
+        );
+        let report = store.check_all().unwrap();
+        assert_eq!(
+            (report.checked, report.failed),
+            (2, vec![("bad".to_owned(), 1)])
+        );
+        assert!(matches!(
+            store.usable_versions("bad"),
+            Err(StoreError::Integrity { version: 1, .. })
+        ));
+        assert_eq!(usable(&store, "good"), (1, vec![]));
+    }
+}

@@ -1,0 +1,314 @@
+//! The embedded SQLite backend: one file in the data directory, in WAL
+//! mode, every write one transaction (`synchronous = FULL`).
+//!
+//! Invariant: every value is sealed (`crate::crypto`) before it reaches a
+//! row, every row that decides what is served or who may act is
+//! authenticated and the set of rows sealed as a whole (`sealing`), and
+//! an admin action's record commits in the transaction of its change.
+//!
+//! The parts, one per group of tables: `schema` (the schema and its
+//! migrations, in order), `secrets` (versions, grace, rollback), `uses`
+//! (recorded uses, dependents), `functions` (deployments and components),
+//! `grants`, `tokens`, `audit_log` (the chain), `master_key` (key check,
+//! rekey and rotation, `check`), and `sealing` (row authentication and the
+//! anchor). This file holds the connection and the transaction plumbing
+//! they share.
+
+use crate::crypto::AesKey;
+use crate::store::{AdminRecord, Changes, StoreError};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+mod audit_log;
+mod functions;
+mod grants;
+mod master_key;
+mod schema;
+mod sealing;
+mod secrets;
+#[cfg(test)]
+mod test_support;
+mod tokens;
+mod uses;
+
+pub use sealing::ANCHOR_ENV;
+
+/// The database file's name inside the data directory.
+pub const DATABASE_FILE: &str = "keyhole.db";
+
+/// Secrets, deployments and grants in one SQLite file, with every secret
+/// version sealed under the master key (see [`crate::crypto`]).
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    /// A read-only connection of its own for reading and verifying the
+    /// audit trail: an auditor walking the whole trail holds it, never the
+    /// connection that reloads, authenticates and writes (WAL lets a
+    /// reader and the writer work at once).
+    audit_reader: Mutex<Option<Connection>>,
+    master: RwLock<Arc<AesKey>>,
+    /// The audit chain's key, opened once at start (it survives master-key
+    /// rotations: only its wrapping changes).
+    chain_key: RwLock<Option<Arc<crate::audit::chain::ChainKey>>>,
+    /// The key that authenticates rows (see [`sealing`]), derived from the
+    /// chain key once it is loaded.
+    row_key: RwLock<Option<Arc<sealing::RowKey>>>,
+    /// Where the generation is kept outside the database.
+    anchor: sealing::Anchor,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A read-only connection to the database at `path`, running none of the
+/// file's triggers or views (as the writer's).
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    use rusqlite::OpenFlags;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch("PRAGMA trusted_schema = OFF;")?;
+    run_no_code_from_the_file(&conn)?;
+    Ok(conn)
+}
+
+/// The file may hold code someone else put there: no trigger or view of it
+/// runs on `conn` (see `sealing`).
+fn run_no_code_from_the_file(conn: &Connection) -> Result<(), StoreError> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER,
+        false,
+    )?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_VIEW,
+        false,
+    )?;
+    Ok(())
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `data_dir` with `master`.
+    ///
+    /// Fails with [`StoreError::WrongMasterKey`] when the store was created
+    /// under another key, before anything is read or written.
+    pub fn open(data_dir: &Path, master: AesKey) -> Result<Self, StoreError> {
+        super::private_dir(data_dir)?;
+        let path = data_dir.join(DATABASE_FILE);
+        super::private_file(&path)?;
+        let conn = Connection::open(&path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::NotADatabase =>
+                {
+                    corrupt(format!("{} is not a SQLite database", path.display()))
+                }
+                other => other.into(),
+            })?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(corrupt(format!(
+                "could not enable WAL journal (got {mode})"
+            )));
+        }
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA trusted_schema = OFF;",
+        )?;
+        run_no_code_from_the_file(&conn)?;
+        let store = Self {
+            conn: Mutex::new(conn),
+            audit_reader: Mutex::new(None),
+            master: RwLock::new(Arc::new(master)),
+            chain_key: RwLock::new(None),
+            row_key: RwLock::new(None),
+            anchor: sealing::Anchor::for_store(&path),
+            path,
+        };
+        store.initialize()?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The key rows are authenticated with.
+    fn row_key(&self) -> Result<Arc<sealing::RowKey>, StoreError> {
+        self.row_key
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| corrupt("the store's row key is not loaded"))
+    }
+
+    /// Verifies in `tx` every authenticated row, the state they form, and
+    /// the generation against the anchor outside the database.
+    fn verify_in(&self, tx: &Transaction<'_>) -> Result<sealing::Findings, StoreError> {
+        let key = self.row_key()?;
+        let mut findings = sealing::verify(tx, &key)?;
+        if findings.state.is_none() {
+            let generation = sealing::generation(tx)?.unwrap_or(0);
+            match self.anchor.read(&key) {
+                Ok(Some(anchored)) if anchored > generation => {
+                    findings.state = Some(format!(
+                        "the database is at generation {generation} but its anchor {} says {anchored}: it was rolled back to an older copy",
+                        self.anchor.path().display()
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => findings.state = Some(e.to_string()),
+            }
+        }
+        Ok(findings)
+    }
+
+    /// The master key in use.
+    fn master(&self) -> Arc<AesKey> {
+        Arc::clone(&self.master.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Runs `f` in one immediate transaction, after checking that the master
+    /// key in use still opens the store; commits only if it succeeds, and
+    /// then bumps the store's revision.
+    fn write<T>(
+        &self,
+        record: &AdminRecord,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.transact(true, Some(record), f)
+    }
+
+    /// Runs `f` in one immediate transaction after checking the master key;
+    /// commits only if it succeeds. With `bump`, the revision goes up too,
+    /// so nodes reload. `record`, the admin action the write belongs to,
+    /// commits with it unless an earlier write of that action carried it.
+    fn transact<T>(
+        &self,
+        bump: bool,
+        record: Option<&AdminRecord>,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another process may have rotated the master key since this one
+        // opened the store: nothing is written under a key that no longer
+        // opens it.
+        let sealed: Vec<u8> =
+            tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
+                r.get(0)
+            })?;
+        if !master_key::opens_key_check(&self.master(), &sealed) {
+            return Err(StoreError::WrongMasterKey);
+        }
+        // Nothing is written over rows someone else forged or rolled back:
+        // sealing after this write would make them look like Keyhole's.
+        let findings = self.verify_in(&tx)?;
+        if !findings.is_clean() {
+            let error = findings.error();
+            tracing::error!("refusing to write: {error}");
+            return Err(error);
+        }
+        let key = self.row_key()?;
+        let generation = std::cell::Cell::new(0);
+        let out = self
+            .in_transaction(tx, bump, |tx| {
+                let out = f(tx)?;
+                // An admin action is recorded in the same transaction as its
+                // change: both land, or neither.
+                if let Some(record) = record.filter(|r| !r.written()) {
+                    audit_log::append_admin_record(self, tx, record)?;
+                }
+                generation.set(sealing::seal(tx, &key)?);
+                Ok(out)
+            })
+            .inspect(|_| record.into_iter().for_each(AdminRecord::mark_written))?;
+        drop(conn);
+        // Committed: a failure here only weakens rollback detection.
+        if let Err(e) = self.anchor.advance(&key, generation.get()) {
+            tracing::error!("cannot record the store's generation in its anchor: {e}");
+        }
+        Ok(out)
+    }
+
+    /// Runs `f` in the open transaction `tx` and commits if it succeeds.
+    fn in_transaction<T>(
+        &self,
+        tx: Transaction<'_>,
+        bump: bool,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let out = f(&tx)?;
+        if bump {
+            tx.execute(
+                "UPDATE meta SET value = value + 1 WHERE key = 'revision'",
+                [],
+            )?;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Runs `f` against a consistent read snapshot taken on the audit
+    /// reader's connection (opened on first use), so that however long `f`
+    /// takes, the writer's connection stays free.
+    fn read_audit<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut reader = self.audit_reader.lock().unwrap_or_else(|p| p.into_inner());
+        if reader.is_none() {
+            *reader = Some(open_reader(&self.path)?);
+        }
+        let conn = reader.as_mut().expect("opened above");
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        f(&tx)
+    }
+
+    /// Runs `f` against a consistent read snapshot.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        f(&tx)
+    }
+}
+
+impl Changes for SqliteStore {
+    fn revision(&self) -> Result<u64, StoreError> {
+        self.read(|tx| {
+            Ok(
+                tx.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+    }
+}
+
+/// A sealed column's bytes, whatever SQL type a tampered row gave it: a
+/// wrong type then fails that version's integrity check, like any other
+/// change, instead of failing every read that meets the row.
+fn sealed_bytes(r: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Vec<u8>> {
+    Ok(match r.get_ref(index)? {
+        rusqlite::types::ValueRef::Blob(bytes) | rusqlite::types::ValueRef::Text(bytes) => {
+            bytes.to_vec()
+        }
+        _ => Vec::new(),
+    })
+}
