@@ -11,7 +11,7 @@
 //! audit writer's pace does not enter, and then the sustained rate of one
 //! request making every call, which a slow audit writer bounds.
 
-#[path = "../../tests/common/mod.rs"]
+#[path = "../../tests/all/common/mod.rs"]
 mod common;
 
 use common::{Node, ROUNDS_PER_REQUEST, artifacts};

@@ -8,7 +8,7 @@
 //! `cargo bench -p keyhole-host --bench node` (`KEYHOLE_BENCH_SECONDS`, default 10).
 //! Each run is made with `RUST_BACKTRACE=1` and with it unset.
 
-#[path = "../../tests/common/mod.rs"]
+#[path = "../../tests/all/common/mod.rs"]
 mod common;
 
 use bytes::Bytes;

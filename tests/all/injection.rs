@@ -1,7 +1,7 @@
 //! Bearer tokens injected by the host, against real upstreams on loopback
 //! that record what they receive.
 
-mod common;
+use crate::common;
 
 use common::{Node, Upstream, artifacts, random_token};
 

@@ -2,7 +2,7 @@
 //! against peer libraries Keyhole did not write (Python's `cryptography` and
 //! PyJWT).
 
-mod common;
+use crate::common;
 
 use common::{Node, artifacts, found_in, python};
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! requests served while the trail's database is locked, and `/metrics`
 //! parsed by Prometheus' own parser moving with the requests.
 
-mod common;
+use crate::common;
 
 use common::Node;
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! maximum age, blast radius (dependents, `rm`), and master-key rotation,
 //! against a real node serving real components.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;

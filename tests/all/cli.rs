@@ -1,7 +1,7 @@
 //! The `keyhole` command line: clear errors, non-zero exits, nothing
 //! written on bad input, and no secret bytes anywhere they should not be.
 
-mod common;
+use crate::common;
 
 use common::{Node, artifacts, found_in, random_secret};
 

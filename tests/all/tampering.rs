@@ -6,7 +6,7 @@
 //! guest gets `unavailable`, the operator a clear error naming it, and every
 //! other secret keeps working.
 
-mod common;
+use crate::common;
 
 use common::{Node, hmac_sha256_hex, random_secret};
 use rusqlite::params;

@@ -1,6 +1,6 @@
 //! Grants, end to end: a real node, real components, real HTTP.
 
-mod common;
+use crate::common;
 
 use common::{Node, artifacts};
 

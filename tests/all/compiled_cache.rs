@@ -3,7 +3,7 @@
 //! written under another store's key, is never loaded — the node compiles
 //! the component again and serves it; entries of undeployed functions go.
 
-mod common;
+use crate::common;
 
 use common::{Node, artifacts};
 use std::path::PathBuf;

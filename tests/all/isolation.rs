@@ -2,7 +2,7 @@
 //! host, see the host's environment, outrun its limits, or hurt other
 //! requests.
 
-mod common;
+use crate::common;
 
 use common::{Node, found_in, random_secret};
 

@@ -8,7 +8,7 @@
 //! `KEYHOLE_CRASH_ROUNDS` sets the number of kills (default 100);
 //! `scripts/crash-soak` runs many more.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;

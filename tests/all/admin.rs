@@ -3,7 +3,7 @@
 //! results in both modes, and malformed or oversized requests changing
 //! nothing.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use common::{Node, artifacts};

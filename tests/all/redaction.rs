@@ -1,6 +1,6 @@
 //! Guest stdout and stderr reach the node's log, tagged and redacted.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};

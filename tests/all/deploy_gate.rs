@@ -2,7 +2,7 @@
 //! (from source, by the tests) with credentials compiled into it, names
 //! every finding and never its bytes, and deploys the examples untouched.
 
-mod common;
+use crate::common;
 
 use common::{Node, artifacts};
 

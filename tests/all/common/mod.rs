@@ -1,0 +1,21 @@
+//! The integration tests' harness: a real node ([`node`]), a fake upstream
+//! that records what functions send ([`upstream`]), cross-checks with
+//! Python's peer libraries ([`python`]), and secrets with the encodings a
+//! leak would take ([`encodings`]).
+
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "not every helper is used by every test area, nor by the benches that borrow the harness"
+)]
+
+mod encodings;
+mod node;
+mod python;
+mod upstream;
+
+pub use encodings::*;
+pub use keyhole_test_artifacts as artifacts;
+pub use node::*;
+pub use python::*;
+pub use upstream::*;

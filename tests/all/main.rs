@@ -1,0 +1,22 @@
+//! Keyhole's integration tests, in one binary (as wasmtime's `tests/all`):
+//! a real `keyhole` binary on a fresh data directory, real components built
+//! from source, real HTTP over loopback. One module per area; the harness
+//! is `common`.
+
+mod common;
+
+mod admin;
+mod audit;
+mod cli;
+mod compiled_cache;
+mod crash;
+mod deploy_gate;
+mod fuzz_corpora;
+mod hostile;
+mod injection;
+mod isolation;
+mod keys;
+mod redaction;
+mod rotation;
+mod secrets;
+mod tampering;
