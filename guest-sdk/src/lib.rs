@@ -25,8 +25,6 @@
 //! Functions serve HTTP with the `wasip2` crate's `wasip2::http::proxy::export!`;
 //! [`http`] has helpers for the common request and response chores.
 
-#![warn(missing_docs)]
-
 mod bindings {
     wit_bindgen::generate!({
         path: "../wit",

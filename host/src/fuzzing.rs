@@ -88,9 +88,9 @@ pub fn admin_request(data: &[u8]) {
             );
         }
         Err(e) => assert!(
-            (400..500).contains(&e.status),
+            (400..500).contains(&e.status()),
             "a malformed request answered {}: {}",
-            e.status,
+            e.status(),
             e.message
         ),
     }

@@ -19,8 +19,6 @@
 //! secret operation and admin action is recorded in the [`audit`] trail.
 //! [`names`] and [`operations`] are the vocabulary they share.
 
-#![warn(missing_docs)]
-
 pub mod admin;
 pub mod audit;
 pub mod crypto;

@@ -8,7 +8,7 @@
 //! pool, since they write the database (and a deploy compiles a component).
 
 use super::slots::{self, AdminSlots};
-use super::{Admin, AdminError, wire};
+use super::{Admin, AdminError, ErrorKind, wire};
 use crate::admin::access::{Caller, Permission};
 use crate::node::observe::{METRICS_CONTENT_TYPE, Observer};
 use bytes::Bytes;
@@ -46,7 +46,7 @@ fn json_response(status: u16, value: &serde_json::Value) -> Response {
 }
 
 fn error_response(e: &AdminError) -> Response {
-    json_response(e.status, &serde_json::json!({ "error": e }))
+    json_response(e.status(), &serde_json::json!({ "error": e }))
 }
 
 /// How long a client may take over its TLS handshake.
@@ -164,7 +164,12 @@ async fn answer(
                 drain(&parts.headers, body).await;
                 return error_response(&e);
             }
-            Err(_) => return error_response(&AdminError::new(500, "authentication failed")),
+            Err(_) => {
+                return error_response(&AdminError::new(
+                    ErrorKind::Internal,
+                    "authentication failed",
+                ));
+            }
         }
     };
     let method = parts.method.as_str().to_owned();
@@ -183,7 +188,12 @@ async fn answer(
                 drain(&parts.headers, body).await;
                 return error_response(&e);
             }
-            Err(_) => return error_response(&AdminError::new(500, "authorization failed")),
+            Err(_) => {
+                return error_response(&AdminError::new(
+                    ErrorKind::Internal,
+                    "authorization failed",
+                ));
+            }
         }
     }
     let limit = wire::body_limit(
@@ -194,7 +204,8 @@ async fn answer(
     let _slot = match slots.take(&caller, limit > wire::MAX_BODY) {
         Ok(slot) => slot,
         Err(e) => {
-            let mut response = error_response(&AdminError::new(503, e.to_string()));
+            let mut response =
+                error_response(&AdminError::new(ErrorKind::Unavailable, e.to_string()));
             response
                 .headers_mut()
                 .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -216,13 +227,19 @@ async fn answer(
     match outcome {
         Ok(Ok(value)) => json_response(200, &value),
         Ok(Err(e)) => error_response(&e),
-        Err(_) => error_response(&AdminError::new(500, "the request failed inside the node")),
+        Err(_) => error_response(&AdminError::new(
+            ErrorKind::Internal,
+            "the request failed inside the node",
+        )),
     }
 }
 
 fn metrics(caller: &Caller, method: &str, observer: &Observer) -> Response {
     if method != "GET" {
-        return error_response(&AdminError::new(405, "/metrics answers GET only"));
+        return error_response(&AdminError::new(
+            ErrorKind::MethodNotAllowed,
+            "/metrics answers GET only",
+        ));
     }
     if !caller.role().allows(Permission::MetricsRead) {
         return error_response(&AdminError::forbidden(caller, Permission::MetricsRead));
@@ -268,7 +285,7 @@ async fn read_body(
 ) -> Result<Zeroizing<Vec<u8>>, AdminError> {
     let too_large = || {
         AdminError::new(
-            413,
+            ErrorKind::TooLarge,
             format!("the request body is larger than this endpoint's limit of {limit} bytes"),
         )
     };
@@ -314,7 +331,7 @@ async fn read_body(
         Ok(Ok(())) => Ok(buffer),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(AdminError::new(
-            408,
+            ErrorKind::Timeout,
             format!(
                 "the request body did not arrive within {} s",
                 BODY_TIMEOUT.as_secs()

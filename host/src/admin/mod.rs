@@ -275,35 +275,147 @@ impl Request {
     }
 }
 
-/// Why an admin request failed, with the HTTP status it answers with.
-/// Messages name what is wrong and never carry a secret value.
+/// What kind of failure an admin request met. Each kind answers with one
+/// HTTP status, chosen here and nowhere else ([`ErrorKind::status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed (400).
+    BadRequest,
+    /// No valid token came with it (401).
+    Unauthenticated,
+    /// The caller may not do this (403).
+    Forbidden,
+    /// What it names does not exist (404).
+    NotFound,
+    /// The path exists, not with this method (405).
+    MethodNotAllowed,
+    /// The request body arrived too slowly (408).
+    Timeout,
+    /// It conflicts with what is stored (409).
+    Conflict,
+    /// The request body is too large (413).
+    TooLarge,
+    /// Well formed, but its content cannot be accepted (422).
+    Unprocessable,
+    /// Too many requests of this kind for now (429).
+    TooManyRequests,
+    /// The node failed to carry it out (500).
+    Internal,
+    /// The node cannot serve admin requests now (503).
+    Unavailable,
+}
+
+impl ErrorKind {
+    /// The HTTP status it answers with.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::BadRequest => 400,
+            ErrorKind::Unauthenticated => 401,
+            ErrorKind::Forbidden => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::Timeout => 408,
+            ErrorKind::Conflict => 409,
+            ErrorKind::TooLarge => 413,
+            ErrorKind::Unprocessable => 422,
+            ErrorKind::TooManyRequests => 429,
+            ErrorKind::Internal => 500,
+            ErrorKind::Unavailable => 503,
+        }
+    }
+
+    /// The kind a node's answer with `status` means (the CLI reading a
+    /// remote node's reply); a status Keyhole does not answer with counts
+    /// as a bad request (4xx) or an internal failure.
+    pub fn from_status(status: u16) -> Self {
+        const KINDS: [ErrorKind; 12] = [
+            ErrorKind::BadRequest,
+            ErrorKind::Unauthenticated,
+            ErrorKind::Forbidden,
+            ErrorKind::NotFound,
+            ErrorKind::MethodNotAllowed,
+            ErrorKind::Timeout,
+            ErrorKind::Conflict,
+            ErrorKind::TooLarge,
+            ErrorKind::Unprocessable,
+            ErrorKind::TooManyRequests,
+            ErrorKind::Internal,
+            ErrorKind::Unavailable,
+        ];
+        KINDS
+            .into_iter()
+            .find(|kind| kind.status() == status)
+            .unwrap_or(if (400..500).contains(&status) {
+                ErrorKind::BadRequest
+            } else {
+                ErrorKind::Internal
+            })
+    }
+}
+
+/// Why an admin request failed: its kind (which decides the HTTP status)
+/// and a message naming what is wrong, which never carries a secret value.
+/// On the wire it is `{"status": N, "message": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(into = "WireError", from = "WireError")]
 #[error("{message}")]
 pub struct AdminError {
-    /// The HTTP status.
-    pub status: u16,
+    /// What kind of failure it is.
+    pub kind: ErrorKind,
     /// What went wrong and what to do.
     pub message: String,
 }
 
+/// [`AdminError`] as the API sends it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WireError {
+    status: u16,
+    message: String,
+}
+
+impl From<AdminError> for WireError {
+    fn from(e: AdminError) -> Self {
+        WireError {
+            status: e.kind.status(),
+            message: e.message,
+        }
+    }
+}
+
+impl From<WireError> for AdminError {
+    fn from(e: WireError) -> Self {
+        AdminError::new(ErrorKind::from_status(e.status), e.message)
+    }
+}
+
 impl AdminError {
-    /// An error with `status`.
-    pub fn new(status: u16, message: impl Into<String>) -> Self {
+    /// An error of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
-            status,
+            kind,
             message: message.into(),
         }
     }
 
-    /// 400: the request is malformed.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(400, message)
+    /// The HTTP status it answers with.
+    pub fn status(&self) -> u16 {
+        self.kind.status()
     }
 
-    /// 403: the caller lacks `permission`.
+    /// The request is malformed.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequest, message)
+    }
+
+    /// The node failed to carry the request out.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+
+    /// The caller lacks `permission`.
     pub fn forbidden(caller: &Caller, permission: Permission) -> Self {
         Self::new(
-            403,
+            ErrorKind::Forbidden,
             format!(
                 "token `{}` (role {}) lacks the permission `{permission}`",
                 caller.name(),
@@ -314,7 +426,7 @@ impl AdminError {
 
     /// Whether the caller was refused (as opposed to the action failing).
     pub fn is_denial(&self) -> bool {
-        matches!(self.status, 401 | 403)
+        matches!(self.kind, ErrorKind::Unauthenticated | ErrorKind::Forbidden)
     }
 }
 

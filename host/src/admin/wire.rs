@@ -27,7 +27,7 @@
 use super::types::{
     ApproveBody, CreateToken, Deploy, GrantBody, PruneBody, PutSecret, Rollback, RotateSecret,
 };
-use super::{AdminError, Request};
+use super::{AdminError, ErrorKind, Request};
 use crate::audit::Query;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
@@ -344,12 +344,12 @@ fn unknown_route(method: &str, segments: &[&str]) -> AdminError {
     );
     if known_path {
         AdminError::new(
-            405,
+            ErrorKind::MethodNotAllowed,
             format!("method {} is not allowed here", method.escape_debug()),
         )
     } else {
         AdminError::new(
-            404,
+            ErrorKind::NotFound,
             "no such admin endpoint (see the README's admin API table)",
         )
     }
@@ -548,7 +548,7 @@ mod tests {
             None,
             br#"{"value":"AA==","colour":1}"#,
         );
-        assert_eq!(e.status, 400);
+        assert_eq!(e.kind, ErrorKind::BadRequest);
         assert!(
             e.message.contains("unknown field `colour`"),
             "{}",
@@ -557,14 +557,23 @@ mod tests {
         let e = err("PUT", "/v1/secrets/x", None, br#"{"kind":"opaque"}"#);
         assert!(e.message.contains("missing field `value`"), "{}", e.message);
         let e = err("PUT", "/v1/secrets/x", None, b"{not json");
-        assert_eq!(e.status, 400);
+        assert_eq!(e.kind, ErrorKind::BadRequest);
         let e = err("PUT", "/v1/secrets/x", None, br#"{"value":"***"}"#);
         assert!(e.message.contains("base64"), "{}", e.message);
         let e = err("GET", "/v1/audit", Some("colour=red"), b"");
         assert!(e.message.contains("unknown query parameter `colour`"));
-        assert_eq!(err("PATCH", "/v1/secrets", None, b"").status, 405);
-        assert_eq!(err("GET", "/v2/nothing", None, b"").status, 404);
-        assert_eq!(err("GET", "/v1/secrets", None, b"{}").status, 400);
+        assert_eq!(
+            err("PATCH", "/v1/secrets", None, b"").kind,
+            ErrorKind::MethodNotAllowed
+        );
+        assert_eq!(
+            err("GET", "/v2/nothing", None, b"").kind,
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            err("GET", "/v1/secrets", None, b"{}").kind,
+            ErrorKind::BadRequest
+        );
         let e = err(
             "PUT",
             "/v1/grants/f/b",

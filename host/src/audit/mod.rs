@@ -49,7 +49,10 @@ pub fn coarse_now_ms() -> Millis {
         return now_ms();
     }
     // `time_t` and `c_long` are 32 bits wide on some Linux targets.
-    #[allow(clippy::unnecessary_cast)]
+    #[allow(
+        clippy::unnecessary_cast,
+        reason = "a no-op where time_t and c_long are 64 bits, needed where they are 32"
+    )]
     let (seconds, nanos) = (now.tv_sec as Millis, now.tv_nsec as Millis);
     seconds * 1000 + nanos / 1_000_000
 }

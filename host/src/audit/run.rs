@@ -186,7 +186,10 @@ struct RunRef<'a> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Run {
-    #[allow(dead_code)]
+    #[allow(
+        dead_code,
+        reason = "read so that serde checks the tag; its value is implied by the row"
+    )]
     run: RunKind,
     function: String,
     secret: Option<String>,

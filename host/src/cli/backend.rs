@@ -7,7 +7,7 @@
 use super::{Access, open_store};
 use anyhow::{Context, bail};
 use keyhole_host::admin::access::Caller;
-use keyhole_host::admin::{Admin, AdminError, Request, wire};
+use keyhole_host::admin::{Admin, AdminError, ErrorKind, Request, wire};
 use serde::de::DeserializeOwned;
 use std::path::Path;
 use std::sync::Arc;
@@ -166,7 +166,12 @@ impl Remote {
             .get("error")
             .cloned()
             .and_then(|e| serde_json::from_value(e).ok())
-            .unwrap_or_else(|| AdminError::new(status, format!("the node answered {status}")));
+            .unwrap_or_else(|| {
+                AdminError::new(
+                    ErrorKind::from_status(status),
+                    format!("the node answered {status}"),
+                )
+            });
         // The node's message, exactly as the same command prints it locally.
         Err(anyhow::Error::new(error))
     }

@@ -194,7 +194,10 @@ impl ModuleCache {
 fn engine_tag(engine: &Engine) -> String {
     // SipHash with fixed keys: the same build and configuration always give
     // the same tag; any other build at worst misses the cache.
-    #[allow(deprecated)]
+    #[allow(
+        deprecated,
+        reason = "SipHash with fixed keys is what a stable tag needs; its replacement is randomly keyed"
+    )]
     let mut hasher = std::hash::SipHasher::new();
     env!("CARGO_PKG_VERSION").hash(&mut hasher);
     engine.precompile_compatibility_hash().hash(&mut hasher);
