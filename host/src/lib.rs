@@ -33,3 +33,6 @@ pub mod outbound;
 pub(crate) mod redact;
 pub mod secrets;
 pub mod store;
+
+#[cfg(test)]
+mod layout;

@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use common::{Node, Reply, found_in, hmac_sha256_hex, random_secret};
+use common::{Held, Node, Reply, found_in, hmac_sha256_hex, random_secret};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -497,15 +497,16 @@ fn cloning_header_maps_cannot_take_the_hosts_memory() {
 /// Issue 24 §1: a function whose manifest says `max-concurrency = 2` runs
 /// two requests at once, whatever the node's share would allow; the third
 /// gets 503 naming the limit at once, and `keyhole functions` shows it.
+/// The two are held open on the probe's `hold` route and have both sent
+/// their response head before the third is made, so what the third meets
+/// does not depend on how fast a loaded machine starts them.
 #[test]
 fn a_function_runs_no_more_requests_at_once_than_its_manifest_allows() {
     let mut node = Node::new();
     let manifest = node.write_manifest(
         "capped",
-        keyhole_test_artifacts::HOSTILE,
+        keyhole_test_artifacts::PROBE,
         "/c",
-        // Long enough that a loaded machine starts both spinners well
-        // before they time out; dropping them ends their instances at once.
         "[limits]\nmax-concurrency = 2\ntimeout-ms = 30000\n",
     );
     node.ok(&["deploy", manifest.to_str().unwrap()]);
@@ -513,31 +514,16 @@ fn a_function_runs_no_more_requests_at_once_than_its_manifest_allows() {
     let row = listed.lines().find(|l| l.starts_with("capped")).unwrap();
     assert!(row.split_whitespace().any(|cell| cell == "2"), "{listed}");
     node.start();
-    let addr = node.base.trim_start_matches("http://").to_owned();
-    let spinners: Vec<TcpStream> = (0..2)
-        .map(|_| {
-            let mut stream = TcpStream::connect(&addr).unwrap();
-            stream
-                .write_all(b"GET /c/spin HTTP/1.1\r\nHost: node\r\n\r\n")
-                .unwrap();
-            stream
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let refused = loop {
-        let reply = node.get("/c/");
-        if reply.status == 503 || Instant::now() > deadline {
-            break reply;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (first, _) = Held::open(&node, "/c/hold?binding=NONE");
+    let (second, _) = Held::open(&node, "/c/hold?binding=NONE");
+    let refused = node.get("/c/");
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert!(
         refused.text().contains("(function-concurrency)"),
         "{}",
         refused.text()
     );
-    drop(spinners);
+    drop((first, second));
     node.wait_for("/c/", |r| r.status == 200);
 }
 

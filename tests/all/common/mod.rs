@@ -1,4 +1,4 @@
-//! The integration tests' harness: a real node ([`node`]), a fake upstream
+//! The integration tests' harness: a real node ([`node`]) and requests held open on it ([`held`]), a fake upstream
 //! that records what functions send ([`upstream`]), cross-checks with
 //! Python's peer libraries ([`python`]), and secrets with the encodings a
 //! leak would take ([`encodings`]).
@@ -10,11 +10,13 @@
 )]
 
 mod encodings;
+mod held;
 mod node;
 mod python;
 mod upstream;
 
 pub use encodings::*;
+pub use held::*;
 pub use keyhole_test_artifacts as artifacts;
 pub use node::*;
 pub use python::*;

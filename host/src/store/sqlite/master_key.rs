@@ -129,7 +129,7 @@ impl KeyCustody for SqliteStore {
     }
 
     /// The key that authenticates this store's compiled-module cache
-    /// ([`crate::engine::module_cache`]), derived from its secret audit-chain key.
+    /// (the engine's module cache), derived from its secret audit-chain key.
     fn module_cache_key(&self) -> Result<zeroize::Zeroizing<[u8; 32]>, StoreError> {
         let chain_key = self.chain_key.read().unwrap_or_else(|p| p.into_inner());
         chain_key
