@@ -60,7 +60,7 @@ pub fn add_to_linker<T: SecretsHost + 'static>(linker: &mut Linker<T>) -> wasmti
 /// The trap for `reveal` reached through the generated bindings rather
 /// than [`add_to_linker`]'s wrapper: it would free an unwiped copy.
 #[derive(Debug, thiserror::Error)]
-#[error("`reveal` must be linked through secrets_host::add_to_linker, which wipes its copy")]
+#[error("`reveal` must be linked through secrets::add_to_linker, which wipes its copy")]
 struct UnwipedReveal;
 
 impl secrets::Host for SecretsView<'_> {
@@ -371,4 +371,19 @@ pub(crate) fn message(error: &Error) -> &str {
 /// A guest-chosen name made safe to echo: control characters escaped.
 fn printable(name: &str) -> String {
     name.escape_debug().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SECRETS_INTERFACE;
+
+    #[test]
+    fn the_wrapped_interface_is_the_one_the_wit_declares() {
+        let wit = include_str!("../../../wit/secrets.wit");
+        let version = SECRETS_INTERFACE.rsplit('@').next().unwrap();
+        assert!(
+            wit.contains(&format!("package keyhole:secrets@{version};")),
+            "reveal's wrapper is linked as {SECRETS_INTERFACE}: update it with wit/secrets.wit"
+        );
+    }
 }

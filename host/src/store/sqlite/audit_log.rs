@@ -549,6 +549,11 @@ impl AuditLog for SqliteStore {
         before_ms: Millis,
         record: &AdminRecord,
     ) -> Result<PruneReport, StoreError> {
+        if record.written() {
+            return Err(corrupt(
+                "pruning the audit trail must be an admin action of its own (its record was already written)",
+            ));
+        }
         let mut removed = 0u64;
         let mut pruning_record: Option<(u64, Vec<u8>)> = None;
         loop {
@@ -562,9 +567,11 @@ impl AuditLog for SqliteStore {
                 }
                 Ok(Step::Done(pruned)) => return Ok(PruneReport { removed, pruned }),
                 Err(e) => {
-                    if pruning_record.is_some() {
-                        // The pending record went in with the first
-                        // transaction as `ok`: add what happened since.
+                    if record.written() {
+                        // The record went in with the first transaction
+                        // as `ok`: add what happened since. (A first step
+                        // that failed committed nothing, and `audited`
+                        // records the failure once.)
                         let mut failed = record.timed().clone();
                         if let Event::Admin(event) = &mut failed.event {
                             event.outcome = "failed".into();
@@ -659,6 +666,32 @@ mod tests {
         assert_eq!(outcomes(&store).len(), 4);
         assert_eq!(outcomes(&store)[3].0, "secret.put-twice");
         assert_eq!(store.verify_audit().unwrap().first_bad, None);
+    }
+
+    #[test]
+    fn a_refused_prune_is_recorded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        for action in ["one", "two", "three"] {
+            audited(&store, admin_event(action), |_| Ok::<_, StoreError>(()))
+                .unwrap()
+                .unwrap();
+        }
+        // An edited record: pruning verifies what it removes, and refuses.
+        tamper(
+            &store,
+            "UPDATE audit SET body = replace(body, '\"two\"', '\"owt\"') WHERE seq = 2",
+        );
+        let refused = audited(&store, admin_event("audit.prune"), |record| {
+            store.prune_audit(i64::MAX, record)
+        })
+        .unwrap();
+        assert!(refused.is_err(), "{refused:?}");
+        let prunes: Vec<_> = outcomes(&store)
+            .into_iter()
+            .filter(|(action, _)| action == "audit.prune")
+            .collect();
+        assert_eq!(prunes, [("audit.prune".to_owned(), "failed".to_owned())]);
     }
 
     #[test]
