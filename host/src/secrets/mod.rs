@@ -12,8 +12,10 @@
 //! audited; secret bytes enter guest memory only through a granted
 //! `reveal`. Why: deny by default is the product.
 //!
-//! Never touches: the store (bindings arrive resolved from the node's
-//! catalog) or HTTP (outgoing requests are `outbound`'s).
+//! Never touches: the store's state (bindings arrive resolved from the
+//! node's catalog; only the store's clock and timestamp type are shared
+//! vocabulary), the admin API, or HTTP (outgoing requests are
+//! `outbound`'s).
 
 mod ctx;
 pub(crate) mod handle_slab;

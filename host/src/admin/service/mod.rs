@@ -1,4 +1,9 @@
-//! The admin actions themselves, over the store.
+//! The admin actions themselves, over the store: [`Admin::handle`] checks
+//! the caller's permission and runs each request inside
+//! [`crate::store::audited`], passing the action's record into the write
+//! it makes. Who is calling is `authenticate`'s; the actions on secrets,
+//! on functions (the deploy gate), and on grants and tokens each have a
+//! module of their own.
 
 mod authenticate;
 mod functions;
