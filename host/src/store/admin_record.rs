@@ -46,6 +46,16 @@ impl AdminRecord {
     pub fn mark_written(&self) {
         self.written.set(true);
     }
+
+    /// The same record with outcome `failed` and `detail` saying why.
+    pub fn failed(&self, detail: String) -> Timed {
+        let mut failed = self.timed.clone();
+        if let Event::Admin(event) = &mut failed.event {
+            event.outcome = "failed".into();
+            event.detail = Some(detail);
+        }
+        failed
+    }
 }
 
 /// Why an audited admin action could not be recorded.
@@ -66,11 +76,10 @@ pub fn audited<T, E: std::fmt::Display>(
     let record = AdminRecord::new(event);
     let result = action(&record);
     if !record.written() {
-        let mut timed = record.timed;
-        if let (Err(e), Event::Admin(event)) = (&result, &mut timed.event) {
-            event.outcome = "failed".into();
-            event.detail = Some(e.to_string());
-        }
+        let timed = match &result {
+            Ok(_) => record.timed,
+            Err(e) => record.failed(e.to_string()),
+        };
         log.append_audit(std::slice::from_ref(&timed))
             .map_err(AuditedError)?;
     }

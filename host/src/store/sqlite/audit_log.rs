@@ -572,12 +572,8 @@ impl AuditLog for SqliteStore {
                         // as `ok`: add what happened since. (A first step
                         // that failed committed nothing, and `audited`
                         // records the failure once.)
-                        let mut failed = record.timed().clone();
-                        if let Event::Admin(event) = &mut failed.event {
-                            event.outcome = "failed".into();
-                            event.detail =
-                                Some(format!("stopped after removing {removed} record(s): {e}"));
-                        }
+                        let mut failed = record
+                            .failed(format!("stopped after removing {removed} record(s): {e}"));
                         failed.at_ms = now_ms();
                         let _ = self.append_audit(std::slice::from_ref(&failed));
                     }
