@@ -126,6 +126,22 @@ pub enum StoreError {
         /// What is wrong with the state as a whole, if anything.
         state: Option<String>,
     },
+    /// The fleet cannot take writes now (unreachable, no quorum, or too
+    /// many races lost): nothing was written.
+    #[error("the cluster cannot take writes now: {0}; nothing was written")]
+    ClusterUnavailable(String),
+    /// The fleet refused or could not be used as configured (wrong master
+    /// key for it, a malformed entry, ...).
+    #[error("cluster: {0}")]
+    Cluster(String),
+    /// A proposed write lost its race: another replica's entry came after
+    /// entry `applied` first. Internal: the store catches up and decides
+    /// the write again, so callers never see it.
+    #[error("another write reached the cluster first (after entry {applied})")]
+    FleetConflict {
+        /// The last entry this replica had applied.
+        applied: u64,
+    },
     /// The database itself failed (I/O, locking, ...).
     #[error("store database error: {0}")]
     Database(rusqlite::Error),

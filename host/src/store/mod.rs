@@ -21,6 +21,7 @@ mod admin_record;
 mod error;
 mod files;
 mod interface;
+pub mod replication;
 mod routes;
 mod sqlite;
 mod types;

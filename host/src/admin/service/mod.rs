@@ -78,7 +78,11 @@ fn from_store(e: StoreError) -> AdminError {
         | StoreError::TokenAlreadyRevoked(_)
         | StoreError::DigestMismatch { .. }
         | StoreError::Integrity { .. } => ErrorKind::Conflict,
-        StoreError::WrongMasterKey | StoreError::Tampered { .. } => ErrorKind::Unavailable,
+        StoreError::WrongMasterKey
+        | StoreError::Tampered { .. }
+        | StoreError::ClusterUnavailable(_)
+        | StoreError::Cluster(_)
+        | StoreError::FleetConflict { .. } => ErrorKind::Unavailable,
         _ => ErrorKind::Internal,
     };
     AdminError::new(kind, chain_message(&e))
@@ -88,7 +92,12 @@ fn from_store(e: StoreError) -> AdminError {
 fn from_deploy(e: DeployError) -> AdminError {
     let kind = match &e {
         DeployError::Store(StoreError::RouteTaken { .. }) => ErrorKind::Conflict,
-        DeployError::Store(StoreError::WrongMasterKey) => ErrorKind::Unavailable,
+        DeployError::Store(
+            StoreError::WrongMasterKey
+            | StoreError::ClusterUnavailable(_)
+            | StoreError::Cluster(_)
+            | StoreError::FleetConflict { .. },
+        ) => ErrorKind::Unavailable,
         DeployError::Store(_) => ErrorKind::Internal,
         DeployError::Manifest(_) => ErrorKind::BadRequest,
         _ => ErrorKind::Unprocessable,

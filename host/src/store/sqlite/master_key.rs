@@ -57,6 +57,11 @@ impl KeyCustody for SqliteStore {
     /// are. Returns how many versions were re-wrapped. A version whose data
     /// key does not open refuses the whole rotation, changing nothing.
     fn rotate_master_key(&self, new: AesKey, record: &AdminRecord) -> Result<usize, StoreError> {
+        if self.replication().is_some() {
+            return Err(StoreError::Cluster(
+                "rotating the master key of a fleet is not supported yet: every node's replica and the cluster's entries are sealed under the current key".into(),
+            ));
+        }
         let (count, mut master) = self.write(record, |tx| {
             // Held until the new key is in place, so no write in this
             // process seals under the old key after the commit.

@@ -15,6 +15,7 @@
 //! they share.
 
 use crate::crypto::AesKey;
+use crate::store::replication::{ChangeSet, Proposal, Replication};
 use crate::store::{AdminRecord, Changes, StoreError};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ mod audit_log;
 mod functions;
 mod grants;
 mod master_key;
+mod replica;
 mod schema;
 mod sealing;
 mod secrets;
@@ -56,7 +58,14 @@ pub struct SqliteStore {
     /// Where the generation is kept outside the database.
     anchor: sealing::Anchor,
     path: PathBuf,
+    /// The fleet this store is a replica of, if any: its admin writes are
+    /// proposed there and land only if accepted ([`replica`]).
+    replication: RwLock<Option<Arc<dyn Replication>>>,
 }
+
+/// How many times an admin write is decided again after losing a race to
+/// another replica's write before it gives up.
+const FLEET_RETRIES: usize = 64;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,6 +145,7 @@ impl SqliteStore {
             row_key: RwLock::new(None),
             anchor: sealing::Anchor::for_store(&path),
             path,
+            replication: RwLock::new(None),
         };
         store.initialize()?;
         Ok(store)
@@ -187,7 +197,7 @@ impl SqliteStore {
     fn write<T>(
         &self,
         record: &AdminRecord,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+        f: impl Fn(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         self.transact(true, Some(record), f)
     }
@@ -196,41 +206,71 @@ impl SqliteStore {
     /// commits only if it succeeds. With `bump`, the revision goes up too,
     /// so nodes reload. `record`, the admin action the write belongs to,
     /// commits with it unless an earlier write of that action carried it.
+    ///
+    /// An admin write (one with a `record`) on a replica of a fleet is
+    /// proposed to the fleet and commits only as the entry it accepted;
+    /// when another replica's write came first, this one catches up and
+    /// runs `f` again on the newer state.
     fn transact<T>(
         &self,
         bump: bool,
         record: Option<&AdminRecord>,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+        f: impl Fn(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let fleet = record.and(self.replication());
+        let Some(fleet) = fleet else {
+            return self.transact_once(bump, record, None, &f);
+        };
+        for _ in 0..FLEET_RETRIES {
+            match self.transact_once(bump, record, Some(&*fleet), &f) {
+                Err(StoreError::FleetConflict { applied }) => fleet.await_newer(applied)?,
+                other => return other,
+            }
+        }
+        Err(StoreError::ClusterUnavailable(format!(
+            "the write lost the race to other writes {FLEET_RETRIES} times in a row; try again"
+        )))
+    }
+
+    /// One attempt of [`Self::transact`]; with `fleet`, the change is
+    /// proposed there before it commits.
+    fn transact_once<T>(
+        &self,
+        bump: bool,
+        record: Option<&AdminRecord>,
+        fleet: Option<&dyn Replication>,
+        f: &impl Fn(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        // Another process may have rotated the master key since this one
-        // opened the store: nothing is written under a key that no longer
-        // opens it.
-        let sealed: Vec<u8> =
-            tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
-                r.get(0)
-            })?;
-        if !master_key::opens_key_check(&self.master(), &sealed) {
-            return Err(StoreError::WrongMasterKey);
-        }
-        // Nothing is written over rows someone else forged or rolled back:
-        // sealing after this write would make them look like Keyhole's.
-        let findings = self.verify_in(&tx)?;
-        if !findings.is_clean() {
-            let error = findings.error();
-            tracing::error!("refusing to write: {error}");
-            return Err(error);
-        }
+        self.check_before_writing(&tx)?;
         let key = self.row_key()?;
         let generation = std::cell::Cell::new(0);
         let out = self
             .in_transaction(tx, bump, |tx| {
+                let before = fleet.map(|_| replica::rows(tx)).transpose()?;
                 let out = f(tx)?;
                 // An admin action is recorded in the same transaction as its
                 // change: both land, or neither.
                 if let Some(record) = record.filter(|r| !r.written()) {
                     audit_log::append_admin_record(self, tx, record)?;
+                }
+                if let (Some(fleet), Some(before)) = (fleet, before) {
+                    let change = replica::changes(tx, &before)?;
+                    if !change.is_empty() {
+                        let applied = replica::applied(tx)?;
+                        match fleet.propose(applied, &change)? {
+                            Proposal::Accepted(seq) if seq == applied + 1 => {
+                                replica::set_applied(tx, seq)?;
+                            }
+                            Proposal::Accepted(seq) => {
+                                return Err(corrupt(format!(
+                                    "the fleet accepted this write as entry {seq}, but this replica had applied up to {applied}"
+                                )));
+                            }
+                            Proposal::Conflict => return Err(StoreError::FleetConflict { applied }),
+                        }
+                    }
                 }
                 generation.set(sealing::seal(tx, &key)?);
                 Ok(out)
@@ -242,6 +282,76 @@ impl SqliteStore {
             tracing::error!("cannot record the store's generation in its anchor: {e}");
         }
         Ok(out)
+    }
+
+    /// Refuses a write under a master key that no longer opens the store
+    /// (another process may have rotated it since this one opened it), or
+    /// over rows someone else forged or rolled back (sealing after this
+    /// write would make them look like Keyhole's).
+    fn check_before_writing(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        let sealed: Vec<u8> =
+            tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
+                r.get(0)
+            })?;
+        if !master_key::opens_key_check(&self.master(), &sealed) {
+            return Err(StoreError::WrongMasterKey);
+        }
+        let findings = self.verify_in(tx)?;
+        if !findings.is_clean() {
+            let error = findings.error();
+            tracing::error!("refusing to write: {error}");
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// The fleet this store replicates, if any.
+    fn replication(&self) -> Option<Arc<dyn Replication>> {
+        self.replication
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Makes this store a replica of a fleet: from now on its admin writes
+    /// land only as entries `fleet` accepted ([`Replication`]).
+    pub fn replicate_through(&self, fleet: Arc<dyn Replication>) {
+        *self.replication.write().unwrap_or_else(|p| p.into_inner()) = Some(fleet);
+    }
+
+    /// The last fleet entry this replica applied (0: none yet).
+    pub fn applied_entry(&self) -> Result<u64, StoreError> {
+        self.read(replica::applied)
+    }
+
+    /// Applies the fleet's entry `seq` whole, in one transaction, verified
+    /// before and sealed after like any write. Returns `false` (and changes
+    /// nothing) when it was applied already; refuses an entry that skips
+    /// one, so a replica never has a gap.
+    pub fn apply_entry(&self, seq: u64, change: &ChangeSet) -> Result<bool, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let applied = replica::applied(&tx)?;
+        if seq <= applied {
+            return Ok(false);
+        }
+        if seq != applied + 1 {
+            return Err(corrupt(format!(
+                "the fleet's next entry for this replica is {seq}, but it has applied only up to {applied}: entries are missing"
+            )));
+        }
+        self.check_before_writing(&tx)?;
+        let key = self.row_key()?;
+        let generation = self.in_transaction(tx, true, |tx| {
+            replica::apply(tx, change)?;
+            replica::set_applied(tx, seq)?;
+            sealing::seal(tx, &key)
+        })?;
+        drop(conn);
+        if let Err(e) = self.anchor.advance(&key, generation) {
+            tracing::error!("cannot record the store's generation in its anchor: {e}");
+        }
+        Ok(true)
     }
 
     /// Runs `f` in the open transaction `tx` and commits if it succeeds.
