@@ -4,10 +4,13 @@
 //! Both paths end in the same JSON reply, decoded into the same type, so a
 //! command prints the same thing either way.
 
+use super::cluster::open_replica;
 use super::{Access, open_store};
 use anyhow::{Context, bail};
 use keyhole_host::admin::access::Caller;
 use keyhole_host::admin::{Admin, AdminError, ErrorKind, Request, wire};
+use keyhole_host::store::Store;
+use keyhole_host::store::fleet::{ClusterConfig, Join};
 use serde::de::DeserializeOwned;
 use std::path::Path;
 use std::sync::Arc;
@@ -42,15 +45,26 @@ pub fn is_remote(node: Option<&str>) -> bool {
 
 impl Backend {
     /// The node at `node` if one is named, else the data directory `data`.
-    pub fn open(data: &Path, node: Option<&str>, access: Access) -> anyhow::Result<Self> {
-        match node.filter(|n| !n.is_empty()) {
-            Some(url) => Ok(Backend::Remote(Remote::new(url)?)),
-            None => Ok(Backend::Local(
-                Admin::new(Arc::new(open_store(data, access)?)).with_compiled_cache(
-                    data.join(keyhole_host::engine::runtime::COMPILED_CACHE_DIR),
-                ),
-            )),
+    /// With `cluster`, the data directory is a replica of that fleet,
+    /// brought up to date before the command runs, and writes go to the fleet.
+    pub fn open(
+        data: &Path,
+        node: Option<&str>,
+        cluster: Option<&ClusterConfig>,
+        access: Access,
+    ) -> anyhow::Result<Self> {
+        if let Some(url) = node.filter(|n| !n.is_empty()) {
+            return Ok(Backend::Remote(Remote::new(url)?));
         }
+        let store: Arc<dyn Store> = match cluster {
+            // The state is the fleet's: a replica is made wherever a command
+            // runs, reading or writing.
+            Some(config) => open_replica(data, Access::CreateIfMissing, config, Join::Now)?,
+            None => Arc::new(open_store(data, access)?),
+        };
+        Ok(Backend::Local(Admin::new(store).with_compiled_cache(
+            data.join(keyhole_host::engine::runtime::COMPILED_CACHE_DIR),
+        )))
     }
 
     /// Sends `request` and decodes the reply as `R`.

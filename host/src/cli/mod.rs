@@ -3,6 +3,7 @@
 
 mod audit;
 mod backend;
+mod cluster;
 mod functions;
 mod grants;
 mod master_key;
@@ -29,21 +30,34 @@ struct Cli {
     /// the data directory, e.g. http://127.0.0.1:8081 (with KEYHOLE_TOKEN).
     #[arg(long, global = true, env = "KEYHOLE_NODE", value_name = "URL")]
     node: Option<String>,
+    /// Work on a fleet's state in NATS JetStream, through a replica in the
+    /// data directory: comma-separated server URLs, e.g.
+    /// nats://10.0.0.1:4222,nats://10.0.0.2:4222 (KEYHOLE_CLUSTER_CREDS
+    /// names a credentials file, KEYHOLE_CLUSTER_CA a CA for TLS).
+    #[arg(long, global = true, env = "KEYHOLE_CLUSTER", value_name = "URLS")]
+    cluster: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
-/// Where a command acts: the data directory, or a node.
+/// Where a command acts: the data directory (alone, or as a fleet's
+/// replica), or a node.
 pub struct Target {
     data: PathBuf,
     node: Option<String>,
+    cluster: Option<keyhole_host::store::fleet::ClusterConfig>,
 }
 
 impl Target {
     /// The backend for a command that reads (`Access::Existing`) or may
     /// create the store (`Access::CreateIfMissing`).
     fn backend(&self, access: Access) -> anyhow::Result<backend::Backend> {
-        backend::Backend::open(&self.data, self.node.as_deref(), access)
+        backend::Backend::open(
+            &self.data,
+            self.node.as_deref(),
+            self.cluster.as_ref(),
+            access,
+        )
     }
 
     /// Whether commands go to a node.
@@ -137,13 +151,20 @@ enum Command {
 /// Parses the command line and runs the command.
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let cluster = cluster::config(cli.cluster.as_deref())?;
+    if cluster.is_some() && backend::is_remote(cli.node.as_deref()) {
+        bail!(
+            "--cluster and --node both name where commands go: give one (unset KEYHOLE_CLUSTER or KEYHOLE_NODE)"
+        );
+    }
     let target = Target {
         data: cli.data,
         node: cli.node,
+        cluster,
     };
     let t = &target;
     match cli.command {
-        Command::Serve(args) => serve::run(&t.data, args),
+        Command::Serve(args) => serve::run(&t.data, t.cluster.as_ref(), args),
         Command::Secret(command) => secrets::run(t, command),
         Command::Deploy {
             manifest,
@@ -159,6 +180,9 @@ pub fn run() -> anyhow::Result<()> {
             pending,
             json,
         } => grants::list(t, function, pending, json),
+        Command::MasterKey(_) if t.cluster.is_some() => bail!(
+            "`keyhole master-key` does not work on a fleet yet: its entries and every node's replica are sealed under the current key"
+        ),
         Command::MasterKey(command) => master_key::run(t.local_only("master-key")?, command),
         Command::Check => master_key::check(t),
         Command::Token(command) => tokens::run(t, command),

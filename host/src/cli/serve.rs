@@ -145,7 +145,11 @@ fn admission_limits(args: &ServeArgs) -> Limits {
 const LOG_QUEUE_LINES: usize = 64 * 1024;
 
 /// `keyhole serve`: open the store, load the catalog, serve until a signal.
-pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
+pub fn run(
+    data: &Path,
+    cluster: Option<&keyhole_host::store::fleet::ClusterConfig>,
+    args: ServeArgs,
+) -> anyhow::Result<()> {
     // Written from a thread of its own: a slow reader of the node's stderr
     // stalls that thread, never a request's. Past the queue, lines are
     // dropped and counted (`keyhole_log_lost_lines_total`).
@@ -182,7 +186,17 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let admission = Arc::new(Admission::new(admission_limits(&args)));
-    let store: Arc<dyn Store> = Arc::new(open_store(data, Access::CreateIfMissing)?);
+    // In a fleet the node serves its replica at once, reached or not, and
+    // follows the fleet from when it is.
+    let store: Arc<dyn Store> = match cluster {
+        Some(config) => super::cluster::open_replica(
+            data,
+            Access::CreateIfMissing,
+            config,
+            keyhole_host::store::fleet::Join::Serving,
+        )?,
+        None => Arc::new(open_store(data, Access::CreateIfMissing)?),
+    };
     let runtime = Arc::new(
         Runtime::for_store(
             &*store,
@@ -227,6 +241,9 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
 
     let observer = Arc::new(Observer::default());
     observer.watch_log_losses(move || log_losses.dropped_lines() as u64);
+    if let Some(fleet) = super::cluster::joined() {
+        observer.watch_fleet(fleet.status());
+    }
     let catalog = Arc::new(
         Catalog::new(
             Arc::clone(&store) as _,

@@ -8,6 +8,7 @@
 
 use crate::audit::trail::{FunctionTrail, Pressure};
 use crate::audit::{FunctionEvent, OpOutcome};
+use crate::store::fleet::FleetStatus;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -66,6 +67,8 @@ pub struct Observer {
     log_lost: Counter,
     /// The log writer's count of lines it dropped, once serving.
     log_lost_total: std::sync::OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>,
+    /// The node's link to its fleet, when it is a fleet's replica.
+    fleet: std::sync::OnceLock<FleetGauges>,
     /// Function records on their way to the audit trail.
     pub trail: FunctionTrail,
 }
@@ -104,6 +107,7 @@ impl Observer {
             audit_written: Counter::default(),
             log_lost: Counter::default(),
             log_lost_total: std::sync::OnceLock::new(),
+            fleet: std::sync::OnceLock::new(),
             trail,
         };
         {
@@ -181,6 +185,35 @@ impl Observer {
     /// `total` counts them (set once; later calls are ignored).
     pub fn watch_log_losses(&self, total: impl Fn() -> u64 + Send + Sync + 'static) {
         let _ = self.log_lost_total.set(Box::new(total));
+    }
+
+    /// Reports, from now on, the node's link to its fleet:
+    /// `keyhole_cluster_connected`, `keyhole_cluster_applied_revision` and
+    /// `keyhole_cluster_seconds_since_sync` (set once).
+    pub fn watch_fleet(&self, status: Arc<FleetStatus>) {
+        let gauges = FleetGauges {
+            status,
+            connected: Gauge::default(),
+            applied: Gauge::default(),
+            since_sync: Gauge::default(),
+        };
+        let mut r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        r.register(
+            "cluster_connected",
+            "Whether the node is connected to its fleet's NATS servers (1) or cut off (0)",
+            gauges.connected.clone(),
+        );
+        r.register(
+            "cluster_applied_revision",
+            "The last entry of the fleet's state this node applied",
+            gauges.applied.clone(),
+        );
+        r.register(
+            "cluster_seconds_since_sync",
+            "Seconds since the node was last connected to its fleet (-1: not since it started)",
+            gauges.since_sync.clone(),
+        );
+        let _ = self.fleet.set(gauges);
     }
 
     /// A request or connection was refused by `limit`.
@@ -284,11 +317,26 @@ impl Observer {
         if let Some(total) = self.log_lost_total.get() {
             catch_up(&self.log_lost, total());
         }
+        if let Some(fleet) = self.fleet.get() {
+            fleet.connected.set(i64::from(fleet.status.connected()));
+            fleet.applied.set(fleet.status.applied() as i64);
+            fleet
+                .since_sync
+                .set(fleet.status.seconds_since_sync().unwrap_or(-1.0));
+        }
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
             .expect("writing to a String cannot fail");
         text
     }
+}
+
+/// The fleet gauges, read from the link's status when metrics are rendered.
+struct FleetGauges {
+    status: Arc<FleetStatus>,
+    connected: Gauge,
+    applied: Gauge,
+    since_sync: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 /// Raises a counter mirrored from an atomic total to that total.

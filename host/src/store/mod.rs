@@ -20,6 +20,7 @@
 mod admin_record;
 mod error;
 mod files;
+pub mod fleet;
 mod interface;
 pub mod replication;
 mod routes;

@@ -1,4 +1,5 @@
-//! The integration tests' harness: a real node ([`node`]) and requests held open on it ([`held`]), a fake upstream
+//! The integration tests' harness: a real node ([`node`]) and requests held open on it ([`held`]), real
+//! NATS servers for fleets ([`nats`]), a fake upstream
 //! that records what functions send ([`upstream`]), cross-checks with
 //! Python's peer libraries ([`python`]), and secrets with the encodings a
 //! leak would take ([`encodings`]).
@@ -11,6 +12,7 @@
 
 mod encodings;
 mod held;
+mod nats;
 mod node;
 mod python;
 mod upstream;
@@ -18,6 +20,7 @@ mod upstream;
 pub use encodings::*;
 pub use held::*;
 pub use keyhole_test_artifacts as artifacts;
+pub use nats::*;
 pub use node::*;
 pub use python::*;
 pub use upstream::*;

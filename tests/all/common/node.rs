@@ -45,6 +45,9 @@ pub struct Node {
     pub base: String,
     /// The admin API's base URL, when started with [`Node::start_admin`].
     pub admin: String,
+    /// The fleet's NATS URLs (`KEYHOLE_CLUSTER`) when this data directory
+    /// is a fleet's replica.
+    pub cluster: Option<String>,
 }
 
 /// An HTTP answer: status and body.
@@ -77,7 +80,23 @@ impl Node {
             logs: Arc::default(),
             base: String::new(),
             admin: String::new(),
+            cluster: None,
         }
+    }
+
+    /// A fresh data directory that is a replica of the fleet at `urls`, with
+    /// a master key of its own (only right for a fleet's first replica).
+    pub fn in_fleet(urls: &str) -> Self {
+        let mut node = Self::new();
+        node.cluster = Some(urls.to_owned());
+        node
+    }
+
+    /// Another replica of `other`'s fleet, with the fleet's master key.
+    pub fn in_same_fleet(other: &Node) -> Self {
+        let mut node = Self::new_sharing_key(other);
+        node.cluster = other.cluster.clone();
+        node
     }
 
     /// A fresh data directory using `other`'s master key (from the
@@ -124,7 +143,11 @@ impl Node {
             .env_remove("KEYHOLE_MASTER_KEY")
             .env_remove("KEYHOLE_NEW_MASTER_KEY")
             .env_remove("KEYHOLE_NODE")
+            .env_remove("KEYHOLE_CLUSTER")
             .stdin(Stdio::null());
+        if let Some(urls) = &self.cluster {
+            command.env("KEYHOLE_CLUSTER", urls);
+        }
         if let Some(key) = &self.master_key {
             command.env("KEYHOLE_MASTER_KEY", key);
         }

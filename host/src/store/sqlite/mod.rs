@@ -319,6 +319,49 @@ impl SqliteStore {
         *self.replication.write().unwrap_or_else(|p| p.into_inner()) = Some(fleet);
     }
 
+    /// Binds this store to the fleet `fleet` as its replica, the first time;
+    /// afterwards refuses any other fleet. A store that already holds a
+    /// single node's state (secrets, functions, grants or tokens not from
+    /// a fleet) is refused too: its rows would be no fleet's, and the
+    /// fleet's entries would not apply over them.
+    pub fn bind_fleet(&self, fleet: &str) -> Result<(), StoreError> {
+        use rusqlite::OptionalExtension as _;
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let bound: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'fleet_id'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match bound {
+            Some(bound) if bound == fleet => return Ok(()),
+            Some(bound) => {
+                return Err(StoreError::Cluster(format!(
+                    "the data directory {} is a replica of fleet {bound}, not of fleet {fleet} at these servers: give this node another --data",
+                    self.path.parent().unwrap_or(&self.path).display()
+                )));
+            }
+            None => {}
+        }
+        let rows: i64 = tx.query_row(
+            "SELECT (SELECT COUNT(*) FROM secrets) + (SELECT COUNT(*) FROM functions) + (SELECT COUNT(*) FROM tokens)",
+            [],
+            |r| r.get(0),
+        )?;
+        if rows > 0 {
+            return Err(StoreError::Cluster(format!(
+                "the data directory {} holds a single node's store (secrets, functions or tokens); a fleet's replica starts empty: give this node another --data",
+                self.path.parent().unwrap_or(&self.path).display()
+            )));
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('fleet_id', ?1)",
+            [fleet],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The last fleet entry this replica applied (0: none yet).
     pub fn applied_entry(&self) -> Result<u64, StoreError> {
         self.read(replica::applied)

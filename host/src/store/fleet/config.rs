@@ -1,0 +1,156 @@
+//! How a node or the CLI names its fleet: NATS server URLs and how to
+//! authenticate to them. Pure parsing, checked before anything connects,
+//! so a typo is an error naming the typo rather than a timeout.
+
+use std::path::PathBuf;
+
+/// The environment variable `--cluster` reads.
+pub const CLUSTER_ENV: &str = "KEYHOLE_CLUSTER";
+/// The environment variable naming a NATS credentials file (`.creds`).
+pub const CREDENTIALS_ENV: &str = "KEYHOLE_CLUSTER_CREDS";
+/// The environment variable naming a PEM file of CA certificates the NATS
+/// servers' certificates are checked against (implies TLS).
+pub const CA_ENV: &str = "KEYHOLE_CLUSTER_CA";
+
+/// Where the fleet's NATS servers are and how to reach them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Server URLs, `nats://host:port` or `tls://host:port`, tried in turn.
+    pub urls: Vec<String>,
+    /// A NATS credentials file (JWT and NKey seed), if the servers ask.
+    pub credentials: Option<PathBuf>,
+    /// CA certificates for the servers' TLS certificates; with it (or a
+    /// `tls://` URL) TLS is required.
+    pub ca: Option<PathBuf>,
+}
+
+// Credentials are paths, not secrets, but a URL may carry `user:password@`.
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("urls", &self.display_urls())
+            .field("credentials", &self.credentials)
+            .field("ca", &self.ca)
+            .finish()
+    }
+}
+
+impl ClusterConfig {
+    /// Parses a comma-separated list of server URLs (`--cluster` /
+    /// `KEYHOLE_CLUSTER`), e.g. `nats://10.0.0.1:4222,nats://10.0.0.2:4222`.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut urls = Vec::new();
+        for url in list.split(',').map(str::trim) {
+            if url.is_empty() {
+                continue;
+            }
+            let Some((scheme, rest)) = url.split_once("://") else {
+                return Err(format!(
+                    "`{}` is not a NATS server URL: write it as nats://HOST:PORT (or tls://HOST:PORT)",
+                    redact_userinfo(url)
+                ));
+            };
+            if !matches!(scheme, "nats" | "tls") {
+                return Err(format!(
+                    "`{}`: a NATS server URL starts with nats:// or tls://, not {scheme}://",
+                    redact_userinfo(url)
+                ));
+            }
+            let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            let host_port = host_port.trim_end_matches('/');
+            let valid_port = host_port.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !valid_port {
+                return Err(format!(
+                    "`{}` names no host and port: write it as {scheme}://HOST:PORT, e.g. {scheme}://127.0.0.1:4222",
+                    redact_userinfo(url)
+                ));
+            }
+            urls.push(url.to_owned());
+        }
+        if urls.is_empty() {
+            return Err(format!(
+                "--cluster ({CLUSTER_ENV}) names no server: give one or more nats://HOST:PORT, separated by commas"
+            ));
+        }
+        Ok(Self {
+            urls,
+            credentials: None,
+            ca: None,
+        })
+    }
+
+    /// Adds the credentials file and CA from the environment
+    /// ([`CREDENTIALS_ENV`], [`CA_ENV`]), checking that they exist.
+    pub fn with_environment(mut self) -> Result<Self, String> {
+        for (var, slot) in [
+            (CREDENTIALS_ENV, &mut self.credentials),
+            (CA_ENV, &mut self.ca),
+        ] {
+            if let Some(path) = std::env::var_os(var).filter(|p| !p.is_empty()) {
+                let path = PathBuf::from(path);
+                if !path.is_file() {
+                    return Err(format!("{var}={} is not a readable file", path.display()));
+                }
+                *slot = Some(path);
+            }
+        }
+        Ok(self)
+    }
+
+    /// Whether the servers must speak TLS.
+    pub fn requires_tls(&self) -> bool {
+        self.ca.is_some() || self.urls.iter().any(|u| u.starts_with("tls://"))
+    }
+
+    /// The URLs as they may be printed: any `user:password@` removed.
+    pub fn display_urls(&self) -> String {
+        self.urls
+            .iter()
+            .map(|u| redact_userinfo(u))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// `url` with any `user:password@` replaced, for messages.
+fn redact_userinfo(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://…@{host}"),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_before_anything_connects() {
+        let config =
+            ClusterConfig::parse("nats://127.0.0.1:4222, tls://nats.example:4443").unwrap();
+        assert_eq!(config.urls.len(), 2);
+        assert!(config.requires_tls());
+        for (bad, says) in [
+            ("", "names no server"),
+            ("127.0.0.1:4222", "write it as nats://HOST:PORT"),
+            ("http://127.0.0.1:4222", "not http://"),
+            ("nats://127.0.0.1", "names no host and port"),
+            ("nats://:4222", "names no host and port"),
+            ("nats://h:99999", "names no host and port"),
+        ] {
+            let err = ClusterConfig::parse(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_password_in_a_url_is_never_printed() {
+        let config = ClusterConfig::parse("nats://keyhole:hunter2@127.0.0.1:4222").unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert!(!config.display_urls().contains("hunter2"));
+        let err = ClusterConfig::parse("nats://keyhole:hunter2@127.0.0.1").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

@@ -1,0 +1,224 @@
+//! The fleet's entries as they travel through NATS: the genesis entry that
+//! names the fleet and holds its entry key sealed under the master key, and
+//! change entries authenticated under that key.
+//!
+//! Invariant: a replica applies an entry only if its MAC verifies for the
+//! sequence it arrived at. NATS holds ciphertext, wrapped keys and token
+//! hashes, never a value; and whoever can write to NATS but does not hold
+//! the master key can neither forge an entry (a `reveal` grant, an admin
+//! token with a known hash) nor replay an old one at a new place (the MAC
+//! binds the sequence). Deleting entries is seen as a gap, and a replica
+//! stops there rather than skip one.
+
+use crate::crypto::AesKey;
+use crate::store::StoreError;
+use crate::store::replication::{ChangeSet, Value};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+/// The additional data the entry key is sealed with.
+const FLEET_KEY_AAD: &[u8] = b"keyhole/v1/fleet-key";
+/// What a genesis entry says it is.
+const GENESIS_MARK: &str = "keyhole-fleet/v1";
+/// The header carrying an entry's MAC.
+pub(super) const MAC_HEADER: &str = "Keyhole-Mac";
+
+/// The fleet's first entry.
+#[derive(Serialize, Deserialize)]
+pub(super) struct Genesis {
+    keyhole: String,
+    /// The fleet's identity, so a replica never follows two fleets.
+    pub(super) fleet: String,
+    /// The entry key, sealed under the master key (base64).
+    fleet_key: String,
+}
+
+/// The key change entries are authenticated with, known to whoever holds
+/// the master key.
+pub(super) struct EntryKey(Zeroizing<[u8; 32]>);
+
+impl Genesis {
+    /// A new fleet's genesis, with a fresh identity and entry key.
+    pub(super) fn new(master: &AesKey) -> (Self, EntryKey) {
+        use base64::Engine as _;
+        use rand::Rng as _;
+        let mut key = Zeroizing::new([0u8; 32]);
+        rand::rng().fill_bytes(key.as_mut());
+        let mut id = [0u8; 16];
+        rand::rng().fill_bytes(&mut id);
+        let genesis = Genesis {
+            keyhole: GENESIS_MARK.into(),
+            fleet: hex::encode(id),
+            fleet_key: base64::engine::general_purpose::STANDARD
+                .encode(master.seal(key.as_ref(), FLEET_KEY_AAD)),
+        };
+        (genesis, EntryKey(key))
+    }
+
+    /// Reads a genesis entry.
+    pub(super) fn decode(payload: &[u8]) -> Result<Self, StoreError> {
+        let genesis: Genesis = serde_json::from_slice(payload).map_err(|_| not_keyhole())?;
+        if genesis.keyhole != GENESIS_MARK {
+            return Err(not_keyhole());
+        }
+        Ok(genesis)
+    }
+
+    /// The entry key, if `master` is the key the fleet was created with.
+    pub(super) fn open(&self, master: &AesKey) -> Result<EntryKey, StoreError> {
+        use base64::Engine as _;
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(&self.fleet_key)
+            .map_err(|_| not_keyhole())?;
+        let opened = master.open(&sealed, FLEET_KEY_AAD).map_err(|_| {
+            StoreError::Cluster(format!(
+                "the cluster was created under another master key: supply the key it was created with ({})",
+                crate::crypto::master_key::MASTER_KEY_ENV
+            ))
+        })?;
+        let key: [u8; 32] = opened.as_slice().try_into().map_err(|_| not_keyhole())?;
+        Ok(EntryKey(Zeroizing::new(key)))
+    }
+
+    /// The payload.
+    pub(super) fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("plain data")
+    }
+}
+
+fn not_keyhole() -> StoreError {
+    StoreError::Cluster(
+        "the cluster's state stream does not begin with a Keyhole fleet's genesis entry: is another application using it?".into(),
+    )
+}
+
+impl EntryKey {
+    /// The MAC of `payload` as entry `seq` of fleet `fleet`.
+    pub(super) fn mac(&self, fleet: &str, seq: u64, payload: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.as_ref()).expect("any key length");
+        mac.update(b"keyhole/v1/fleet-entry\0");
+        mac.update(fleet.as_bytes());
+        mac.update(&[0]);
+        mac.update(&seq.to_be_bytes());
+        mac.update(payload);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether `tag` is the MAC of `payload` as entry `seq`.
+    pub(super) fn verifies(&self, fleet: &str, seq: u64, payload: &[u8], tag: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.mac(fleet, seq, payload)
+            .as_bytes()
+            .ct_eq(tag.as_bytes())
+            .into()
+    }
+}
+
+/// A change as it travels: components are not in it (they go to the object
+/// store, named by their SHA-256, which stays in the row).
+pub(super) fn strip_components(change: &ChangeSet) -> (ChangeSet, Vec<Vec<u8>>) {
+    let mut components = Vec::new();
+    let mut out = change.clone();
+    for row in out.rows.iter_mut().filter(|r| r.table == "functions") {
+        if let Some(columns) = row.row.as_mut() {
+            columns.retain_mut(|(name, value)| {
+                if name == "component" {
+                    if let Value::Blob(bytes) = std::mem::replace(value, Value::Null) {
+                        components.push(bytes);
+                    }
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+    }
+    (out, components)
+}
+
+/// The SHA-256 each function row in `change` names for its component.
+pub(super) fn component_digests(change: &ChangeSet) -> Vec<String> {
+    change
+        .rows
+        .iter()
+        .filter(|r| r.table == "functions")
+        .filter_map(|r| r.row.as_ref())
+        .filter_map(|columns| {
+            columns
+                .iter()
+                .find_map(|(name, value)| match (name.as_str(), value) {
+                    ("component_sha256", Value::Text(sha)) => Some(sha.clone()),
+                    _ => None,
+                })
+        })
+        .collect()
+}
+
+/// Puts each function's component (fetched by the row's SHA-256 by
+/// `fetch`) back into its row.
+pub(super) fn restore_components(
+    change: &mut ChangeSet,
+    mut fetch: impl FnMut(&str) -> Result<Vec<u8>, StoreError>,
+) -> Result<(), StoreError> {
+    for row in change.rows.iter_mut().filter(|r| r.table == "functions") {
+        let Some(columns) = row.row.as_mut() else {
+            continue;
+        };
+        let sha = columns
+            .iter()
+            .find_map(|(name, value)| match (name.as_str(), value) {
+                ("component_sha256", Value::Text(sha)) => Some(sha.clone()),
+                _ => None,
+            });
+        let Some(sha) = sha else {
+            return Err(StoreError::Cluster(
+                "a fleet entry deploys a function without a component digest".into(),
+            ));
+        };
+        columns.push(("component".into(), Value::Blob(fetch(&sha)?)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_entry_key_opens_only_under_the_fleets_master_key() {
+        let master = AesKey::generate();
+        let (genesis, key) = Genesis::new(&master);
+        let read = Genesis::decode(&genesis.encode()).unwrap();
+        let opened = read.open(&master).unwrap();
+        assert_eq!(opened.0.as_ref(), key.0.as_ref());
+        let err = read.open(&AesKey::generate()).err().unwrap().to_string();
+        assert!(err.contains("another master key"), "{err}");
+        assert!(Genesis::decode(b"{\"hello\":1}").is_err());
+    }
+
+    #[test]
+    fn a_mac_binds_the_fleet_the_sequence_and_the_payload() {
+        let (genesis, key) = Genesis::new(&AesKey::generate());
+        let tag = key.mac(&genesis.fleet, 7, b"payload");
+        assert!(key.verifies(&genesis.fleet, 7, b"payload", &tag));
+        assert!(
+            !key.verifies(&genesis.fleet, 8, b"payload", &tag),
+            "replayed elsewhere"
+        );
+        assert!(
+            !key.verifies(&genesis.fleet, 7, b"payloaD", &tag),
+            "changed"
+        );
+        assert!(
+            !key.verifies("another", 7, b"payload", &tag),
+            "from another fleet"
+        );
+        let (_, other) = Genesis::new(&AesKey::generate());
+        assert!(
+            !other.verifies(&genesis.fleet, 7, b"payload", &tag),
+            "forged without the key"
+        );
+    }
+}

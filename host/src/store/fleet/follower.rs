@@ -1,0 +1,250 @@
+//! The follower: applies the fleet's entries to the replica in order, and
+//! keeps the link's status.
+//!
+//! Invariant: entries are applied in stream order, each once, each only
+//! after its MAC verifies; an entry that does not verify or does not come
+//! right after the last one applied stops the follower there (it retries,
+//! and says why) rather than being skipped.
+
+use super::{COMPONENTS_BUCKET, STATE_STREAM, STATE_SUBJECT, Shared, entry};
+use crate::store::StoreError;
+use crate::store::replication::ChangeSet;
+use async_nats::jetstream;
+use futures_util::StreamExt as _;
+use sha2::Digest as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt as _;
+
+/// How a replica's link to its fleet stands.
+#[derive(Default)]
+pub struct FleetStatus {
+    connected: AtomicBool,
+    applied: Mutex<u64>,
+    applied_changed: Condvar,
+    last_sync: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for FleetStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetStatus")
+            .field("connected", &self.connected())
+            .field("applied", &self.applied())
+            .finish()
+    }
+}
+
+impl FleetStatus {
+    /// Whether the replica is connected to a NATS server now.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// The last entry the replica applied.
+    pub fn applied(&self) -> u64 {
+        *self.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Seconds since the replica was last known to be connected and
+    /// following (`None`: never, since this process started).
+    pub fn seconds_since_sync(&self) -> Option<f64> {
+        self.last_sync
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|at| at.elapsed().as_secs_f64())
+    }
+
+    pub(super) fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+        if connected {
+            *self.last_sync.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
+    }
+
+    pub(super) fn set_applied(&self, seq: u64) {
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        if seq > *applied {
+            *applied = seq;
+            self.applied_changed.notify_all();
+        }
+    }
+
+    /// Waits until entry `seq` is applied; `false` if `timeout` passed first.
+    pub(super) fn wait_applied(&self, seq: u64, timeout: Duration) -> bool {
+        let applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        let (applied, _) = self
+            .applied_changed
+            .wait_timeout_while(applied, timeout, |a| *a < seq)
+            .unwrap_or_else(|p| p.into_inner());
+        *applied >= seq
+    }
+}
+
+/// Follows the fleet's log for as long as the process runs, resuming after
+/// each interruption from the last entry applied.
+pub(super) async fn follow(shared: Arc<Shared>) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match follow_once(&shared).await {
+            Ok(()) => delay = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!("cluster: following the fleet stopped: {e}; resuming in {delay:?}");
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn follow_once(shared: &Arc<Shared>) -> Result<(), StoreError> {
+    let replica = Arc::clone(&shared.replica);
+    let applied = shared
+        .handle
+        .spawn_blocking(move || replica.applied_entry())
+        .await
+        .map_err(|e| StoreError::Cluster(e.to_string()))??;
+    shared.status.set_applied(applied);
+    let broken = |e: &dyn std::fmt::Display| StoreError::ClusterUnavailable(e.to_string());
+    let stream = shared
+        .js
+        .get_stream(STATE_STREAM)
+        .await
+        .map_err(|e| broken(&e))?;
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: STATE_SUBJECT.into(),
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: applied + 1,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| broken(&e))?;
+    let mut messages = consumer.messages().await.map_err(|e| broken(&e))?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| broken(&e))?;
+        let seq = message.info().map_err(|e| broken(&e))?.stream_sequence;
+        let tag = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(entry::MAC_HEADER))
+            .map(|v| v.as_str().to_owned());
+        apply(shared, seq, &message.payload, tag.as_deref()).await?;
+    }
+    Ok(())
+}
+
+/// Verifies and applies entry `seq`.
+async fn apply(
+    shared: &Arc<Shared>,
+    seq: u64,
+    payload: &[u8],
+    tag: Option<&str>,
+) -> Result<(), StoreError> {
+    // Entry 1 is the genesis, read and checked when the replica joined.
+    let change = if seq == 1 {
+        ChangeSet::default()
+    } else {
+        if !tag.is_some_and(|t| shared.key.verifies(&shared.fleet, seq, payload, t)) {
+            return Err(StoreError::Cluster(format!(
+                "entry {seq} of {STATE_STREAM} fails its authentication (written by someone without the master key, or damaged): not applying it or anything after it"
+            )));
+        }
+        let mut change: ChangeSet = serde_json::from_slice(payload).map_err(|e| {
+            StoreError::Cluster(format!("entry {seq} of {STATE_STREAM} cannot be read: {e}"))
+        })?;
+        let mut components = Vec::new();
+        for sha in entry::component_digests(&change) {
+            components.push((sha.clone(), fetch_component(shared, &sha).await?));
+        }
+        let mut fetched = components.into_iter();
+        entry::restore_components(&mut change, |sha| match fetched.next() {
+            Some((name, bytes)) if name == sha => Ok(bytes),
+            _ => Err(StoreError::Cluster("components out of order".into())),
+        })?;
+        change
+    };
+    let replica = Arc::clone(&shared.replica);
+    shared
+        .handle
+        .spawn_blocking(move || replica.apply_entry(seq, &change))
+        .await
+        .map_err(|e| StoreError::Cluster(e.to_string()))??;
+    shared.status.set_applied(seq);
+    Ok(())
+}
+
+/// The component named `sha` from the object store, checked against it.
+async fn fetch_component(shared: &Shared, sha: &str) -> Result<Vec<u8>, StoreError> {
+    let mut object = shared.components.get(sha).await.map_err(|e| {
+        StoreError::ClusterUnavailable(format!(
+            "cannot read component {sha} from {COMPONENTS_BUCKET}: {e}"
+        ))
+    })?;
+    let mut bytes = Vec::new();
+    object.read_to_end(&mut bytes).await.map_err(|e| {
+        StoreError::ClusterUnavailable(format!(
+            "cannot read component {sha} from {COMPONENTS_BUCKET}: {e}"
+        ))
+    })?;
+    if hex::encode(sha2::Sha256::digest(&bytes)) != sha {
+        return Err(StoreError::Cluster(format!(
+            "component {sha} in {COMPONENTS_BUCKET} does not have that SHA-256: refusing it"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Waits until the replica has applied every entry the fleet had when this
+/// was called (a CLI command then sees the fleet's latest state).
+pub(super) async fn catch_up(shared: &Arc<Shared>) -> Result<(), StoreError> {
+    let mut stream = shared
+        .js
+        .get_stream(STATE_STREAM)
+        .await
+        .map_err(|e| StoreError::ClusterUnavailable(e.to_string()))?;
+    let last = stream
+        .info()
+        .await
+        .map_err(|e| StoreError::ClusterUnavailable(e.to_string()))?
+        .state
+        .last_sequence;
+    let status = Arc::clone(&shared.status);
+    let caught_up = shared
+        .handle
+        .spawn_blocking(move || status.wait_applied(last, Duration::from_secs(60)))
+        .await
+        .map_err(|e| StoreError::Cluster(e.to_string()))?;
+    if caught_up {
+        Ok(())
+    } else {
+        Err(StoreError::ClusterUnavailable(format!(
+            "this replica did not catch up with the fleet's {last} entries within 60 s"
+        )))
+    }
+}
+
+/// Keeps [`FleetStatus`] current with the client's connection, and says in
+/// the log when the node is cut off and when it is back.
+pub(super) async fn watch_connection(shared: Arc<Shared>) {
+    let mut was = true;
+    loop {
+        let now = shared.client.connection_state() == async_nats::connection::State::Connected;
+        shared.status.set_connected(now);
+        if was && !now {
+            tracing::warn!(
+                "cluster: cut off from {}: serving the last state applied (entry {})",
+                shared.config.display_urls(),
+                shared.status.applied()
+            );
+        } else if !was && now {
+            tracing::info!(
+                "cluster: reconnected to {}; catching up",
+                shared.config.display_urls()
+            );
+        }
+        was = now;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,373 @@
+//! The fleet: many Keyhole nodes sharing one state through NATS JetStream.
+//!
+//! Each node (and each CLI command run with `--cluster`) keeps a replica,
+//! the SQLite store in its own data directory, sealed as on a single node.
+//! The fleet's state is an ordered log: the stream `KEYHOLE_STATE`, whose
+//! first entry (the genesis) names the fleet and seals its entry key under
+//! the master key, and whose every later entry is one admin write's
+//! [`ChangeSet`](super::replication::ChangeSet), authenticated
+//! (`entry`). Components live in the object store `keyhole-components`,
+//! named by their SHA-256.
+//!
+//! Invariant: an admin write is acknowledged only once JetStream stored its
+//! entry at the place right after the state it was decided on (a publish
+//! with `Nats-Expected-Last-Sequence`), replicated as the stream is (R3 on
+//! a cluster): so writes are ordered, none is lost with one server, and two
+//! racing writes never both land on the same state. A node serves from its
+//! replica and never waits on NATS on the request path; when NATS is gone
+//! it serves its last state, and the follower catches up in order when it
+//! is back.
+//!
+//! Never touches: the request path, wasmtime, HTTP.
+
+mod config;
+mod entry;
+mod follower;
+mod log;
+
+pub use config::{CA_ENV, CLUSTER_ENV, CREDENTIALS_ENV, ClusterConfig};
+pub use follower::FleetStatus;
+
+use crate::crypto::AesKey;
+use crate::store::{SqliteStore, StoreError};
+use async_nats::jetstream;
+use entry::{EntryKey, Genesis};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// The stream holding the fleet's state log.
+const STATE_STREAM: &str = "KEYHOLE_STATE";
+/// The subject its entries are published on.
+const STATE_SUBJECT: &str = "keyhole.state";
+/// The object store holding components.
+const COMPONENTS_BUCKET: &str = "keyhole-components";
+/// How long a write waits for JetStream's acknowledgement.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a command waits to reach any server at first.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A replica joined to its fleet: the store whose admin writes go through
+/// the fleet's log, and the follower that applies everyone else's.
+pub struct Fleet {
+    /// Set once connected (at once for [`Join::Now`]).
+    shared: Arc<OnceLock<Arc<Shared>>>,
+    status: Arc<FleetStatus>,
+    config: ClusterConfig,
+    /// Runs the NATS client and the follower, apart from the node's own
+    /// runtime: admin writes block on it from their own threads.
+    _runtime: tokio::runtime::Runtime,
+}
+
+/// What the log and the follower share.
+struct Shared {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    replica: Arc<SqliteStore>,
+    fleet: String,
+    key: EntryKey,
+    components: jetstream::object_store::ObjectStore,
+    status: Arc<FleetStatus>,
+    handle: tokio::runtime::Handle,
+    config: ClusterConfig,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("fleet", &self.shared.get().map(|s| s.fleet.clone()))
+            .field("servers", &self.config.display_urls())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a replica joins.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Join {
+    /// A CLI command: the cluster must answer now, and the replica is
+    /// brought up to date before the command runs.
+    Now,
+    /// A node: it starts serving its replica at once, whether or not the
+    /// cluster answers, and joins and follows the fleet when it can.
+    Serving,
+}
+
+impl Fleet {
+    /// Joins `replica` (opened under `master`) to the fleet at `config`,
+    /// creating the fleet's stream, object store and genesis if this is
+    /// the first replica, and starts following it.
+    ///
+    /// With [`Join::Now`], fails with a clear error when no server answers
+    /// within a few seconds, when the fleet was created under another
+    /// master key, or when the replica belongs to another fleet; nothing is
+    /// written then. With [`Join::Serving`], returns at once; until the
+    /// fleet is reached the replica serves what it has and refuses admin
+    /// writes.
+    pub fn join(
+        config: ClusterConfig,
+        master: &AesKey,
+        replica: Arc<SqliteStore>,
+        join: Join,
+    ) -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("keyhole-fleet")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Cluster(format!("cannot start the cluster client: {e}")))?;
+        let handle = runtime.handle().clone();
+        let status = Arc::new(FleetStatus::default());
+        let slot = Arc::new(OnceLock::new());
+        match join {
+            Join::Now => {
+                let shared =
+                    runtime.block_on(connect(&config, master, &replica, &status, &handle))?;
+                let shared = start(shared, &slot);
+                runtime.block_on(follower::catch_up(&shared))?;
+            }
+            Join::Serving => {
+                replica.replicate_through(Arc::new(log::NotYet));
+                let master = AesKey::from_slice(master.expose()).expect("a key's own length");
+                let (config, replica, status, slot) = (
+                    config.clone(),
+                    Arc::clone(&replica),
+                    Arc::clone(&status),
+                    Arc::clone(&slot),
+                );
+                runtime.spawn(async move {
+                    let mut delay = Duration::from_millis(100);
+                    loop {
+                        match connect(&config, &master, &replica, &status, &handle).await {
+                            Ok(shared) => {
+                                let shared = start(shared, &slot);
+                                tracing::info!(
+                                    "cluster: following fleet {} at {}",
+                                    shared.fleet,
+                                    config.display_urls()
+                                );
+                                return;
+                            }
+                            Err(e @ StoreError::Cluster(_)) => {
+                                tracing::error!("cluster: {e}; serving the local replica only");
+                                return;
+                            }
+                            Err(e) => {
+                                tracing::warn!(
+                                    "cluster: {e}; serving the local replica, retrying in {delay:?}"
+                                );
+                                tokio::time::sleep(delay).await;
+                                delay = (delay * 2).min(Duration::from_secs(5));
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        Ok(Self {
+            shared: slot,
+            status,
+            config,
+            _runtime: runtime,
+        })
+    }
+
+    /// The status of this replica's link to the fleet (for `/metrics` and
+    /// `keyhole status`).
+    pub fn status(&self) -> Arc<FleetStatus> {
+        Arc::clone(&self.status)
+    }
+
+    /// The fleet's identity, once joined.
+    pub fn id(&self) -> Option<String> {
+        self.shared.get().map(|s| s.fleet.clone())
+    }
+}
+
+/// Makes the replica write through the fleet and starts following it.
+fn start(shared: Shared, slot: &OnceLock<Arc<Shared>>) -> Arc<Shared> {
+    let shared = Arc::new(shared);
+    shared
+        .replica
+        .replicate_through(Arc::new(log::FleetLog::new(Arc::clone(&shared))));
+    shared.handle.spawn(follower::follow(Arc::clone(&shared)));
+    shared
+        .handle
+        .spawn(follower::watch_connection(Arc::clone(&shared)));
+    let _ = slot.set(Arc::clone(&shared));
+    shared
+}
+
+/// Connects, finds or creates the fleet, and checks the master key and the
+/// replica's fleet.
+async fn connect(
+    config: &ClusterConfig,
+    master: &AesKey,
+    replica: &Arc<SqliteStore>,
+    status: &Arc<FleetStatus>,
+    handle: &tokio::runtime::Handle,
+) -> Result<Shared, StoreError> {
+    let unreachable = |e: &dyn std::fmt::Display| {
+        StoreError::ClusterUnavailable(format!(
+            "cannot reach the cluster at {}: {e}",
+            config.display_urls()
+        ))
+    };
+    let mut options = async_nats::ConnectOptions::new()
+        .name("keyhole")
+        .connection_timeout(CONNECT_TIMEOUT)
+        .max_reconnects(None::<usize>);
+    if let Some(path) = &config.credentials {
+        options = options.credentials_file(path).await.map_err(|e| {
+            StoreError::Cluster(format!(
+                "cannot read the NATS credentials file {}: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    if let Some(ca) = &config.ca {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if config.requires_tls() {
+        options = options.require_tls(true);
+    }
+    let client = tokio::time::timeout(CONNECT_TIMEOUT, options.connect(config.urls.clone()))
+        .await
+        .map_err(|_| unreachable(&"no server answered within 5 s"))?
+        .map_err(|e| {
+            let text = e.to_string();
+            if text.contains("authorization") || text.contains("authentication") {
+                StoreError::Cluster(format!(
+                    "the cluster at {} refused these credentials: {text}",
+                    config.display_urls()
+                ))
+            } else {
+                unreachable(&text)
+            }
+        })?;
+    let info = client.server_info();
+    if !info.jetstream {
+        return Err(StoreError::Cluster(format!(
+            "the NATS server {} has no JetStream: start it with -js",
+            info.server_name
+        )));
+    }
+    // Three copies on a cluster: losing any one server loses no write.
+    let replicas = if info.cluster.is_some() { 3 } else { 1 };
+    if replicas == 1 {
+        tracing::warn!(
+            "cluster: the NATS server {} is not clustered: the fleet's state has one copy",
+            info.server_name
+        );
+    }
+    let js = jetstream::context::ContextBuilder::new()
+        .timeout(ACK_TIMEOUT)
+        .build(client.clone());
+    let config_of_stream = jetstream::stream::Config {
+        name: STATE_STREAM.into(),
+        subjects: vec![STATE_SUBJECT.into()],
+        num_replicas: replicas,
+        storage: jetstream::stream::StorageType::File,
+        // The log is the state: entries are never removed by age or count.
+        deny_delete: true,
+        ..Default::default()
+    };
+    // A cluster that has just started answers JetStream requests only once
+    // it has elected its meta leader: retry for a few seconds.
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    let stream = loop {
+        match js.get_or_create_stream(config_of_stream.clone()).await {
+            Ok(stream) => break stream,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!("cluster: cannot open {STATE_STREAM} yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                return Err(unreachable(&format!(
+                    "cannot open the stream {STATE_STREAM}: {e}"
+                )));
+            }
+        }
+    };
+    let components = match js.get_object_store(COMPONENTS_BUCKET).await {
+        Ok(store) => store,
+        Err(_) => js
+            .create_object_store(jetstream::object_store::Config {
+                bucket: COMPONENTS_BUCKET.into(),
+                num_replicas: replicas,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                unreachable(&format!(
+                    "cannot open the object store {COMPONENTS_BUCKET}: {e}"
+                ))
+            })?,
+    };
+    let genesis = genesis(&js, &stream, master).await?;
+    let key = genesis.open(master)?;
+    let fleet = genesis.fleet.clone();
+    let replica2 = Arc::clone(replica);
+    let fleet2 = fleet.clone();
+    handle
+        .spawn_blocking(move || replica2.bind_fleet(&fleet2))
+        .await
+        .map_err(|e| StoreError::Cluster(e.to_string()))??;
+    status.set_connected(true);
+    Ok(Shared {
+        client,
+        js,
+        replica: Arc::clone(replica),
+        fleet,
+        key,
+        components,
+        status: Arc::clone(status),
+        handle: handle.clone(),
+        config: config.clone(),
+    })
+}
+
+/// The fleet's genesis entry, written first if the stream is empty (by
+/// exactly one of the replicas racing to: it must be entry 1).
+async fn genesis(
+    js: &jetstream::Context,
+    stream: &jetstream::stream::Stream,
+    master: &AesKey,
+) -> Result<Genesis, StoreError> {
+    let first = stream.get_raw_message(1).await;
+    let payload = match first {
+        Ok(message) => message.payload,
+        Err(_) => {
+            let (genesis, _) = Genesis::new(master);
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(genesis.encode().into())
+                .expected_last_sequence(0);
+            match js.send_publish(STATE_SUBJECT, publish).await {
+                Ok(ack) => match ack.await {
+                    Ok(_) => {}
+                    Err(e)
+                        if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {}
+                    Err(e) => {
+                        return Err(StoreError::ClusterUnavailable(format!(
+                            "cannot write the fleet's first entry: {e}"
+                        )));
+                    }
+                },
+                Err(e) => {
+                    return Err(StoreError::ClusterUnavailable(format!(
+                        "cannot write the fleet's first entry: {e}"
+                    )));
+                }
+            }
+            stream
+                .get_raw_message(1)
+                .await
+                .map_err(|e| {
+                    StoreError::ClusterUnavailable(format!(
+                        "cannot read the fleet's first entry: {e}"
+                    ))
+                })?
+                .payload
+        }
+    };
+    Genesis::decode(&payload)
+}

