@@ -3,18 +3,19 @@
 
 use crate::common;
 
-use common::{Nats, Node, artifacts};
+use common::{CutProxy, Nats, Node, artifacts};
 use std::time::{Duration, Instant};
 
 fn github_signature(key: &[u8], body: &[u8]) -> String {
     format!("sha256={}", common::hmac_sha256_hex(key, body))
 }
 
-/// Waits (up to 10 s) until `check` holds, saying what it waited for.
+/// Waits (up to 30 s: a node may be compiling a component first) until
+/// `check` holds, saying what it waited for.
 fn eventually(what: &str, check: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !check() {
-        assert!(Instant::now() < deadline, "not within 10 s: {what}");
+        assert!(Instant::now() < deadline, "not within 30 s: {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -108,8 +109,13 @@ fn what_one_replica_is_told_every_node_of_the_fleet_serves() {
         });
     }
 
-    // NATS's own storage holds ciphertext only.
-    for (path, bytes) in nats.stored_files() {
+    // NATS's own storage holds ciphertext only (and is where the test
+    // looks: the fleet's genesis is there).
+    let stored = nats.stored_files();
+    assert!(stored.iter().any(|(_, bytes)| {
+        common::found_in(b"keyhole-fleet/v1", bytes).contains(&"raw".to_owned())
+    }));
+    for (path, bytes) in stored {
         for key in [&old_key[..], &new_key[..]] {
             let found = common::found_in(key, &bytes);
             assert!(
@@ -223,7 +229,29 @@ fn a_cluster_that_cannot_be_used_is_a_clear_error_and_nothing_is_written() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("created under another master key"), "{err}");
     let listed = first.ok(&["secret", "list"]);
-    assert!(listed.contains('s') && !listed.contains("t "), "{listed}");
+    assert!(!listed.contains("\nt "), "{listed}");
+    let stranger_rows: i64 = stranger
+        .db()
+        .query_row("SELECT COUNT(*) FROM secrets", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stranger_rows, 0, "nothing written");
+
+    // A fleet's replica opened without its fleet takes no admin write.
+    let out = first
+        .command()
+        .env_remove("KEYHOLE_CLUSTER")
+        .args([
+            "secret",
+            "put",
+            "local",
+            "--from-file",
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is a replica of fleet"), "{err}");
 
     // A single node's store is not silently merged into a fleet.
     let single = Node::new_sharing_key(&first);
@@ -237,4 +265,241 @@ fn a_cluster_that_cannot_be_used_is_a_clear_error_and_nothing_is_written() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("holds a single node's store"), "{err}");
+}
+
+/// The reply `node` gives a webhook signed with `key`: status and body.
+fn webhook_reply(node: &Node, key: &[u8]) -> (u16, String) {
+    let body = b"fleet";
+    let reply = node.post(
+        "/webhook",
+        &[("x-hub-signature-256", &github_signature(key, body))],
+        body,
+    );
+    (reply.status, reply.text())
+}
+
+/// A metric's value from `node`'s `/metrics` on its admin listener.
+fn metric(node: &Node, token: &str, name: &str) -> Option<f64> {
+    let reply = node.admin_request("GET", "/metrics", Some(token), b"");
+    if reply.status != 200 {
+        return None;
+    }
+    reply
+        .text()
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn a_node_cut_off_serves_its_last_state_and_catches_up_when_it_is_back() {
+    let nats = Nats::single();
+    let a = Node::in_fleet(&nats.urls());
+    let key = b"partition webhook key";
+    a.put_secret("gh-webhook", key);
+    a.deploy_granted(
+        artifacts::WEBHOOK_VERIFY_MANIFEST,
+        "webhook-verify",
+        "GITHUB_WEBHOOK",
+        "gh-webhook",
+        "hmac",
+    );
+    let proxy = CutProxy::start(
+        format!("127.0.0.1:{}", nats.servers[0].port)
+            .parse()
+            .unwrap(),
+    );
+    let mut b = Node::in_same_fleet(&a);
+    b.cluster = Some(format!("nats://127.0.0.1:{}", proxy.port));
+    let token = a.token(&["--name", "ops", "--role", "admin"]);
+    b.start_admin();
+    eventually("B serves the fleet's state", || webhook(&b, key) == 200);
+    eventually("B says it is connected", || {
+        metric(&b, &token, "keyhole_cluster_connected") == Some(1.0)
+    });
+
+    // Cut off: B serves what it has, says so, and misses the revocation.
+    proxy.cut();
+    eventually("B says it is cut off", || {
+        metric(&b, &token, "keyhole_cluster_connected") == Some(0.0)
+    });
+    a.ok(&["revoke", "webhook-verify", "GITHUB_WEBHOOK"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(webhook(&b, key), 200, "cut off, B serves its last state");
+    assert!(metric(&b, &token, "keyhole_cluster_seconds_since_sync").unwrap() > 0.3);
+    assert!(b.logs().contains("cut off from"), "{}", b.logs());
+
+    // Back: the revocation made meanwhile is in force.
+    proxy.restore();
+    eventually("B applies the revocation once back", || {
+        webhook(&b, key) != 200
+    });
+    assert!(
+        webhook_reply(&b, key).1.contains("no grant"),
+        "{:?}",
+        webhook_reply(&b, key)
+    );
+    let applied = metric(&b, &token, "keyhole_cluster_applied_revision").unwrap();
+    assert!(
+        applied >= 5.0,
+        "genesis, put, deploy, grant, revoke: {applied}"
+    );
+
+    // Restarted while cut off, B serves its replica.
+    a.ok(&[
+        "grant",
+        "webhook-verify",
+        "GITHUB_WEBHOOK",
+        "--secret",
+        "gh-webhook",
+        "--allow",
+        "hmac",
+    ]);
+    eventually("B serves the new grant", || webhook(&b, key) == 200);
+    proxy.cut();
+    b.kill();
+    b.start_admin();
+    assert_eq!(webhook(&b, key), 200, "restarted while cut off, B serves");
+    assert_eq!(metric(&b, &token, "keyhole_cluster_connected"), Some(0.0));
+
+    // Its admin writes are refused, clearly, and change nothing.
+    let out = b
+        .remote_command(&token)
+        .args(["revoke", "webhook-verify", "GITHUB_WEBHOOK"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cluster"), "{err}");
+    assert_eq!(webhook(&b, key), 200);
+    proxy.restore();
+    eventually("B joins the fleet again", || {
+        metric(&b, &token, "keyhole_cluster_connected") == Some(1.0)
+    });
+}
+
+#[test]
+fn with_max_stale_a_node_cut_off_too_long_refuses_secret_operations() {
+    let nats = Nats::single();
+    let a = Node::in_fleet(&nats.urls());
+    let key = b"stale webhook key";
+    a.put_secret("gh-webhook", key);
+    a.deploy_granted(
+        artifacts::WEBHOOK_VERIFY_MANIFEST,
+        "webhook-verify",
+        "GITHUB_WEBHOOK",
+        "gh-webhook",
+        "hmac",
+    );
+    let proxy = CutProxy::start(
+        format!("127.0.0.1:{}", nats.servers[0].port)
+            .parse()
+            .unwrap(),
+    );
+    let mut b = Node::in_same_fleet(&a);
+    b.cluster = Some(format!("nats://127.0.0.1:{}", proxy.port));
+    b.start_with_args(&["--max-stale", "2s"]);
+    eventually("B serves the fleet's state", || webhook(&b, key) == 200);
+    proxy.cut();
+    let cut = Instant::now();
+    eventually("B turns unavailable once cut off past --max-stale", || {
+        webhook(&b, key) == 503
+    });
+    assert!(
+        cut.elapsed() >= Duration::from_secs(2),
+        "not before 2 s: {:?}",
+        cut.elapsed()
+    );
+    let (_, text) = webhook_reply(&b, key);
+    assert!(text.contains("--max-stale"), "{text}");
+    assert!(b.logs().contains("past --max-stale"), "{}", b.logs());
+    proxy.restore();
+    eventually("B serves again once back", || webhook(&b, key) == 200);
+}
+
+#[test]
+fn an_entry_forged_without_the_master_key_is_never_applied() {
+    use async_nats::jetstream;
+    let nats = Nats::single();
+    let a = Node::in_fleet(&nats.urls());
+    let key = b"forgery webhook key";
+    a.put_secret("gh-webhook", key);
+    a.ok(&["deploy", artifacts::WEBHOOK_VERIFY_MANIFEST]);
+    let mut b = Node::in_same_fleet(&a);
+    b.start();
+    eventually("B has the deployment", || webhook(&b, key) == 503);
+
+    // Someone who can publish to NATS, but has no master key, appends a
+    // grant: the rows a real grant would carry, with no valid MAC.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = async_nats::connect(nats.urls()).await.unwrap();
+        let js = jetstream::new(client);
+        let mut stream = js.get_stream("KEYHOLE_STATE").await.unwrap();
+        let last = stream.info().await.unwrap().state.last_sequence;
+        let digest: String = a
+            .db()
+            .query_row("SELECT component_sha256 FROM functions", [], |r| r.get(0))
+            .unwrap();
+        let forged = serde_json::json!({"rows": [{
+            "table": "grants",
+            "key": [{"t":"s","v":"webhook-verify"},{"t":"s","v":"GITHUB_WEBHOOK"}],
+            "row": [
+                ["function", {"t":"s","v":"webhook-verify"}],
+                ["binding", {"t":"s","v":"GITHUB_WEBHOOK"}],
+                ["secret", {"t":"s","v":"gh-webhook"}],
+                ["allow", {"t":"s","v":"hmac,reveal"}],
+                ["egress", {"t":"s","v":""}],
+                ["digest", {"t":"s","v":digest}],
+                ["follow_redeploys", {"t":"i","v":0}]
+            ]
+        }]});
+        for mac in [None, Some("00".repeat(32))] {
+            let mut publish = jetstream::message::PublishMessage::build()
+                .payload(serde_json::to_vec(&forged).unwrap().into());
+            if let Some(mac) = mac {
+                publish = publish.header("Keyhole-Mac", mac.as_str());
+            }
+            js.send_publish("keyhole.state", publish)
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        assert_eq!(stream.info().await.unwrap().state.last_sequence, last + 2);
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(webhook(&b, key), 503, "the forged grant is not in force");
+    assert!(
+        b.logs().contains("fails its authentication"),
+        "{}",
+        b.logs()
+    );
+    let grants: i64 = b
+        .db()
+        .query_row("SELECT COUNT(*) FROM grants", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(grants, 0);
+    // Every replica rejects them alike, so the fleet goes on past them.
+    a.ok(&[
+        "grant",
+        "webhook-verify",
+        "GITHUB_WEBHOOK",
+        "--secret",
+        "gh-webhook",
+        "--allow",
+        "hmac",
+    ]);
+    eventually("a real grant after the forgeries is in force", || {
+        webhook(&b, key) == 200
+    });
+    let allow: String = b
+        .db()
+        .query_row("SELECT allow FROM grants", [], |r| r.get(0))
+        .unwrap();
+    assert!(!allow.contains("reveal"), "{allow}");
 }

@@ -34,7 +34,13 @@ struct Cli {
     /// data directory: comma-separated server URLs, e.g.
     /// nats://10.0.0.1:4222,nats://10.0.0.2:4222 (KEYHOLE_CLUSTER_CREDS
     /// names a credentials file, KEYHOLE_CLUSTER_CA a CA for TLS).
-    #[arg(long, global = true, env = "KEYHOLE_CLUSTER", value_name = "URLS")]
+    #[arg(
+        long,
+        global = true,
+        env = "KEYHOLE_CLUSTER",
+        value_name = "URLS",
+        hide_env_values = true
+    )]
     cluster: Option<String>,
     #[command(subcommand)]
     command: Command,

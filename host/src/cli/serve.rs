@@ -11,7 +11,9 @@ use keyhole_host::node::catalog::Catalog;
 use keyhole_host::node::observe::Observer;
 use keyhole_host::node::server;
 use keyhole_host::outbound::{AddressPolicy, IpNet};
+use keyhole_host::secrets::standing::Freshness;
 use keyhole_host::store::Store;
+use keyhole_host::store::fleet::FleetStatus;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -55,6 +57,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NETWORKS", env = "KEYHOLE_OUTBOUND_ALLOW_IP",
           value_delimiter = ',', value_parser = parse_network)]
     outbound_allow_ip: Vec<IpNet>,
+    /// In a fleet (--cluster): how long this node may be cut off from the
+    /// cluster and still honour grants it can no longer check for
+    /// revocation, e.g. 5m; past it every secret operation answers
+    /// `unavailable` until it is back [default: no limit, serve the last
+    /// state however old].
+    #[arg(long, value_name = "DURATION", env = "KEYHOLE_MAX_STALE",
+          value_parser = super::secrets::parse_duration)]
+    max_stale: Option<i64>,
     /// Keep audit records this long, e.g. 365d; older ones are removed
     /// under a signed checkpoint (as `keyhole audit prune` does), checked
     /// every quarter of it, at most every 10 minutes [default: keep all].
@@ -141,6 +151,38 @@ fn admission_limits(args: &ServeArgs) -> Limits {
     limits
 }
 
+/// Marks the node stale while it has been out of touch with its fleet for
+/// longer than `max_stale` seconds (since it started, if it has not been
+/// in touch since), and fresh again once it is back; says so in the log.
+fn watch_staleness(status: Arc<FleetStatus>, max_stale: i64, freshness: Arc<Freshness>) {
+    let started = std::time::Instant::now();
+    let limit = max_stale.max(0) as f64;
+    std::thread::Builder::new()
+        .name("keyhole-staleness".into())
+        .spawn(move || loop {
+            let since = status
+                .seconds_since_sync()
+                .unwrap_or_else(|| started.elapsed().as_secs_f64());
+            let stale = !status.connected() && since > limit;
+            if stale != freshness.is_stale() {
+                if stale {
+                    tracing::warn!(
+                        "cluster: cut off for {since:.1} s, past --max-stale {max_stale}s: secret operations answer `unavailable` until the node is back in touch"
+                    );
+                } else {
+                    tracing::info!("cluster: back in touch: secret operations are served again");
+                }
+            }
+            freshness.set_stale(stale.then(|| {
+                format!(
+                    "this node has been cut off from its fleet for {since:.0} s, longer than its --max-stale of {max_stale} s: it cannot check its grants for revocation"
+                )
+            }));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        })
+        .expect("a thread");
+}
+
 /// Log lines waiting for the log's writer thread, at most.
 const LOG_QUEUE_LINES: usize = 64 * 1024;
 
@@ -185,6 +227,11 @@ pub fn run(
         (Some(cert), Some(key)) => Some(keyhole_host::admin::tls::server_config(cert, key)?),
         _ => None,
     };
+    if args.max_stale.is_some() && cluster.is_none() {
+        bail!(
+            "--max-stale bounds how long a fleet's node serves while cut off from the cluster: it needs --cluster"
+        );
+    }
     let admission = Arc::new(Admission::new(admission_limits(&args)));
     // In a fleet the node serves its replica at once, reached or not, and
     // follows the fleet from when it is.
@@ -241,8 +288,12 @@ pub fn run(
 
     let observer = Arc::new(Observer::default());
     observer.watch_log_losses(move || log_losses.dropped_lines() as u64);
+    let freshness = Arc::new(Freshness::default());
     if let Some(fleet) = super::cluster::joined() {
         observer.watch_fleet(fleet.status());
+        if let Some(max_stale) = args.max_stale {
+            watch_staleness(fleet.status(), max_stale, Arc::clone(&freshness));
+        }
     }
     let catalog = Arc::new(
         Catalog::new(
@@ -251,7 +302,8 @@ pub fn run(
             Arc::clone(&observer),
         )
         .with_address_policy(addresses)
-        .with_admission(admission),
+        .with_admission(admission)
+        .with_freshness(freshness),
     );
     catalog.refresh()?;
 

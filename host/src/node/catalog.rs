@@ -15,7 +15,7 @@ use crate::node::observe::{FunctionMetrics, Observer};
 use crate::node::usage::UsageLog;
 use crate::operations::OperationSet;
 use crate::outbound::{AddressPolicy, OutboundRules, SystemResolver};
-use crate::secrets::standing::{Standings, StandingsUpdate, Terms};
+use crate::secrets::standing::{Freshness, Standings, StandingsUpdate, Terms};
 use crate::secrets::{BoundSecret, FunctionSecrets, GraceVersion};
 use crate::store::{Store, StoreError, Timestamp};
 use std::collections::HashMap;
@@ -150,6 +150,14 @@ impl Catalog {
     /// limit but the pool's).
     pub fn with_admission(mut self, admission: Arc<Admission>) -> Self {
         self.admission = admission;
+        self
+    }
+
+    /// The same, refusing every secret operation while `freshness` says
+    /// the node is stale (a fleet's node cut off past `--max-stale`).
+    /// Call before the first load.
+    pub fn with_freshness(mut self, freshness: Arc<Freshness>) -> Self {
+        self.standings = Standings::with_freshness(freshness);
         self
     }
 

@@ -196,6 +196,7 @@ impl Observer {
             connected: Gauge::default(),
             applied: Gauge::default(),
             since_sync: Gauge::default(),
+            rejected: Gauge::default(),
         };
         let mut r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         r.register(
@@ -207,6 +208,11 @@ impl Observer {
             "cluster_applied_revision",
             "The last entry of the fleet's state this node applied",
             gauges.applied.clone(),
+        );
+        r.register(
+            "cluster_rejected_entries",
+            "Entries of the fleet's log rejected because they were not written by a holder of the master key",
+            gauges.rejected.clone(),
         );
         r.register(
             "cluster_seconds_since_sync",
@@ -320,6 +326,7 @@ impl Observer {
         if let Some(fleet) = self.fleet.get() {
             fleet.connected.set(i64::from(fleet.status.connected()));
             fleet.applied.set(fleet.status.applied() as i64);
+            fleet.rejected.set(fleet.status.rejected_entries() as i64);
             fleet
                 .since_sync
                 .set(fleet.status.seconds_since_sync().unwrap_or(-1.0));
@@ -337,6 +344,7 @@ struct FleetGauges {
     connected: Gauge,
     applied: Gauge,
     since_sync: Gauge<f64, std::sync::atomic::AtomicU64>,
+    rejected: Gauge,
 }
 
 /// Raises a counter mirrored from an atomic total to that total.

@@ -364,6 +364,9 @@ impl Issue {
     /// Why the binding may no longer be injected, if a load since the
     /// token was issued has withdrawn it (or its `inject`).
     fn withdrawn(&self) -> Option<String> {
+        if let Err(e) = self.in_force.fresh() {
+            return Some(e.to_string());
+        }
         if let Err(e) = self.in_force.check() {
             return Some(e.to_string());
         }

@@ -21,7 +21,7 @@ use crate::outbound::egress::EgressList;
 use crate::outbound::injection::Injector;
 use crate::redact::Redactor;
 use crate::secrets::handle_slab::HandleSlab;
-use crate::secrets::standing::{InForce, Withdrawn};
+use crate::secrets::standing::{InForce, Stale, Withdrawn};
 use crate::store::Timestamp;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -431,6 +431,7 @@ impl SecretHandle {
     /// loaded it and as the node holds it now.
     pub(super) fn require(&self, op: Operation) -> Result<(), Error> {
         let bound = self.bound();
+        bound.in_force.fresh().map_err(|e| stale(self.name(), e))?;
         bound
             .in_force
             .check()
@@ -458,6 +459,10 @@ impl SecretHandle {
 }
 
 /// `denied`, for a binding withdrawn while the request ran.
+pub(super) fn stale(binding: &str, e: Stale) -> Error {
+    Error::Unavailable(format!("binding `{binding}`: {e}"))
+}
+
 pub(super) fn withdrawn(binding: &str, e: Withdrawn) -> Error {
     Error::Denied(format!("binding `{binding}`: {e}"))
 }

@@ -8,7 +8,7 @@
 
 use super::ctx::{
     MAX_BINDING_LEN, MAX_OPEN_HANDLES, SecretHandle, SecretsCtx, UnknownHandle, aes_key, in_grace,
-    withdrawn,
+    stale, withdrawn,
 };
 use crate::audit::OpOutcome;
 use crate::crypto::keys::{self};
@@ -97,6 +97,9 @@ impl secrets::Host for SecretsView<'_> {
             return refuse(self.ctx, None, error);
         };
         let bound = &entry.bound;
+        if let Err(e) = bound.in_force.fresh() {
+            return refuse(self.ctx, Some(&bound.secret), stale(&entry.name, e));
+        }
         if let Err(e) = bound.in_force.check() {
             return refuse(self.ctx, Some(&bound.secret), withdrawn(&entry.name, e));
         }

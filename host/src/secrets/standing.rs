@@ -17,12 +17,17 @@
 //! on, so the [`InForce`] of every earlier load stops matching; a load that
 //! only narrows operations stores the new set, which every check
 //! intersects. A check is two atomic loads.
+//!
+//! A node of a fleet may also be told how long it may go on honouring
+//! grants it can no longer check for revocation (`--max-stale`): past
+//! that, [`Freshness`] turns every secret operation `unavailable` until
+//! the node is back in touch, without waiting for a load.
 
 use crate::operations::OperationSet;
 use crate::outbound::egress::EgressList;
 use crate::store::Timestamp;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What one binding of one function is granted now, shared by every load
@@ -45,12 +50,60 @@ impl Standing {
     }
 }
 
+/// Whether the node's grants are still fresh enough to honour: a node cut
+/// off from its fleet for longer than it may be (`--max-stale`) is marked
+/// stale, and every secret operation is refused until it is fresh again.
+#[derive(Debug, Default)]
+pub struct Freshness {
+    stale: AtomicBool,
+    /// Why, for the refusal (set before `stale`).
+    reason: Mutex<String>,
+}
+
+impl Freshness {
+    /// Marks the node stale (with why) or fresh.
+    pub fn set_stale(&self, reason: Option<String>) {
+        match reason {
+            Some(reason) => {
+                *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+                self.stale.store(true, Ordering::Release);
+            }
+            None => self.stale.store(false, Ordering::Release),
+        }
+    }
+
+    /// Whether the node is stale now.
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Acquire)
+    }
+
+    /// `Ok` while fresh; else why not.
+    pub fn check(&self) -> Result<(), Stale> {
+        if self.is_stale() {
+            Err(Stale(
+                self.reason
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A node too long out of touch with its fleet to honour grants.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Stale(pub String);
+
 /// A load's view of a binding's [`Standing`]: in force while no later load
 /// has withdrawn what this one granted.
 #[derive(Debug, Clone)]
 pub struct InForce {
     standing: Arc<Standing>,
     generation: u64,
+    freshness: Arc<Freshness>,
 }
 
 impl Default for InForce {
@@ -60,6 +113,7 @@ impl Default for InForce {
         Self {
             standing: Arc::new(Standing::new(OperationSet::all())),
             generation: 0,
+            freshness: Arc::default(),
         }
     }
 }
@@ -79,6 +133,11 @@ impl InForce {
         } else {
             Err(Withdrawn)
         }
+    }
+
+    /// `Ok` while the node may honour grants at all ([`Freshness`]).
+    pub fn fresh(&self) -> Result<(), Stale> {
+        self.freshness.check()
     }
 
     /// The operations the latest load allows; a request may use only those
@@ -143,9 +202,18 @@ type Key = (Arc<str>, Arc<str>);
 #[derive(Default)]
 pub struct Standings {
     by_binding: Mutex<HashMap<Key, Entry>>,
+    freshness: Arc<Freshness>,
 }
 
 impl Standings {
+    /// Standings whose bindings are refused while `freshness` says stale.
+    pub fn with_freshness(freshness: Arc<Freshness>) -> Self {
+        Self {
+            by_binding: Mutex::default(),
+            freshness,
+        }
+    }
+
     /// Begins a load: [`StandingsUpdate::bind`] each binding it grants,
     /// then [`StandingsUpdate::commit`] once the load has succeeded and
     /// before its snapshot is installed. An update dropped uncommitted
@@ -155,6 +223,7 @@ impl Standings {
             previous: self.by_binding.lock().unwrap_or_else(|p| p.into_inner()),
             next: HashMap::new(),
             now: crate::store::now(),
+            freshness: Arc::clone(&self.freshness),
         }
     }
 }
@@ -164,6 +233,7 @@ pub struct StandingsUpdate<'a> {
     previous: MutexGuard<'a, HashMap<Key, Entry>>,
     next: HashMap<Key, Entry>,
     now: Timestamp,
+    freshness: Arc<Freshness>,
 }
 
 impl StandingsUpdate<'_> {
@@ -181,6 +251,7 @@ impl StandingsUpdate<'_> {
         let in_force = InForce {
             standing: Arc::clone(&standing),
             generation,
+            freshness: Arc::clone(&self.freshness),
         };
         self.next.insert(
             key,

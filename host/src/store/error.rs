@@ -128,8 +128,14 @@ pub enum StoreError {
     },
     /// The fleet cannot take writes now (unreachable, no quorum, or too
     /// many races lost): nothing was written.
-    #[error("the cluster cannot take writes now: {0}; nothing was written")]
+    #[error("the cluster cannot be used now: {0}")]
     ClusterUnavailable(String),
+    /// A write was sent to the fleet and no answer came: it may have
+    /// landed, in which case every replica applies it.
+    #[error(
+        "{0}: the write may or may not have taken effect; check (e.g. `keyhole secret versions`, `keyhole grants`) before retrying"
+    )]
+    ClusterOutcomeUnknown(String),
     /// The fleet refused or could not be used as configured (wrong master
     /// key for it, a malformed entry, ...).
     #[error("cluster: {0}")]

@@ -14,6 +14,7 @@ mod encodings;
 mod held;
 mod nats;
 mod node;
+mod proxy;
 mod python;
 mod upstream;
 
@@ -22,5 +23,6 @@ pub use held::*;
 pub use keyhole_test_artifacts as artifacts;
 pub use nats::*;
 pub use node::*;
+pub use proxy::*;
 pub use python::*;
 pub use upstream::*;

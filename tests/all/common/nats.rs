@@ -67,6 +67,19 @@ impl Server {
         self.child = Some(command.spawn().expect("nats-server starts"));
     }
 
+    /// Panics if the server has exited (e.g. a port taken meanwhile): its
+    /// monitor port may then answer for another test's server.
+    fn assert_running(&mut self) {
+        if let Some(child) = self.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            panic!(
+                "nats-server {} exited ({status}) before it was healthy",
+                self.name
+            );
+        }
+    }
+
     /// Whether this server's JetStream is up (`/healthz`) and, in a
     /// cluster, knows its meta leader (`/jsz`): before that, creating a
     /// stream times out.
@@ -149,13 +162,13 @@ impl Nats {
         for server in &mut servers {
             server.spawn();
         }
-        let nats = Self { servers, _dir: dir };
+        let mut nats = Self { servers, _dir: dir };
         nats.wait_healthy();
         nats
     }
 
     /// Waits until every running server reports JetStream healthy.
-    pub fn wait_healthy(&self) {
+    pub fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self
             .servers

@@ -81,6 +81,7 @@ fn from_store(e: StoreError) -> AdminError {
         StoreError::WrongMasterKey
         | StoreError::Tampered { .. }
         | StoreError::ClusterUnavailable(_)
+        | StoreError::ClusterOutcomeUnknown(_)
         | StoreError::Cluster(_)
         | StoreError::FleetConflict { .. } => ErrorKind::Unavailable,
         _ => ErrorKind::Internal,
@@ -95,6 +96,7 @@ fn from_deploy(e: DeployError) -> AdminError {
         DeployError::Store(
             StoreError::WrongMasterKey
             | StoreError::ClusterUnavailable(_)
+            | StoreError::ClusterOutcomeUnknown(_)
             | StoreError::Cluster(_)
             | StoreError::FleetConflict { .. },
         ) => ErrorKind::Unavailable,

@@ -12,7 +12,7 @@ use crate::store::replication::ChangeSet;
 use async_nats::jetstream;
 use futures_util::StreamExt as _;
 use sha2::Digest as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt as _;
@@ -24,6 +24,11 @@ pub struct FleetStatus {
     applied: Mutex<u64>,
     applied_changed: Condvar,
     last_sync: Mutex<Option<Instant>>,
+    /// Why the follower cannot go on (an entry that cannot be applied, a
+    /// log that is not the one it followed), while it cannot.
+    blocked: Mutex<Option<String>>,
+    /// Entries rejected because their MAC did not verify.
+    rejected: AtomicU64,
 }
 
 impl std::fmt::Debug for FleetStatus {
@@ -55,9 +60,17 @@ impl FleetStatus {
             .map(|at| at.elapsed().as_secs_f64())
     }
 
+    /// Entries of the log rejected because they were not written by a
+    /// holder of the master key.
+    pub fn rejected_entries(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Records whether the link is up; the replica counts as in sync while
+    /// it is up and its follower is not stuck.
     pub(super) fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Ordering::Relaxed);
-        if connected {
+        if connected && self.blocked().is_none() {
             *self.last_sync.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         }
     }
@@ -68,6 +81,19 @@ impl FleetStatus {
             *applied = seq;
             self.applied_changed.notify_all();
         }
+    }
+
+    /// Why the follower is stuck, if it is (see [`FleetStatus`]).
+    pub fn blocked(&self) -> Option<String> {
+        self.blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_blocked(&self, why: Option<String>) {
+        *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = why;
+        self.applied_changed.notify_all();
     }
 
     /// Waits until entry `seq` is applied; `false` if `timeout` passed first.
@@ -86,31 +112,64 @@ impl FleetStatus {
 pub(super) async fn follow(shared: Arc<Shared>) {
     let mut delay = Duration::from_millis(100);
     loop {
+        let before = shared.status.applied();
         match follow_once(&shared).await {
-            Ok(()) => delay = Duration::from_millis(100),
-            Err(e) => {
+            Ok(()) => {}
+            // An entry that cannot be applied here: the follower stops at
+            // it (never skips it) and says why until it can.
+            Err(Failure::Blocked(e)) => {
+                tracing::error!("cluster: {e}; retrying in {delay:?}");
+                shared.status.set_blocked(Some(e.to_string()));
+            }
+            Err(Failure::Link(e)) => {
                 tracing::warn!("cluster: following the fleet stopped: {e}; resuming in {delay:?}");
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+        delay = if shared.status.applied() > before {
+            Duration::from_millis(100)
+        } else {
+            (delay * 2).min(Duration::from_secs(5))
+        };
         tokio::time::sleep(delay).await;
     }
 }
 
-async fn follow_once(shared: &Arc<Shared>) -> Result<(), StoreError> {
+/// Why following stopped: the link (retried quietly), or an entry this
+/// replica cannot apply (it stops there, and says so).
+enum Failure {
+    Link(StoreError),
+    Blocked(StoreError),
+}
+
+async fn follow_once(shared: &Arc<Shared>) -> Result<(), Failure> {
     let replica = Arc::clone(&shared.replica);
     let applied = shared
         .handle
         .spawn_blocking(move || replica.applied_entry())
         .await
-        .map_err(|e| StoreError::Cluster(e.to_string()))??;
+        .map_err(|e| Failure::Blocked(StoreError::Cluster(e.to_string())))?
+        .map_err(Failure::Blocked)?;
     shared.status.set_applied(applied);
-    let broken = |e: &dyn std::fmt::Display| StoreError::ClusterUnavailable(e.to_string());
-    let stream = shared
+    let broken =
+        |e: &dyn std::fmt::Display| Failure::Link(StoreError::ClusterUnavailable(e.to_string()));
+    let mut stream = shared
         .js
         .get_stream(STATE_STREAM)
         .await
         .map_err(|e| broken(&e))?;
+    // A log shorter than what this replica applied was purged, or deleted
+    // and made again: not the log this replica followed.
+    let last = stream
+        .info()
+        .await
+        .map_err(|e| broken(&e))?
+        .state
+        .last_sequence;
+    if last < applied {
+        return Err(Failure::Blocked(StoreError::Cluster(format!(
+            "the fleet's log {STATE_STREAM} ends at entry {last}, but this replica applied up to {applied}: the stream was purged or made again; not following it"
+        ))));
+    }
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig {
             filter_subject: STATE_SUBJECT.into(),
@@ -131,28 +190,35 @@ async fn follow_once(shared: &Arc<Shared>) -> Result<(), StoreError> {
             .and_then(|h| h.get(entry::MAC_HEADER))
             .map(|v| v.as_str().to_owned());
         apply(shared, seq, &message.payload, tag.as_deref()).await?;
+        shared.status.set_blocked(None);
     }
     Ok(())
 }
 
-/// Verifies and applies entry `seq`.
+/// Verifies and applies entry `seq`. An entry whose MAC does not verify
+/// was not written by a holder of the master key: every replica rejects
+/// it alike, so it is applied as an entry that changes nothing (logged and
+/// counted), and the fleet goes on past it.
 async fn apply(
     shared: &Arc<Shared>,
     seq: u64,
     payload: &[u8],
     tag: Option<&str>,
-) -> Result<(), StoreError> {
+) -> Result<(), Failure> {
     // Entry 1 is the genesis, read and checked when the replica joined.
     let change = if seq == 1 {
         ChangeSet::default()
+    } else if !tag.is_some_and(|t| shared.key.verifies(&shared.fleet, seq, payload, t)) {
+        tracing::error!(
+            "cluster: entry {seq} of {STATE_STREAM} fails its authentication (written by someone without the master key, or damaged): rejected, it changes nothing"
+        );
+        shared.status.rejected.fetch_add(1, Ordering::Relaxed);
+        ChangeSet::default()
     } else {
-        if !tag.is_some_and(|t| shared.key.verifies(&shared.fleet, seq, payload, t)) {
-            return Err(StoreError::Cluster(format!(
-                "entry {seq} of {STATE_STREAM} fails its authentication (written by someone without the master key, or damaged): not applying it or anything after it"
-            )));
-        }
         let mut change: ChangeSet = serde_json::from_slice(payload).map_err(|e| {
-            StoreError::Cluster(format!("entry {seq} of {STATE_STREAM} cannot be read: {e}"))
+            Failure::Blocked(StoreError::Cluster(format!(
+                "entry {seq} of {STATE_STREAM} cannot be read: {e}"
+            )))
         })?;
         let mut components = Vec::new();
         for sha in entry::component_digests(&change) {
@@ -162,7 +228,8 @@ async fn apply(
         entry::restore_components(&mut change, |sha| match fetched.next() {
             Some((name, bytes)) if name == sha => Ok(bytes),
             _ => Err(StoreError::Cluster("components out of order".into())),
-        })?;
+        })
+        .map_err(Failure::Blocked)?;
         change
     };
     let replica = Arc::clone(&shared.replica);
@@ -170,28 +237,37 @@ async fn apply(
         .handle
         .spawn_blocking(move || replica.apply_entry(seq, &change))
         .await
-        .map_err(|e| StoreError::Cluster(e.to_string()))??;
+        .map_err(|e| Failure::Blocked(StoreError::Cluster(e.to_string())))?
+        .map_err(|e| {
+            Failure::Blocked(StoreError::Cluster(format!(
+                "entry {seq} of {STATE_STREAM} cannot be applied to this replica: {e}"
+            )))
+        })?;
     shared.status.set_applied(seq);
     Ok(())
 }
 
 /// The component named `sha` from the object store, checked against it.
-async fn fetch_component(shared: &Shared, sha: &str) -> Result<Vec<u8>, StoreError> {
-    let mut object = shared.components.get(sha).await.map_err(|e| {
-        StoreError::ClusterUnavailable(format!(
+async fn fetch_component(shared: &Shared, sha: &str) -> Result<Vec<u8>, Failure> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        Failure::Link(StoreError::ClusterUnavailable(format!(
             "cannot read component {sha} from {COMPONENTS_BUCKET}: {e}"
-        ))
-    })?;
+        )))
+    };
+    let mut object = shared
+        .components
+        .get(sha)
+        .await
+        .map_err(|e| unreadable(&e))?;
     let mut bytes = Vec::new();
-    object.read_to_end(&mut bytes).await.map_err(|e| {
-        StoreError::ClusterUnavailable(format!(
-            "cannot read component {sha} from {COMPONENTS_BUCKET}: {e}"
-        ))
-    })?;
+    object
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| unreadable(&e))?;
     if hex::encode(sha2::Sha256::digest(&bytes)) != sha {
-        return Err(StoreError::Cluster(format!(
-            "component {sha} in {COMPONENTS_BUCKET} does not have that SHA-256: refusing it"
-        )));
+        return Err(Failure::Blocked(StoreError::Cluster(format!(
+            "component {sha} in {COMPONENTS_BUCKET} does not have that SHA-256: refusing it (redeploying the function stores it again)"
+        ))));
     }
     Ok(bytes)
 }
@@ -211,17 +287,21 @@ pub(super) async fn catch_up(shared: &Arc<Shared>) -> Result<(), StoreError> {
         .state
         .last_sequence;
     let status = Arc::clone(&shared.status);
-    let caught_up = shared
-        .handle
-        .spawn_blocking(move || status.wait_applied(last, Duration::from_secs(60)))
-        .await
-        .map_err(|e| StoreError::Cluster(e.to_string()))?;
-    if caught_up {
-        Ok(())
-    } else {
-        Err(StoreError::ClusterUnavailable(format!(
-            "this replica did not catch up with the fleet's {last} entries within 60 s"
-        )))
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if status.applied() >= last {
+            return Ok(());
+        }
+        // Give the follower a moment to try before believing it stuck.
+        if let Some(why) = status.blocked() {
+            return Err(StoreError::Cluster(why));
+        }
+        if Instant::now() >= deadline {
+            return Err(StoreError::ClusterUnavailable(format!(
+                "this replica did not catch up with the fleet's {last} entries within 60 s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -22,13 +22,11 @@ impl FleetLog {
         Self { shared }
     }
 
-    /// Stores `component` in the object store under its SHA-256, unless it
-    /// is there already.
+    /// Stores `component` in the object store under its SHA-256, always:
+    /// an object already there under that name may not hold those bytes
+    /// (placed by someone else), and followers refuse one that does not.
     async fn upload(&self, component: &[u8]) -> Result<(), StoreError> {
         let name = hex::encode(sha2::Sha256::digest(component));
-        if self.shared.components.info(&name).await.is_ok() {
-            return Ok(());
-        }
         let mut reader = component;
         self.shared
             .components
@@ -50,33 +48,57 @@ impl Replication for FleetLog {
         let shared = &self.shared;
         let tag = shared.key.mac(&shared.fleet, applied + 1, &payload);
         shared.handle.block_on(async {
-            for component in &components {
-                self.upload(component).await?;
-            }
-            let publish = jetstream::message::PublishMessage::build()
-                .payload(payload.into())
-                .header(entry::MAC_HEADER, tag.as_str())
-                .expected_last_sequence(applied);
-            let acked = tokio::time::timeout(ACK_TIMEOUT, async {
-                shared.js.send_publish(STATE_SUBJECT, publish).await?.await
-            })
-            .await;
-            match acked {
-                Ok(Ok(ack)) => Ok(Proposal::Accepted(ack.sequence)),
-                Ok(Err(e)) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
-                    Ok(Proposal::Conflict)
+            let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+            tokio::time::timeout_at(deadline, async {
+                for component in &components {
+                    self.upload(component).await?;
                 }
-                Ok(Err(e)) if e.kind() == jetstream::context::PublishErrorKind::TimedOut => Err(unavailable(
-                    "the cluster did not acknowledge the write in time (no quorum, or unreachable); it may have landed: check before retrying",
-                )),
-                Ok(Err(e)) => Err(unavailable(&format!(
-                    "the cluster at {} refused the write: {e}",
-                    shared.config.display_urls()
-                ))),
-                Err(_) => Err(unavailable(
-                    "the cluster did not acknowledge the write in time (no quorum, or unreachable); it may have landed: check before retrying",
-                )),
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .map_err(|_| {
+                unavailable("the cluster did not take the component in time; nothing was written")
+            })??;
+            // The MAC names the entry: a publish repeated after a lost
+            // acknowledgement is recognised by JetStream's de-duplication
+            // and answered with the place the first one took.
+            let publish = || {
+                jetstream::message::PublishMessage::build()
+                    .payload(payload.clone().into())
+                    .header(entry::MAC_HEADER, tag.as_str())
+                    .message_id(tag.as_str())
+                    .expected_last_sequence(applied)
+            };
+            for attempt in 0..2 {
+                let acked = tokio::time::timeout(ACK_TIMEOUT, async {
+                    shared
+                        .js
+                        .send_publish(STATE_SUBJECT, publish())
+                        .await?
+                        .await
+                })
+                .await;
+                match acked {
+                    Ok(Ok(ack)) => return Ok(Proposal::Accepted(ack.sequence)),
+                    Ok(Err(e))
+                        if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence =>
+                    {
+                        return Ok(Proposal::Conflict);
+                    }
+                    Ok(Err(e)) if e.kind() != jetstream::context::PublishErrorKind::TimedOut => {
+                        return Err(unavailable(&format!(
+                            "the cluster at {} refused the write: {e}; nothing was written",
+                            shared.config.display_urls()
+                        )));
+                    }
+                    // No answer: ask again, once, under the same id.
+                    _ if attempt == 0 => continue,
+                    _ => {}
+                }
             }
+            Err(StoreError::ClusterOutcomeUnknown(
+                "the cluster did not acknowledge the write (no quorum, or unreachable)".into(),
+            ))
         })
     }
 
@@ -89,7 +111,7 @@ impl Replication for FleetLog {
             Ok(())
         } else {
             Err(unavailable(
-                "this replica is not receiving the cluster's entries, so the write cannot be decided on the latest state",
+                "this replica is not receiving the cluster's entries, so the write cannot be decided on the latest state; nothing was written",
             ))
         }
     }
@@ -102,7 +124,7 @@ pub(super) struct NotYet;
 impl Replication for NotYet {
     fn propose(&self, _: u64, _: &ChangeSet) -> Result<Proposal, StoreError> {
         Err(unavailable(
-            "this node has not reached the cluster since it started (it serves its local replica)",
+            "this node has not reached the cluster since it started (it serves its local replica); nothing was written",
         ))
     }
 

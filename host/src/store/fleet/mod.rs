@@ -146,9 +146,15 @@ impl Fleet {
                                 );
                                 return;
                             }
+                            // Wrong key, another fleet, refused
+                            // credentials: said loudly, and tried again
+                            // (an operator may fix it without a restart).
                             Err(e @ StoreError::Cluster(_)) => {
-                                tracing::error!("cluster: {e}; serving the local replica only");
-                                return;
+                                tracing::error!(
+                                    "cluster: {e}; serving the local replica, retrying in {delay:?}"
+                                );
+                                tokio::time::sleep(delay).await;
+                                delay = (delay * 2).min(Duration::from_secs(5));
                             }
                             Err(e) => {
                                 tracing::warn!(
@@ -266,8 +272,10 @@ async fn connect(
         subjects: vec![STATE_SUBJECT.into()],
         num_replicas: replicas,
         storage: jetstream::stream::StorageType::File,
-        // The log is the state: entries are never removed by age or count.
+        // The log is the state: entries are never removed, by age, count,
+        // deletion or purge.
         deny_delete: true,
+        deny_purge: true,
         ..Default::default()
     };
     // A cluster that has just started answers JetStream requests only once
@@ -338,24 +346,33 @@ async fn genesis(
         Ok(message) => message.payload,
         Err(_) => {
             let (genesis, _) = Genesis::new(master);
-            let publish = jetstream::message::PublishMessage::build()
-                .payload(genesis.encode().into())
-                .expected_last_sequence(0);
-            match js.send_publish(STATE_SUBJECT, publish).await {
-                Ok(ack) => match ack.await {
-                    Ok(_) => {}
+            // A stream just made may not have its leader yet: retry a
+            // few seconds. Only one genesis can be entry 1.
+            let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+            loop {
+                let publish = jetstream::message::PublishMessage::build()
+                    .payload(genesis.encode().into())
+                    .expected_last_sequence(0);
+                let outcome = match js.send_publish(STATE_SUBJECT, publish).await {
+                    Ok(ack) => ack.await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(()) => break,
                     Err(e)
-                        if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {}
+                        if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence =>
+                    {
+                        break;
+                    }
+                    Err(e) if tokio::time::Instant::now() < deadline => {
+                        tracing::debug!("cluster: cannot write the genesis entry yet: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
                     Err(e) => {
                         return Err(StoreError::ClusterUnavailable(format!(
                             "cannot write the fleet's first entry: {e}"
                         )));
                     }
-                },
-                Err(e) => {
-                    return Err(StoreError::ClusterUnavailable(format!(
-                        "cannot write the fleet's first entry: {e}"
-                    )));
                 }
             }
             stream

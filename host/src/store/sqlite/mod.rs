@@ -219,6 +219,9 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let fleet = record.and(self.replication());
         let Some(fleet) = fleet else {
+            if record.is_some() {
+                self.refuse_if_bound_to_a_fleet()?;
+            }
             return self.transact_once(bump, record, None, &f);
         };
         for _ in 0..FLEET_RETRIES {
@@ -303,6 +306,27 @@ impl SqliteStore {
             return Err(error);
         }
         Ok(())
+    }
+
+    /// A fleet's replica opened without its fleet takes no admin write: the
+    /// write would be no entry of the fleet's, and the fleet's entries
+    /// would later be applied over it.
+    fn refuse_if_bound_to_a_fleet(&self) -> Result<(), StoreError> {
+        use rusqlite::OptionalExtension as _;
+        let bound: Option<String> = self.read(|tx| {
+            Ok(tx
+                .query_row("SELECT value FROM meta WHERE key = 'fleet_id'", [], |r| {
+                    r.get(0)
+                })
+                .optional()?)
+        })?;
+        match bound {
+            Some(fleet) => Err(StoreError::Cluster(format!(
+                "the data directory {} is a replica of fleet {fleet}: its state changes only through the fleet; give --cluster (KEYHOLE_CLUSTER)",
+                self.path.parent().unwrap_or(&self.path).display()
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The fleet this store replicates, if any.

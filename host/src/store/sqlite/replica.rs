@@ -231,6 +231,17 @@ pub(super) fn apply(tx: &Transaction<'_>, change: &ChangeSet) -> Result<(), Stor
                         .join(" AND ")
                 );
                 tx.execute(&sql, rusqlite::params_from_iter(row.key.iter().map(to_sql)))?;
+                // As on the replica that made the change: a later secret or
+                // function of the same name starts with no recorded uses.
+                match (table, &row.key[..]) {
+                    ("secrets", [Value::Text(name)]) => {
+                        tx.execute("DELETE FROM secret_uses WHERE secret = ?1", [name])?;
+                    }
+                    ("functions", [Value::Text(name)]) => {
+                        tx.execute("DELETE FROM secret_uses WHERE function = ?1", [name])?;
+                    }
+                    _ => {}
+                }
             }
             Some(values) => {
                 for (name, _) in values {
