@@ -503,3 +503,100 @@ fn an_entry_forged_without_the_master_key_is_never_applied() {
         .unwrap();
     assert!(!allow.contains("reveal"), "{allow}");
 }
+
+#[test]
+fn killing_the_meta_leader_and_the_stream_leader_loses_no_acknowledged_write() {
+    let mut nats = Nats::cluster();
+    let a = Node::in_fleet(&nats.urls());
+    let key = b"leader webhook key";
+    a.put_secret("gh-webhook", key);
+    a.deploy_granted(
+        artifacts::WEBHOOK_VERIFY_MANIFEST,
+        "webhook-verify",
+        "GITHUB_WEBHOOK",
+        "gh-webhook",
+        "hmac",
+    );
+    let mut b = Node::in_same_fleet(&a);
+    b.start();
+    eventually("B serves", || webhook(&b, key) == 200);
+
+    // A stream of writes from A, while B serves and is polled throughout.
+    let writer = std::thread::spawn({
+        let data = a.data.path().to_owned();
+        let key = a.env_key().unwrap().to_owned();
+        let urls = nats.urls();
+        move || {
+            let mut acknowledged = Vec::new();
+            for i in 0..80 {
+                let file = data.join("w.value");
+                std::fs::write(&file, format!("value {i}")).unwrap();
+                let out = std::process::Command::new(common::KEYHOLE)
+                    .env("KEYHOLE_DATA", &data)
+                    .env("KEYHOLE_MASTER_KEY", &key)
+                    .env("KEYHOLE_CLUSTER", &urls)
+                    .args([
+                        "secret",
+                        "put",
+                        &format!("w{i}"),
+                        "--from-file",
+                        file.to_str().unwrap(),
+                    ])
+                    .output()
+                    .unwrap();
+                if out.status.success() {
+                    acknowledged.push(format!("w{i}"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            acknowledged
+        }
+    });
+    // One server down at a time, so a quorum remains: first the meta
+    // leader, back after 2 s, then the stream's leader (as elected by then).
+    std::thread::sleep(Duration::from_millis(500));
+    let meta = nats.meta_leader().expect("a meta leader");
+    nats.servers[meta].kill();
+    let started = Instant::now();
+    let mut served = 0;
+    let mut meta_back = false;
+    let mut stream_leader = None;
+    while !writer.is_finished() {
+        assert_eq!(webhook(&b, key), 200, "B keeps serving throughout");
+        served += 1;
+        if !meta_back && started.elapsed() > Duration::from_secs(2) {
+            nats.servers[meta].restart();
+            meta_back = true;
+        }
+        if meta_back
+            && stream_leader.is_none()
+            && started.elapsed() > Duration::from_secs(3)
+            && let Some(leader) = nats.stream_leader("KEYHOLE_STATE")
+        {
+            nats.servers[leader].kill();
+            stream_leader = Some(leader);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stream_leader = stream_leader.expect("the stream leader was found and killed");
+    let acknowledged = writer.join().unwrap();
+    assert!(served > 10);
+    assert!(
+        acknowledged.len() >= 40,
+        "most writes were acknowledged: {acknowledged:?}"
+    );
+
+    // Read the fleet back from a fresh replica, every server up again.
+    nats.servers[stream_leader].restart();
+    nats.wait_healthy();
+    let reader = Node::in_same_fleet(&a);
+    let listed = reader.ok(&["secret", "list"]);
+    for name in &acknowledged {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(name)),
+            "acknowledged write {name} lost:\n{listed}"
+        );
+    }
+}

@@ -184,6 +184,41 @@ impl Nats {
         }
     }
 
+    /// `/jsz` of the first running server, with stream details.
+    fn jsz(&self) -> Option<serde_json::Value> {
+        let server = self.servers.iter().find(|s| s.child.is_some())?;
+        let url = format!(
+            "http://127.0.0.1:{}/jsz?accounts=true&streams=true",
+            server.monitor
+        );
+        let text = ureq::get(&url)
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The index of the server that leads JetStream's meta group.
+    pub fn meta_leader(&self) -> Option<usize> {
+        let name = self.jsz()?["meta_cluster"]["leader"].as_str()?.to_owned();
+        self.servers.iter().position(|s| s.name == name)
+    }
+
+    /// The index of the server that leads stream `stream`.
+    pub fn stream_leader(&self, stream: &str) -> Option<usize> {
+        let jsz = self.jsz()?;
+        let name = jsz["account_details"]
+            .as_array()?
+            .iter()
+            .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+            .find(|s| s["name"] == stream)?["cluster"]["leader"]
+            .as_str()?
+            .to_owned();
+        self.servers.iter().position(|s| s.name == name)
+    }
+
     /// The client URLs of every server, as `--cluster` takes them.
     pub fn urls(&self) -> String {
         self.servers

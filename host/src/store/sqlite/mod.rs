@@ -378,11 +378,19 @@ impl SqliteStore {
                 self.path.parent().unwrap_or(&self.path).display()
             )));
         }
+        // Sealed with the rows (the state MAC covers it), so verified first.
+        self.check_before_writing(&tx)?;
+        let key = self.row_key()?;
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('fleet_id', ?1)",
             [fleet],
         )?;
+        let generation = sealing::seal(&tx, &key)?;
         tx.commit()?;
+        drop(conn);
+        if let Err(e) = self.anchor.advance(&key, generation) {
+            tracing::error!("cannot record the store's generation in its anchor: {e}");
+        }
         Ok(())
     }
 
@@ -398,6 +406,8 @@ impl SqliteStore {
     pub fn apply_entry(&self, seq: u64, change: &ChangeSet) -> Result<bool, StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Verified first: the mark of the last entry applied is sealed too.
+        self.check_before_writing(&tx)?;
         let applied = replica::applied(&tx)?;
         if seq <= applied {
             return Ok(false);
@@ -407,7 +417,6 @@ impl SqliteStore {
                 "the fleet's next entry for this replica is {seq}, but it has applied only up to {applied}: entries are missing"
             )));
         }
-        self.check_before_writing(&tx)?;
         let key = self.row_key()?;
         let generation = self.in_transaction(tx, true, |tx| {
             replica::apply(tx, change)?;

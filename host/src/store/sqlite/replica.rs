@@ -316,6 +316,7 @@ mod tests {
                 replica: OnceLock::new(),
             });
             let _ = member.replica.set(Arc::downgrade(&store));
+            store.bind_fleet("test-fleet").unwrap();
             store.replicate_through(member);
             catch_up(log, &store);
             store
@@ -529,5 +530,34 @@ mod tests {
         assert!(err.contains("entries are missing"), "{err}");
         assert_eq!(store.applied_entry().unwrap(), 0, "nothing was applied");
         assert_eq!(store.revision().unwrap(), 0);
+    }
+
+    #[test]
+    fn the_last_entry_applied_and_the_fleet_are_sealed_with_the_rows() {
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let log = Arc::new(Log::default());
+        let a = Member::join(&log, a_dir.path());
+        put(&a, "s", b"v1");
+        let b = Member::join(&log, b_dir.path());
+        b.verify_integrity().unwrap();
+        // Someone with write access to B's data directory skips the next
+        // entry (a revocation, say) by raising the mark past it.
+        a.remove_secret("s", false, &rec()).unwrap();
+        tamper(&b, "UPDATE meta SET value = 2 WHERE key = 'fleet_applied'");
+        let err = b.verify_integrity().unwrap_err().to_string();
+        assert!(err.contains("changed outside keyhole"), "{err}");
+        let entry = log.0.lock().unwrap()[1].clone();
+        assert!(
+            b.apply_entry(2, &entry).is_err(),
+            "a tampered replica takes no entry"
+        );
+        // Or hands the replica to another fleet.
+        tamper(&b, "UPDATE meta SET value = 1 WHERE key = 'fleet_applied'");
+        b.verify_integrity().unwrap();
+        tamper(
+            &b,
+            "UPDATE meta SET value = 'another' WHERE key = 'fleet_id'",
+        );
+        assert!(b.verify_integrity().is_err());
     }
 }

@@ -291,18 +291,27 @@ fn schema(tx: &Transaction<'_>) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
-/// The state MAC over `generation`, the schema, and each table's row MACs
-/// in order.
+/// The state MAC over `generation`, the schema, the fleet this store is a
+/// replica of and the last entry it applied (for a replica only, so a
+/// single node's state MAC is what it always was), and each table's row
+/// MACs in order.
 fn state_mac(
     key: &RowKey,
     generation: i64,
     schema: &[u8],
+    fleet: Option<&(String, i64)>,
     macs: &[(&str, Vec<[u8; 32]>)],
 ) -> [u8; 32] {
     let mut mac = key.mac(b"keyhole/v1/state\0");
     mac.update(&generation.to_be_bytes());
     mac.update(&(schema.len() as u64).to_be_bytes());
     mac.update(schema);
+    if let Some((fleet, applied)) = fleet {
+        mac.update(b"fleet\0");
+        mac.update(&(fleet.len() as u64).to_be_bytes());
+        mac.update(fleet.as_bytes());
+        mac.update(&applied.to_be_bytes());
+    }
     for (table, rows) in macs {
         mac.update(table.as_bytes());
         mac.update(&(rows.len() as u64).to_be_bytes());
@@ -318,6 +327,23 @@ fn meta_i64(tx: &Transaction<'_>, key: &str) -> Result<Option<i64>, StoreError> 
     Ok(tx
         .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
         .optional()?)
+}
+
+/// The fleet this store is a replica of and the last entry it applied, if
+/// it is one: sealed with the rows, so neither can be moved behind the
+/// store's back (an entry skipped by raising the mark, a replica handed to
+/// another fleet).
+fn fleet(tx: &Transaction<'_>) -> Result<Option<(String, i64)>, StoreError> {
+    use rusqlite::OptionalExtension as _;
+    let id: Option<String> = tx
+        .query_row("SELECT value FROM meta WHERE key = 'fleet_id'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(match id {
+        Some(id) => Some((id, meta_i64(tx, "fleet_applied")?.unwrap_or(0))),
+        None => None,
+    })
 }
 
 /// The store's generation, if it was ever sealed.
@@ -352,7 +378,7 @@ pub(super) fn verify(tx: &Transaction<'_>, key: &RowKey) -> Result<Findings, Sto
         .optional()?;
     match (generation, stored) {
         (Some(generation), Some(stored)) => {
-            let expected = state_mac(key, generation, &schema(tx)?, &macs);
+            let expected = state_mac(key, generation, &schema(tx)?, fleet(tx)?.as_ref(), &macs);
             if !bool::from(subtle::ConstantTimeEq::ct_eq(&stored[..], &expected[..])) {
                 findings.state = Some(format!(
                     "the set of rows is not the one Keyhole last wrote (generation {generation}): rows were deleted, added, or replaced by older copies, or the schema (tables, triggers) was changed"
@@ -384,7 +410,7 @@ pub(super) fn seal(tx: &Transaction<'_>, key: &RowKey) -> Result<i64, StoreError
         macs.push((*table, all));
     }
     let generation = generation(tx)?.unwrap_or(0) + 1;
-    let state = state_mac(key, generation, &schema(tx)?, &macs);
+    let state = state_mac(key, generation, &schema(tx)?, fleet(tx)?.as_ref(), &macs);
     tx.execute(
         "INSERT INTO meta (key, value) VALUES ('generation', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
