@@ -177,7 +177,7 @@ impl Fleet {
     }
 
     /// The status of this replica's link to the fleet (for `/metrics` and
-    /// `keyhole status`).
+    /// `--max-stale`).
     pub fn status(&self) -> Arc<FleetStatus> {
         Arc::clone(&self.status)
     }
