@@ -3,12 +3,8 @@
 
 use crate::common;
 
-use common::{CutProxy, Nats, Node, artifacts};
+use common::{CutProxy, Nats, Node, artifacts, github_signature};
 use std::time::{Duration, Instant};
-
-fn github_signature(key: &[u8], body: &[u8]) -> String {
-    format!("sha256={}", common::hmac_sha256_hex(key, body))
-}
 
 /// Waits (up to 30 s: a node may be compiling a component first) until
 /// `check` holds, saying what it waited for.
@@ -20,23 +16,27 @@ fn eventually(what: &str, check: impl Fn() -> bool) {
     }
 }
 
-/// The status `node` answers a webhook signed with `key`.
-fn webhook(node: &Node, key: &[u8]) -> u16 {
+/// The reply `node` gives a webhook signed with `key`: status and body.
+fn webhook_reply(node: &Node, key: &[u8]) -> (u16, String) {
     let body = b"fleet";
-    node.post(
+    let reply = node.post(
         "/webhook",
         &[("x-hub-signature-256", &github_signature(key, body))],
         body,
-    )
-    .status
+    );
+    (reply.status, reply.text())
 }
 
-#[test]
-fn what_one_replica_is_told_every_node_of_the_fleet_serves() {
-    let nats = Nats::cluster();
+/// The status `node` answers a webhook signed with `key`.
+fn webhook(node: &Node, key: &[u8]) -> u16 {
+    webhook_reply(node, key).0
+}
+
+/// The first replica of a fleet at `nats`, holding the webhook key `key`
+/// as secret `gh-webhook`, with `webhook-verify` deployed and granted it.
+fn fleet_serving_webhook(nats: &Nats, key: &[u8]) -> Node {
     let a = Node::in_fleet(&nats.urls());
-    let old_key = b"first webhook key";
-    a.put_secret("gh-webhook", old_key);
+    a.put_secret("gh-webhook", key);
     a.deploy_granted(
         artifacts::WEBHOOK_VERIFY_MANIFEST,
         "webhook-verify",
@@ -44,6 +44,24 @@ fn what_one_replica_is_told_every_node_of_the_fleet_serves() {
         "gh-webhook",
         "hmac",
     );
+    a
+}
+
+/// Another replica of `a`'s fleet, reaching the single NATS server of
+/// `nats` only through a proxy the test can cut.
+fn replica_behind_proxy(a: &Node, nats: &Nats) -> (Node, CutProxy) {
+    let server = format!("127.0.0.1:{}", nats.servers[0].port);
+    let proxy = CutProxy::start(server.parse().unwrap());
+    let mut b = Node::in_same_fleet(a);
+    b.cluster = Some(format!("nats://127.0.0.1:{}", proxy.port));
+    (b, proxy)
+}
+
+#[test]
+fn what_one_replica_is_told_every_node_of_the_fleet_serves() {
+    let nats = Nats::cluster();
+    let old_key = b"first webhook key";
+    let a = fleet_serving_webhook(&nats, old_key);
     let mut b = Node::in_same_fleet(&a);
     let mut c = Node::in_same_fleet(&a);
     b.start();
@@ -267,17 +285,6 @@ fn a_cluster_that_cannot_be_used_is_a_clear_error_and_nothing_is_written() {
     assert!(err.contains("holds a single node's store"), "{err}");
 }
 
-/// The reply `node` gives a webhook signed with `key`: status and body.
-fn webhook_reply(node: &Node, key: &[u8]) -> (u16, String) {
-    let body = b"fleet";
-    let reply = node.post(
-        "/webhook",
-        &[("x-hub-signature-256", &github_signature(key, body))],
-        body,
-    );
-    (reply.status, reply.text())
-}
-
 /// A metric's value from `node`'s `/metrics` on its admin listener.
 fn metric(node: &Node, token: &str, name: &str) -> Option<f64> {
     let reply = node.admin_request("GET", "/metrics", Some(token), b"");
@@ -295,23 +302,9 @@ fn metric(node: &Node, token: &str, name: &str) -> Option<f64> {
 #[test]
 fn a_node_cut_off_serves_its_last_state_and_catches_up_when_it_is_back() {
     let nats = Nats::single();
-    let a = Node::in_fleet(&nats.urls());
     let key = b"partition webhook key";
-    a.put_secret("gh-webhook", key);
-    a.deploy_granted(
-        artifacts::WEBHOOK_VERIFY_MANIFEST,
-        "webhook-verify",
-        "GITHUB_WEBHOOK",
-        "gh-webhook",
-        "hmac",
-    );
-    let proxy = CutProxy::start(
-        format!("127.0.0.1:{}", nats.servers[0].port)
-            .parse()
-            .unwrap(),
-    );
-    let mut b = Node::in_same_fleet(&a);
-    b.cluster = Some(format!("nats://127.0.0.1:{}", proxy.port));
+    let a = fleet_serving_webhook(&nats, key);
+    let (mut b, proxy) = replica_behind_proxy(&a, &nats);
     let token = a.token(&["--name", "ops", "--role", "admin"]);
     b.start_admin();
     eventually("B serves the fleet's state", || webhook(&b, key) == 200);
@@ -382,23 +375,9 @@ fn a_node_cut_off_serves_its_last_state_and_catches_up_when_it_is_back() {
 #[test]
 fn with_max_stale_a_node_cut_off_too_long_refuses_secret_operations() {
     let nats = Nats::single();
-    let a = Node::in_fleet(&nats.urls());
     let key = b"stale webhook key";
-    a.put_secret("gh-webhook", key);
-    a.deploy_granted(
-        artifacts::WEBHOOK_VERIFY_MANIFEST,
-        "webhook-verify",
-        "GITHUB_WEBHOOK",
-        "gh-webhook",
-        "hmac",
-    );
-    let proxy = CutProxy::start(
-        format!("127.0.0.1:{}", nats.servers[0].port)
-            .parse()
-            .unwrap(),
-    );
-    let mut b = Node::in_same_fleet(&a);
-    b.cluster = Some(format!("nats://127.0.0.1:{}", proxy.port));
+    let a = fleet_serving_webhook(&nats, key);
+    let (mut b, proxy) = replica_behind_proxy(&a, &nats);
     b.start_with_args(&["--max-stale", "2s"]);
     eventually("B serves the fleet's state", || webhook(&b, key) == 200);
     proxy.cut();
@@ -507,16 +486,8 @@ fn an_entry_forged_without_the_master_key_is_never_applied() {
 #[test]
 fn killing_the_meta_leader_and_the_stream_leader_loses_no_acknowledged_write() {
     let mut nats = Nats::cluster();
-    let a = Node::in_fleet(&nats.urls());
     let key = b"leader webhook key";
-    a.put_secret("gh-webhook", key);
-    a.deploy_granted(
-        artifacts::WEBHOOK_VERIFY_MANIFEST,
-        "webhook-verify",
-        "GITHUB_WEBHOOK",
-        "gh-webhook",
-        "hmac",
-    );
+    let a = fleet_serving_webhook(&nats, key);
     let mut b = Node::in_same_fleet(&a);
     b.start();
     eventually("B serves", || webhook(&b, key) == 200);

@@ -2,11 +2,7 @@
 
 use crate::common;
 
-use common::{Held, Node, artifacts};
-
-fn github_signature(key: &[u8], body: &[u8]) -> String {
-    format!("sha256={}", common::hmac_sha256_hex(key, body))
-}
+use common::{Held, Node, artifacts, github_signature};
 
 #[test]
 fn webhook_verify_checks_github_signatures_on_the_host() {

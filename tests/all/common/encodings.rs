@@ -3,6 +3,12 @@
 
 use base64::Engine as _;
 
+/// The `X-Hub-Signature-256` GitHub sends with `body` under the webhook
+/// key `key` (what `webhook-verify` checks).
+pub fn github_signature(key: &[u8], body: &[u8]) -> String {
+    format!("sha256={}", hmac_sha256_hex(key, body))
+}
+
 /// HMAC-SHA256 of `message` under `key`, lowercase hex: what a function
 /// with an `hmac` grant must answer.
 pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {

@@ -138,21 +138,24 @@ pub(super) fn strip_components(change: &ChangeSet) -> (ChangeSet, Vec<Vec<u8>>) 
     (out, components)
 }
 
+/// The SHA-256 a function row names for its component.
+fn component_digest(columns: &[(String, Value)]) -> Option<String> {
+    columns
+        .iter()
+        .find_map(|(name, value)| match (name.as_str(), value) {
+            ("component_sha256", Value::Text(sha)) => Some(sha.clone()),
+            _ => None,
+        })
+}
+
 /// The SHA-256 each function row in `change` names for its component.
 pub(super) fn component_digests(change: &ChangeSet) -> Vec<String> {
     change
         .rows
         .iter()
         .filter(|r| r.table == "functions")
-        .filter_map(|r| r.row.as_ref())
-        .filter_map(|columns| {
-            columns
-                .iter()
-                .find_map(|(name, value)| match (name.as_str(), value) {
-                    ("component_sha256", Value::Text(sha)) => Some(sha.clone()),
-                    _ => None,
-                })
-        })
+        .filter_map(|r| r.row.as_deref())
+        .filter_map(component_digest)
         .collect()
 }
 
@@ -166,13 +169,7 @@ pub(super) fn restore_components(
         let Some(columns) = row.row.as_mut() else {
             continue;
         };
-        let sha = columns
-            .iter()
-            .find_map(|(name, value)| match (name.as_str(), value) {
-                ("component_sha256", Value::Text(sha)) => Some(sha.clone()),
-                _ => None,
-            });
-        let Some(sha) = sha else {
+        let Some(sha) = component_digest(columns) else {
             return Err(StoreError::Cluster(
                 "a fleet entry deploys a function without a component digest".into(),
             ));

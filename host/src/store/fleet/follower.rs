@@ -152,19 +152,9 @@ async fn follow_once(shared: &Arc<Shared>) -> Result<(), Failure> {
     shared.status.set_applied(applied);
     let broken =
         |e: &dyn std::fmt::Display| Failure::Link(StoreError::ClusterUnavailable(e.to_string()));
-    let mut stream = shared
-        .js
-        .get_stream(STATE_STREAM)
-        .await
-        .map_err(|e| broken(&e))?;
+    let (stream, last) = last_entry(shared).await.map_err(Failure::Link)?;
     // A log shorter than what this replica applied was purged, or deleted
     // and made again: not the log this replica followed.
-    let last = stream
-        .info()
-        .await
-        .map_err(|e| broken(&e))?
-        .state
-        .last_sequence;
     if last < applied {
         return Err(Failure::Blocked(StoreError::Cluster(format!(
             "the fleet's log {STATE_STREAM} ends at entry {last}, but this replica applied up to {applied}: the stream was purged or made again; not following it"
@@ -220,14 +210,19 @@ async fn apply(
                 "entry {seq} of {STATE_STREAM} cannot be read: {e}"
             )))
         })?;
-        let mut components = Vec::new();
+        // Each component once, however many functions of the entry run it.
+        let mut components = std::collections::HashMap::new();
         for sha in entry::component_digests(&change) {
-            components.push((sha.clone(), fetch_component(shared, &sha).await?));
+            if let std::collections::hash_map::Entry::Vacant(slot) = components.entry(sha) {
+                let bytes = fetch_component(shared, slot.key()).await?;
+                slot.insert(bytes);
+            }
         }
-        let mut fetched = components.into_iter();
-        entry::restore_components(&mut change, |sha| match fetched.next() {
-            Some((name, bytes)) if name == sha => Ok(bytes),
-            _ => Err(StoreError::Cluster("components out of order".into())),
+        entry::restore_components(&mut change, |sha| {
+            components
+                .get(sha)
+                .cloned()
+                .ok_or_else(|| StoreError::Cluster(format!("component {sha} was not fetched")))
         })
         .map_err(Failure::Blocked)?;
         change
@@ -272,20 +267,27 @@ async fn fetch_component(shared: &Shared, sha: &str) -> Result<Vec<u8>, Failure>
     Ok(bytes)
 }
 
-/// Waits until the replica has applied every entry the fleet had when this
-/// was called (a CLI command then sees the fleet's latest state).
-pub(super) async fn catch_up(shared: &Arc<Shared>) -> Result<(), StoreError> {
+/// The fleet's log and the sequence of its last entry.
+async fn last_entry(shared: &Shared) -> Result<(jetstream::stream::Stream, u64), StoreError> {
+    let broken = |e: &dyn std::fmt::Display| StoreError::ClusterUnavailable(e.to_string());
     let mut stream = shared
         .js
         .get_stream(STATE_STREAM)
         .await
-        .map_err(|e| StoreError::ClusterUnavailable(e.to_string()))?;
+        .map_err(|e| broken(&e))?;
     let last = stream
         .info()
         .await
-        .map_err(|e| StoreError::ClusterUnavailable(e.to_string()))?
+        .map_err(|e| broken(&e))?
         .state
         .last_sequence;
+    Ok((stream, last))
+}
+
+/// Waits until the replica has applied every entry the fleet had when this
+/// was called (a CLI command then sees the fleet's latest state).
+pub(super) async fn catch_up(shared: &Arc<Shared>) -> Result<(), StoreError> {
+    let (_, last) = last_entry(shared).await?;
     let status = Arc::clone(&shared.status);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -147,19 +147,19 @@ impl Fleet {
                                 return;
                             }
                             // Wrong key, another fleet, refused
-                            // credentials: said loudly, and tried again
-                            // (an operator may fix it without a restart).
-                            Err(e @ StoreError::Cluster(_)) => {
-                                tracing::error!(
-                                    "cluster: {e}; serving the local replica, retrying in {delay:?}"
-                                );
-                                tokio::time::sleep(delay).await;
-                                delay = (delay * 2).min(Duration::from_secs(5));
-                            }
+                            // credentials are said loudly; every failure is
+                            // tried again (an operator may fix it without a
+                            // restart).
                             Err(e) => {
-                                tracing::warn!(
-                                    "cluster: {e}; serving the local replica, retrying in {delay:?}"
-                                );
+                                if matches!(e, StoreError::Cluster(_)) {
+                                    tracing::error!(
+                                        "cluster: {e}; serving the local replica, retrying in {delay:?}"
+                                    );
+                                } else {
+                                    tracing::warn!(
+                                        "cluster: {e}; serving the local replica, retrying in {delay:?}"
+                                    );
+                                }
                                 tokio::time::sleep(delay).await;
                                 delay = (delay * 2).min(Duration::from_secs(5));
                             }

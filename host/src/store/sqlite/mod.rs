@@ -219,9 +219,6 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let fleet = record.and(self.replication());
         let Some(fleet) = fleet else {
-            if record.is_some() {
-                self.refuse_if_bound_to_a_fleet()?;
-            }
             return self.transact_once(bump, record, None, &f);
         };
         for _ in 0..FLEET_RETRIES {
@@ -247,6 +244,9 @@ impl SqliteStore {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         self.check_before_writing(&tx)?;
+        if record.is_some() && fleet.is_none() {
+            self.refuse_if_bound_to_a_fleet(&tx)?;
+        }
         let key = self.row_key()?;
         let generation = std::cell::Cell::new(0);
         let out = self
@@ -280,11 +280,22 @@ impl SqliteStore {
             })
             .inspect(|_| record.into_iter().for_each(AdminRecord::mark_written))?;
         drop(conn);
-        // Committed: a failure here only weakens rollback detection.
-        if let Err(e) = self.anchor.advance(&key, generation.get()) {
+        self.advance_anchor(&key, generation.get());
+        Ok(out)
+    }
+
+    /// Records a committed generation in the anchor outside the database.
+    /// Committed already: a failure here only weakens rollback detection,
+    /// so it is logged, not returned.
+    fn advance_anchor(&self, key: &sealing::RowKey, generation: i64) {
+        if let Err(e) = self.anchor.advance(key, generation) {
             tracing::error!("cannot record the store's generation in its anchor: {e}");
         }
-        Ok(out)
+    }
+
+    /// The data directory, for messages.
+    fn data_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(&self.path)
     }
 
     /// Refuses a write under a master key that no longer opens the store
@@ -311,19 +322,11 @@ impl SqliteStore {
     /// A fleet's replica opened without its fleet takes no admin write: the
     /// write would be no entry of the fleet's, and the fleet's entries
     /// would later be applied over it.
-    fn refuse_if_bound_to_a_fleet(&self) -> Result<(), StoreError> {
-        use rusqlite::OptionalExtension as _;
-        let bound: Option<String> = self.read(|tx| {
-            Ok(tx
-                .query_row("SELECT value FROM meta WHERE key = 'fleet_id'", [], |r| {
-                    r.get(0)
-                })
-                .optional()?)
-        })?;
-        match bound {
+    fn refuse_if_bound_to_a_fleet(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        match replica::fleet_id(tx)? {
             Some(fleet) => Err(StoreError::Cluster(format!(
                 "the data directory {} is a replica of fleet {fleet}: its state changes only through the fleet; give --cluster (KEYHOLE_CLUSTER)",
-                self.path.parent().unwrap_or(&self.path).display()
+                self.data_dir().display()
             ))),
             None => Ok(()),
         }
@@ -349,20 +352,14 @@ impl SqliteStore {
     /// a fleet) is refused too: its rows would be no fleet's, and the
     /// fleet's entries would not apply over them.
     pub fn bind_fleet(&self, fleet: &str) -> Result<(), StoreError> {
-        use rusqlite::OptionalExtension as _;
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let bound: Option<String> = tx
-            .query_row("SELECT value FROM meta WHERE key = 'fleet_id'", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        match bound {
+        match replica::fleet_id(&tx)? {
             Some(bound) if bound == fleet => return Ok(()),
             Some(bound) => {
                 return Err(StoreError::Cluster(format!(
                     "the data directory {} is a replica of fleet {bound}, not of fleet {fleet} at these servers: give this node another --data",
-                    self.path.parent().unwrap_or(&self.path).display()
+                    self.data_dir().display()
                 )));
             }
             None => {}
@@ -375,7 +372,7 @@ impl SqliteStore {
         if rows > 0 {
             return Err(StoreError::Cluster(format!(
                 "the data directory {} holds a single node's store (secrets, functions or tokens); a fleet's replica starts empty: give this node another --data",
-                self.path.parent().unwrap_or(&self.path).display()
+                self.data_dir().display()
             )));
         }
         // Sealed with the rows (the state MAC covers it), so verified first.
@@ -388,9 +385,7 @@ impl SqliteStore {
         let generation = sealing::seal(&tx, &key)?;
         tx.commit()?;
         drop(conn);
-        if let Err(e) = self.anchor.advance(&key, generation) {
-            tracing::error!("cannot record the store's generation in its anchor: {e}");
-        }
+        self.advance_anchor(&key, generation);
         Ok(())
     }
 
@@ -424,9 +419,7 @@ impl SqliteStore {
             sealing::seal(tx, &key)
         })?;
         drop(conn);
-        if let Err(e) = self.anchor.advance(&key, generation) {
-            tracing::error!("cannot record the store's generation in its anchor: {e}");
-        }
+        self.advance_anchor(&key, generation);
         Ok(true)
     }
 

@@ -180,6 +180,15 @@ pub(super) fn changes(tx: &Transaction<'_>, before: &Rows) -> Result<ChangeSet, 
     Ok(ChangeSet { rows: deletions })
 }
 
+/// The fleet this store is a replica of, if it is one.
+pub(super) fn fleet_id(tx: &Transaction<'_>) -> Result<Option<String>, StoreError> {
+    Ok(tx
+        .query_row("SELECT value FROM meta WHERE key = 'fleet_id'", [], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
 /// The last fleet entry this replica applied (0: none).
 pub(super) fn applied(tx: &Transaction<'_>) -> Result<u64, StoreError> {
     let v: Option<i64> = tx

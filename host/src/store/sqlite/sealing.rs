@@ -334,14 +334,8 @@ fn meta_i64(tx: &Transaction<'_>, key: &str) -> Result<Option<i64>, StoreError> 
 /// store's back (an entry skipped by raising the mark, a replica handed to
 /// another fleet).
 fn fleet(tx: &Transaction<'_>) -> Result<Option<(String, i64)>, StoreError> {
-    use rusqlite::OptionalExtension as _;
-    let id: Option<String> = tx
-        .query_row("SELECT value FROM meta WHERE key = 'fleet_id'", [], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    Ok(match id {
-        Some(id) => Some((id, meta_i64(tx, "fleet_applied")?.unwrap_or(0))),
+    Ok(match super::replica::fleet_id(tx)? {
+        Some(id) => Some((id, super::replica::applied(tx)? as i64)),
         None => None,
     })
 }
