@@ -123,6 +123,17 @@ fn every_endpoint_answers_each_role_as_its_permissions_say() {
             bodies.push(reply.text());
         }
     }
+    // The node's status reads as the metrics do (outside the table: the
+    // table's unauthenticated calls already reach the refusal limit).
+    for (token, want) in [(&r.auditor, 200), (&r.deployer, 403), (&r.admin, 200)] {
+        let reply = r.node.admin_request("GET", "/v1/status", Some(token), b"");
+        assert_eq!(reply.status, want, "GET /v1/status: {reply:?}");
+        if want == 200 {
+            let status: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+            assert_eq!(status["running"], true, "{status}");
+            assert!(status["fleet"].is_null(), "{status}");
+        }
+    }
     for body in &bodies {
         assert!(
             !body.contains("matrix-secret-value") && !body.contains(&b64(VALUE)),
@@ -144,7 +155,9 @@ fn every_endpoint_answers_each_role_as_its_permissions_say() {
         .flat_map(|(_, path, _, e)| e.iter().map(move |s| (*path, *s)))
         .filter(|(path, s)| *s == 403 && *path != "/metrics")
         .count();
-    assert_eq!(count("denied"), denied_403 + 1);
+    // And the deployer's status read, and the unauthenticated refusals'
+    // one coalesced record.
+    assert_eq!(count("denied"), denied_403 + 2);
     assert!(!audit.contains("matrix-secret-value"));
     r.node.ok(&["audit", "verify"]);
 }

@@ -146,6 +146,53 @@ fn what_one_replica_is_told_every_node_of_the_fleet_serves() {
 }
 
 #[test]
+fn a_component_the_fleet_holds_is_not_stored_again_and_every_node_runs_it() {
+    let nats = Nats::single();
+    let key = b"shared component key";
+    let a = fleet_serving_webhook(&nats, key);
+    let mut b = Node::in_same_fleet(&a);
+    b.start();
+    eventually("the first function serves on B", || webhook(&b, key) == 200);
+    let stored = nats
+        .last_sequence("OBJ_keyhole-components")
+        .expect("the component bucket's stream");
+
+    // The same component under another function: a re-store would replace
+    // the chunks a follower may be reading at that moment.
+    let manifest = a.write_manifest(
+        "second-hook",
+        artifacts::WEBHOOK_VERIFY,
+        "/second",
+        "[bindings.GITHUB_WEBHOOK]\nallow = [\"hmac\"]\n",
+    );
+    a.ok(&["deploy", manifest.to_str().unwrap()]);
+    a.ok(&[
+        "grant",
+        "second-hook",
+        "GITHUB_WEBHOOK",
+        "--secret",
+        "gh-webhook",
+        "--allow",
+        "hmac",
+    ]);
+    assert_eq!(
+        nats.last_sequence("OBJ_keyhole-components"),
+        Some(stored),
+        "the component was stored again"
+    );
+    let body = b"fleet";
+    eventually("the second function serves on B", || {
+        b.post(
+            "/second",
+            &[("x-hub-signature-256", &github_signature(key, body))],
+            body,
+        )
+        .status
+            == 200
+    });
+}
+
+#[test]
 fn rotations_racing_from_three_replicas_make_versions_without_gaps_or_twins() {
     let nats = Nats::cluster();
     let a = Node::in_fleet(&nats.urls());
@@ -322,6 +369,11 @@ fn a_node_cut_off_serves_its_last_state_and_catches_up_when_it_is_back() {
     assert_eq!(webhook(&b, key), 200, "cut off, B serves its last state");
     assert!(metric(&b, &token, "keyhole_cluster_seconds_since_sync").unwrap() > 0.3);
     assert!(b.logs().contains("cut off from"), "{}", b.logs());
+    // `keyhole status` says so too, and fails, as a health check should.
+    let (ok, out, err) = status(&b, &token);
+    assert!(!ok, "a cut-off node is reported healthy:\n{out}");
+    assert!(out.contains("connected: no"), "{out}");
+    assert!(err.contains("cut off from the fleet"), "{err}");
 
     // Back: the revocation made meanwhile is in force.
     proxy.restore();
@@ -370,6 +422,23 @@ fn a_node_cut_off_serves_its_last_state_and_catches_up_when_it_is_back() {
     eventually("B joins the fleet again", || {
         metric(&b, &token, "keyhole_cluster_connected") == Some(1.0)
     });
+    let (ok, out, err) = status(&b, &token);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("connected: yes"), "{out}");
+    let fleet = a.ok(&["status", "--json"]);
+    let fleet: serde_json::Value = serde_json::from_str(&fleet).unwrap();
+    assert_eq!(fleet["running"], false);
+    assert!(fleet["fleet"]["applied"].as_u64().unwrap() >= 6, "{fleet}");
+}
+
+/// `keyhole status` through `node`'s admin API: success, stdout, stderr.
+fn status(node: &Node, token: &str) -> (bool, String, String) {
+    let out = node.remote_command(token).arg("status").output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]

@@ -18,6 +18,7 @@ mod injection;
 mod isolation;
 mod keys;
 mod redaction;
+mod reload;
 mod rotation;
 mod secrets;
 mod tampering;

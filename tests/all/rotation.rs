@@ -15,8 +15,8 @@ use keyhole_host::node::observe::Observer;
 use keyhole_host::store::{
     AdminRecord, AuditLog, Changes, CheckReport, Dependent, Deployment, FunctionInfo,
     FunctionStore, Grant, GrantStore, KeyCustody, NestPolicy, NewVersion, RemovedSecret,
-    RolledBack, SecretInfo, SecretStore, StoreError, Stored, TokenInfo, TokenStore, UsableVersions,
-    UseRecord, VersionInfo,
+    RolledBack, SecretInfo, SecretStore, ServedState, StoreError, Stored, TokenInfo, TokenStore,
+    UsableVersions, UseRecord, VersionInfo,
 };
 use std::process::Output;
 use std::sync::Arc;
@@ -939,6 +939,7 @@ impl FunctionStore for RotatesMidLoad {
         deploy(deployment: &Deployment, may_nest: &NestPolicy<'_>, record: &AdminRecord) -> ();
         undeploy(name: &str, record: &AdminRecord) -> usize;
         functions() -> Vec<FunctionInfo>;
+        function(name: &str) -> Option<FunctionInfo>;
         component(name: &str) -> (Vec<u8>, String);
         approve(function: &str, digest: Option<&str>, record: &AdminRecord) -> FunctionInfo;
     }
@@ -985,6 +986,7 @@ impl KeyCustody for RotatesMidLoad {
 impl Changes for RotatesMidLoad {
     delegate! {
         revision() -> u64;
+        served_state() -> ServedState;
     }
 }
 
@@ -1020,8 +1022,10 @@ fn a_master_key_rotation_committed_mid_load_leaves_the_previous_snapshot_serving
     let before = catalog.snapshot();
     assert_eq!(bound(&before).as_deref(), Some(&value[..]));
 
-    // A change makes the next refresh load; the rotation lands in its midst.
-    node.put_secret("unrelated", b"x");
+    // A change to the probe's secret makes the next refresh decrypt it
+    // again; the rotation lands in its midst.
+    let second = b"mid-load-rotation-key-2";
+    node.put_secret("hook", second);
     store.armed.store(true, Ordering::SeqCst);
     let err = catalog.refresh().unwrap_err();
     assert!(matches!(err, StoreError::WrongMasterKey), "{err}");
@@ -1039,5 +1043,5 @@ fn a_master_key_rotation_committed_mid_load_leaves_the_previous_snapshot_serving
         .rekey(AesKey::from_slice(&store.new_key).unwrap())
         .unwrap();
     assert!(catalog.refresh().unwrap());
-    assert_eq!(bound(&catalog.snapshot()).as_deref(), Some(&value[..]));
+    assert_eq!(bound(&catalog.snapshot()).as_deref(), Some(&second[..]));
 }

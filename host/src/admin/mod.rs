@@ -122,6 +122,8 @@ pub enum Request {
         /// The age past which records go.
         older_than_secs: u64,
     },
+    /// The node's own state: what it serves, and its link to its fleet.
+    Status,
 }
 
 /// What a request is, for permission checks and the audit trail.
@@ -270,6 +272,7 @@ impl Request {
             ),
             Request::Audit(_) => d(AuditRead, "audit.read", "audit".into(), None, None),
             Request::AuditVerify => d(AuditRead, "audit.verify", "audit".into(), None, None),
+            Request::Status => d(MetricsRead, "node.status", "node".into(), None, None),
             Request::AuditPrune { .. } => d(AuditPrune, "audit.prune", "audit".into(), None, None),
         }
     }

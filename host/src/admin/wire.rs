@@ -309,6 +309,10 @@ pub fn parse(
             none(body)?;
             Request::AuditVerify
         }
+        ("GET", ["v1", "status"]) => {
+            none(body)?;
+            Request::Status
+        }
         ("POST", ["v1", "audit", "prune"]) => {
             query_params(query, &[])?;
             let body: PruneBody = json(body)?;
@@ -458,6 +462,7 @@ pub fn encode(request: &Request) -> Encoded {
             ("GET", format!("/v1/audit{query}"), None)
         }
         Request::AuditVerify => ("GET", "/v1/audit/verify".into(), None),
+        Request::Status => ("GET", "/v1/status".into(), None),
         Request::AuditPrune { older_than_secs } => (
             "POST",
             "/v1/audit/prune".into(),
@@ -524,6 +529,7 @@ mod tests {
             Request::AuditPrune {
                 older_than_secs: 86_400,
             },
+            Request::Status,
         ];
         for request in cases {
             let before = format!("{:?}", request.describe());

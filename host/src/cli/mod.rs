@@ -10,6 +10,7 @@ mod master_key;
 mod output;
 mod secrets;
 mod serve;
+mod status;
 mod tokens;
 
 use anyhow::bail;
@@ -140,6 +141,15 @@ enum Command {
     Token(tokens::TokenCommand),
     /// Read the audit trail, or verify that it was not tampered with.
     Audit(audit::AuditArgs),
+    /// Say whether the node (with --node) or the data directory serves a
+    /// state it can vouch for: what it serves, and its link to its fleet.
+    /// Fails when a node is cut off from its fleet, stopped at an entry it
+    /// cannot apply, or past --max-stale.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// List grants, of one function or of all.
     Grants {
         /// Only this function's grants.
@@ -193,6 +203,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Check => master_key::check(t),
         Command::Token(command) => tokens::run(t, command),
         Command::Audit(args) => audit::run(t, args),
+        Command::Status { json } => status::run(t, json),
     }
 }
 

@@ -10,6 +10,7 @@ use keyhole_host::node::admission::{self, Admission, Limits};
 use keyhole_host::node::catalog::Catalog;
 use keyhole_host::node::observe::Observer;
 use keyhole_host::node::server;
+use keyhole_host::node::status::{FleetReport, NodeStatus};
 use keyhole_host::outbound::{AddressPolicy, IpNet};
 use keyhole_host::secrets::standing::Freshness;
 use keyhole_host::store::Store;
@@ -183,6 +184,40 @@ fn watch_staleness(status: Arc<FleetStatus>, max_stale: i64, freshness: Arc<Fres
         .expect("a thread");
 }
 
+/// What the running node says of itself (`keyhole status`): what it
+/// serves, and its link to its fleet if it joined one.
+fn node_status(
+    catalog: std::sync::Weak<Catalog>,
+    freshness: Arc<Freshness>,
+    max_stale: Option<i64>,
+) -> impl Fn() -> NodeStatus + Send + Sync + 'static {
+    move || {
+        let catalog = catalog.upgrade();
+        let fleet = super::cluster::joined().map(|fleet| {
+            let link = fleet.status();
+            FleetReport {
+                id: fleet.id(),
+                connected: link.connected(),
+                applied: link.applied(),
+                seconds_since_sync: link.seconds_since_sync(),
+                rejected_entries: link.rejected_entries(),
+                blocked: link.blocked(),
+                max_stale_secs: max_stale,
+                stale: freshness.check().err().map(|stale| stale.0),
+            }
+        });
+        NodeStatus {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            running: true,
+            functions: catalog
+                .as_ref()
+                .map_or(0, |c| c.snapshot().function_count()),
+            revision: catalog.and_then(|c| c.loaded_revision()),
+            fleet,
+        }
+    }
+}
+
 /// Log lines waiting for the log's writer thread, at most.
 const LOG_QUEUE_LINES: usize = 64 * 1024;
 
@@ -303,7 +338,7 @@ pub fn run(
         )
         .with_address_policy(addresses)
         .with_admission(admission)
-        .with_freshness(freshness),
+        .with_freshness(Arc::clone(&freshness)),
     );
     catalog.refresh()?;
 
@@ -332,7 +367,13 @@ pub fn run(
     };
     let admin_server = match admin_listener {
         Some(listener) => {
-            let mut admin = Admin::new(Arc::clone(&store)).with_runtime(Arc::clone(&runtime));
+            let mut admin = Admin::new(Arc::clone(&store))
+                .with_runtime(Arc::clone(&runtime))
+                .with_status(node_status(
+                    Arc::downgrade(&catalog),
+                    Arc::clone(&freshness),
+                    args.max_stale,
+                ));
             // Tests shorten the window of coalesced refusals.
             if let Some(secs) = std::env::var("KEYHOLE_TEST_REFUSAL_WINDOW_SECS")
                 .ok()

@@ -1,11 +1,20 @@
 //! What a running node serves right now: deployed functions, compiled and
 //! linked, with their grants resolved to decrypted secret values.
 //!
-//! The catalog rebuilds its snapshot whenever the store's revision changes,
-//! so grants, secrets and deployments written by the CLI take effect on the
-//! next request, without a restart. A request holds the snapshot it started
-//! with, so it finishes on the versions it opened — unless a load withdraws
-//! them, which [`crate::secrets::standing`] makes reach it at its next secret call.
+//! The catalog installs a new snapshot whenever the store's revision
+//! changes, so grants, secrets and deployments written by the CLI, the
+//! admin API or the fleet take effect on the next request, without a
+//! restart. It reloads only what a change touched: the store's
+//! [`ServedState`] tags each function and secret, and a load rebuilds the
+//! functions whose tag changed and those bound to a secret whose tag
+//! changed (or whose grace window ended), reusing every other function as
+//! it was. Why: a change must be in force within milliseconds on a node
+//! serving a thousand functions, and rebuilding all of them for one grant
+//! takes longer than that.
+//!
+//! A request holds the snapshot it started with, so it finishes on the
+//! versions it opened — unless a load withdraws them, which
+//! [`crate::secrets::standing`] makes reach it at its next secret call.
 
 use crate::admin::access::route_contains;
 use crate::crypto::material::SecretMaterial;
@@ -17,8 +26,8 @@ use crate::operations::OperationSet;
 use crate::outbound::{AddressPolicy, OutboundRules, SystemResolver};
 use crate::secrets::standing::{Freshness, Standings, StandingsUpdate, Terms};
 use crate::secrets::{BoundSecret, FunctionSecrets, GraceVersion};
-use crate::store::{Store, StoreError, Timestamp};
-use std::collections::HashMap;
+use crate::store::{FunctionInfo, Grant, ServedState, Store, StoreError, Timestamp};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -51,9 +60,6 @@ pub struct LoadedFunction {
 pub struct Snapshot {
     /// Route prefixes, longest first, with the function serving each.
     routes: Vec<(String, Arc<LoadedFunction>)>,
-    /// When the first grace window in it ends: the snapshot is reloaded
-    /// then, so an expired version leaves memory.
-    next_expiry: Option<Timestamp>,
 }
 
 impl Snapshot {
@@ -81,7 +87,9 @@ pub struct Catalog {
     runtime: Arc<Runtime>,
     compiled: Mutex<HashMap<String, FunctionPre>>,
     snapshot: RwLock<Arc<Snapshot>>,
-    loaded_revision: Mutex<Option<u64>>,
+    /// What the snapshot was built from; held by a load throughout, so
+    /// loads run one at a time.
+    loaded: Mutex<Loaded>,
     usage: UsageLog,
     overdue_warned: Mutex<HashMap<String, i64>>,
     observer: Arc<Observer>,
@@ -103,6 +111,132 @@ struct LoadCounts {
     from_cache: usize,
     /// Secrets whose versions could not be read or decrypted.
     unavailable: usize,
+}
+
+/// Above this many functions to reload, a load reads the whole listing
+/// once instead of each function on its own.
+const READ_ONE_BY_ONE_UP_TO: usize = 32;
+
+/// What the catalog has loaded, kept from load to load so that a change
+/// reloads only what it touched.
+#[derive(Default)]
+struct Loaded {
+    /// The store's state it was loaded from (`None`: nothing loaded yet).
+    state: Option<ServedState>,
+    /// The last revision a load was tried at, loaded or not: waiting for a
+    /// change starts from it, so a load that keeps failing is tried again
+    /// on the next change or after a wait, not in a busy loop.
+    tried: Option<u64>,
+    /// Every function being served, by name.
+    functions: HashMap<String, Built>,
+    /// Deployed functions that could not be loaded: tried at every load.
+    failed: HashSet<String>,
+    /// The usable versions of each secret a loaded grant names (`None`:
+    /// it does not exist, or could not be decrypted).
+    secrets: HashMap<String, Option<Resolved>>,
+}
+
+/// One loaded function, with what decides when it must be reloaded.
+struct Built {
+    function: Arc<LoadedFunction>,
+    routes: Vec<String>,
+    component_sha256: String,
+    /// The secrets its grants name.
+    secrets: Vec<String>,
+}
+
+/// What one load built, to put in place of what it reloaded once it has
+/// succeeded.
+#[derive(Default)]
+struct Reloaded {
+    /// Everything was reloaded, not only what changed.
+    everything: bool,
+    /// The functions reloaded; those no longer deployed are absent here.
+    names: HashSet<String>,
+    functions: HashMap<String, Built>,
+    failed: HashSet<String>,
+    /// Secrets decrypted by this load.
+    secrets: HashMap<String, Option<Resolved>>,
+}
+
+impl Loaded {
+    /// The functions a load from `state` must rebuild (`None`: all of
+    /// them, nothing being loaded yet), and the secrets it must decrypt
+    /// again: those changed, and those with a grace window over at `now`.
+    fn stale(
+        &self,
+        state: &ServedState,
+        now: Timestamp,
+    ) -> Option<(HashSet<String>, HashSet<String>)> {
+        let old = self.state.as_ref()?;
+        let differ = |a: &HashMap<String, _>, b: &HashMap<String, _>| -> HashSet<String> {
+            a.iter()
+                .filter(|(name, tag)| b.get(*name) != Some(*tag))
+                .chain(b.iter().filter(|(name, _)| !a.contains_key(*name)))
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        let mut secrets = differ(&old.secrets, &state.secrets);
+        secrets.extend(self.expired(now));
+        let mut functions = differ(&old.functions, &state.functions);
+        functions.extend(self.failed.iter().cloned());
+        functions.extend(
+            self.functions
+                .iter()
+                .filter(|(_, built)| built.secrets.iter().any(|s| secrets.contains(s)))
+                .map(|(name, _)| name.clone()),
+        );
+        Some((functions, secrets))
+    }
+
+    /// Secrets with a version whose grace window is over at `now`.
+    fn expired(&self, now: Timestamp) -> impl Iterator<Item = String> + '_ {
+        self.secrets
+            .iter()
+            .filter(move |(_, r)| {
+                r.as_ref()
+                    .is_some_and(|r| r.grace.iter().any(|g| g.until <= now))
+            })
+            .map(|(name, _)| name.clone())
+    }
+
+    /// Puts what `reloaded` built in place of what it reloaded, and lets go
+    /// of secrets no function names any more.
+    fn replace(&mut self, reloaded: Reloaded, state: ServedState) {
+        if reloaded.everything {
+            self.functions.clear();
+            self.failed.clear();
+        }
+        for name in &reloaded.names {
+            self.functions.remove(name);
+            self.failed.remove(name);
+        }
+        self.functions.extend(reloaded.functions);
+        self.failed.extend(reloaded.failed);
+        self.secrets.extend(reloaded.secrets);
+        let named: HashSet<&str> = self
+            .functions
+            .values()
+            .flat_map(|b| b.secrets.iter().map(String::as_str))
+            .collect();
+        self.secrets.retain(|name, _| named.contains(name.as_str()));
+        self.state = Some(state);
+    }
+
+    /// The snapshot serving every loaded function.
+    fn snapshot(&self) -> Snapshot {
+        let mut routes: Vec<(String, Arc<LoadedFunction>)> = self
+            .functions
+            .values()
+            .flat_map(|b| {
+                b.routes
+                    .iter()
+                    .map(|r| (r.clone(), Arc::clone(&b.function)))
+            })
+            .collect();
+        routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        Snapshot { routes }
+    }
 }
 
 /// One secret's usable versions, shared by every binding that names it.
@@ -136,7 +270,7 @@ impl Catalog {
             runtime,
             compiled: Mutex::default(),
             snapshot: RwLock::default(),
-            loaded_revision: Mutex::default(),
+            loaded: Mutex::default(),
             usage: UsageLog::default(),
             overdue_warned: Mutex::default(),
             addresses: Arc::default(),
@@ -183,34 +317,47 @@ impl Catalog {
         &self.runtime
     }
 
+    /// The store revision the snapshot was loaded from (`None`: nothing
+    /// loaded yet).
+    pub fn loaded_revision(&self) -> Option<u64> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .state
+            .as_ref()
+            .map(|s| s.revision)
+    }
+
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         Arc::clone(&self.snapshot.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Reloads from the store if it changed since the last load. Blocking:
-    /// it reads the database and may compile components. Returns whether a
-    /// new snapshot was installed.
+    /// Loads what changed in the store since the last load, if anything
+    /// did (or a grace window ended). Blocking: it reads the database and
+    /// may compile components. Returns whether a new snapshot was
+    /// installed.
     pub fn refresh(&self) -> Result<bool, StoreError> {
-        // Held throughout, so concurrent refreshes load one at a time.
-        let mut loaded = self
-            .loaded_revision
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let began = std::time::Instant::now();
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         let revision = self.store.revision()?;
-        let expired = self
-            .snapshot()
-            .next_expiry
-            .is_some_and(|at| crate::store::now() >= at);
-        if *loaded == Some(revision) && !expired {
+        loaded.tried = Some(revision);
+        let now = crate::store::now();
+        let unchanged = loaded
+            .state
+            .as_ref()
+            .is_some_and(|s| s.revision == revision);
+        if unchanged && loaded.expired(now).next().is_none() {
             return Ok(false);
         }
         // After a master-key rotation by another process every secret would
         // fail to decrypt: keep serving what is loaded until the key is back.
         self.store.check_master_key()?;
-        // Forged or rolled-back rows: keep serving what is loaded.
-        self.store.verify_integrity()?;
-        let (snapshot, counts, standings) = self.load()?;
+        // Verified as it is read: with forged or rolled-back rows, keep
+        // serving what is loaded.
+        let state = self.store.served_state()?;
+        let stale = loaded.stale(&state, now);
+        let (reloaded, counts, standings) = self.load(&loaded, &state, stale)?;
         // A master-key rotation committed while this load read secret by
         // secret leaves the versions read after it undecryptable: an
         // incomplete snapshot. Keep serving the previous one; the next
@@ -219,185 +366,315 @@ impl Catalog {
         if counts.unavailable > 0 {
             self.store.check_master_key()?;
         }
-        let count = snapshot.function_count();
+        let reloaded_count = reloaded.names.len();
+        let changed_code = reloaded.everything
+            || reloaded.names.iter().any(|name| {
+                let sha = |built: Option<&Built>| built.map(|b| b.component_sha256.clone());
+                sha(loaded.functions.get(name)) != sha(reloaded.functions.get(name))
+            });
         // Withdrawn before the new snapshot is served: a request that
         // starts on the old one in between is refused what it lost, and
         // none is ever refused what the new one grants.
         let withdrawn = standings.commit();
+        let revision = state.revision;
+        loaded.replace(reloaded, state);
+        let snapshot = loaded.snapshot();
+        let count = snapshot.function_count();
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
-        *loaded = Some(revision);
+        if changed_code {
+            self.forget_unused_code(&loaded);
+        }
+        self.usage.retain_live();
         tracing::info!(
             revision,
             functions = count,
+            reloaded = reloaded_count,
             withdrawn_bindings = withdrawn,
             compiled = counts.compiled,
             from_cache = counts.from_cache,
+            elapsed_ms = began.elapsed().as_secs_f64() * 1000.0,
             "loaded functions and grants"
         );
         Ok(true)
     }
 
-    fn load(&self) -> Result<(Snapshot, LoadCounts, StandingsUpdate<'_>), StoreError> {
-        let mut standings = self.standings.update();
-        let functions = self.store.functions()?;
-        let grants = self.store.grants(None)?;
-        let mut values: HashMap<String, Option<Resolved>> = HashMap::new();
-        let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
-        let mut still_used = HashMap::new();
-        let mut routes = Vec::new();
-        let mut counts = LoadCounts::default();
+    /// Waits until the store changed since the last load, or `timeout`
+    /// passed (a failure to tell is logged, and waits the timeout).
+    pub fn wait_for_change(&self, timeout: Duration) {
+        let seen = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tried
+            .unwrap_or(u64::MAX);
+        if let Err(e) = self.store.wait_for_change(seen, timeout) {
+            tracing::error!("cannot watch the store for changes: {e}");
+            std::thread::sleep(timeout);
+        }
+    }
 
-        for info in functions {
-            let loaded = compiled.get(&info.component_sha256).cloned().or_else(|| {
+    /// Drops compiled components (in memory and in the cache on disk) that
+    /// no loaded or failed function uses any more.
+    fn forget_unused_code(&self, loaded: &Loaded) {
+        let used: HashSet<&str> = loaded
+            .functions
+            .values()
+            .map(|b| b.component_sha256.as_str())
+            .collect();
+        let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        compiled.retain(|sha, _| used.contains(sha.as_str()));
+        if let Some(cache) = self.runtime.cache() {
+            cache.retain(&used);
+        }
+    }
+
+    /// Builds the functions `stale` names (all deployed ones when `None`)
+    /// from `state`, decrypting again the secrets it names and those it
+    /// has not loaded yet, and reusing `loaded`'s other secrets.
+    fn load(
+        &self,
+        loaded: &Loaded,
+        state: &ServedState,
+        stale: Option<(HashSet<String>, HashSet<String>)>,
+    ) -> Result<(Reloaded, LoadCounts, StandingsUpdate<'_>), StoreError> {
+        let everything = stale.is_none();
+        let (names, stale_secrets) = stale.unwrap_or_else(|| {
+            let all = state.functions.keys().cloned().collect();
+            (all, HashSet::new())
+        });
+        let mut standings = if everything {
+            self.standings.update()
+        } else {
+            self.standings
+                .update_only(names.iter().map(|n| Arc::from(n.as_str())).collect())
+        };
+        let listed = self.read_functions(&names, state, everything)?;
+        let mut reloaded = Reloaded {
+            everything,
+            names,
+            ..Reloaded::default()
+        };
+        let mut counts = LoadCounts::default();
+        let mut unavailable = 0;
+        for (info, grants) in listed {
+            let mut resolve = |secret: &str| -> Option<Resolved> {
+                if let Some(r) = reloaded.secrets.get(secret) {
+                    return r.clone();
+                }
+                if !stale_secrets.contains(secret)
+                    && let Some(r) = loaded.secrets.get(secret)
+                {
+                    return r.clone();
+                }
+                let resolved = self.decrypt(secret);
+                unavailable += usize::from(resolved.is_err());
+                let resolved = resolved.ok().flatten();
+                reloaded.secrets.insert(secret.to_owned(), resolved.clone());
+                resolved
+            };
+            match self.build(&info, &grants, &mut resolve, &mut standings, &mut counts)? {
+                Some(built) => {
+                    reloaded.functions.insert(info.name.clone(), built);
+                }
+                None => {
+                    reloaded.failed.insert(info.name.clone());
+                }
+            }
+        }
+        counts.unavailable = unavailable;
+        Ok((reloaded, counts, standings))
+    }
+
+    /// Each function of `names` that `state` says is deployed, with its
+    /// grants: read one by one when there are few, from the whole listing
+    /// when there are many (or `everything`).
+    fn read_functions(
+        &self,
+        names: &HashSet<String>,
+        state: &ServedState,
+        everything: bool,
+    ) -> Result<Vec<(FunctionInfo, Vec<Grant>)>, StoreError> {
+        let deployed: Vec<&String> = names
+            .iter()
+            .filter(|n| state.functions.contains_key(*n))
+            .collect();
+        if !everything && deployed.len() <= READ_ONE_BY_ONE_UP_TO {
+            let mut out = Vec::with_capacity(deployed.len());
+            for name in deployed {
+                // Undeployed since the state was read: the next load sees it.
+                if let Some(info) = self.store.function(name)? {
+                    let grants = self.store.grants(Some(name))?;
+                    out.push((info, grants));
+                }
+            }
+            return Ok(out);
+        }
+        let mut grants: HashMap<String, Vec<Grant>> = HashMap::new();
+        for grant in self.store.grants(None)? {
+            grants
+                .entry(grant.function.clone())
+                .or_default()
+                .push(grant);
+        }
+        Ok(self
+            .store
+            .functions()?
+            .into_iter()
+            .filter(|info| everything || names.contains(&info.name))
+            .map(|info| {
+                let granted = grants.remove(&info.name).unwrap_or_default();
+                (info, granted)
+            })
+            .collect())
+    }
+
+    /// Builds function `info` with its `grants`, its secrets' versions
+    /// from `resolve`; `None` (logged) when its component cannot be
+    /// loaded.
+    fn build(
+        &self,
+        info: &FunctionInfo,
+        grants: &[Grant],
+        resolve: &mut impl FnMut(&str) -> Option<Resolved>,
+        standings: &mut StandingsUpdate<'_>,
+        counts: &mut LoadCounts,
+    ) -> Result<Option<Built>, StoreError> {
+        let loaded = self
+            .compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&info.component_sha256)
+            .cloned()
+            .or_else(|| {
                 let pre = self.runtime.prepare_cached(&info.component_sha256);
                 counts.from_cache += usize::from(pre.is_some());
                 pre
             });
-            let pre = match loaded {
-                Some(pre) => pre,
-                None => match self.compile(&info.name, &info.component_sha256)? {
-                    Ok(pre) => {
-                        counts.compiled += 1;
-                        pre
-                    }
-                    Err(e) => {
-                        tracing::error!(
-                            function = %info.name,
-                            "cannot load function: {}",
-                            crate::redact::guest_log::escape_for_log(&format!("{e:#}"))
-                        );
-                        continue;
-                    }
-                },
-            };
-            still_used.insert(info.component_sha256.clone(), pre.clone());
-
-            let mut secrets = HashMap::new();
-            for requested in &info.bindings {
-                let Some(grant) = grants
-                    .iter()
-                    .find(|g| g.function == info.name && g.binding == requested.binding)
-                else {
-                    continue;
-                };
-                // A grant given for other code allows this code only what
-                // the operator let follow redeploys, never `reveal`.
-                let allowed: OperationSet = grant
-                    .effective(&info.component_sha256)
-                    .intersect(requested.operations);
-                let resolved = values
-                    .entry(grant.secret.clone())
-                    .or_insert_with(|| {
-                        let resolved = self.decrypt(&grant.secret);
-                        counts.unavailable += usize::from(resolved.is_err());
-                        resolved.ok().flatten()
-                    })
-                    .clone();
-                let egress = Arc::new(grant.egress.clone());
-                let usage = self
-                    .usage
-                    .slot(&info.name, &requested.binding, &grant.secret);
-                let secret: Arc<str> = grant.secret.as_str().into();
-                let in_force = standings.bind(
-                    &info.name,
-                    &requested.binding,
-                    Terms {
-                        secret: Arc::clone(&secret),
-                        allowed,
-                        egress: Arc::clone(&egress),
-                        versions: resolved.as_ref().map_or_else(Vec::new, Resolved::versions),
-                    },
-                );
-                secrets.insert(
-                    requested.binding.clone(),
-                    BoundSecret {
-                        secret,
-                        allowed,
-                        egress,
-                        in_force,
-                        current: resolved.as_ref().map(|r| Arc::clone(&r.current)),
-                        grace: resolved.map_or_else(|| Arc::from([]), |r| r.grace),
-                        usage,
-                    },
-                );
-            }
-
-            let name: Arc<str> = info.name.as_str().into();
-            let pending = info.pending_outbound();
-            if !pending.is_empty() {
-                tracing::warn!(
-                    function = %info.name,
-                    hosts = %pending,
-                    "outbound hosts wait for an operator's approval (keyhole approve {})",
-                    info.name
-                );
-            }
-            let outbound = Arc::new(OutboundRules {
-                allowed: info.effective_outbound(),
-                addresses: Arc::clone(&self.addresses),
-                resolver: Arc::new(SystemResolver),
-            });
-            let needs = pre
-                .instance_pre()
-                .component()
-                .resources_required()
-                .map(|r| (r.num_memories, r.num_tables));
-            let memory_bytes = info.memory_mib as usize * 1024 * 1024;
-            let memories =
-                needs.map_or(crate::engine::runtime::MAX_MEMORIES_PER_COMPONENT, |n| n.0);
-            let weight = crate::node::admission::weight_of(needs);
-            let reserved_memory = memory_bytes as u64 * u64::from(memories.max(1));
-            let limits = self.admission.limits();
-            if weight > limits.function_slots().min(limits.client_requests)
-                || reserved_memory > limits.function_memory()
-            {
-                tracing::error!(
-                    function = %info.name,
-                    weight,
-                    reserved_memory_mib = reserved_memory >> 20,
-                    "this function can never be admitted: one request needs more slots or memory than its share of the node (raise --max-instances, --memory-budget or --max-function-share, or lower its memory-mib)"
-                );
-            }
-            let share = self.admission.function_share(&name);
-            share.set_max_concurrency(info.max_concurrency);
-            let function = Arc::new(LoadedFunction {
-                metrics: self.observer.function_metrics(&name),
-                share,
-                weight,
-                reserved_memory,
-                name,
-                pre,
-                memory_bytes,
-                timeout: Duration::from_millis(info.timeout_ms.into()),
-                secrets: Arc::new(
-                    FunctionSecrets::new(secrets)
-                        .with_outbound(outbound)
-                        .for_component(&info.component_sha256),
-                ),
-            });
-            for route in info.routes {
-                routes.push((route, Arc::clone(&function)));
-            }
-        }
-        if let Some(cache) = self.runtime.cache() {
-            cache.retain(&still_used.keys().map(String::as_str).collect());
-        }
-        *compiled = still_used;
-        self.usage.retain_live();
-        routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        let next_expiry = values
-            .values()
-            .flatten()
-            .flat_map(|r| r.grace.iter().map(|g| g.until))
-            .min();
-        Ok((
-            Snapshot {
-                routes,
-                next_expiry,
+        let pre = match loaded {
+            Some(pre) => pre,
+            None => match self.compile(&info.name, &info.component_sha256)? {
+                Ok(pre) => {
+                    counts.compiled += 1;
+                    pre
+                }
+                Err(e) => {
+                    tracing::error!(
+                        function = %info.name,
+                        "cannot load function: {}",
+                        crate::redact::guest_log::escape_for_log(&format!("{e:#}"))
+                    );
+                    return Ok(None);
+                }
             },
-            counts,
-            standings,
-        ))
+        };
+        self.compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(info.component_sha256.clone(), pre.clone());
+
+        let mut secrets = HashMap::new();
+        let mut named = Vec::new();
+        for requested in &info.bindings {
+            let Some(grant) = grants
+                .iter()
+                .find(|g| g.function == info.name && g.binding == requested.binding)
+            else {
+                continue;
+            };
+            // A grant given for other code allows this code only what
+            // the operator let follow redeploys, never `reveal`.
+            let allowed: OperationSet = grant
+                .effective(&info.component_sha256)
+                .intersect(requested.operations);
+            named.push(grant.secret.clone());
+            let resolved = resolve(&grant.secret);
+            let egress = Arc::new(grant.egress.clone());
+            let usage = self
+                .usage
+                .slot(&info.name, &requested.binding, &grant.secret);
+            let secret: Arc<str> = grant.secret.as_str().into();
+            let in_force = standings.bind(
+                &info.name,
+                &requested.binding,
+                Terms {
+                    secret: Arc::clone(&secret),
+                    allowed,
+                    egress: Arc::clone(&egress),
+                    versions: resolved.as_ref().map_or_else(Vec::new, Resolved::versions),
+                },
+            );
+            secrets.insert(
+                requested.binding.clone(),
+                BoundSecret {
+                    secret,
+                    allowed,
+                    egress,
+                    in_force,
+                    current: resolved.as_ref().map(|r| Arc::clone(&r.current)),
+                    grace: resolved.map_or_else(|| Arc::from([]), |r| r.grace),
+                    usage,
+                },
+            );
+        }
+
+        let name: Arc<str> = info.name.as_str().into();
+        let pending = info.pending_outbound();
+        if !pending.is_empty() {
+            tracing::warn!(
+                function = %info.name,
+                hosts = %pending,
+                "outbound hosts wait for an operator's approval (keyhole approve {})",
+                info.name
+            );
+        }
+        let outbound = Arc::new(OutboundRules {
+            allowed: info.effective_outbound(),
+            addresses: Arc::clone(&self.addresses),
+            resolver: Arc::new(SystemResolver),
+        });
+        let needs = pre
+            .instance_pre()
+            .component()
+            .resources_required()
+            .map(|r| (r.num_memories, r.num_tables));
+        let memory_bytes = info.memory_mib as usize * 1024 * 1024;
+        let memories = needs.map_or(crate::engine::runtime::MAX_MEMORIES_PER_COMPONENT, |n| n.0);
+        let weight = crate::node::admission::weight_of(needs);
+        let reserved_memory = memory_bytes as u64 * u64::from(memories.max(1));
+        let limits = self.admission.limits();
+        if weight > limits.function_slots().min(limits.client_requests)
+            || reserved_memory > limits.function_memory()
+        {
+            tracing::error!(
+                function = %info.name,
+                weight,
+                reserved_memory_mib = reserved_memory >> 20,
+                "this function can never be admitted: one request needs more slots or memory than its share of the node (raise --max-instances, --memory-budget or --max-function-share, or lower its memory-mib)"
+            );
+        }
+        let share = self.admission.function_share(&name);
+        share.set_max_concurrency(info.max_concurrency);
+        let function = Arc::new(LoadedFunction {
+            metrics: self.observer.function_metrics(&name),
+            share,
+            weight,
+            reserved_memory,
+            name,
+            pre,
+            memory_bytes,
+            timeout: Duration::from_millis(info.timeout_ms.into()),
+            secrets: Arc::new(
+                FunctionSecrets::new(secrets)
+                    .with_outbound(outbound)
+                    .for_component(&info.component_sha256),
+            ),
+        });
+        Ok(Some(Built {
+            function,
+            routes: info.routes.clone(),
+            component_sha256: info.component_sha256.clone(),
+            secrets: named,
+        }))
     }
 
     /// Compiles deployed function `name`'s component (whose SHA-256 the

@@ -4,8 +4,8 @@
 //! ([`server`]), admission against fair shares ([`admission`]) and body
 //! pacing ([`paced_body`]), running one request in a fresh instance
 //! ([`invoke`]), what the node serves right now ([`catalog`]), marks of
-//! which function used which secret version ([`usage`]), and metrics
-//! ([`observe`]).
+//! which function used which secret version ([`usage`]), metrics
+//! ([`observe`]), and what the node says of its own state ([`status`]).
 //!
 //! Invariant: a request costs an instance only once admitted, runs in an
 //! instance of its own, and sees the snapshot that was in force when it
@@ -22,4 +22,5 @@ pub mod invoke;
 pub mod observe;
 pub(crate) mod paced_body;
 pub mod server;
+pub mod status;
 pub(crate) mod usage;

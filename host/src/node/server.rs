@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// How often a running node checks the store for changes.
+/// The longest a running node waits before it checks the store again
+/// without being told of a change: for grace windows that end, and to try
+/// again a load that failed.
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 /// How often a node writes the secret uses it recorded to the store.
 pub const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
@@ -235,8 +237,9 @@ pub fn start_workers(
 }
 
 /// Starts the thread that keeps the node in step with its store until
-/// `stop` turns true: it reloads `catalog` whenever the store changes
-/// (checking every [`REFRESH_INTERVAL`]), writes recorded secret uses every
+/// `stop` turns true: it reloads `catalog` as soon as the store says it
+/// changed (and at least every [`REFRESH_INTERVAL`], for grace windows
+/// that end), writes recorded secret uses every
 /// [`USAGE_FLUSH_INTERVAL`] (and once more on the way out), and warns about
 /// secrets overdue for rotation. When the store's master key was rotated
 /// by another process, it calls `reload_master_key`, which returns whether
@@ -253,7 +256,7 @@ pub fn start_refresher(
             let mut last_overdue_check: Option<std::time::Instant> = None;
             let mut key_warned = false;
             while !*stop.borrow() {
-                std::thread::sleep(REFRESH_INTERVAL);
+                catalog.wait_for_change(REFRESH_INTERVAL);
                 match catalog.refresh() {
                     Ok(_) => key_warned = false,
                     Err(crate::store::StoreError::WrongMasterKey) => {

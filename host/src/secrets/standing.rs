@@ -26,7 +26,7 @@
 use crate::operations::OperationSet;
 use crate::outbound::egress::EgressList;
 use crate::store::Timestamp;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -224,6 +224,16 @@ impl Standings {
             next: HashMap::new(),
             now: crate::store::now(),
             freshness: Arc::clone(&self.freshness),
+            scope: None,
+        }
+    }
+
+    /// Begins a load of only the functions named in `functions`: the
+    /// bindings of every other function stay as they are.
+    pub fn update_only(&self, functions: HashSet<Arc<str>>) -> StandingsUpdate<'_> {
+        StandingsUpdate {
+            scope: Some(functions),
+            ..self.update()
         }
     }
 }
@@ -234,6 +244,8 @@ pub struct StandingsUpdate<'a> {
     next: HashMap<Key, Entry>,
     now: Timestamp,
     freshness: Arc<Freshness>,
+    /// The functions this load reloads (`None`: all of them).
+    scope: Option<HashSet<Arc<str>>>,
 }
 
 impl StandingsUpdate<'_> {
@@ -269,7 +281,11 @@ impl StandingsUpdate<'_> {
     /// allows now. Returns how many bindings lost more than operations.
     pub fn commit(mut self) -> usize {
         let mut withdrawn = 0;
-        for (key, old) in self.previous.drain() {
+        let scope = self.scope.take();
+        let reloaded = self
+            .previous
+            .extract_if(|key, _| scope.as_ref().is_none_or(|s| s.contains(&key.0)));
+        for (key, old) in reloaded.collect::<Vec<_>>() {
             match self.next.get(&key) {
                 Some(new) if new.generation == old.generation => {}
                 // Moved on by this load (stored below), or no longer granted.
@@ -292,7 +308,7 @@ impl StandingsUpdate<'_> {
                 .generation
                 .store(entry.generation, Ordering::Release);
         }
-        *self.previous = std::mem::take(&mut self.next);
+        self.previous.extend(self.next.drain());
         withdrawn
     }
 }
@@ -379,5 +395,26 @@ mod tests {
         // The next load still compares against what is in force.
         load(&standings, &[]);
         assert_eq!(first[0].check(), Err(Withdrawn));
+    }
+
+    #[test]
+    fn a_load_of_some_functions_leaves_the_others_bindings_alone() {
+        let standings = Standings::default();
+        let t = terms(&[Operation::Hmac], &[(1, None)]);
+        let mut update = standings.update();
+        let f = update.bind("f", "K", t.clone());
+        let g = update.bind("g", "K", t.clone());
+        update.commit();
+
+        // Only g reloads, and no longer has its grant: f keeps its own.
+        assert_eq!(standings.update_only(["g".into()].into()).commit(), 1);
+        assert_eq!(f.check(), Ok(()));
+        assert_eq!(g.check(), Err(Withdrawn));
+
+        // A full load still compares every function against what is in force.
+        let mut update = standings.update();
+        update.bind("f", "K", t);
+        assert_eq!(update.commit(), 0);
+        assert_eq!(f.check(), Ok(()));
     }
 }

@@ -11,11 +11,12 @@
 
 use super::{
     AdminRecord, CheckReport, Dependent, Deployment, FunctionInfo, Grant, NestPolicy, NewVersion,
-    RemovedSecret, RolledBack, SecretInfo, StoreError, Stored, TokenInfo, UsableVersions,
-    UseRecord, VersionInfo,
+    RemovedSecret, RolledBack, SecretInfo, ServedState, StoreError, Stored, TokenInfo,
+    UsableVersions, UseRecord, VersionInfo,
 };
 use crate::audit::{Entry, Millis, PruneReport, Query, Timed, Verification};
 use crate::crypto::AesKey;
+use std::time::Duration;
 
 /// Secrets and their versions: sealed values, rotation with grace windows,
 /// and which functions depend on them.
@@ -86,6 +87,9 @@ pub trait FunctionStore: Send + Sync {
     fn undeploy(&self, name: &str, record: &AdminRecord) -> Result<usize, StoreError>;
     /// All deployed functions, by name.
     fn functions(&self) -> Result<Vec<FunctionInfo>, StoreError>;
+    /// Deployed function `name`, if there is one: what a node reloads when
+    /// only that function changed.
+    fn function(&self, name: &str) -> Result<Option<FunctionInfo>, StoreError>;
     /// The component bytes of function `name`, with the SHA-256 they were
     /// deployed under (checked against the bytes as they are read).
     fn component(&self, name: &str) -> Result<(Vec<u8>, String), StoreError>;
@@ -188,10 +192,26 @@ pub trait KeyCustody: Send + Sync {
     fn module_cache_key(&self) -> Result<zeroize::Zeroizing<[u8; 32]>, StoreError>;
 }
 
-/// Change notification: how a running node notices what others wrote.
+/// Change notification: how a running node notices what was written, and
+/// learns what a change touched so it reloads only that.
 pub trait Changes: Send + Sync {
     /// A number that changes whenever anything that is served changes.
     fn revision(&self) -> Result<u64, StoreError>;
+    /// Waits until the revision is no longer `seen`, or `timeout` has
+    /// passed, and returns the revision then. A backend that can be told of
+    /// a write returns as soon as it commits; this default only sleeps.
+    fn wait_for_change(&self, seen: u64, timeout: Duration) -> Result<u64, StoreError> {
+        let revision = self.revision()?;
+        if revision == seen {
+            std::thread::sleep(timeout);
+            return self.revision();
+        }
+        Ok(revision)
+    }
+    /// What is served now, as one tag per function and per secret, after
+    /// checking the store's integrity ([`KeyCustody::verify_integrity`]):
+    /// comparing two of these names what changed between them.
+    fn served_state(&self) -> Result<ServedState, StoreError>;
 }
 
 /// Everything a node, the admin service and the CLI do with persistent

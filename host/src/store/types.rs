@@ -348,3 +348,21 @@ pub struct CheckReport {
 /// Hex digits of a component's SHA-256 an operator must give to name it:
 /// 128 bits, so a deployer cannot make other code that shares them.
 pub const MIN_DIGEST_HEX: usize = 32;
+
+/// A tag that changes whenever what it stands for changes (a digest of the
+/// rows behind it).
+pub type StateTag = [u8; 32];
+
+/// What a node serves, as tags ([`crate::store::Changes::served_state`]):
+/// a change to a function's deployment, routes or grants changes its tag,
+/// a change to a secret or any of its versions changes the secret's. Two
+/// of these name what a node has to reload, and nothing else.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServedState {
+    /// The store's revision they were read at.
+    pub revision: u64,
+    /// Each deployed function's tag, by name.
+    pub functions: std::collections::HashMap<String, StateTag>,
+    /// Each secret's tag, by name.
+    pub secrets: std::collections::HashMap<String, StateTag>,
+}

@@ -206,17 +206,26 @@ impl Nats {
         self.servers.iter().position(|s| s.name == name)
     }
 
-    /// The index of the server that leads stream `stream`.
-    pub fn stream_leader(&self, stream: &str) -> Option<usize> {
-        let jsz = self.jsz()?;
-        let name = jsz["account_details"]
+    /// Stream `stream`'s details in `/jsz`.
+    fn stream(&self, stream: &str) -> Option<serde_json::Value> {
+        self.jsz()?["account_details"]
             .as_array()?
             .iter()
             .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
-            .find(|s| s["name"] == stream)?["cluster"]["leader"]
+            .find(|s| s["name"] == stream)
+    }
+
+    /// The index of the server that leads stream `stream`.
+    pub fn stream_leader(&self, stream: &str) -> Option<usize> {
+        let name = self.stream(stream)?["cluster"]["leader"]
             .as_str()?
             .to_owned();
         self.servers.iter().position(|s| s.name == name)
+    }
+
+    /// The sequence of the last message ever stored in stream `stream`.
+    pub fn last_sequence(&self, stream: &str) -> Option<u64> {
+        self.stream(stream)?["state"]["last_seq"].as_u64()
     }
 
     /// The client URLs of every server, as `--cluster` takes them.

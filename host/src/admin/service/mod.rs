@@ -19,6 +19,7 @@ use crate::deploy::scan;
 use crate::deploy::{self, BindingState, DeployError, Disclosure};
 use crate::engine::runtime::Runtime;
 use crate::names;
+use crate::node::status::NodeStatus;
 use crate::operations::Operation;
 use crate::store::{
     AdminRecord, Grant, MIN_DIGEST_HEX, MaxAgeChange, NewVersion, Store, StoreError, TokenInfo, now,
@@ -41,9 +42,14 @@ pub struct Admin {
     compiled_cache: Option<std::path::PathBuf>,
     /// Deploys the gate refused, per deployer token.
     gate_refusals: GateRefusals,
+    /// What the running node says of itself, when one runs this service.
+    status: Option<StatusSource>,
     /// Refused (unauthenticated) requests, per source address.
     unauthenticated: Unauthenticated,
 }
+
+/// Where a running node's status comes from.
+type StatusSource = Box<dyn Fn() -> NodeStatus + Send + Sync>;
 
 /// Refused requests one source address may make per window before they are
 /// answered 429 (a valid token still works).
@@ -125,7 +131,29 @@ impl Admin {
             compiled_cache: None,
             gate_refusals: GateRefusals::default(),
             unauthenticated: Unauthenticated::default(),
+            status: None,
         }
+    }
+
+    /// The same, answering `status` with what `source` says of the running
+    /// node (without it: what the store holds, as for a data directory).
+    pub fn with_status(mut self, source: impl Fn() -> NodeStatus + Send + Sync + 'static) -> Self {
+        self.status = Some(Box::new(source));
+        self
+    }
+
+    /// The running node's status, or the store's when no node runs here.
+    fn status(&self) -> Result<NodeStatus, AdminError> {
+        if let Some(source) = &self.status {
+            return Ok(source());
+        }
+        Ok(NodeStatus {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            running: false,
+            functions: self.store.functions().map_err(from_store)?.len(),
+            revision: Some(self.store.revision().map_err(from_store)?),
+            fleet: None,
+        })
     }
 
     /// The same, keeping what it compiles in `dir` (the data directory's
@@ -316,6 +344,7 @@ impl Admin {
             }
             Request::Audit(query) => reply(store.audit_entries(&query).map_err(from_store)?),
             Request::AuditVerify => reply(store.verify_audit().map_err(from_store)?),
+            Request::Status => reply(self.status()?),
             Request::AuditPrune { older_than_secs } => {
                 if older_than_secs == 0 {
                     return Err(AdminError::bad_request(

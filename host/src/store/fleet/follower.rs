@@ -6,16 +6,14 @@
 //! right after the last one applied stops the follower there (it retries,
 //! and says why) rather than being skipped.
 
-use super::{COMPONENTS_BUCKET, STATE_STREAM, STATE_SUBJECT, Shared, entry};
+use super::{STATE_STREAM, STATE_SUBJECT, Shared, components, entry};
 use crate::store::StoreError;
 use crate::store::replication::ChangeSet;
 use async_nats::jetstream;
 use futures_util::StreamExt as _;
-use sha2::Digest as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncReadExt as _;
 
 /// How a replica's link to its fleet stands.
 #[derive(Default)]
@@ -214,7 +212,12 @@ async fn apply(
         let mut components = std::collections::HashMap::new();
         for sha in entry::component_digests(&change) {
             if let std::collections::hash_map::Entry::Vacant(slot) = components.entry(sha) {
-                let bytes = fetch_component(shared, slot.key()).await?;
+                let bytes = components::fetch(shared, slot.key())
+                    .await
+                    .map_err(|e| match e {
+                        components::ReadError::Unavailable(e) => Failure::Link(e),
+                        components::ReadError::Wrong(e) => Failure::Blocked(e),
+                    })?;
                 slot.insert(bytes);
             }
         }
@@ -240,31 +243,6 @@ async fn apply(
         })?;
     shared.status.set_applied(seq);
     Ok(())
-}
-
-/// The component named `sha` from the object store, checked against it.
-async fn fetch_component(shared: &Shared, sha: &str) -> Result<Vec<u8>, Failure> {
-    let unreadable = |e: &dyn std::fmt::Display| {
-        Failure::Link(StoreError::ClusterUnavailable(format!(
-            "cannot read component {sha} from {COMPONENTS_BUCKET}: {e}"
-        )))
-    };
-    let mut object = shared
-        .components
-        .get(sha)
-        .await
-        .map_err(|e| unreadable(&e))?;
-    let mut bytes = Vec::new();
-    object
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|e| unreadable(&e))?;
-    if hex::encode(sha2::Sha256::digest(&bytes)) != sha {
-        return Err(Failure::Blocked(StoreError::Cluster(format!(
-            "component {sha} in {COMPONENTS_BUCKET} does not have that SHA-256: refusing it (redeploying the function stores it again)"
-        ))));
-    }
-    Ok(bytes)
 }
 
 /// The fleet's log and the sequence of its last entry.

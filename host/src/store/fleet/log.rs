@@ -1,14 +1,15 @@
 //! The replica's side of the fleet's log: proposing an admin write as the
 //! next entry ([`Replication`]).
 
-use super::{ACK_TIMEOUT, STATE_SUBJECT, Shared, entry};
+use super::{ACK_TIMEOUT, STATE_SUBJECT, Shared, components, entry};
 use crate::store::StoreError;
 use crate::store::replication::{ChangeSet, Proposal, Replication};
 use async_nats::jetstream;
-use sha2::Digest as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a write waits before it asks again when no stream answered.
+const NO_STREAM_RETRY: Duration = Duration::from_millis(50);
 /// How long a write that lost a race waits for this replica to catch up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -20,20 +21,6 @@ pub(super) struct FleetLog {
 impl FleetLog {
     pub(super) fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
-    }
-
-    /// Stores `component` in the object store under its SHA-256, always:
-    /// an object already there under that name may not hold those bytes
-    /// (placed by someone else), and followers refuse one that does not.
-    async fn upload(&self, component: &[u8]) -> Result<(), StoreError> {
-        let name = hex::encode(sha2::Sha256::digest(component));
-        let mut reader = component;
-        self.shared
-            .components
-            .put(name.as_str(), &mut reader)
-            .await
-            .map_err(|e| unavailable(&format!("cannot store component {name}: {e}")))?;
-        Ok(())
     }
 }
 
@@ -51,7 +38,7 @@ impl Replication for FleetLog {
             let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
             tokio::time::timeout_at(deadline, async {
                 for component in &components {
-                    self.upload(component).await?;
+                    components::upload(shared, component).await?;
                 }
                 Ok::<_, StoreError>(())
             })
@@ -69,7 +56,8 @@ impl Replication for FleetLog {
                     .message_id(tag.as_str())
                     .expected_last_sequence(applied)
             };
-            for attempt in 0..2 {
+            let mut asked_again = false;
+            loop {
                 let acked = tokio::time::timeout(ACK_TIMEOUT, async {
                     shared
                         .js
@@ -85,6 +73,15 @@ impl Replication for FleetLog {
                     {
                         return Ok(Proposal::Conflict);
                     }
+                    // No stream answered on the server this replica talks
+                    // to (its leader being elected, or the server still
+                    // learning of it): nothing was stored; try again.
+                    Ok(Err(e))
+                        if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound
+                            && tokio::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(NO_STREAM_RETRY).await;
+                    }
                     Ok(Err(e)) if e.kind() != jetstream::context::PublishErrorKind::TimedOut => {
                         return Err(unavailable(&format!(
                             "the cluster at {} refused the write: {e}; nothing was written",
@@ -92,8 +89,8 @@ impl Replication for FleetLog {
                         )));
                     }
                     // No answer: ask again, once, under the same id.
-                    _ if attempt == 0 => continue,
-                    _ => {}
+                    _ if !asked_again => asked_again = true,
+                    _ => break,
                 }
             }
             Err(StoreError::ClusterOutcomeUnknown(

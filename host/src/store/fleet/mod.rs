@@ -20,6 +20,7 @@
 //!
 //! Never touches: the request path, wasmtime, HTTP.
 
+mod components;
 mod config;
 mod entry;
 mod follower;

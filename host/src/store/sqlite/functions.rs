@@ -158,6 +158,19 @@ impl FunctionStore for SqliteStore {
         })
     }
 
+    fn function(&self, name: &str) -> Result<Option<FunctionInfo>, StoreError> {
+        self.read(|tx| {
+            tx.query_row(
+                &format!("{FUNCTION_COLUMNS} WHERE name = ?1"),
+                [name],
+                |r| FunctionRow::try_from(r),
+            )
+            .optional()?
+            .map(to_function)
+            .transpose()
+        })
+    }
+
     fn approve(
         &self,
         function: &str,

@@ -16,12 +16,13 @@
 
 use crate::crypto::AesKey;
 use crate::store::replication::{ChangeSet, Proposal, Replication};
-use crate::store::{AdminRecord, Changes, StoreError};
+use crate::store::{AdminRecord, StoreError};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 mod audit_log;
+mod changes;
 mod functions;
 mod grants;
 mod master_key;
@@ -61,6 +62,8 @@ pub struct SqliteStore {
     /// The fleet this store is a replica of, if any: its admin writes are
     /// proposed there and land only if accepted ([`replica`]).
     replication: RwLock<Option<Arc<dyn Replication>>>,
+    /// Wakes this process's waiters for a change when a write commits.
+    signal: changes::CommitSignal,
 }
 
 /// How many times an admin write is decided again after losing a race to
@@ -133,8 +136,10 @@ impl SqliteStore {
                 "could not enable WAL journal (got {mode})"
             )));
         }
+        // Foreign keys come on once the schema is current: an upgrade that
+        // rebuilds a table must not cascade its drop to the rows that name it.
         conn.execute_batch(
-            "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA trusted_schema = OFF;",
+            "PRAGMA foreign_keys = OFF; PRAGMA synchronous = FULL; PRAGMA trusted_schema = OFF;",
         )?;
         run_no_code_from_the_file(&conn)?;
         let store = Self {
@@ -146,8 +151,14 @@ impl SqliteStore {
             anchor: sealing::Anchor::for_store(&path),
             path,
             replication: RwLock::new(None),
+            signal: changes::CommitSignal::default(),
         };
         store.initialize()?;
+        store
+            .conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .execute_batch("PRAGMA foreign_keys = ON;")?;
         Ok(store)
     }
 
@@ -284,6 +295,19 @@ impl SqliteStore {
         Ok(out)
     }
 
+    /// Runs `f` in one immediate transaction and commits if it succeeds,
+    /// for node-local rows no MAC covers: without verifying or sealing the
+    /// store (the rows `f` writes cannot make a forgery pass, and leave
+    /// every MAC as it was) and without moving the revision.
+    fn write_unsealed<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.in_transaction(tx, false, f)
+    }
+
     /// Records a committed generation in the anchor outside the database.
     /// Committed already: a failure here only weakens rollback detection,
     /// so it is logged, not returned.
@@ -389,6 +413,11 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// The fleet this store is a replica of, if it is one.
+    pub fn fleet(&self) -> Result<Option<String>, StoreError> {
+        self.read(replica::fleet_id)
+    }
+
     /// The last fleet entry this replica applied (0: none yet).
     pub fn applied_entry(&self) -> Result<u64, StoreError> {
         self.read(replica::applied)
@@ -438,6 +467,9 @@ impl SqliteStore {
             )?;
         }
         tx.commit()?;
+        if bump {
+            self.signal.notify();
+        }
         Ok(out)
     }
 
@@ -465,18 +497,6 @@ impl SqliteStore {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         f(&tx)
-    }
-}
-
-impl Changes for SqliteStore {
-    fn revision(&self) -> Result<u64, StoreError> {
-        self.read(|tx| {
-            Ok(
-                tx.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
-                    r.get(0)
-                })?,
-            )
-        })
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// grants bound to a component digest, and operators' approvals; version 6
 /// functions' own concurrency limits and an index for audit queries by
 /// secret.
-pub(super) const SCHEMA_VERSION: i64 = 6;
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -149,6 +149,40 @@ CREATE INDEX IF NOT EXISTS audit_secret ON audit (secret, seq);
 UPDATE meta SET value = 6 WHERE key = 'schema';
 ";
 
+/// Brings a version-6 store to version 7: the functions table rebuilt
+/// with the component bytes as its last column. SQLite reaches a column
+/// stored after a large value only by walking that value's overflow
+/// pages, so with the component in the middle every read of a function's
+/// later columns (its MAC among them) read the whole component: at a
+/// thousand deployed functions, verifying the store (every write, every
+/// load) read ~80 MB. Rows keep their rowids and MACs (a MAC covers
+/// columns by name). Runs with foreign keys off ([`SqliteStore::open`]):
+/// dropping the old table must not cascade to routes and grants.
+const MIGRATE_6_TO_7: &str = "
+CREATE TABLE functions_v7 (
+    name              TEXT PRIMARY KEY,
+    routes            TEXT NOT NULL,
+    memory_mib        INTEGER NOT NULL,
+    timeout_ms        INTEGER NOT NULL,
+    bindings          TEXT NOT NULL,
+    component_sha256  TEXT NOT NULL,
+    deployed_at       INTEGER NOT NULL,
+    outbound          TEXT NOT NULL DEFAULT '',
+    approved_outbound TEXT NOT NULL DEFAULT '',
+    mac               BLOB,
+    max_concurrency   INTEGER,
+    component         BLOB NOT NULL
+);
+INSERT INTO functions_v7 (rowid, name, routes, memory_mib, timeout_ms, bindings, component_sha256,
+                          deployed_at, outbound, approved_outbound, mac, max_concurrency, component)
+    SELECT rowid, name, routes, memory_mib, timeout_ms, bindings, component_sha256,
+           deployed_at, outbound, approved_outbound, mac, max_concurrency, component
+    FROM functions;
+DROP TABLE functions;
+ALTER TABLE functions_v7 RENAME TO functions;
+UPDATE meta SET value = 7 WHERE key = 'schema';
+";
+
 impl SqliteStore {
     /// Creates the schema on first use and checks the schema version and the
     /// master key on every open.
@@ -186,7 +220,7 @@ impl SqliteStore {
                 Some(2) => tx.execute_batch(&format!("{MIGRATE_2_TO_3}{SECRET_USES}{ADMIN_TABLES}{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}"))?,
                 Some(3) => tx.execute_batch(&format!("{ADMIN_TABLES}{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}"))?,
                 Some(4) => tx.execute_batch(MIGRATE_4_TO_5)?,
-                Some(5) | Some(SCHEMA_VERSION) => {}
+                Some(5..=SCHEMA_VERSION) => {}
                 Some(other) => {
                     return Err(corrupt(format!(
                         "schema version {other} is not supported by this keyhole (supports {SCHEMA_VERSION})"
@@ -219,7 +253,19 @@ impl SqliteStore {
                 // verify first, and seal again only what verified.
                 let sealed_before = sealing::generation(tx)?.is_some();
                 let clean = sealed_before && self.verify_in(tx)?.is_clean();
-                tx.execute_batch(MIGRATE_5_TO_6)?;
+                if schema.is_none_or(|v| v < 6) {
+                    tx.execute_batch(MIGRATE_5_TO_6)?;
+                }
+                tx.execute_batch(MIGRATE_6_TO_7)?;
+                let dangling: i64 =
+                    tx.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+                        r.get(0)
+                    })?;
+                if dangling > 0 {
+                    return Err(corrupt(format!(
+                        "{dangling} routes or grants name no function after rebuilding the functions table: the upgrade was rolled back"
+                    )));
+                }
                 if clean {
                     let generation = sealing::seal(tx, &row_key)?;
                     tracing::info!(store = %self.path.display(), "upgraded the store to schema version {SCHEMA_VERSION} and sealed it again (generation {generation})");
@@ -264,6 +310,86 @@ mod tests {
              DROP INDEX audit_secret;
              UPDATE meta SET value = 5 WHERE key = 'schema';",
         );
+    }
+
+    /// Takes a store back to schema version 6's shape (the component in
+    /// the middle of the functions table), sealed, as the previous release
+    /// left it.
+    fn downgrade_to_v6(store: &SqliteStore) {
+        tamper(store, "PRAGMA foreign_keys = OFF;");
+        sealed_change(
+            store,
+            "CREATE TABLE functions_v6 (
+                 name TEXT PRIMARY KEY, routes TEXT NOT NULL, memory_mib INTEGER NOT NULL,
+                 timeout_ms INTEGER NOT NULL, bindings TEXT NOT NULL,
+                 component_sha256 TEXT NOT NULL, component BLOB NOT NULL,
+                 deployed_at INTEGER NOT NULL, outbound TEXT NOT NULL DEFAULT '',
+                 approved_outbound TEXT NOT NULL DEFAULT '', mac BLOB, max_concurrency INTEGER);
+             INSERT INTO functions_v6 (rowid, name, routes, memory_mib, timeout_ms, bindings,
+                 component_sha256, component, deployed_at, outbound, approved_outbound, mac,
+                 max_concurrency)
+                 SELECT rowid, name, routes, memory_mib, timeout_ms, bindings, component_sha256,
+                     component, deployed_at, outbound, approved_outbound, mac, max_concurrency
+                 FROM functions;
+             DROP TABLE functions;
+             ALTER TABLE functions_v6 RENAME TO functions;
+             UPDATE meta SET value = 6 WHERE key = 'schema';",
+        );
+        tamper(store, "PRAGMA foreign_keys = ON;");
+    }
+
+    /// The functions table's columns, in their order.
+    fn function_columns(store: &SqliteStore) -> Vec<String> {
+        let conn = store.conn.lock().unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info('functions') ORDER BY cid")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_version_6_store_gets_the_component_last_and_keeps_its_routes_and_grants() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        put(&store, "s", b"v");
+        let deployed = deployment("f", "/f");
+        store.deploy(&deployed, &|_, _| true, &rec()).unwrap();
+        let grant = Grant {
+            function: "f".into(),
+            binding: "KEY".into(),
+            secret: "s".into(),
+            allow: OperationSet::EMPTY.with(Operation::Hmac),
+            egress: EgressList::default(),
+            digest: deployed.info.component_sha256.clone(),
+            follow_redeploys: false,
+        };
+        store.grant(&grant, &rec()).unwrap();
+        downgrade_to_v6(&store);
+        assert_ne!(function_columns(&store).last().unwrap(), "component");
+        assert!(
+            store.integrity().unwrap().is_clean(),
+            "the v6 copy verifies"
+        );
+        drop(store);
+
+        let store = open(dir.path());
+        assert_eq!(function_columns(&store).last().unwrap(), "component");
+        assert!(store.integrity().unwrap().is_clean(), "sealed again");
+        assert_eq!(store.grants(None).unwrap(), [grant]);
+        assert_eq!(store.functions().unwrap()[0].routes, ["/f"]);
+        let bytes: Vec<u8> = store
+            .conn
+            .lock()
+            .unwrap()
+            .query_row("SELECT component FROM functions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(bytes, deployed.component);
+        // Foreign keys are back on: undeploying still takes the grant along.
+        store.undeploy("f", &rec()).unwrap();
+        assert!(store.grants(None).unwrap().is_empty());
     }
 
     #[test]
