@@ -106,8 +106,62 @@ fn a_change_reloads_only_the_functions_it_touches() {
     assert_eq!(node.get("/more").status, 200);
     assert_eq!(node.get("/two/hmac?binding=KEY").status, 200);
 
-    // What a single node says of itself: serving, no fleet, healthy.
+    // What its data directory says: no fleet, what is deployed.
     let status = node.ok(&["status"]);
     assert!(status.contains("fleet: none"), "{status}");
     assert!(status.contains("functions deployed: 4"), "{status}");
+}
+
+#[test]
+fn a_forged_grant_is_never_loaded_and_status_fails() {
+    let mut node = Node::new();
+    node.put_secret("s", b"forged-grant-secret-value");
+    node.deploy_probe(
+        "p",
+        "/p",
+        "[bindings.KEY]\nallow = [\"hmac\", \"reveal\"]\n",
+    );
+    node.ok(&["grant", "p", "KEY", "--secret", "s", "--allow", "hmac"]);
+    let token = node.token(&["--name", "ops", "--role", "admin"]);
+    node.start_admin();
+    assert_eq!(node.get("/p/reveal?binding=KEY").status, 403);
+    let status = || {
+        let out = node.remote_command(&token).arg("status").output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(status().0, "{}", status().1);
+
+    // Someone with write access to the database, but not the key, widens
+    // the grant to `reveal` and moves the revision so nodes look.
+    node.db()
+        .execute_batch(
+            "UPDATE grants SET allow = 'hmac,reveal';
+             UPDATE meta SET value = value + 1 WHERE key = 'revision';",
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        let (ok, err) = status();
+        if !ok {
+            break err;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node never said its load failed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The admin API trusts no token on a store that does not verify, so
+    // the check fails there; the node's log names the forged row.
+    assert!(err.contains("integrity check"), "{err}");
+    assert!(
+        node.logs().contains("grants/p/KEY"),
+        "the forged row is named: {}",
+        node.logs()
+    );
+    assert_eq!(node.get("/p/reveal?binding=KEY").status, 403);
+    assert_eq!(node.get("/p/hmac?binding=KEY").status, 200);
 }

@@ -212,8 +212,9 @@ fn node_status(
             functions: catalog
                 .as_ref()
                 .map_or(0, |c| c.snapshot().function_count()),
-            revision: catalog.and_then(|c| c.loaded_revision()),
+            revision: catalog.as_ref().and_then(|c| c.loaded_revision()),
             fleet,
+            load_error: catalog.and_then(|c| c.load_error()),
         }
     }
 }

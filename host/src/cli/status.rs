@@ -62,6 +62,7 @@ fn of_data_directory(target: &Target) -> anyhow::Result<NodeStatus> {
         functions: store.functions()?.len(),
         revision: Some(store.revision()?),
         fleet,
+        load_error: None,
     })
 }
 
@@ -80,6 +81,9 @@ fn print(status: &NodeStatus) {
     println!("functions {verb}: {}", status.functions);
     if let Some(revision) = status.revision {
         println!("store revision: {revision}");
+    }
+    if let Some(why) = &status.load_error {
+        println!("last load failed: {why}");
     }
     let Some(fleet) = &status.fleet else {
         println!("fleet: none (a single node)");

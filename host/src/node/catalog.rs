@@ -28,7 +28,7 @@ use crate::secrets::standing::{Freshness, Standings, StandingsUpdate, Terms};
 use crate::secrets::{BoundSecret, FunctionSecrets, GraceVersion};
 use crate::store::{FunctionInfo, Grant, ServedState, Store, StoreError, Timestamp};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -90,6 +90,12 @@ pub struct Catalog {
     /// What the snapshot was built from; held by a load throughout, so
     /// loads run one at a time.
     loaded: Mutex<Loaded>,
+    /// The revision of the snapshot served (`u64::MAX`: none yet), readable
+    /// while a load runs.
+    loaded_revision: AtomicU64,
+    /// Why the last load failed, if it did (the node serves the snapshot
+    /// before it meanwhile).
+    load_error: Mutex<Option<String>>,
     usage: UsageLog,
     overdue_warned: Mutex<HashMap<String, i64>>,
     observer: Arc<Observer>,
@@ -134,7 +140,15 @@ struct Loaded {
     /// The usable versions of each secret a loaded grant names (`None`:
     /// it does not exist, or could not be decrypted).
     secrets: HashMap<String, Option<Resolved>>,
+    /// Secrets that could not be read or decrypted: read again at every
+    /// load, whether or not they changed.
+    unreadable: HashSet<String>,
 }
+
+/// A tag no store gives (a SHA-256 of nothing it digests): recorded for
+/// what a load read while the store moved on under it, so the next load
+/// reads it again whatever its tag then.
+const READ_AGAIN: crate::store::StateTag = [0; 32];
 
 /// One loaded function, with what decides when it must be reloaded.
 struct Built {
@@ -157,6 +171,8 @@ struct Reloaded {
     failed: HashSet<String>,
     /// Secrets decrypted by this load.
     secrets: HashMap<String, Option<Resolved>>,
+    /// Secrets this load could not read or decrypt.
+    unreadable: HashSet<String>,
 }
 
 impl Loaded {
@@ -178,6 +194,7 @@ impl Loaded {
         };
         let mut secrets = differ(&old.secrets, &state.secrets);
         secrets.extend(self.expired(now));
+        secrets.extend(self.unreadable.iter().cloned());
         let mut functions = differ(&old.functions, &state.functions);
         functions.extend(self.failed.iter().cloned());
         functions.extend(
@@ -201,12 +218,28 @@ impl Loaded {
     }
 
     /// Puts what `reloaded` built in place of what it reloaded, and lets go
-    /// of secrets no function names any more.
-    fn replace(&mut self, reloaded: Reloaded, state: ServedState) {
+    /// of secrets no function names any more. With `moved` (the store
+    /// changed while the load read it), what the load read may be newer
+    /// than `state` says: it is marked to be read again next time, so a
+    /// change undone since (a grant given, then revoked, back to the
+    /// same tag) cannot leave the newer read in force.
+    fn replace(&mut self, reloaded: Reloaded, mut state: ServedState, moved: bool) {
+        if moved {
+            for name in &reloaded.names {
+                state.functions.insert(name.clone(), READ_AGAIN);
+            }
+            for name in reloaded.secrets.keys() {
+                state.secrets.insert(name.clone(), READ_AGAIN);
+            }
+        }
         if reloaded.everything {
             self.functions.clear();
             self.failed.clear();
+            self.unreadable.clear();
         }
+        self.unreadable
+            .retain(|name| !reloaded.secrets.contains_key(name));
+        self.unreadable.extend(reloaded.unreadable);
         for name in &reloaded.names {
             self.functions.remove(name);
             self.failed.remove(name);
@@ -271,6 +304,8 @@ impl Catalog {
             compiled: Mutex::default(),
             snapshot: RwLock::default(),
             loaded: Mutex::default(),
+            loaded_revision: AtomicU64::new(u64::MAX),
+            load_error: Mutex::default(),
             usage: UsageLog::default(),
             overdue_warned: Mutex::default(),
             addresses: Arc::default(),
@@ -320,12 +355,7 @@ impl Catalog {
     /// The store revision the snapshot was loaded from (`None`: nothing
     /// loaded yet).
     pub fn loaded_revision(&self) -> Option<u64> {
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .state
-            .as_ref()
-            .map(|s| s.revision)
+        Some(self.loaded_revision.load(Ordering::Acquire)).filter(|r| *r != u64::MAX)
     }
 
     /// The current snapshot.
@@ -338,6 +368,22 @@ impl Catalog {
     /// may compile components. Returns whether a new snapshot was
     /// installed.
     pub fn refresh(&self) -> Result<bool, StoreError> {
+        let outcome = self.refresh_once();
+        *self.load_error.lock().unwrap_or_else(|p| p.into_inner()) =
+            outcome.as_ref().err().map(ToString::to_string);
+        outcome
+    }
+
+    /// Why the last load failed, if it did: the node then serves what it
+    /// loaded before, and a change made since may not be in force.
+    pub fn load_error(&self) -> Option<String> {
+        self.load_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn refresh_once(&self) -> Result<bool, StoreError> {
         let began = std::time::Instant::now();
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         let revision = self.store.revision()?;
@@ -358,6 +404,9 @@ impl Catalog {
         let state = self.store.served_state()?;
         let stale = loaded.stale(&state, now);
         let (reloaded, counts, standings) = self.load(&loaded, &state, stale)?;
+        // Whether a write landed while the load read: then what it read may
+        // be newer than `state`'s tags ([`Loaded::replace`]).
+        let moved = self.store.revision()? != state.revision;
         // A master-key rotation committed while this load read secret by
         // secret leaves the versions read after it undecryptable: an
         // incomplete snapshot. Keep serving the previous one; the next
@@ -377,7 +426,8 @@ impl Catalog {
         // none is ever refused what the new one grants.
         let withdrawn = standings.commit();
         let revision = state.revision;
-        loaded.replace(reloaded, state);
+        loaded.replace(reloaded, state, moved);
+        self.loaded_revision.store(revision, Ordering::Release);
         let snapshot = loaded.snapshot();
         let count = snapshot.function_count();
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
@@ -467,7 +517,10 @@ impl Catalog {
                     return r.clone();
                 }
                 let resolved = self.decrypt(secret);
-                unavailable += usize::from(resolved.is_err());
+                if resolved.is_err() {
+                    unavailable += 1;
+                    reloaded.unreadable.insert(secret.to_owned());
+                }
                 let resolved = resolved.ok().flatten();
                 reloaded.secrets.insert(secret.to_owned(), resolved.clone());
                 resolved

@@ -23,6 +23,10 @@ pub struct NodeStatus {
     pub revision: Option<u64>,
     /// The node's place in its fleet, if it is a fleet's replica.
     pub fleet: Option<FleetReport>,
+    /// Why the node's last load failed, if it did: it serves what it
+    /// loaded before, so a change made since may not be in force.
+    #[serde(default)]
+    pub load_error: Option<String>,
 }
 
 /// A fleet replica's link to its fleet.
@@ -53,10 +57,18 @@ impl NodeStatus {
     /// does). A data directory read by the CLI vouches for nothing about
     /// a node, so it has no problems of this kind.
     pub fn problems(&self) -> Vec<String> {
-        let Some(fleet) = self.fleet.as_ref().filter(|_| self.running) else {
+        if !self.running {
             return Vec::new();
-        };
+        }
         let mut problems = Vec::new();
+        if let Some(why) = &self.load_error {
+            problems.push(format!(
+                "its last load failed ({why}): it serves what it loaded before, and changes made since are not in force"
+            ));
+        }
+        let Some(fleet) = &self.fleet else {
+            return problems;
+        };
         if !fleet.connected {
             let since = fleet
                 .seconds_since_sync
@@ -99,6 +111,7 @@ mod tests {
             functions: 1,
             revision: Some(1),
             fleet,
+            load_error: None,
         }
     }
 
@@ -122,5 +135,10 @@ mod tests {
             ..fleet()
         };
         assert_eq!(node(Some(stale)).problems().len(), 1);
+        let stuck = NodeStatus {
+            load_error: Some("tampered".into()),
+            ..node(None)
+        };
+        assert!(stuck.problems()[0].contains("last load failed"));
     }
 }

@@ -153,6 +153,7 @@ impl Admin {
             functions: self.store.functions().map_err(from_store)?.len(),
             revision: Some(self.store.revision().map_err(from_store)?),
             fleet: None,
+            load_error: None,
         })
     }
 

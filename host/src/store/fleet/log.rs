@@ -78,10 +78,14 @@ impl Replication for FleetLog {
                     // learning of it): nothing was stored; try again.
                     Ok(Err(e))
                         if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound
-                            && tokio::time::Instant::now() < deadline =>
+                            && tokio::time::Instant::now() < deadline
+                            && !asked_again =>
                     {
                         tokio::time::sleep(NO_STREAM_RETRY).await;
                     }
+                    // After an attempt that got no answer, the first may
+                    // have been stored: the outcome is unknown, not "refused".
+                    Ok(Err(_)) if asked_again => break,
                     Ok(Err(e)) if e.kind() != jetstream::context::PublishErrorKind::TimedOut => {
                         return Err(unavailable(&format!(
                             "the cluster at {} refused the write: {e}; nothing was written",

@@ -7,14 +7,22 @@
 //! the same data directory) — and the tags it is given to compare come
 //! from a store that verified, in the same read, as `sealing` requires.
 //! Why: a change must be in force quickly without the node rebuilding
-//! everything it serves for it, and a forged row must never reach it
-//! dressed as a change.
+//! everything it serves for it, and a store that does not verify must
+//! not be loaded from at all.
 //!
 //! A function's tag digests the MACs of its `functions` row, its `routes`
 //! and its `grants`; a secret's, those of its `secrets` row and its
-//! `secret_versions`. Every column a node loads is under those MACs, so
-//! any change to it changes the tag. (A version's wrapped key is not:
-//! a master-key rotation re-wraps it without changing what it opens.)
+//! `secret_versions`, and of the versions' ciphertexts (which the MACs
+//! leave to AES-GCM). Every column a node loads is under those, so any
+//! change to it changes the tag. (A version's wrapped key is not: a
+//! master-key rotation re-wraps it without changing what it opens.)
+//!
+//! The tags are read in the transaction that verifies the store; what a
+//! load then reads (a function, its grants, a secret's versions) comes
+//! moments later, in reads of their own, as before loads were
+//! incremental: a forgery made in between is caught by the next write or
+//! load that verifies, and a load that saw the revision move reads what
+//! it read again next time (`node::catalog`).
 
 use super::SqliteStore;
 use crate::store::{Changes, ServedState, StateTag, StoreError};
@@ -57,13 +65,16 @@ impl CommitSignal {
 }
 
 /// The tables whose rows make up a tag: the table, the column naming what
-/// the row belongs to, and whether that is a function (else a secret).
-const TAGGED: &[(&str, &str, bool)] = &[
-    ("functions", "name", true),
-    ("routes", "function", true),
-    ("grants", "function", true),
-    ("secrets", "name", false),
-    ("secret_versions", "name", false),
+/// the row belongs to, whether that is a function (else a secret), and
+/// what else the tag digests beside the row's MAC.
+const TAGGED: &[(&str, &str, bool, &str)] = &[
+    ("functions", "name", true, "NULL"),
+    ("routes", "function", true, "NULL"),
+    ("grants", "function", true, "NULL"),
+    ("secrets", "name", false, "NULL"),
+    // The MAC leaves the ciphertext to AES-GCM: a secret removed and put
+    // again within the same second has versions with the same MACs.
+    ("secret_versions", "name", false, "ciphertext"),
 ];
 
 /// Tags by the name of what they stand for.
@@ -73,9 +84,9 @@ type Tags = HashMap<String, StateTag>;
 fn tags(tx: &Transaction<'_>) -> Result<(Tags, Tags), StoreError> {
     let mut functions: HashMap<String, Sha256> = HashMap::new();
     let mut secrets: HashMap<String, Sha256> = HashMap::new();
-    for &(table, owner, of_function) in TAGGED {
+    for &(table, owner, of_function, also) in TAGGED {
         let mut stmt = tx.prepare_cached(&format!(
-            "SELECT {owner}, mac FROM {table} ORDER BY {owner}, rowid"
+            "SELECT {owner}, mac, {also} FROM {table} ORDER BY {owner}, rowid"
         ))?;
         let mut rows = stmt.query([])?;
         let into = if of_function {
@@ -90,6 +101,12 @@ fn tags(tx: &Transaction<'_>) -> Result<(Tags, Tags), StoreError> {
             digest.update(table.as_bytes());
             digest.update([0]);
             digest.update(mac.unwrap_or_default());
+            if let rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) =
+                r.get_ref(2)?
+            {
+                digest.update((b.len() as u64).to_be_bytes());
+                digest.update(b);
+            }
         }
     }
     // Only functions that are deployed and secrets that exist have a tag:
@@ -189,6 +206,34 @@ mod tests {
         assert_eq!(after.secrets["a"], before.secrets["a"]);
         assert_ne!(after.secrets["b"], before.secrets["b"]);
         assert!(store.function("nothing").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_commit_signal_wakes_a_waiter_long_before_its_timeout() {
+        let signal = Arc::new(super::CommitSignal::default());
+        let seen = signal.count();
+        let waiter = {
+            let signal = Arc::clone(&signal);
+            std::thread::spawn(move || {
+                let began = Instant::now();
+                signal.wait(seen, Duration::from_secs(60));
+                began.elapsed()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        signal.notify();
+        assert!(waiter.join().unwrap() < Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_secret_put_again_in_the_same_second_gets_another_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        put(&store, "k", b"first value");
+        let before = store.served_state().unwrap().secrets["k"];
+        store.remove_secret("k", true, &rec()).unwrap();
+        put(&store, "k", b"other value");
+        assert_ne!(store.served_state().unwrap().secrets["k"], before);
     }
 
     #[test]
