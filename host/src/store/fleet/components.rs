@@ -64,9 +64,19 @@ pub(super) async fn fetch(shared: &Shared, sha: &str) -> Result<Vec<u8>, ReadErr
     Ok(bytes)
 }
 
+/// How long a store of a component waits before it tries again.
+const PUT_RETRY: Duration = Duration::from_millis(100);
+
 /// Stores `component` under its SHA-256 unless the store holds exactly
-/// those bytes under that name already.
-pub(super) async fn upload(shared: &Shared, component: &[u8]) -> Result<(), StoreError> {
+/// those bytes under that name already. A store that fails is tried again
+/// until `deadline`: right after a cluster starts (or its bucket's leader
+/// changes) a server may not know the bucket's stream yet ("no stream
+/// found"), and followers check what they read anyway.
+pub(super) async fn upload(
+    shared: &Shared,
+    component: &[u8],
+    deadline: tokio::time::Instant,
+) -> Result<(), StoreError> {
     let name = name_of(component);
     let stored = match shared.components.info(&name).await {
         Ok(_) => fetch(shared, &name).await.is_ok(),
@@ -75,13 +85,19 @@ pub(super) async fn upload(shared: &Shared, component: &[u8]) -> Result<(), Stor
     if stored {
         return Ok(());
     }
-    let mut reader = component;
-    shared
-        .components
-        .put(name.as_str(), &mut reader)
-        .await
-        .map_err(|e| {
-            StoreError::ClusterUnavailable(format!("cannot store component {name}: {e}"))
-        })?;
-    Ok(())
+    loop {
+        let mut reader = component;
+        match shared.components.put(name.as_str(), &mut reader).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() + PUT_RETRY < deadline => {
+                tracing::debug!("storing component {name} failed ({e}); trying again");
+                tokio::time::sleep(PUT_RETRY).await;
+            }
+            Err(e) => {
+                return Err(StoreError::ClusterUnavailable(format!(
+                    "cannot store component {name}: {e}"
+                )));
+            }
+        }
+    }
 }

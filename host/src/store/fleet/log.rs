@@ -38,7 +38,7 @@ impl Replication for FleetLog {
             let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
             tokio::time::timeout_at(deadline, async {
                 for component in &components {
-                    components::upload(shared, component).await?;
+                    components::upload(shared, component, deadline).await?;
                 }
                 Ok::<_, StoreError>(())
             })
