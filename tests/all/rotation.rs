@@ -12,6 +12,7 @@ use keyhole_host::crypto::AesKey;
 use keyhole_host::engine::runtime::Runtime;
 use keyhole_host::node::catalog::{Catalog, Snapshot};
 use keyhole_host::node::observe::Observer;
+use keyhole_host::operations::{Operation, OperationSet};
 use keyhole_host::store::{
     AdminRecord, AuditLog, Changes, CheckReport, Dependent, Deployment, FunctionInfo,
     FunctionStore, Grant, GrantStore, KeyCustody, NestPolicy, NewVersion, RemovedSecret,
@@ -887,11 +888,29 @@ fn check_names_a_damaged_version_and_master_key_rotation_refuses_to_lose_it() {
 /// The node's store, rotating the master key (through a second handle on
 /// the same file, as another process would) at the moment a load reads its
 /// first secret: after the reload has checked the key, before it decrypts.
+/// With `regrant`, it instead gives the first grant (widened) and then the
+/// second (as it was) around the moment a load reads a function's grants.
 struct RotatesMidLoad {
     inner: Arc<keyhole_host::store::SqliteStore>,
     other: keyhole_host::store::SqliteStore,
     new_key: [u8; 32],
     armed: AtomicBool,
+    regrant: Option<(Grant, Grant)>,
+    regrant_armed: AtomicBool,
+}
+
+/// An admin record for a write the test makes behind the node's back.
+fn test_record(action: &str) -> AdminRecord {
+    AdminRecord::new(AdminEvent {
+        token: "(test)".into(),
+        role: "admin".into(),
+        action: action.into(),
+        target: "test".into(),
+        function: None,
+        secret: None,
+        outcome: "ok".into(),
+        detail: None,
+    })
 }
 
 /// Writes the trait methods that only hand the call to `self.inner`.
@@ -918,16 +937,7 @@ impl SecretStore for RotatesMidLoad {
     fn usable_versions(&self, name: &str) -> Result<Option<UsableVersions>, StoreError> {
         if self.armed.swap(false, Ordering::SeqCst) {
             let new = AesKey::from_slice(&self.new_key).unwrap();
-            let record = AdminRecord::new(AdminEvent {
-                token: "(test)".into(),
-                role: "admin".into(),
-                action: "master-key.rotate".into(),
-                target: "master-key".into(),
-                function: None,
-                secret: None,
-                outcome: "ok".into(),
-                detail: None,
-            });
+            let record = test_record("master-key.rotate");
             self.other.rotate_master_key(new, &record).unwrap();
         }
         self.inner.usable_versions(name)
@@ -949,7 +959,19 @@ impl GrantStore for RotatesMidLoad {
     delegate! {
         grant(grant: &Grant, record: &AdminRecord) -> ();
         revoke(function: &str, binding: &str, record: &AdminRecord) -> Grant;
-        grants(function: Option<&str>) -> Vec<Grant>;
+    }
+    fn grants(&self, function: Option<&str>) -> Result<Vec<Grant>, StoreError> {
+        let Some((widened, original)) = self
+            .regrant
+            .as_ref()
+            .filter(|_| self.regrant_armed.swap(false, Ordering::SeqCst))
+        else {
+            return self.inner.grants(function);
+        };
+        self.other.grant(widened, &test_record("grant")).unwrap();
+        let read = self.inner.grants(function);
+        self.other.grant(original, &test_record("grant")).unwrap();
+        read
     }
 }
 
@@ -1007,6 +1029,8 @@ fn a_master_key_rotation_committed_mid_load_leaves_the_previous_snapshot_serving
         other: open(&old_key),
         new_key: rand::random(),
         armed: AtomicBool::new(false),
+        regrant: None,
+        regrant_armed: AtomicBool::new(false),
     });
     let catalog = Catalog::new(
         Arc::clone(&store) as _,
@@ -1044,4 +1068,68 @@ fn a_master_key_rotation_committed_mid_load_leaves_the_previous_snapshot_serving
         .unwrap();
     assert!(catalog.refresh().unwrap());
     assert_eq!(bound(&catalog.snapshot()).as_deref(), Some(&second[..]));
+}
+
+#[test]
+fn a_grant_widened_and_narrowed_back_while_a_load_reads_is_not_left_in_force() {
+    let node = Node::new();
+    node.put_secret("hook", b"widened-mid-load-key");
+    node.deploy_probe(
+        "probe",
+        "/probe",
+        "[bindings.KEY]\nallow = [\"hmac\", \"reveal\"]\n",
+    );
+    node.ok(&[
+        "grant", "probe", "KEY", "--secret", "hook", "--allow", "hmac",
+    ]);
+    let key = STANDARD.decode(node.env_key().unwrap()).unwrap();
+    let open = || {
+        keyhole_host::store::SqliteStore::open(node.data.path(), AesKey::from_slice(&key).unwrap())
+            .unwrap()
+    };
+    let inner = Arc::new(open());
+    let original = inner.grants(Some("probe")).unwrap().remove(0);
+    let widened = Grant {
+        allow: original.allow.with(Operation::Reveal),
+        ..original.clone()
+    };
+    let store = Arc::new(RotatesMidLoad {
+        inner,
+        other: open(),
+        new_key: [0; 32],
+        armed: AtomicBool::new(false),
+        regrant: Some((widened, original)),
+        regrant_armed: AtomicBool::new(false),
+    });
+    let catalog = Catalog::new(
+        Arc::clone(&store) as _,
+        Arc::new(Runtime::with_max_instances(4).unwrap()),
+        Arc::new(Observer::default()),
+    );
+    let allowed = |catalog: &Catalog| {
+        let snapshot = catalog.snapshot();
+        let function = snapshot.route("/probe").expect("the probe is served");
+        function.secrets.get("KEY").unwrap().allowed
+    };
+    assert!(catalog.refresh().unwrap());
+    let hmac_only = OperationSet::EMPTY.with(Operation::Hmac);
+    assert_eq!(allowed(&catalog), hmac_only);
+
+    // A rotation makes the next load read the probe again; while it reads
+    // the probe's grant, the grant is widened to `reveal` and narrowed
+    // back, which leaves its tag as it was.
+    node.put_secret("hook", b"widened-mid-load-key-2");
+    store.regrant_armed.store(true, Ordering::SeqCst);
+    assert!(catalog.refresh().unwrap());
+    assert!(
+        !store.regrant_armed.load(Ordering::SeqCst),
+        "the grant was never widened"
+    );
+    // That load saw the store move under it: the next one reads again.
+    assert!(catalog.refresh().unwrap());
+    assert_eq!(
+        allowed(&catalog),
+        hmac_only,
+        "a grant narrowed back while a load read it stayed widened"
+    );
 }
