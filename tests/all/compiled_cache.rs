@@ -27,16 +27,10 @@ fn last_load(node: &Node) -> (usize, usize) {
         .rev()
         .find(|l| l.contains("loaded functions and grants"))
         .unwrap_or_else(|| panic!("no load logged:\n{logs}"));
-    let field = |name: &str| -> usize {
-        let start = line.find(&format!("{name}=")).expect(name) + name.len() + 1;
-        line[start..]
-            .split(|c: char| !c.is_ascii_digit())
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    (field("compiled"), field("from_cache"))
+    (
+        common::log_field(line, "compiled"),
+        common::log_field(line, "from_cache"),
+    )
 }
 
 fn deploy_plain(node: &Node, name: &str, route: &str) {

@@ -15,15 +15,7 @@ fn loads(node: &Node) -> (usize, Option<usize>) {
         .lines()
         .filter(|l| l.contains("loaded functions and grants"))
         .collect();
-    let reloaded = lines.last().map(|line| {
-        let start = line.find("reloaded=").expect("reloaded=") + "reloaded=".len();
-        line[start..]
-            .split(|c: char| !c.is_ascii_digit())
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    });
+    let reloaded = lines.last().map(|line| common::log_field(line, "reloaded"));
     (lines.len(), reloaded)
 }
 

@@ -418,8 +418,8 @@ impl Catalog {
         let reloaded_count = reloaded.names.len();
         let changed_code = reloaded.everything
             || reloaded.names.iter().any(|name| {
-                let sha = |built: Option<&Built>| built.map(|b| b.component_sha256.clone());
-                sha(loaded.functions.get(name)) != sha(reloaded.functions.get(name))
+                let old = loaded.functions.get(name).map(|b| &b.component_sha256);
+                old != reloaded.functions.get(name).map(|b| &b.component_sha256)
             });
         // Withdrawn before the new snapshot is served: a request that
         // starts on the old one in between is refused what it lost, and

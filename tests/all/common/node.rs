@@ -69,6 +69,21 @@ impl std::fmt::Debug for Reply {
     }
 }
 
+/// The number after `name=` in a log line (as tracing prints a field).
+pub fn log_field(line: &str, name: &str) -> usize {
+    let start = line
+        .find(&format!("{name}="))
+        .unwrap_or_else(|| panic!("no {name}= in {line}"))
+        + name.len()
+        + 1;
+    line[start..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 impl Node {
     /// A fresh data directory; no server yet.
     pub fn new() -> Self {

@@ -84,6 +84,7 @@ type Tags = HashMap<String, StateTag>;
 fn tags(tx: &Transaction<'_>) -> Result<(Tags, Tags), StoreError> {
     let mut functions: HashMap<String, Sha256> = HashMap::new();
     let mut secrets: HashMap<String, Sha256> = HashMap::new();
+    let mut deployed = std::collections::HashSet::new();
     for &(table, owner, of_function, also) in TAGGED {
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT {owner}, mac, {also} FROM {table} ORDER BY {owner}, rowid"
@@ -96,6 +97,9 @@ fn tags(tx: &Transaction<'_>) -> Result<(Tags, Tags), StoreError> {
         };
         while let Some(r) = rows.next()? {
             let name: String = r.get(0)?;
+            if table == "functions" {
+                deployed.insert(name.clone());
+            }
             let mac: Option<Vec<u8>> = r.get(1)?;
             let digest = into.entry(name).or_default();
             digest.update(table.as_bytes());
@@ -109,13 +113,8 @@ fn tags(tx: &Transaction<'_>) -> Result<(Tags, Tags), StoreError> {
             }
         }
     }
-    // Only functions that are deployed and secrets that exist have a tag:
-    // grants of neither change the function's tag alone.
-    let deployed: std::collections::HashSet<String> = {
-        let mut stmt = tx.prepare_cached("SELECT name FROM functions")?;
-        stmt.query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?
-    };
+    // Only deployed functions have a tag (a function's routes or grants
+    // alone are no deployment).
     let finish = |map: HashMap<String, Sha256>| -> Tags {
         map.into_iter()
             .map(|(name, digest)| (name, digest.finalize().into()))

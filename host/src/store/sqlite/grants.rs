@@ -142,15 +142,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
         let grant = Grant {
-            function: "f".into(),
-            binding: "KEY".into(),
-            secret: "s".into(),
             allow: OperationSet::EMPTY
                 .with(Operation::Hmac)
                 .with(Operation::Inject),
             egress: EgressList::parse_list("api.example.com,*.stripe.com:8443").unwrap(),
-            digest: "00".into(),
-            follow_redeploys: false,
+            ..hmac_grant()
         };
         assert!(matches!(
             store.grant(&grant, &rec()),

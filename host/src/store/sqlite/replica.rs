@@ -358,18 +358,6 @@ mod tests {
         }
     }
 
-    fn grant() -> Grant {
-        Grant {
-            function: "f".into(),
-            binding: "KEY".into(),
-            secret: "s".into(),
-            allow: OperationSet::EMPTY.with(Operation::Hmac),
-            egress: EgressList::default(),
-            digest: "00".into(),
-            follow_redeploys: false,
-        }
-    }
-
     fn token() -> (TokenInfo, Vec<u8>) {
         let new = crate::admin::access::NewToken::generate();
         let info = TokenInfo {
@@ -417,7 +405,7 @@ mod tests {
         rotate(&a, "s", b"second value", Some(3_600));
         a.deploy(&deployment("f", "/f"), &|_, _| true, &rec())
             .unwrap();
-        a.grant(&grant(), &rec()).unwrap();
+        a.grant(&hmac_grant(), &rec()).unwrap();
         let (info, hash) = token();
         a.create_token(&info, &hash, &rec()).unwrap();
         assert_eq!(log.0.lock().unwrap().len(), 5, "one entry per admin write");

@@ -357,15 +357,7 @@ mod tests {
         put(&store, "s", b"v");
         let deployed = deployment("f", "/f");
         store.deploy(&deployed, &|_, _| true, &rec()).unwrap();
-        let grant = Grant {
-            function: "f".into(),
-            binding: "KEY".into(),
-            secret: "s".into(),
-            allow: OperationSet::EMPTY.with(Operation::Hmac),
-            egress: EgressList::default(),
-            digest: deployed.info.component_sha256.clone(),
-            follow_redeploys: false,
-        };
+        let grant = hmac_grant();
         store.grant(&grant, &rec()).unwrap();
         downgrade_to_v6(&store);
         assert_ne!(function_columns(&store).last().unwrap(), "component");
@@ -552,15 +544,10 @@ mod tests {
                 .deploy(&deployment("f", "/f"), &|_, _| true, &rec())
                 .unwrap();
             let grant = Grant {
-                function: "f".into(),
-                binding: "KEY".into(),
-                secret: "s".into(),
                 allow: OperationSet::EMPTY
                     .with(Operation::Hmac)
                     .with(Operation::Reveal),
-                egress: EgressList::default(),
-                digest: "00".into(),
-                follow_redeploys: false,
+                ..hmac_grant()
             };
             store.grant(&grant, &rec()).unwrap();
             tamper(

@@ -71,6 +71,20 @@ pub(super) fn usable(store: &SqliteStore, name: &str) -> (u32, Vec<u32>) {
     )
 }
 
+/// Function `f`'s binding `KEY` granted secret `s` for `hmac`, for the
+/// component [`deployment`] deploys.
+pub(super) fn hmac_grant() -> Grant {
+    Grant {
+        function: "f".into(),
+        binding: "KEY".into(),
+        secret: "s".into(),
+        allow: OperationSet::EMPTY.with(Operation::Hmac),
+        egress: EgressList::default(),
+        digest: "00".into(),
+        follow_redeploys: false,
+    }
+}
+
 pub(super) fn deployment(name: &str, route: &str) -> Deployment {
     Deployment {
         info: FunctionInfo {

@@ -99,13 +99,8 @@ mod tests {
             .unwrap();
         put(&store, "s", b"granted-value");
         let grant = Grant {
-            function: "f".into(),
-            binding: "KEY".into(),
-            secret: "s".into(),
-            allow: OperationSet::EMPTY.with(Operation::Hmac),
-            egress: EgressList::default(),
-            digest: "00".into(),
             follow_redeploys: true,
+            ..hmac_grant()
         };
         store.grant(&grant, &rec()).unwrap();
         let dependents = store.dependents("s").unwrap();
