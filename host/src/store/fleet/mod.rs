@@ -46,6 +46,12 @@ const COMPONENTS_BUCKET: &str = "keyhole-components";
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a command waits to reach any server at first.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long joining waits for JetStream to open the fleet's stream, its
+/// object store and its first entry. A cluster that has just started, or
+/// just lost a server, answers JetStream requests only once it has elected
+/// its leaders: on a loaded machine that took more than 5 s (a CI run's
+/// `secret put` failed with "jetstream request timed out").
+const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A replica joined to its fleet: the store whose admin writes go through
 /// the fleet's log, and the follower that applies everyone else's.
@@ -279,40 +285,33 @@ async fn connect(
         deny_purge: true,
         ..Default::default()
     };
-    // A cluster that has just started answers JetStream requests only once
-    // it has elected its meta leader: retry for a few seconds.
-    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
-    let stream = loop {
-        match js.get_or_create_stream(config_of_stream.clone()).await {
-            Ok(stream) => break stream,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::debug!("cluster: cannot open {STATE_STREAM} yet: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+    let deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
+    let stream = until_set_up(deadline, &format!("open the stream {STATE_STREAM}"), || {
+        js.get_or_create_stream(config_of_stream.clone())
+    })
+    .await
+    .map_err(|e| unreachable(&e))?;
+    let components = until_set_up(
+        deadline,
+        &format!("open the object store {COMPONENTS_BUCKET}"),
+        || async {
+            match js.get_object_store(COMPONENTS_BUCKET).await {
+                Ok(store) => Ok(store),
+                Err(_) => js
+                    .create_object_store(jetstream::object_store::Config {
+                        bucket: COMPONENTS_BUCKET.into(),
+                        num_replicas: replicas,
+                        storage: jetstream::stream::StorageType::File,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| e.to_string()),
             }
-            Err(e) => {
-                return Err(unreachable(&format!(
-                    "cannot open the stream {STATE_STREAM}: {e}"
-                )));
-            }
-        }
-    };
-    let components = match js.get_object_store(COMPONENTS_BUCKET).await {
-        Ok(store) => store,
-        Err(_) => js
-            .create_object_store(jetstream::object_store::Config {
-                bucket: COMPONENTS_BUCKET.into(),
-                num_replicas: replicas,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| {
-                unreachable(&format!(
-                    "cannot open the object store {COMPONENTS_BUCKET}: {e}"
-                ))
-            })?,
-    };
-    let genesis = genesis(&js, &stream, master).await?;
+        },
+    )
+    .await
+    .map_err(|e| unreachable(&e))?;
+    let genesis = genesis(&js, &stream, master, deadline).await?;
     let key = genesis.open(master)?;
     let fleet = genesis.fleet.clone();
     let replica2 = Arc::clone(replica);
@@ -335,21 +334,51 @@ async fn connect(
     })
 }
 
+/// Runs one step of joining until it succeeds or `deadline` passes, then
+/// says what could not be done and why. The first failure is logged, so a
+/// command that waits for a cluster electing its leaders says what it waits
+/// for.
+async fn until_set_up<T, E, F, Fut>(
+    deadline: tokio::time::Instant,
+    what: &str,
+    mut step: F,
+) -> Result<T, String>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut tries = 0u32;
+    loop {
+        match step().await {
+            Ok(done) => return Ok(done),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                if tries == 0 {
+                    tracing::info!("cluster: waiting for JetStream to {what}: {e}");
+                }
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(format!("cannot {what}: {e}")),
+        }
+    }
+}
+
 /// The fleet's genesis entry, written first if the stream is empty (by
 /// exactly one of the replicas racing to: it must be entry 1).
 async fn genesis(
     js: &jetstream::Context,
     stream: &jetstream::stream::Stream,
     master: &AesKey,
+    deadline: tokio::time::Instant,
 ) -> Result<Genesis, StoreError> {
     let first = stream.get_raw_message(1).await;
     let payload = match first {
         Ok(message) => message.payload,
         Err(_) => {
             let (genesis, _) = Genesis::new(master);
-            // A stream just made may not have its leader yet: retry a
-            // few seconds. Only one genesis can be entry 1.
-            let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+            // A stream just made may not have its leader yet: retry until
+            // the setup's deadline. Only one genesis can be entry 1.
             loop {
                 let publish = jetstream::message::PublishMessage::build()
                     .payload(genesis.encode().into())
