@@ -642,3 +642,157 @@ fn killing_the_meta_leader_and_the_stream_leader_loses_no_acknowledged_write() {
         );
     }
 }
+
+/// Issue 26 §6. Every node's audit chain reaches the fleet's stream: a
+/// node cut off under load spools its records in its replica and delivers
+/// them when it is back, each exactly once; `keyhole audit` merges every
+/// node's records; `keyhole audit verify` checks each node's chain and
+/// names the node and record where one was edited.
+#[test]
+fn the_fleets_audit_trail_gets_every_record_once_through_a_cut_and_names_an_edit() {
+    let nats = Nats::single();
+    let a = Node::in_fleet(&nats.urls());
+    a.put_secret("k", b"the fleet audit test's key bytes");
+    a.granted_probe("busy", "/busy", "k", "hmac", "");
+    let (mut b, proxy) = replica_behind_proxy(&a, &nats);
+    b.start();
+    eventually("B serves the probe", || {
+        b.get("/busy/hmac?binding=KEY").status == 200
+    });
+
+    // Under load, B is cut off for 5 s, and serves throughout.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let ids: Vec<u64> = std::thread::scope(|s| {
+        let load: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut ids = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let (reply, id) = b.get_with_id("/busy/hmac?binding=KEY");
+                        assert_eq!(reply.status, 200, "{reply:?}");
+                        ids.push(id);
+                    }
+                    ids
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(700));
+        proxy.cut();
+        std::thread::sleep(Duration::from_secs(5));
+        proxy.restore();
+        std::thread::sleep(Duration::from_millis(700));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        load.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    });
+    assert!(ids.len() > 100, "only {} requests", ids.len());
+    let b_node: String = b
+        .db()
+        .query_row("SELECT value FROM meta WHERE key = 'node_id'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+
+    // Every request's records are in the fleet's trail exactly once.
+    let records_of_b = || -> Vec<serde_json::Value> {
+        let listed = a.ok(&["audit", "--function", "busy", "--json", "--limit", "100000"]);
+        let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+        listed
+            .into_iter()
+            .filter(|e| e["node"] == b_node.as_str())
+            .collect()
+    };
+    let wanted: std::collections::HashSet<u64> = ids.iter().copied().collect();
+    eventually("B's spooled records reach the fleet's trail", || {
+        let seen: std::collections::HashSet<u64> = records_of_b()
+            .iter()
+            .filter_map(|e| e["request"].as_u64())
+            .collect();
+        wanted.is_subset(&seen)
+    });
+    let mut per_call = std::collections::HashMap::new();
+    for record in records_of_b() {
+        assert_ne!(record["kind"], "lost", "{record}");
+        if let Some(request) = record["request"].as_u64() {
+            *per_call
+                .entry((request, record["operation"].to_string()))
+                .or_insert(0) += 1;
+        }
+    }
+    let doubled: Vec<_> = per_call.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(doubled.is_empty(), "records not exactly once: {doubled:?}");
+    for id in &wanted {
+        assert!(
+            per_call.contains_key(&(*id, "\"hmac-sha256\"".to_owned())),
+            "request {id} has no hmac record"
+        );
+    }
+    // `secret dependents`, asked of A's replica (which serves nothing),
+    // shows the last use B recorded.
+    eventually("B's last use reaches the dependents A lists", || {
+        let listed: serde_json::Value =
+            serde_json::from_str(&a.ok(&["secret", "dependents", "k", "--json"])).unwrap();
+        listed[0]["last_use"]["version"] == 1
+    });
+    assert!(
+        a.db()
+            .query_row("SELECT COUNT(*) FROM secret_uses", [], |r| r
+                .get::<_, i64>(0))
+            .unwrap()
+            == 0,
+        "A's own replica records no use"
+    );
+
+    // A's own admin records (the put, deploy and grant) are merged in.
+    let everything = a.ok(&["audit", "--limit", "100000"]);
+    assert!(
+        everything.contains("admin local (admin) grant"),
+        "{everything}"
+    );
+    let verified = a.ok(&["audit", "verify"]);
+    assert!(
+        verified.contains(&format!("node {b_node}: intact")),
+        "{verified}"
+    );
+
+    // Edited in B's replica before it reached the fleet, a record is named
+    // by its node and number.
+    proxy.cut();
+    let before: i64 = b
+        .db()
+        .query_row("SELECT MAX(seq) FROM audit", [], |r| r.get(0))
+        .unwrap();
+    for _ in 0..5 {
+        assert_eq!(b.get("/busy/hmac?binding=KEY").status, 200);
+    }
+    eventually("B writes the records to its replica", || {
+        b.db()
+            .query_row("SELECT MAX(seq) FROM audit", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+            > before
+    });
+    b.kill();
+    let edited: i64 = b
+        .db()
+        .query_row(
+            "SELECT MAX(seq) FROM audit WHERE kind = 'function'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    b.db()
+        .execute(
+            "UPDATE audit SET body = body || ' ' WHERE seq = ?1",
+            [edited],
+        )
+        .unwrap();
+    proxy.restore();
+    b.start();
+    eventually("the edited record reaches the fleet's trail", || {
+        let out = a.cli(&["audit", "verify"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        !out.status.success() && err.contains(&format!("node {b_node} record {edited}"))
+    });
+    let out = a.cli(&["audit", "verify"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not match its MAC"), "{err}");
+}

@@ -86,6 +86,24 @@ impl ChainKey {
         Zeroizing::new(mac.finalize().into_bytes().into())
     }
 
+    /// The key sealed under `wrapping` with `aad`: how a fleet's node hands
+    /// its chain key to whoever verifies the fleet's trail (see
+    /// `store::fleet::audit`), without the key's bytes leaving this type.
+    pub fn sealed_under(&self, wrapping: &crate::crypto::AesKey, aad: &[u8]) -> Vec<u8> {
+        wrapping.seal(self.0.as_ref(), aad)
+    }
+
+    /// A key [`ChainKey::sealed_under`] sealed, if `sealed` opens under
+    /// `wrapping` with `aad`.
+    pub fn open_sealed(
+        wrapping: &crate::crypto::AesKey,
+        sealed: &[u8],
+        aad: &[u8],
+    ) -> Option<Self> {
+        let plain = wrapping.open(sealed, aad).ok()?;
+        Self::from_slice(&plain)
+    }
+
     /// The MAC of a retention checkpoint (see [`Checkpoint`]).
     pub fn checkpoint(
         &self,
@@ -253,6 +271,7 @@ impl Row {
                 .map(|(body, seq)| Entry {
                     seq,
                     at_ms: body.at_ms,
+                    node: None,
                     event: body.event,
                 })
                 .collect(),
@@ -330,6 +349,11 @@ impl<'k> Verifier<'k> {
             pruned: Some(checkpoint.pruned()),
             pruning_record: Some((checkpoint.by_seq, by_mac)),
         })
+    }
+
+    /// The record number the next row must begin with.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
     }
 
     /// Checks the next row in sequence order.
@@ -434,6 +458,7 @@ impl<'k> Verifier<'k> {
                     problem,
                 }),
                 pruned: self.pruned,
+                nodes: Vec::new(),
             };
         }
         let first_bad = match stored_head {
@@ -451,7 +476,16 @@ impl<'k> Verifier<'k> {
             head,
             first_bad,
             pruned: self.pruned,
+            nodes: Vec::new(),
         }
+    }
+
+    /// The result after the last record of a copy of the chain that has no
+    /// stored head to compare with (a fleet's stream, which cannot be cut
+    /// short: its messages cannot be deleted).
+    pub fn finish_unanchored(self) -> Verification {
+        let expected = self.key.head(self.next_seq - 1, &self.prev);
+        self.finish(Some(&expected))
     }
 
     /// Stops early with `problem`.
@@ -461,6 +495,7 @@ impl<'k> Verifier<'k> {
             head: None,
             first_bad: Some(problem),
             pruned: self.pruned,
+            nodes: Vec::new(),
         }
     }
 }

@@ -250,6 +250,10 @@ pub struct Entry {
     pub seq: u64,
     /// When it happened, in milliseconds since the epoch.
     pub at_ms: Millis,
+    /// In a fleet's merged trail, the node whose chain holds it (`seq` is
+    /// its place in that node's chain); absent in a single store's trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// What happened.
     #[serde(flatten)]
     pub event: Event,
@@ -299,6 +303,35 @@ pub struct Verification {
     /// (verification started from their signed checkpoint).
     #[serde(default)]
     pub pruned: Option<Pruned>,
+    /// In a fleet: each node's chain as the fleet's audit stream holds it,
+    /// verified apart (the fields above are about this store's own chain).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeVerification>,
+}
+
+impl Verification {
+    /// The first bad record anywhere: this store's chain first, then each
+    /// node's in the fleet, with the node it is in (`None`: this store).
+    pub fn first_bad_anywhere(&self) -> Option<(Option<&str>, &Tampered)> {
+        if let Some(bad) = &self.first_bad {
+            return Some((None, bad));
+        }
+        self.nodes.iter().find_map(|node| {
+            node.verification
+                .first_bad
+                .as_ref()
+                .map(|bad| (Some(node.node.as_str()), bad))
+        })
+    }
+}
+
+/// One node's chain in a fleet's audit stream, verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeVerification {
+    /// The node's id (its subject in the stream).
+    pub node: String,
+    /// What its chain verified to.
+    pub verification: Verification,
 }
 
 /// The prefix of the trail that retention removed, as its signed

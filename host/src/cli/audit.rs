@@ -105,27 +105,56 @@ pub fn run(target: &Target, args: AuditArgs) -> anyhow::Result<()> {
 }
 
 fn report(v: &Verification, json: bool) -> anyhow::Result<()> {
-    if let Some(bad) = &v.first_bad {
-        bail!(
+    match v.first_bad_anywhere() {
+        Some((None, bad)) => bail!(
             "the audit trail was tampered with: record {}: {} ({} records before it verify)",
             bad.seq,
             bad.problem,
             v.records
+        ),
+        Some((Some(node), bad)) => bail!(
+            "the fleet's audit trail was tampered with: node {node} record {}: {}",
+            bad.seq,
+            bad.problem,
+        ),
+        None => {}
+    }
+    if json {
+        return Ok(());
+    }
+    // In a fleet, the first line is about this replica's own chain, the
+    // spool of what it recorded.
+    let whose = if v.nodes.is_empty() {
+        "audit trail"
+    } else {
+        "this replica's own audit chain"
+    };
+    match &v.head {
+        Some((seq, mac)) => println!(
+            "{whose} intact: {} records; head is record {seq} with MAC {mac} (keep it elsewhere to detect a later truncation)",
+            v.records
+        ),
+        None => println!("{whose} intact: no records yet"),
+    }
+    if let Some(range) = &v.pruned {
+        println!(
+            "{} (verified from its signed checkpoint)",
+            pruned_text(range)
         );
     }
-    if !json {
-        match &v.head {
+    if !v.nodes.is_empty() {
+        println!(
+            "the fleet's trail ({} nodes), each node's chain verified apart:",
+            v.nodes.len()
+        );
+    }
+    for node in &v.nodes {
+        match &node.verification.head {
             Some((seq, mac)) => println!(
-                "audit trail intact: {} records; head is record {seq} with MAC {mac} (keep it elsewhere to detect a later truncation)",
-                v.records
+                "  node {}: intact, {} records; head is record {seq} with MAC {mac}",
+                node.node, node.verification.records
             ),
-            None => println!("audit trail intact: no records yet"),
-        }
-        if let Some(range) = &v.pruned {
-            println!(
-                "{} (verified from its signed checkpoint)",
-                pruned_text(range)
-            );
+            None => println!("  node {}: intact, no records yet", node.node),
         }
     }
     Ok(())
@@ -185,5 +214,8 @@ fn line(entry: &Entry) -> String {
             e.records
         ),
     };
-    format!("{at} #{} {what}", entry.seq)
+    match &entry.node {
+        Some(node) => format!("{at} {node} #{} {what}", entry.seq),
+        None => format!("{at} #{} {what}", entry.seq),
+    }
 }

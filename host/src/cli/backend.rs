@@ -62,9 +62,12 @@ impl Backend {
             Some(config) => open_replica(data, Access::CreateIfMissing, config, Join::Now)?,
             None => Arc::new(open_store(data, access)?),
         };
-        Ok(Backend::Local(Admin::new(store).with_compiled_cache(
-            data.join(keyhole_host::engine::runtime::COMPILED_CACHE_DIR),
-        )))
+        let mut admin = Admin::new(store)
+            .with_compiled_cache(data.join(keyhole_host::engine::runtime::COMPILED_CACHE_DIR));
+        if let Some(fleet) = super::cluster::joined() {
+            admin = admin.with_fleet_records(fleet.records());
+        }
+        Ok(Backend::Local(admin))
     }
 
     /// Sends `request` and decodes the reply as `R`.

@@ -44,6 +44,25 @@ pub fn open_replica(
     Ok(store)
 }
 
+/// How long a command waits, before it exits, for the fleet to take the
+/// records it wrote to its replica's audit chain.
+const DELIVER_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Hands the audit records this process's replica holds, and the fleet's
+/// trail lacks, to the fleet; says so on stderr if they must wait (they go
+/// with the next command run on `data`, or with a node serving it).
+pub fn deliver_audit(data: &Path) {
+    let Some(fleet) = joined() else {
+        return;
+    };
+    if let Err(e) = fleet.records().deliver(DELIVER_AT_EXIT) {
+        eprintln!(
+            "warning: audit records wait in {}: {e}; they go to the fleet the next time this data directory is used with the cluster",
+            data.display()
+        );
+    }
+}
+
 /// The fleet this process joined, if any.
 pub fn joined() -> Option<&'static Fleet> {
     FLEET.get()

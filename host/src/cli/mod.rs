@@ -179,8 +179,20 @@ pub fn run() -> anyhow::Result<()> {
         cluster,
     };
     let t = &target;
-    match cli.command {
-        Command::Serve(args) => serve::run(&t.data, t.cluster.as_ref(), args),
+    if let Command::Serve(args) = cli.command {
+        return serve::run(&t.data, t.cluster.as_ref(), args);
+    }
+    let outcome = run_command(t, cli.command);
+    // What the command recorded in this replica's trail goes to the
+    // fleet's before the process ends (or waits there for the next one).
+    cluster::deliver_audit(&t.data);
+    outcome
+}
+
+/// Runs one command other than `serve`.
+fn run_command(t: &Target, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(_) => unreachable!("run handles serve"),
         Command::Secret(command) => secrets::run(t, command),
         Command::Deploy {
             manifest,

@@ -204,6 +204,8 @@ fn node_status(
                 blocked: link.blocked(),
                 max_stale_secs: max_stale,
                 stale: freshness.check().err().map(|stale| stale.0),
+                node: fleet.node(),
+                audit_waiting: fleet.audit_waiting().unwrap_or(0),
             }
         });
         NodeStatus {
@@ -375,6 +377,9 @@ pub fn run(
                     Arc::clone(&freshness),
                     args.max_stale,
                 ));
+            if let Some(fleet) = super::cluster::joined() {
+                admin = admin.with_fleet_records(fleet.records());
+            }
             // Tests shorten the window of coalesced refusals.
             if let Some(secs) = std::env::var("KEYHOLE_TEST_REFUSAL_WINDOW_SECS")
                 .ok()
@@ -428,6 +433,9 @@ pub fn run(
     }
     let _ = stop_audit.send(true);
     let _ = audit_writer.join();
+    // The last records written go to the fleet's trail before the node
+    // exits (or wait in its replica for its next start).
+    super::cluster::deliver_audit(data);
     if let Some(retention) = retention {
         let _ = retention.join();
     }

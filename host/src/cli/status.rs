@@ -53,6 +53,8 @@ fn of_data_directory(target: &Target) -> anyhow::Result<NodeStatus> {
                 blocked: link.as_ref().and_then(|l| l.blocked()),
                 max_stale_secs: None,
                 stale: None,
+                node: cluster::joined().and_then(|f| f.node()),
+                audit_waiting: store.audit_waiting()?,
             })
         }
     };
@@ -103,6 +105,15 @@ fn print(status: &NodeStatus) {
             Some(s) => println!("  last in sync: {s:.1} s ago"),
             None => println!("  last in sync: not since it started"),
         }
+    }
+    if let Some(node) = &fleet.node {
+        println!("  node in the fleet's audit trail: {node}");
+    }
+    if fleet.audit_waiting > 0 {
+        println!(
+            "  audit records waiting to reach the fleet: {}",
+            fleet.audit_waiting
+        );
     }
     if fleet.rejected_entries > 0 {
         println!("  entries rejected as forged: {}", fleet.rejected_entries);

@@ -50,6 +50,14 @@ pub struct FleetReport {
     /// Why secret operations are refused now, if the node is past
     /// `--max-stale`.
     pub stale: Option<String>,
+    /// This replica's name in the fleet's audit trail (once it reached
+    /// the fleet).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Records of this replica's audit chain the fleet's trail does not
+    /// hold yet (they wait in the replica while it is cut off).
+    #[serde(default)]
+    pub audit_waiting: u64,
 }
 
 impl NodeStatus {
@@ -101,6 +109,8 @@ mod tests {
             blocked: None,
             max_stale_secs: None,
             stale: None,
+            node: None,
+            audit_waiting: 0,
         }
     }
 

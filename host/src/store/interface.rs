@@ -14,7 +14,7 @@ use super::{
     RemovedSecret, RolledBack, SecretInfo, ServedState, StoreError, Stored, TokenInfo,
     UsableVersions, UseRecord, VersionInfo,
 };
-use crate::audit::{Entry, Millis, PruneReport, Query, Timed, Verification};
+use crate::audit::{Entry, Millis, NodeVerification, PruneReport, Query, Timed, Verification};
 use crate::crypto::AesKey;
 use std::time::Duration;
 
@@ -166,6 +166,26 @@ pub trait AuditLog: Send + Sync {
         before_ms: Millis,
         record: &AdminRecord,
     ) -> Result<PruneReport, StoreError>;
+}
+
+/// What every node of a fleet records, as the fleet holds it: each node's
+/// audit chain, and each node's last uses of bindings. A fleet's replica
+/// keeps its own ([`AuditLog`], [`SecretStore::dependents`]) besides: its
+/// records wait there until the fleet takes them.
+pub trait FleetRecords: Send + Sync {
+    /// Hands this replica's records the fleet lacks to it, waiting at most
+    /// `timeout`; returns the last record the fleet holds.
+    fn deliver(&self, timeout: Duration) -> Result<u64, StoreError>;
+    /// Every node's records matching `query`, merged by time, each naming
+    /// its node (the most recent `limit`). Only records their node's chain
+    /// key verifies.
+    fn fleet_entries(&self, query: &Query) -> Result<Vec<Entry>, StoreError>;
+    /// Each node's chain, verified apart.
+    fn verify_fleet(&self) -> Result<Vec<NodeVerification>, StoreError>;
+    /// This replica's name in the trail, once it reached the fleet.
+    fn node(&self) -> Option<String>;
+    /// Every node's latest record of each binding's uses of `secret`.
+    fn last_uses(&self, secret: &str) -> Result<Vec<UseRecord>, StoreError>;
 }
 
 /// The master key and the integrity of what is stored under it.

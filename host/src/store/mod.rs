@@ -31,7 +31,8 @@ pub use admin_record::{AdminRecord, AuditedError, audited};
 pub use error::StoreError;
 pub use files::{private_dir, private_file};
 pub use interface::{
-    AuditLog, Changes, FunctionStore, GrantStore, KeyCustody, SecretStore, Store, TokenStore,
+    AuditLog, Changes, FleetRecords, FunctionStore, GrantStore, KeyCustody, SecretStore, Store,
+    TokenStore,
 };
 pub use routes::{NestPolicy, check_routes};
 pub use sqlite::{ANCHOR_ENV, DATABASE_FILE, SqliteStore};

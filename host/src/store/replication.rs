@@ -110,6 +110,12 @@ pub trait Replication: Send + Sync {
     /// After a conflict: waits (bounded) until this replica has applied
     /// an entry after `applied`.
     fn await_newer(&self, applied: u64) -> Result<(), super::StoreError>;
+
+    /// Shares what this replica recorded of some bindings' uses (whole
+    /// rows, as it holds them now) with the fleet, without waiting: what
+    /// `secret dependents` shows across nodes. Best effort: a mark the
+    /// fleet misses is sent again at the binding's next use.
+    fn share_uses(&self, _uses: Vec<super::UseRecord>) {}
 }
 
 mod base64_bytes {

@@ -165,8 +165,9 @@ pub struct Dependent {
     pub last_grace_use: Option<LastUse>,
 }
 
-/// Uses of one binding that a node observed since its last report.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Uses of one binding that a node observed since its last report (or, as
+/// a fleet's node shares it, all it recorded of that binding).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UseRecord {
     /// The function.
     pub function: String,

@@ -22,7 +22,8 @@ use crate::names;
 use crate::node::status::NodeStatus;
 use crate::operations::Operation;
 use crate::store::{
-    AdminRecord, Grant, MIN_DIGEST_HEX, MaxAgeChange, NewVersion, Store, StoreError, TokenInfo, now,
+    AdminRecord, FleetRecords, Grant, MIN_DIGEST_HEX, MaxAgeChange, NewVersion, Store, StoreError,
+    TokenInfo, now,
 };
 use authenticate::Unauthenticated;
 use base64::Engine as _;
@@ -46,6 +47,10 @@ pub struct Admin {
     status: Option<StatusSource>,
     /// Refused (unauthenticated) requests, per source address.
     unauthenticated: Unauthenticated,
+    /// In a fleet: what every node records (audit chains, last uses),
+    /// which `audit`, `audit verify` and `secret dependents` read besides
+    /// this store's own.
+    fleet_records: Option<Arc<dyn FleetRecords>>,
 }
 
 /// Where a running node's status comes from.
@@ -56,6 +61,10 @@ type StatusSource = Box<dyn Fn() -> NodeStatus + Send + Sync>;
 pub(super) const UNAUTHENTICATED_PER_WINDOW: u64 = 60;
 /// The window, in seconds.
 pub(super) const UNAUTHENTICATED_WINDOW_SECS: i64 = 60;
+
+/// How long reading the fleet's audit trail waits for this replica's own
+/// newest records to reach it first.
+const DELIVER_BEFORE_READING: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How many deploys the gate may refuse one deployer token in
 /// [`GATE_WINDOW_SECS`]; past it, its deploys get 429 without a scan.
@@ -132,6 +141,26 @@ impl Admin {
             gate_refusals: GateRefusals::default(),
             unauthenticated: Unauthenticated::default(),
             status: None,
+            fleet_records: None,
+        }
+    }
+
+    /// The same, for a fleet's replica: `audit` lists the fleet's merged
+    /// trail, `audit verify` checks every node's chain in it too, and
+    /// `secret dependents` shows the last uses any node recorded.
+    pub fn with_fleet_records(mut self, trail: Arc<dyn FleetRecords>) -> Self {
+        self.fleet_records = Some(trail);
+        self
+    }
+
+    /// Delivers this replica's own records before the fleet's trail is
+    /// read, so they are in it; records that cannot go yet wait in the
+    /// replica (what is read then says so by lacking them, never wrongly).
+    fn deliver_own_records(trail: &dyn FleetRecords) {
+        if let Err(e) = trail.deliver(DELIVER_BEFORE_READING) {
+            tracing::debug!(
+                "audit: this replica's newest records are not in the fleet's trail yet: {e}"
+            );
         }
     }
 
@@ -289,7 +318,20 @@ impl Admin {
                 let kind = store.secret(&name).map_err(from_store)?.kind;
                 reply(self.change(&name, done.to, None, kind, Some(done.from), grace)?)
             }
-            Request::Dependents { name } => reply(store.dependents(&name).map_err(from_store)?),
+            Request::Dependents { name } => {
+                let mut dependents = store.dependents(&name).map_err(from_store)?;
+                if let Some(fleet) = &self.fleet_records {
+                    // Every node's last uses; cut off from the fleet, this
+                    // replica's own (the reply is still right about grants).
+                    match fleet.last_uses(&name) {
+                        Ok(marks) => crate::store::fleet::merge_last_uses(&mut dependents, &marks),
+                        Err(e) => tracing::warn!(
+                            "secret dependents: other nodes' last uses are not known now: {e}"
+                        ),
+                    }
+                }
+                reply(dependents)
+            }
             Request::RemoveSecret { name, force } => {
                 let removed = store
                     .remove_secret(&name, force, record)
@@ -343,8 +385,21 @@ impl Admin {
             Request::RevokeToken { name } => {
                 reply(store.revoke_token(&name, record).map_err(from_store)?)
             }
-            Request::Audit(query) => reply(store.audit_entries(&query).map_err(from_store)?),
-            Request::AuditVerify => reply(store.verify_audit().map_err(from_store)?),
+            Request::Audit(query) => match &self.fleet_records {
+                Some(trail) => {
+                    Self::deliver_own_records(&**trail);
+                    reply(trail.fleet_entries(&query).map_err(from_store)?)
+                }
+                None => reply(store.audit_entries(&query).map_err(from_store)?),
+            },
+            Request::AuditVerify => {
+                let mut verification = store.verify_audit().map_err(from_store)?;
+                if let Some(trail) = &self.fleet_records {
+                    Self::deliver_own_records(&**trail);
+                    verification.nodes = trail.verify_fleet().map_err(from_store)?;
+                }
+                reply(verification)
+            }
             Request::Status => reply(self.status()?),
             Request::AuditPrune { older_than_secs } => {
                 if older_than_secs == 0 {

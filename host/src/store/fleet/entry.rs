@@ -106,6 +106,41 @@ impl EntryKey {
         hex::encode(mac.finalize().into_bytes())
     }
 
+    /// An AES key for `purpose`, derived from this one: what the fleet
+    /// keeps besides its entries (each node's audit chain key) is sealed
+    /// under such keys, so whoever holds the master key opens it, and
+    /// nobody else.
+    pub(super) fn derive(&self, purpose: &str) -> AesKey {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.as_ref()).expect("any key length");
+        mac.update(b"keyhole/v1/fleet-derived-key\0");
+        mac.update(purpose.as_bytes());
+        let derived = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
+        AesKey::from_slice(derived.as_ref()).expect("32 bytes")
+    }
+
+    /// The MAC (hex) of `parts`, for `purpose`: what the fleet keeps
+    /// besides its entries (nodes' use marks) is authenticated so, keyed
+    /// apart from the entries' MACs.
+    pub(super) fn tag(&self, purpose: &str, parts: &[&[u8]]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.as_ref()).expect("any key length");
+        mac.update(b"keyhole/v1/fleet-tag\0");
+        mac.update(purpose.as_bytes());
+        for part in parts {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether `tag` is [`EntryKey::tag`] of `parts` for `purpose`.
+    pub(super) fn tag_verifies(&self, purpose: &str, parts: &[&[u8]], tag: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.tag(purpose, parts)
+            .as_bytes()
+            .ct_eq(tag.as_bytes())
+            .into()
+    }
+
     /// Whether `tag` is the MAC of `payload` as entry `seq`.
     pub(super) fn verifies(&self, fleet: &str, seq: u64, payload: &[u8], tag: &str) -> bool {
         use subtle::ConstantTimeEq as _;

@@ -103,6 +103,13 @@ impl Replication for FleetLog {
         })
     }
 
+    fn share_uses(&self, marks: Vec<crate::store::UseRecord>) {
+        let shared = Arc::clone(&self.shared);
+        self.shared
+            .handle
+            .spawn(super::uses::share(Arc::clone(&shared), marks));
+    }
+
     fn await_newer(&self, applied: u64) -> Result<(), StoreError> {
         if self
             .shared

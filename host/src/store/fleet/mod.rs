@@ -16,21 +16,26 @@
 //! racing writes never both land on the same state. A node serves from its
 //! replica and never waits on NATS on the request path; when NATS is gone
 //! it serves its last state, and the follower catches up in order when it
-//! is back.
+//! is back. Each node's audit chain is shipped to the stream
+//! `KEYHOLE_AUDIT` (`audit`), where the fleet's trail is read and verified.
 //!
 //! Never touches: the request path, wasmtime, HTTP.
 
+mod audit;
 mod components;
 mod config;
 mod entry;
 mod follower;
 mod log;
+mod uses;
 
 pub use config::{CA_ENV, CLUSTER_ENV, CREDENTIALS_ENV, ClusterConfig};
 pub use follower::FleetStatus;
+pub use uses::merge as merge_last_uses;
 
+use crate::audit::{Entry, NodeVerification, Query};
 use crate::crypto::AesKey;
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{FleetRecords, SqliteStore, StoreError};
 use async_nats::jetstream;
 use entry::{EntryKey, Genesis};
 use std::sync::{Arc, OnceLock};
@@ -58,6 +63,7 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct Fleet {
     /// Set once connected (at once for [`Join::Now`]).
     shared: Arc<OnceLock<Arc<Shared>>>,
+    replica: Arc<SqliteStore>,
     status: Arc<FleetStatus>,
     config: ClusterConfig,
     /// Runs the NATS client and the follower, apart from the node's own
@@ -76,6 +82,8 @@ struct Shared {
     status: Arc<FleetStatus>,
     handle: tokio::runtime::Handle,
     config: ClusterConfig,
+    /// This replica's audit chain on its way to the fleet's stream.
+    audit: audit::Shipping,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -177,6 +185,7 @@ impl Fleet {
         }
         Ok(Self {
             shared: slot,
+            replica,
             status,
             config,
             _runtime: runtime,
@@ -193,6 +202,79 @@ impl Fleet {
     pub fn id(&self) -> Option<String> {
         self.shared.get().map(|s| s.fleet.clone())
     }
+
+    /// Records of this replica's audit chain the fleet's trail lacks.
+    pub fn audit_waiting(&self) -> Result<u64, StoreError> {
+        self.replica.audit_waiting()
+    }
+
+    /// This replica's name in the fleet's audit trail, once joined.
+    pub fn node(&self) -> Option<String> {
+        self.shared.get().map(|s| s.audit.node.clone())
+    }
+
+    /// What the fleet's nodes record (audit chains, last uses), as this
+    /// replica reads it.
+    pub fn records(&self) -> Arc<dyn FleetRecords> {
+        Arc::new(FleetTrail {
+            shared: Arc::clone(&self.shared),
+            handle: self._runtime.handle().clone(),
+        })
+    }
+}
+
+/// [`FleetRecords`] through a fleet's connection.
+struct FleetTrail {
+    shared: Arc<OnceLock<Arc<Shared>>>,
+    handle: tokio::runtime::Handle,
+}
+
+impl FleetTrail {
+    fn joined(&self) -> Result<&Arc<Shared>, StoreError> {
+        self.shared.get().ok_or_else(|| {
+            StoreError::ClusterUnavailable(
+                "this node has not reached the cluster since it started, so the fleet's audit trail cannot be read".into(),
+            )
+        })
+    }
+}
+
+impl FleetRecords for FleetTrail {
+    fn deliver(&self, timeout: Duration) -> Result<u64, StoreError> {
+        let shared = self.joined()?;
+        self.handle.block_on(async {
+            tokio::time::timeout(timeout, audit::deliver_pending(shared))
+                .await
+                .map_err(|_| {
+                    StoreError::ClusterUnavailable(format!(
+                        "the cluster did not take this replica's audit records within {timeout:?}"
+                    ))
+                })?
+        })?;
+        Ok(shared
+            .audit
+            .shipped
+            .load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn fleet_entries(&self, query: &Query) -> Result<Vec<Entry>, StoreError> {
+        let shared = self.joined()?;
+        self.handle.block_on(audit::entries(shared, query))
+    }
+
+    fn verify_fleet(&self) -> Result<Vec<NodeVerification>, StoreError> {
+        let shared = self.joined()?;
+        self.handle.block_on(audit::verify(shared))
+    }
+
+    fn node(&self) -> Option<String> {
+        self.shared.get().map(|s| s.audit.node.clone())
+    }
+
+    fn last_uses(&self, secret: &str) -> Result<Vec<crate::store::UseRecord>, StoreError> {
+        let shared = self.joined()?;
+        self.handle.block_on(uses::of_secret(shared, secret))
+    }
 }
 
 /// Makes the replica write through the fleet and starts following it.
@@ -205,6 +287,7 @@ fn start(shared: Shared, slot: &OnceLock<Arc<Shared>>) -> Arc<Shared> {
     shared
         .handle
         .spawn(follower::watch_connection(Arc::clone(&shared)));
+    shared.handle.spawn(audit::ship(Arc::clone(&shared)));
     let _ = slot.set(Arc::clone(&shared));
     shared
 }
@@ -311,6 +394,41 @@ async fn connect(
     )
     .await
     .map_err(|e| unreachable(&e))?;
+    until_set_up(
+        deadline,
+        &format!("open the stream {}", audit::AUDIT_STREAM),
+        || {
+            js.get_or_create_stream(jetstream::stream::Config {
+                name: audit::AUDIT_STREAM.into(),
+                subjects: vec![audit::AUDIT_SUBJECTS.into()],
+                num_replicas: replicas,
+                storage: jetstream::stream::StorageType::File,
+                // The fleet's trail: a record, once stored, stays.
+                deny_delete: true,
+                deny_purge: true,
+                ..Default::default()
+            })
+        },
+    )
+    .await
+    .map_err(|e| unreachable(&e))?;
+    until_set_up(
+        deadline,
+        &format!("open the stream {}", uses::USES_STREAM),
+        || {
+            js.get_or_create_stream(jetstream::stream::Config {
+                name: uses::USES_STREAM.into(),
+                subjects: vec![uses::USES_SUBJECTS.into()],
+                num_replicas: replicas,
+                storage: jetstream::stream::StorageType::File,
+                // Each node's latest mark per binding.
+                max_messages_per_subject: 1,
+                ..Default::default()
+            })
+        },
+    )
+    .await
+    .map_err(|e| unreachable(&e))?;
     let genesis = genesis(&js, &stream, master, deadline).await?;
     let key = genesis.open(master)?;
     let fleet = genesis.fleet.clone();
@@ -318,6 +436,11 @@ async fn connect(
     let fleet2 = fleet.clone();
     handle
         .spawn_blocking(move || replica2.bind_fleet(&fleet2))
+        .await
+        .map_err(|e| StoreError::Cluster(e.to_string()))??;
+    let replica2 = Arc::clone(replica);
+    let node = handle
+        .spawn_blocking(move || replica2.audit_node_id())
         .await
         .map_err(|e| StoreError::Cluster(e.to_string()))??;
     status.set_connected(true);
@@ -331,6 +454,7 @@ async fn connect(
         status: Arc::clone(status),
         handle: handle.clone(),
         config: config.clone(),
+        audit: audit::Shipping::new(node),
     })
 }
 

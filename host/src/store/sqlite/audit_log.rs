@@ -256,13 +256,120 @@ fn body_of<'a>(timed: &&'a Timed) -> BodyRef<'a> {
 }
 
 impl SqliteStore {
-    pub(super) fn chain_key(&self) -> Result<Arc<ChainKey>, StoreError> {
+    /// The key this store's audit chain is computed with.
+    pub(crate) fn chain_key(&self) -> Result<Arc<ChainKey>, StoreError> {
         self.chain_key
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or_else(|| corrupt("the audit trail's key is not loaded"))
     }
+
+    /// Up to `limit` rows of the chain after record `seq`, in order, exactly
+    /// as stored: what a fleet's node ships to the fleet's audit stream.
+    pub(crate) fn audit_rows_after(&self, seq: u64, limit: usize) -> Result<Vec<Row>, StoreError> {
+        self.read_audit(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT seq, at_ms, kind, function, secret, body, prev, mac FROM audit
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            stmt.query_map(params![seq, limit as i64], to_row)?
+                .collect::<Result<_, _>>()
+                .map_err(|_| {
+                    corrupt("an audit record has a column of the wrong type (see `keyhole audit verify`)")
+                })
+        })
+    }
+
+    /// Notes that the fleet's audit stream holds this store's chain through
+    /// record `seq`: retention never removes a record the fleet lacks.
+    pub(crate) fn mark_audit_shipped(&self, seq: u64) -> Result<(), StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('audit_shipped', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+            [seq as i64],
+        )?;
+        Ok(())
+    }
+
+    /// In a fleet's replica, how many records of its chain the fleet's
+    /// audit stream does not hold yet (as last noted; 0 elsewhere).
+    pub fn audit_waiting(&self) -> Result<u64, StoreError> {
+        self.read(|tx| {
+            let Some(shipped) = shipped_through(tx)? else {
+                return Ok(0);
+            };
+            let last: Option<i64> = tx.query_row("SELECT MAX(seq) FROM audit", [], |r| r.get(0))?;
+            Ok((last.unwrap_or(0).max(0) as u64).saturating_sub(shipped))
+        })
+    }
+
+    /// This store's name in its fleet's audit stream: made once, from the
+    /// machine's host name and a random suffix (two nodes on one machine,
+    /// or a node and an operator's command, get two names), and kept.
+    pub(crate) fn audit_node_id(&self) -> Result<String, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let known: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'node_id'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|_| corrupt("the node's id in the store has the wrong type"))?;
+        if let Some(id) = known {
+            return Ok(id);
+        }
+        let id = new_node_id();
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('node_id', ?1)",
+            [&id],
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+}
+
+/// A fresh node id: the host name's letters, digits and dashes (at most
+/// 40), a dash, and 8 random hex digits.
+fn new_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let mut name: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    name = name.trim_matches('-').to_owned();
+    if name.is_empty() {
+        name = "node".into();
+    }
+    format!("{name}-{:08x}", rand::random::<u32>())
+}
+
+/// In a fleet's replica, the last record the fleet's audit stream holds
+/// (retention keeps everything after it); `None` elsewhere.
+fn shipped_through(tx: &Transaction<'_>) -> Result<Option<u64>, StoreError> {
+    if super::replica::fleet_id(tx)?.is_none() {
+        return Ok(None);
+    }
+    let shipped: Option<i64> = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'audit_shipped'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|_| corrupt("the audit trail's shipped mark has the wrong type"))?;
+    Ok(Some(shipped.unwrap_or(0).max(0) as u64))
 }
 
 impl SqliteStore {
@@ -303,11 +410,13 @@ impl SqliteStore {
                 )
             })?
         };
+        let keep_after = shipped_through(&tx)?.unwrap_or(u64::MAX);
         let mut through: Option<(&Row, Millis)> = None;
         let mut records = 0u64;
         let mut reached_new = rows.len() < PRUNE_ROWS_PER_TRANSACTION;
         for row in &rows {
-            if row.at_ms >= before_ms {
+            // A fleet's node keeps what its fleet does not hold yet.
+            if row.at_ms >= before_ms || row.seq > keep_after {
                 reached_new = true;
                 break;
             }
@@ -526,7 +635,10 @@ impl AuditLog for SqliteStore {
                 .query_row("SELECT MAX(seq) FROM audit", [], |r| r.get(0))
                 .optional()?
                 .flatten();
-            Ok(matches!((oldest, last), (Some((seq, at)), Some(last)) if at < before_ms && seq < last))
+            let keep_after = shipped_through(tx)?.unwrap_or(u64::MAX);
+            Ok(
+                matches!((oldest, last), (Some((seq, at)), Some(last)) if at < before_ms && seq < last && seq <= keep_after),
+            )
         })
     }
 
@@ -688,6 +800,45 @@ mod tests {
             .filter(|(action, _)| action == "audit.prune")
             .collect();
         assert_eq!(prunes, [("audit.prune".to_owned(), "failed".to_owned())]);
+    }
+
+    /// Issue 26 §6: a fleet's replica is the spool of its records until
+    /// the fleet's trail holds them, so retention keeps them till then.
+    #[test]
+    fn a_fleet_replica_prunes_only_what_its_fleet_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.bind_fleet("fleet-1").unwrap();
+        for action in ["one", "two", "three", "four"] {
+            audited(&store, admin_event(action), |_| Ok::<_, StoreError>(()))
+                .unwrap()
+                .unwrap();
+        }
+        assert_eq!(store.audit_waiting().unwrap(), 4);
+        let prune = |store: &SqliteStore| {
+            audited(store, admin_event("audit.prune"), |record| {
+                store.prune_audit(i64::MAX, record)
+            })
+            .unwrap()
+            .unwrap()
+        };
+        assert!(!store.audit_prunable(i64::MAX).unwrap());
+        assert_eq!(prune(&store).removed, 0, "nothing shipped, nothing pruned");
+
+        store.mark_audit_shipped(2).unwrap();
+        store.mark_audit_shipped(1).unwrap();
+        assert!(store.audit_prunable(i64::MAX).unwrap());
+        let report = prune(&store);
+        assert_eq!(report.removed, 2, "only what the fleet holds");
+        let left: Vec<u64> = store
+            .audit_rows_after(0, 100)
+            .unwrap()
+            .iter()
+            .map(|row| row.seq)
+            .collect();
+        assert_eq!(left, [3, 4, 5, 6], "the unshipped rows and the prunes' own");
+        assert_eq!(store.verify_audit().unwrap().first_bad, None);
+        assert!(store.audit_node_id().unwrap() == store.audit_node_id().unwrap());
     }
 
     #[test]

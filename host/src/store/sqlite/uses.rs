@@ -4,7 +4,7 @@
 use super::SqliteStore;
 use super::grants::GrantRow;
 use crate::store::{Dependent, LastUse, StoreError, Timestamp, UseRecord};
-use rusqlite::params;
+use rusqlite::{OptionalExtension as _, params};
 
 impl SqliteStore {
     pub(super) fn dependents_of(&self, name: &str) -> Result<Vec<Dependent>, StoreError> {
@@ -82,6 +82,42 @@ impl SqliteStore {
                 ])?;
             }
             Ok(())
+        })?;
+        if let Some(fleet) = self.replication() {
+            fleet.share_uses(self.recorded_uses(uses)?);
+        }
+        Ok(())
+    }
+
+    /// What this store holds of the bindings `uses` name, whole.
+    fn recorded_uses(&self, uses: &[UseRecord]) -> Result<Vec<UseRecord>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT secret, version, used_at, grace_version, grace_used_at
+                 FROM secret_uses WHERE function = ?1 AND binding = ?2",
+            )?;
+            let mut out = Vec::with_capacity(uses.len());
+            for u in uses {
+                let row = stmt
+                    .query_row(params![u.function, u.binding], |r| {
+                        let last = |v: usize, t: usize| -> rusqlite::Result<Option<LastUse>> {
+                            Ok(match (r.get(v)?, r.get(t)?) {
+                                (Some(version), Some(at)) => Some(LastUse { at, version }),
+                                _ => None,
+                            })
+                        };
+                        Ok(UseRecord {
+                            function: u.function.clone(),
+                            binding: u.binding.clone(),
+                            secret: r.get(0)?,
+                            last_use: last(1, 2)?,
+                            last_grace_use: last(3, 4)?,
+                        })
+                    })
+                    .optional()?;
+                out.extend(row);
+            }
+            Ok(out)
         })
     }
 }

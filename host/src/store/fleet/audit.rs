@@ -1,0 +1,626 @@
+//! The fleet's audit trail: every node's chain, in one JetStream stream.
+//!
+//! Invariant: the stream `KEYHOLE_AUDIT` holds each node's chain exactly as
+//! that node's replica holds it — row by row, in order, each row once — so
+//! it verifies with the same chain MACs, node by node, wherever it is read.
+//!
+//! - **The replica is the spool.** A node writes its records to its own
+//!   chain first, as a single node does, and a shipper publishes the rows
+//!   the stream lacks whenever the cluster answers. Nothing is lost while
+//!   it does not: retention never removes a row the stream lacks
+//!   (`mark_audit_shipped`).
+//! - **None doubled.** Each row is published with the message id
+//!   `<node>:<seq>`, which JetStream de-duplicates, and with the stream
+//!   sequence of the node's previous row as the expected last one on its
+//!   subject, so two processes shipping one replica (a node and a command
+//!   on its data directory) never interleave or repeat a row. After any
+//!   doubt (no answer, a conflict) the shipper reads where the stream's
+//!   copy ends and goes on from there.
+//! - **Verifiable by the master key's holders only.** Each node publishes
+//!   its chain key once, sealed under a key derived from the fleet's entry
+//!   key (itself sealed under the master key): whoever holds the master key
+//!   verifies every node's chain; whoever can merely publish to NATS
+//!   cannot write a record that verifies. Listing shows only rows whose MAC
+//!   holds; `audit verify` names the node and record where a chain breaks.
+
+use super::{ACK_TIMEOUT, Shared};
+use crate::audit::chain::{ChainKey, Row, Verifier};
+use crate::audit::{Entry, MAX_QUERY_RECORDS, NodeVerification, Query, Tampered};
+use crate::store::StoreError;
+use async_nats::jetstream;
+use futures_util::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The stream holding every node's chain.
+pub(super) const AUDIT_STREAM: &str = "KEYHOLE_AUDIT";
+/// Its subjects.
+pub(super) const AUDIT_SUBJECTS: &str = "keyhole.audit.>";
+/// A node's rows go to `<ROWS>.<node>`.
+const ROWS: &str = "keyhole.audit.rows";
+/// A node's sealed chain key goes to `<KEYS>.<node>`.
+const KEYS: &str = "keyhole.audit.key";
+/// Rows one pass reads from the replica and publishes.
+const BATCH_ROWS: usize = 256;
+/// How often the shipper looks for new rows when nothing woke it.
+const SHIP_INTERVAL: Duration = Duration::from_millis(200);
+/// What the key that seals chain keys is derived for.
+const WRAPPING_PURPOSE: &str = "audit chain keys";
+
+/// A node's shipping state, shared by its background shipper and explicit
+/// deliveries (a command's, before it exits).
+pub(super) struct Shipping {
+    /// This replica's node id (its subjects' last token).
+    pub(super) node: String,
+    /// Where the stream's copy of this node's chain ends, once read: the
+    /// last row's record and stream sequence. Held across a pass, so one
+    /// process ships one pass at a time.
+    cursor: tokio::sync::Mutex<Option<Cursor>>,
+    key_published: AtomicBool,
+    /// The last record the stream is known to hold.
+    pub(super) shipped: AtomicU64,
+}
+
+#[derive(Clone, Copy)]
+struct Cursor {
+    seq: u64,
+    stream_seq: u64,
+}
+
+impl Shipping {
+    pub(super) fn new(node: String) -> Self {
+        Self {
+            node,
+            cursor: tokio::sync::Mutex::new(None),
+            key_published: AtomicBool::new(false),
+            shipped: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One chain row as it travels: exactly the columns the replica stores.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireRow {
+    seq: u64,
+    at_ms: i64,
+    kind: String,
+    function: Option<String>,
+    secret: Option<String>,
+    body: String,
+    prev: String,
+    mac: String,
+}
+
+impl WireRow {
+    fn from_row(row: &Row) -> Self {
+        Self {
+            seq: row.seq,
+            at_ms: row.at_ms,
+            kind: row.kind.clone(),
+            function: row.function.clone(),
+            secret: row.secret.clone(),
+            body: row.body.clone(),
+            prev: hex::encode(&row.prev),
+            mac: hex::encode(&row.mac),
+        }
+    }
+
+    fn into_row(self) -> Option<Row> {
+        Some(Row {
+            seq: self.seq,
+            at_ms: self.at_ms,
+            kind: self.kind,
+            function: self.function,
+            secret: self.secret,
+            body: self.body,
+            prev: hex::decode(self.prev).ok()?,
+            mac: hex::decode(self.mac).ok()?,
+        })
+    }
+}
+
+fn unavailable(what: impl std::fmt::Display) -> StoreError {
+    StoreError::ClusterUnavailable(format!("the fleet's audit stream: {what}"))
+}
+
+/// What a node's sealed chain key is bound to: the fleet and the node, so
+/// one node's key cannot be passed off as another's.
+fn key_aad(fleet: &str, node: &str) -> Vec<u8> {
+    [
+        b"keyhole/v1/fleet-audit-chain-key\0",
+        fleet.as_bytes(),
+        b"\0",
+        node.as_bytes(),
+    ]
+    .concat()
+}
+
+/// Ships this replica's rows until the process ends: woken every
+/// [`SHIP_INTERVAL`]; says once when records start to wait, and when they
+/// flow again.
+pub(super) async fn ship(shared: Arc<Shared>) {
+    let mut waiting = false;
+    loop {
+        match deliver_pending(&shared).await {
+            Ok(()) => {
+                if waiting {
+                    tracing::info!("cluster: audit records are delivered to {AUDIT_STREAM} again");
+                    waiting = false;
+                }
+            }
+            Err(e) => {
+                if !waiting {
+                    tracing::warn!(
+                        "cluster: audit records wait in the local trail until the cluster takes them: {e}"
+                    );
+                    waiting = true;
+                }
+            }
+        }
+        tokio::time::sleep(SHIP_INTERVAL).await;
+    }
+}
+
+/// Publishes every row of this replica's chain the stream lacks.
+pub(super) async fn deliver_pending(shared: &Arc<Shared>) -> Result<(), StoreError> {
+    loop {
+        if !deliver_batch(shared).await? {
+            return Ok(());
+        }
+    }
+}
+
+/// Publishes up to [`BATCH_ROWS`] rows; whether there may be more.
+async fn deliver_batch(shared: &Arc<Shared>) -> Result<bool, StoreError> {
+    let shipping = &shared.audit;
+    let mut held = shipping.cursor.lock().await;
+    publish_key(shared).await?;
+    let mut cursor = match *held {
+        Some(cursor) => cursor,
+        None => stream_end(shared).await?,
+    };
+    *held = Some(cursor);
+    let replica = Arc::clone(&shared.replica);
+    let after = cursor.seq;
+    let rows = shared
+        .handle
+        .spawn_blocking(move || replica.audit_rows_after(after, BATCH_ROWS))
+        .await
+        .map_err(|e| StoreError::Cluster(e.to_string()))??;
+    if rows.is_empty() {
+        return Ok(false);
+    }
+    let subject = format!("{ROWS}.{}", shipping.node);
+    for row in &rows {
+        let payload = serde_json::to_vec(&WireRow::from_row(row)).expect("plain data");
+        let message = jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .message_id(format!("{}:{}", shipping.node, row.seq))
+            .expected_last_subject_sequence(cursor.stream_seq);
+        let acked = tokio::time::timeout(ACK_TIMEOUT, async {
+            shared
+                .js
+                .send_publish(subject.clone(), message)
+                .await?
+                .await
+        })
+        .await;
+        match acked {
+            Ok(Ok(ack)) => {
+                cursor = Cursor {
+                    seq: row.seq,
+                    stream_seq: ack.sequence,
+                };
+                *held = Some(cursor);
+            }
+            // Another process shipped this replica's rows meanwhile: read
+            // where the stream's copy ends now, and go on from there.
+            Ok(Err(e)) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                *held = None;
+                return Ok(true);
+            }
+            Ok(Err(e)) => {
+                *held = None;
+                return Err(unavailable(e));
+            }
+            Err(_) => {
+                *held = None;
+                return Err(unavailable(
+                    "no acknowledgement (no quorum, or unreachable)",
+                ));
+            }
+        }
+    }
+    drop(held);
+    shipping.shipped.store(cursor.seq, Ordering::Relaxed);
+    let replica = Arc::clone(&shared.replica);
+    shared
+        .handle
+        .spawn_blocking(move || replica.mark_audit_shipped(cursor.seq))
+        .await
+        .map_err(|e| StoreError::Cluster(e.to_string()))??;
+    Ok(rows.len() == BATCH_ROWS)
+}
+
+/// Publishes this node's sealed chain key, unless the stream has it.
+async fn publish_key(shared: &Arc<Shared>) -> Result<(), StoreError> {
+    let shipping = &shared.audit;
+    if shipping.key_published.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let subject = format!("{KEYS}.{}", shipping.node);
+    let stream = shared
+        .js
+        .get_stream_no_info(AUDIT_STREAM)
+        .await
+        .map_err(unavailable)?;
+    match stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+            let chain_key = shared.replica.chain_key()?;
+            let wrapping = shared.key.derive(WRAPPING_PURPOSE);
+            let sealed = chain_key.sealed_under(&wrapping, &key_aad(&shared.fleet, &shipping.node));
+            let message = jetstream::message::PublishMessage::build()
+                .payload(sealed.into())
+                .message_id(format!("{}:key", shipping.node));
+            tokio::time::timeout(ACK_TIMEOUT, async {
+                shared
+                    .js
+                    .send_publish(subject.clone(), message)
+                    .await?
+                    .await
+            })
+            .await
+            .map_err(|_| unavailable("no acknowledgement (no quorum, or unreachable)"))?
+            .map_err(unavailable)?;
+        }
+        Err(e) => return Err(unavailable(e)),
+    }
+    shipping.key_published.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Where the stream's copy of this node's chain ends.
+async fn stream_end(shared: &Arc<Shared>) -> Result<Cursor, StoreError> {
+    let subject = format!("{ROWS}.{}", shared.audit.node);
+    let stream = shared
+        .js
+        .get_stream_no_info(AUDIT_STREAM)
+        .await
+        .map_err(unavailable)?;
+    match stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(message) => {
+            let row: WireRow = serde_json::from_slice(&message.payload).map_err(|e| {
+                StoreError::Cluster(format!(
+                    "the last message on {subject} (stream message {}) is not an audit record ({e}): someone else published there; this node's records wait in its local trail",
+                    message.sequence
+                ))
+            })?;
+            Ok(Cursor {
+                seq: row.seq,
+                stream_seq: message.sequence,
+            })
+        }
+        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+            Ok(Cursor {
+                seq: 0,
+                stream_seq: 0,
+            })
+        }
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+/// The stream's messages, from the first (or the first stored at or after
+/// `since_ms`) to the last there was when reading began.
+async fn read_stream(
+    shared: &Arc<Shared>,
+    since_ms: Option<i64>,
+) -> Result<Vec<jetstream::Message>, StoreError> {
+    let mut stream = shared
+        .js
+        .get_stream(AUDIT_STREAM)
+        .await
+        .map_err(unavailable)?;
+    let last = stream
+        .info()
+        .await
+        .map_err(unavailable)?
+        .state
+        .last_sequence;
+    if last == 0 {
+        return Ok(Vec::new());
+    }
+    // A row is published after its records were written, so a message
+    // stored before `since` holds no record from `since` on.
+    let deliver_policy = match since_ms.and_then(|ms| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+    }) {
+        Some(start_time) => jetstream::consumer::DeliverPolicy::ByStartTime { start_time },
+        None => jetstream::consumer::DeliverPolicy::All,
+    };
+    let mut consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: AUDIT_SUBJECTS.into(),
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .map_err(unavailable)?;
+    let pending = consumer.info().await.map_err(unavailable)?.num_pending;
+    if pending == 0 {
+        return Ok(Vec::new());
+    }
+    let mut messages = consumer.messages().await.map_err(unavailable)?;
+    let mut out = Vec::new();
+    loop {
+        let message = tokio::time::timeout(ACK_TIMEOUT, messages.next())
+            .await
+            .map_err(|_| unavailable("reading stopped (no quorum, or unreachable)"))?
+            .ok_or_else(|| unavailable("reading ended early"))?
+            .map_err(unavailable)?;
+        let info = message.info().map_err(unavailable)?;
+        let (seq, pending) = (info.stream_sequence, info.pending);
+        out.push(message);
+        if seq >= last || pending == 0 {
+            return Ok(out);
+        }
+    }
+}
+
+/// The stream's messages, sorted out by node: each node's chain keys (the
+/// sealed bytes) and rows (stream sequence, payload), in stream order.
+#[derive(Default)]
+struct ByNode {
+    keys: Vec<bytes::Bytes>,
+    rows: Vec<(u64, bytes::Bytes)>,
+}
+
+fn by_node(messages: Vec<jetstream::Message>) -> BTreeMap<String, ByNode> {
+    let mut nodes: BTreeMap<String, ByNode> = BTreeMap::new();
+    for message in messages {
+        let seq = message.info().map_or(0, |i| i.stream_sequence);
+        let subject = message.subject.as_str();
+        if let Some(node) = subject.strip_prefix(ROWS).and_then(|s| s.strip_prefix('.')) {
+            let node = nodes.entry(node.to_owned()).or_default();
+            node.rows.push((seq, message.payload.clone()));
+        } else if let Some(node) = subject.strip_prefix(KEYS).and_then(|s| s.strip_prefix('.')) {
+            nodes
+                .entry(node.to_owned())
+                .or_default()
+                .keys
+                .push(message.payload.clone());
+        }
+    }
+    nodes
+}
+
+/// The first of a node's published chain keys that opens.
+fn chain_key_of(shared: &Shared, node: &str, keys: &[bytes::Bytes]) -> Option<ChainKey> {
+    let wrapping = shared.key.derive(WRAPPING_PURPOSE);
+    let aad = key_aad(&shared.fleet, node);
+    keys.iter()
+        .find_map(|sealed| ChainKey::open_sealed(&wrapping, sealed, &aad))
+}
+
+/// Every node's records matching `query`, merged by time (then node and
+/// place in its chain), each with its node. Rows whose MAC does not hold
+/// under their node's key are left out (and counted in the log): `audit
+/// verify` names them.
+pub(super) async fn entries(shared: &Arc<Shared>, query: &Query) -> Result<Vec<Entry>, StoreError> {
+    let limit = query
+        .limit
+        .unwrap_or(MAX_QUERY_RECORDS)
+        .min(MAX_QUERY_RECORDS) as usize;
+    let nodes = by_node(read_stream(shared, query.since_ms).await?);
+    let mut entries = Vec::new();
+    let mut unverified = 0usize;
+    for (node, messages) in nodes {
+        let key = chain_key_of(shared, &node, &messages.keys);
+        for (_, payload) in messages.rows {
+            let row = serde_json::from_slice::<WireRow>(&payload)
+                .ok()
+                .and_then(WireRow::into_row);
+            let Some((row, key)) = row.zip(key.as_ref()) else {
+                unverified += 1;
+                continue;
+            };
+            if key.link(&row.prev, row.seq, &row.body)[..] != row.mac[..] {
+                unverified += 1;
+                continue;
+            }
+            if query
+                .function
+                .as_deref()
+                .is_some_and(|f| row.function.as_deref() != Some(f))
+                || query
+                    .secret
+                    .as_deref()
+                    .is_some_and(|s| row.secret.as_deref() != Some(s))
+            {
+                continue;
+            }
+            let Some(records) = row.entries() else {
+                unverified += 1;
+                continue;
+            };
+            entries.extend(
+                records
+                    .into_iter()
+                    .filter(|e| query.since_ms.is_none_or(|since| e.at_ms >= since))
+                    .map(|mut e| {
+                        e.node = Some(node.clone());
+                        e
+                    }),
+            );
+        }
+    }
+    if unverified > 0 {
+        tracing::warn!(
+            "cluster: {unverified} message(s) in {AUDIT_STREAM} are not records their node's chain key verifies: left out; `keyhole audit verify` names them"
+        );
+    }
+    entries.sort_by(|a, b| (a.at_ms, &a.node, a.seq).cmp(&(b.at_ms, &b.node, b.seq)));
+    let keep_from = entries.len().saturating_sub(limit);
+    entries.drain(..keep_from);
+    Ok(entries)
+}
+
+/// Each node's chain as the stream holds it, verified apart.
+pub(super) async fn verify(shared: &Arc<Shared>) -> Result<Vec<NodeVerification>, StoreError> {
+    let nodes = by_node(read_stream(shared, None).await?);
+    Ok(nodes
+        .into_iter()
+        .map(|(node, messages)| {
+            let verification = match chain_key_of(shared, &node, &messages.keys) {
+                Some(key) => verify_chain(&key, &messages.rows),
+                None => crate::audit::Verification {
+                    records: 0,
+                    head: None,
+                    first_bad: Some(Tampered {
+                        seq: 1,
+                        problem: "the stream holds no chain key for this node that the fleet's key opens (its records were not shipped by a node of this fleet)".into(),
+                    }),
+                    pruned: None,
+                    nodes: Vec::new(),
+                },
+            };
+            NodeVerification { node, verification }
+        })
+        .collect())
+}
+
+/// Verifies one node's rows, in stream order, from its first record.
+fn verify_chain(key: &ChainKey, rows: &[(u64, bytes::Bytes)]) -> crate::audit::Verification {
+    let mut verifier = Verifier::new(key);
+    for (stream_seq, payload) in rows {
+        let row = match serde_json::from_slice::<WireRow>(payload)
+            .map_err(|e| e.to_string())
+            .and_then(|w| w.into_row().ok_or_else(|| "a MAC is not hex".to_owned()))
+        {
+            Ok(row) => row,
+            Err(e) => {
+                let next = verifier.next_seq();
+                return verifier.fail(Tampered {
+                    seq: next,
+                    problem: format!("stream message {stream_seq} is not an audit record ({e})"),
+                });
+            }
+        };
+        if let Err(mut bad) = verifier.check(&row) {
+            bad.problem = format!("{} (stream message {stream_seq})", bad.problem);
+            return verifier.fail(bad);
+        }
+    }
+    verifier.finish_unanchored()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::chain::{BodyRef, GENESIS};
+    use crate::audit::{Event, FunctionEvent};
+
+    fn key(byte: u8) -> ChainKey {
+        ChainKey::from_slice(&[byte; 32]).unwrap()
+    }
+
+    /// A chain of `n` function records under `key`, as the stream holds
+    /// them: (stream sequence, payload).
+    fn chain(key: &ChainKey, n: u64) -> Vec<(u64, bytes::Bytes)> {
+        let mut prev = GENESIS.to_vec();
+        (1..=n)
+            .map(|seq| {
+                let event = Event::Function(FunctionEvent::example("f", seq));
+                let at_ms = 1_000 + seq as i64;
+                let body = serde_json::to_string(&BodyRef {
+                    at_ms,
+                    event: &event,
+                })
+                .unwrap();
+                let mac = key.link(&prev, seq, &body);
+                let row = Row {
+                    seq,
+                    at_ms,
+                    kind: "function".into(),
+                    function: Some("f".into()),
+                    secret: None,
+                    body,
+                    prev: std::mem::replace(&mut prev, mac.to_vec()),
+                    mac: mac.to_vec(),
+                };
+                let wire = serde_json::to_vec(&WireRow::from_row(&row)).unwrap();
+                (10 + seq, wire.into())
+            })
+            .collect()
+    }
+
+    fn first_bad(rows: &[(u64, bytes::Bytes)]) -> Option<Tampered> {
+        verify_chain(&key(1), rows).first_bad
+    }
+
+    #[test]
+    fn a_chain_shipped_whole_verifies_with_its_head() {
+        let rows = chain(&key(1), 3);
+        let verified = verify_chain(&key(1), &rows);
+        assert_eq!(verified.first_bad, None);
+        assert_eq!(verified.records, 3);
+        assert_eq!(verified.head.map(|(seq, _)| seq), Some(3));
+    }
+
+    #[test]
+    fn a_doubled_a_missing_and_a_forged_row_are_each_named() {
+        let rows = chain(&key(1), 3);
+
+        let doubled = [rows[0].clone(), rows[1].clone(), rows[1].clone()];
+        let bad = first_bad(&doubled).unwrap();
+        assert_eq!(bad.seq, 2);
+        assert!(bad.problem.contains("repeats"), "{}", bad.problem);
+
+        let missing = [rows[0].clone(), rows[2].clone()];
+        let bad = first_bad(&missing).unwrap();
+        assert!(bad.problem.contains("missing"), "{}", bad.problem);
+
+        // Written under another key (someone who can publish to NATS but
+        // holds no chain key), in the right place.
+        let forged = chain(&key(2), 3);
+        let mixed = [rows[0].clone(), forged[1].clone()];
+        let bad = first_bad(&mixed).unwrap();
+        assert_eq!(bad.seq, 2);
+        assert!(
+            bad.problem.contains("does not match its MAC"),
+            "{}",
+            bad.problem
+        );
+        assert!(bad.problem.contains("stream message 12"), "{}", bad.problem);
+    }
+
+    #[test]
+    fn a_message_that_is_no_record_is_named_by_its_place_in_the_stream() {
+        let mut rows = chain(&key(1), 2);
+        rows.insert(1, (99, bytes::Bytes::from_static(b"{\"not\": \"a row\"}")));
+        let bad = first_bad(&rows).unwrap();
+        assert_eq!(bad.seq, 2);
+        assert!(
+            bad.problem
+                .contains("stream message 99 is not an audit record"),
+            "{}",
+            bad.problem
+        );
+    }
+
+    #[test]
+    fn a_chain_key_opens_for_its_own_fleet_and_node_only() {
+        let wrapping = crate::crypto::AesKey::generate();
+        let sealed = key(7).sealed_under(&wrapping, &key_aad("fleet-1", "node-a"));
+        assert!(ChainKey::open_sealed(&wrapping, &sealed, &key_aad("fleet-1", "node-a")).is_some());
+        assert!(ChainKey::open_sealed(&wrapping, &sealed, &key_aad("fleet-1", "node-b")).is_none());
+        assert!(ChainKey::open_sealed(&wrapping, &sealed, &key_aad("fleet-2", "node-a")).is_none());
+        let other = crate::crypto::AesKey::generate();
+        assert!(ChainKey::open_sealed(&other, &sealed, &key_aad("fleet-1", "node-a")).is_none());
+    }
+}
