@@ -796,3 +796,128 @@ fn the_fleets_audit_trail_gets_every_record_once_through_a_cut_and_names_an_edit
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not match its MAC"), "{err}");
 }
+
+/// Issue 26 §8. `keyhole cluster import` moves a single node's store, with
+/// its own master key, into an empty fleet: every version (one in its grace
+/// window still verifying), the deployment, the grant, the token; its audit
+/// trail becomes a node of the fleet's trail, verified with its own MACs,
+/// and the import's record names its head. A store whose trail does not
+/// verify is refused with nothing written, and so is a second import.
+#[test]
+fn a_single_nodes_store_moves_into_an_empty_fleet_with_its_history() {
+    let (old_key, new_key) = (b"imported webhook key one", b"imported webhook key two");
+    let single = Node::with_key_file();
+    single.put_secret("gh-webhook", old_key);
+    single.deploy_granted(
+        artifacts::WEBHOOK_VERIFY_MANIFEST,
+        "webhook-verify",
+        "GITHUB_WEBHOOK",
+        "gh-webhook",
+        "hmac",
+    );
+    let file = single.data.path().join("new.key");
+    std::fs::write(&file, new_key).unwrap();
+    single.ok(&[
+        "secret",
+        "rotate",
+        "gh-webhook",
+        "--from-file",
+        file.to_str().unwrap(),
+        "--grace",
+        "1h",
+    ]);
+    let token = single.token(&["--name", "ops", "--role", "admin"]);
+    let single_verified: serde_json::Value =
+        serde_json::from_str(&single.ok(&["audit", "verify", "--json"])).unwrap();
+
+    let nats = Nats::single();
+    let a = Node::in_fleet(&nats.urls());
+    let from = |node: &Node| node.data.path().to_str().unwrap().to_owned();
+
+    // A store whose trail was edited is refused; nothing is written.
+    let damaged = Node::with_key_file();
+    damaged.put_secret("other", b"value");
+    damaged
+        .db()
+        .execute("UPDATE audit SET body = body || ' ' WHERE seq = 1", [])
+        .unwrap();
+    let out = a.cli(&["cluster", "import", "--from", &from(&damaged)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not verify at record 1"), "{err}");
+    assert!(!a.ok(&["secret", "list"]).contains("other"));
+
+    let imported: serde_json::Value =
+        serde_json::from_str(&a.ok(&["cluster", "import", "--from", &from(&single), "--json"]))
+            .unwrap();
+    assert_eq!(
+        (
+            &imported["secrets"],
+            &imported["versions"],
+            &imported["functions"],
+            &imported["grants"],
+            &imported["tokens"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(2),
+            &serde_json::json!(1),
+            &serde_json::json!(1),
+            &serde_json::json!(1)
+        ),
+        "{imported}"
+    );
+    // Its trail as verified, and the record of that verification.
+    let records = single_verified["records"].as_u64().unwrap() + 1;
+    assert_eq!(imported["audit_records"], records, "{imported}");
+    let node = imported["audit_node"].as_str().unwrap().to_owned();
+    assert!(node.starts_with("imported-"), "{node}");
+
+    // A node of the fleet serves it: the current version and the one in
+    // its grace window; the imported token works through it.
+    let mut b = Node::in_same_fleet(&a);
+    b.start_admin();
+    eventually("the imported function serves", || {
+        webhook(&b, new_key) == 200
+    });
+    assert_eq!(webhook(&b, old_key), 200, "the grace window came along");
+    assert_eq!(webhook(&b, b"a wrong key"), 401);
+    let out = b
+        .remote_command(&token)
+        .args(["secret", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("gh-webhook"));
+
+    // Its history is a node of the fleet's trail, intact, and the import's
+    // record names its head.
+    let verified = a.ok(&["audit", "verify"]);
+    assert!(
+        verified.contains(&format!("node {node}: intact, {records} records")),
+        "{verified}"
+    );
+    let head_mac = imported["audit_head"][1].as_str().unwrap();
+    let trail = a.ok(&["audit", "--json", "--limit", "100000"]);
+    let trail: Vec<serde_json::Value> = serde_json::from_str(&trail).unwrap();
+    let import = trail
+        .iter()
+        .find(|e| e["action"] == "cluster.import")
+        .expect("the import is recorded");
+    assert!(
+        import["detail"].as_str().unwrap().contains(head_mac),
+        "{import}"
+    );
+    assert!(
+        trail
+            .iter()
+            .any(|e| e["node"] == node.as_str() && e["action"] == "token.create"),
+        "the single node's records are in the fleet's trail"
+    );
+
+    // A second import is refused: the fleet is not empty.
+    let out = a.cli(&["cluster", "import", "--from", &from(&single)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not empty"), "{err}");
+}

@@ -224,7 +224,9 @@ pub struct AdminEvent {
     pub secret: Option<String>,
     /// `ok`, `denied` or `failed`.
     pub outcome: String,
-    /// Why it was denied or failed.
+    /// Why it was denied or failed; for some actions that succeeded, what
+    /// they carried over (an import names the head of the trail it
+    /// brought).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }

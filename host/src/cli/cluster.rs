@@ -1,12 +1,15 @@
 //! `--cluster`: commands and nodes working on a fleet's state through a
 //! replica in the data directory (see `keyhole_host::store::fleet`).
 
-use super::{Access, open_store};
-use anyhow::Context as _;
+use super::{Access, Target, open_store, output};
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use keyhole_host::admin::access::Caller;
+use keyhole_host::audit::AdminEvent;
 use keyhole_host::crypto::master_key as key;
-use keyhole_host::store::SqliteStore;
 use keyhole_host::store::fleet::{ClusterConfig, Fleet, Join};
-use std::path::Path;
+use keyhole_host::store::{ImportReport, SqliteStore};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 /// The fleet this process joined: it lives as long as the process (its
@@ -66,4 +69,119 @@ pub fn deliver_audit(data: &Path) {
 /// The fleet this process joined, if any.
 pub fn joined() -> Option<&'static Fleet> {
     FLEET.get()
+}
+
+/// `keyhole cluster …`.
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Copy a single node's store (secrets with every version, functions,
+    /// grants, tokens) into an empty fleet, as one write; its audit trail
+    /// goes to the fleet's trail as a node of its own (`imported-…`), and
+    /// the import's record names its head.
+    Import {
+        /// The single node's data directory. Its master key is its own key
+        /// file if it has one, else KEYHOLE_MASTER_KEY; data keys are
+        /// re-wrapped under the fleet's key when the two differ.
+        #[arg(long, value_name = "DATA_DIR")]
+        from: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What `keyhole cluster import` did.
+#[derive(serde::Serialize)]
+struct Imported {
+    #[serde(flatten)]
+    copied: ImportReport,
+    /// The imported trail's node in the fleet's trail.
+    audit_node: String,
+    /// Its records, and its head (sequence number, MAC).
+    audit_records: u64,
+    audit_head: Option<(u64, String)>,
+}
+
+/// Runs `keyhole cluster …`.
+pub fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()> {
+    let ClusterCommand::Import { from, json } = command;
+    let Some(config) = &target.cluster else {
+        bail!(
+            "`keyhole cluster import` goes into a fleet: give --cluster URLS (or KEYHOLE_CLUSTER)"
+        );
+    };
+    if from.canonicalize().ok() == target.data.canonicalize().ok() {
+        bail!(
+            "--from names the data directory the command works in ({}): give the fleet's replica another --data",
+            from.display()
+        );
+    }
+    let source = Arc::new(open_source(&from)?);
+    let replica = open_replica(&target.data, Access::CreateIfMissing, config, Join::Now)?;
+    let fleet = joined().expect("joined above");
+    // The history first: shipping it again is harmless (the same node, the
+    // rows the stream holds are not sent again), so an import that fails
+    // after it can simply be run again.
+    let (node, trail) = fleet.import_trail(&source)?;
+    let head = trail
+        .head
+        .as_ref()
+        .map_or_else(|| "none".to_owned(), |(seq, mac)| format!("#{seq} {mac}"));
+    let event = AdminEvent {
+        token: Caller::Local.name().to_owned(),
+        role: Caller::Local.role().as_str().to_owned(),
+        action: "cluster.import".into(),
+        target: format!("data-dir/{}", from.display()),
+        function: None,
+        secret: None,
+        outcome: "ok".into(),
+        detail: Some(format!(
+            "its audit trail ({} records, head {head}) is the fleet trail's node {node}",
+            trail.records
+        )),
+    };
+    let copied = keyhole_host::store::audited(&*replica, event, |record| {
+        replica.import_state(&source, record)
+    })??;
+    let imported = Imported {
+        copied,
+        audit_node: node,
+        audit_records: trail.records,
+        audit_head: trail.head,
+    };
+    if json {
+        return output::json(&imported);
+    }
+    let c = &imported.copied;
+    println!(
+        "imported {} secrets ({} versions), {} functions, {} grants and {} tokens from {}",
+        c.secrets,
+        c.versions,
+        c.functions,
+        c.grants,
+        c.tokens,
+        from.display()
+    );
+    println!(
+        "its audit trail ({} records, head {head}) is node {} of the fleet's trail",
+        imported.audit_records, imported.audit_node
+    );
+    Ok(())
+}
+
+/// Opens the single node's store at `from` under its own master key: its
+/// key file if it has one, else the environment's.
+fn open_source(from: &Path) -> anyhow::Result<SqliteStore> {
+    if !from.join(keyhole_host::store::DATABASE_FILE).exists() {
+        bail!("no Keyhole store in {} (--from)", from.display());
+    }
+    let key_file = from.join(key::MASTER_KEY_FILE);
+    let master = if key_file.exists() {
+        key::read_key_file(&key_file)
+    } else {
+        key::load_existing(from)
+    }
+    .with_context(|| format!("cannot load the master key of {}", from.display()))?;
+    SqliteStore::open(from, master)
+        .with_context(|| format!("cannot open the store in {}", from.display()))
 }

@@ -141,6 +141,9 @@ enum Command {
     Token(tokens::TokenCommand),
     /// Read the audit trail, or verify that it was not tampered with.
     Audit(audit::AuditArgs),
+    /// Work on the fleet itself (needs --cluster).
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Say whether the node (with --node) or the data directory serves a
     /// state it can vouch for: what it serves, and its link to its fleet.
     /// Fails when a node is cut off from its fleet, stopped at an entry it
@@ -216,6 +219,7 @@ fn run_command(t: &Target, command: Command) -> anyhow::Result<()> {
         Command::Token(command) => tokens::run(t, command),
         Command::Audit(args) => audit::run(t, args),
         Command::Status { json } => status::run(t, json),
+        Command::Cluster(command) => cluster::run(t, command),
     }
 }
 

@@ -148,7 +148,9 @@ pub fn load_pending(data_dir: &Path) -> Result<Option<AesKey>, MasterKeyError> {
     }
 }
 
-fn read_key_file(path: &Path) -> Result<AesKey, MasterKeyError> {
+/// The key in the key file at `path` (a store's own, whatever the
+/// environment says: `keyhole cluster import` opens a store this way).
+pub fn read_key_file(path: &Path) -> Result<AesKey, MasterKeyError> {
     let text =
         Zeroizing::new(
             std::fs::read_to_string(path).map_err(|source| MasterKeyError::Io {

@@ -35,5 +35,5 @@ pub use interface::{
     TokenStore,
 };
 pub use routes::{NestPolicy, check_routes};
-pub use sqlite::{ANCHOR_ENV, DATABASE_FILE, SqliteStore};
+pub use sqlite::{ANCHOR_ENV, DATABASE_FILE, ImportReport, SqliteStore};
 pub use types::*;

@@ -24,9 +24,9 @@
 //!   holds; `audit verify` names the node and record where a chain breaks.
 
 use super::{ACK_TIMEOUT, Shared};
-use crate::audit::chain::{ChainKey, Row, Verifier};
+use crate::audit::chain::{ChainKey, Checkpoint, Row, Verifier};
 use crate::audit::{Entry, MAX_QUERY_RECORDS, NodeVerification, Query, Tampered};
-use crate::store::StoreError;
+use crate::store::{SqliteStore, StoreError};
 use async_nats::jetstream;
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
@@ -43,6 +43,9 @@ pub(super) const AUDIT_SUBJECTS: &str = "keyhole.audit.>";
 const ROWS: &str = "keyhole.audit.rows";
 /// A node's sealed chain key goes to `<KEYS>.<node>`.
 const KEYS: &str = "keyhole.audit.key";
+/// The retention checkpoint a chain starts after, if it was pruned before
+/// it was first shipped (an imported store's), goes to `<CHECKPOINTS>.<node>`.
+const CHECKPOINTS: &str = "keyhole.audit.checkpoint";
 /// Rows one pass reads from the replica and publishes.
 const BATCH_ROWS: usize = 256;
 /// How often the shipper looks for new rows when nothing woke it.
@@ -167,28 +170,49 @@ pub(super) async fn ship(shared: Arc<Shared>) {
 
 /// Publishes every row of this replica's chain the stream lacks.
 pub(super) async fn deliver_pending(shared: &Arc<Shared>) -> Result<(), StoreError> {
+    deliver_chain(shared, &shared.audit, &shared.replica, true).await
+}
+
+/// Publishes every row of `store`'s chain the stream lacks, as node
+/// `shipping.node`; with `mark`, notes in `store` how far the stream holds
+/// it (so retention keeps the rest).
+pub(super) async fn deliver_chain(
+    shared: &Arc<Shared>,
+    shipping: &Shipping,
+    store: &Arc<SqliteStore>,
+    mark: bool,
+) -> Result<(), StoreError> {
     loop {
-        if !deliver_batch(shared).await? {
+        if !deliver_batch(shared, shipping, store, mark).await? {
             return Ok(());
         }
     }
 }
 
 /// Publishes up to [`BATCH_ROWS`] rows; whether there may be more.
-async fn deliver_batch(shared: &Arc<Shared>) -> Result<bool, StoreError> {
-    let shipping = &shared.audit;
+async fn deliver_batch(
+    shared: &Arc<Shared>,
+    shipping: &Shipping,
+    store: &Arc<SqliteStore>,
+    mark: bool,
+) -> Result<bool, StoreError> {
     let mut held = shipping.cursor.lock().await;
-    publish_key(shared).await?;
+    publish_key(shared, shipping, store).await?;
     let mut cursor = match *held {
         Some(cursor) => cursor,
-        None => stream_end(shared).await?,
+        None => stream_end(shared, &shipping.node).await?,
     };
+    if cursor.seq == 0 {
+        // A chain pruned before it was first shipped starts after its
+        // checkpoint, which goes first so the chain verifies from it.
+        publish_checkpoint(shared, shipping, store).await?;
+    }
     *held = Some(cursor);
-    let replica = Arc::clone(&shared.replica);
+    let source = Arc::clone(store);
     let after = cursor.seq;
     let rows = shared
         .handle
-        .spawn_blocking(move || replica.audit_rows_after(after, BATCH_ROWS))
+        .spawn_blocking(move || source.audit_rows_after(after, BATCH_ROWS))
         .await
         .map_err(|e| StoreError::Cluster(e.to_string()))??;
     if rows.is_empty() {
@@ -217,7 +241,7 @@ async fn deliver_batch(shared: &Arc<Shared>) -> Result<bool, StoreError> {
                 };
                 *held = Some(cursor);
             }
-            // Another process shipped this replica's rows meanwhile: read
+            // Another process shipped this chain's rows meanwhile: read
             // where the stream's copy ends now, and go on from there.
             Ok(Err(e)) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
                 *held = None;
@@ -237,56 +261,95 @@ async fn deliver_batch(shared: &Arc<Shared>) -> Result<bool, StoreError> {
     }
     drop(held);
     shipping.shipped.store(cursor.seq, Ordering::Relaxed);
-    let replica = Arc::clone(&shared.replica);
-    shared
-        .handle
-        .spawn_blocking(move || replica.mark_audit_shipped(cursor.seq))
-        .await
-        .map_err(|e| StoreError::Cluster(e.to_string()))??;
+    if mark {
+        let store = Arc::clone(store);
+        shared
+            .handle
+            .spawn_blocking(move || store.mark_audit_shipped(cursor.seq))
+            .await
+            .map_err(|e| StoreError::Cluster(e.to_string()))??;
+    }
     Ok(rows.len() == BATCH_ROWS)
 }
 
-/// Publishes this node's sealed chain key, unless the stream has it.
-async fn publish_key(shared: &Arc<Shared>) -> Result<(), StoreError> {
-    let shipping = &shared.audit;
-    if shipping.key_published.load(Ordering::Relaxed) {
-        return Ok(());
-    }
-    let subject = format!("{KEYS}.{}", shipping.node);
+/// Publishes `message` on `subject` once: unless the stream holds a message
+/// there already.
+async fn publish_once(
+    shared: &Arc<Shared>,
+    subject: &str,
+    message: impl FnOnce() -> Result<jetstream::message::PublishMessage, StoreError>,
+) -> Result<(), StoreError> {
     let stream = shared
         .js
         .get_stream_no_info(AUDIT_STREAM)
         .await
         .map_err(unavailable)?;
-    match stream.get_last_raw_message_by_subject(&subject).await {
-        Ok(_) => {}
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(_) => Ok(()),
         Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
-            let chain_key = shared.replica.chain_key()?;
-            let wrapping = shared.key.derive(WRAPPING_PURPOSE);
-            let sealed = chain_key.sealed_under(&wrapping, &key_aad(&shared.fleet, &shipping.node));
-            let message = jetstream::message::PublishMessage::build()
-                .payload(sealed.into())
-                .message_id(format!("{}:key", shipping.node));
+            let message = message()?;
             tokio::time::timeout(ACK_TIMEOUT, async {
                 shared
                     .js
-                    .send_publish(subject.clone(), message)
+                    .send_publish(subject.to_owned(), message)
                     .await?
                     .await
             })
             .await
             .map_err(|_| unavailable("no acknowledgement (no quorum, or unreachable)"))?
             .map_err(unavailable)?;
+            Ok(())
         }
-        Err(e) => return Err(unavailable(e)),
+        Err(e) => Err(unavailable(e)),
     }
+}
+
+/// Publishes the node's sealed chain key, unless the stream has it.
+async fn publish_key(
+    shared: &Arc<Shared>,
+    shipping: &Shipping,
+    store: &SqliteStore,
+) -> Result<(), StoreError> {
+    if shipping.key_published.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let subject = format!("{KEYS}.{}", shipping.node);
+    publish_once(shared, &subject, || {
+        let chain_key = store.chain_key()?;
+        let wrapping = shared.key.derive(WRAPPING_PURPOSE);
+        let sealed = chain_key.sealed_under(&wrapping, &key_aad(&shared.fleet, &shipping.node));
+        Ok(jetstream::message::PublishMessage::build()
+            .payload(sealed.into())
+            .message_id(format!("{}:key", shipping.node)))
+    })
+    .await?;
     shipping.key_published.store(true, Ordering::Relaxed);
     Ok(())
 }
 
-/// Where the stream's copy of this node's chain ends.
-async fn stream_end(shared: &Arc<Shared>) -> Result<Cursor, StoreError> {
-    let subject = format!("{ROWS}.{}", shared.audit.node);
+/// Publishes the chain's retention checkpoint, if it has one and the
+/// stream has none for the node (signed under the chain key: a forged one
+/// does not verify).
+async fn publish_checkpoint(
+    shared: &Arc<Shared>,
+    shipping: &Shipping,
+    store: &SqliteStore,
+) -> Result<(), StoreError> {
+    let Some(checkpoint) = store.audit_checkpoint()? else {
+        return Ok(());
+    };
+    let subject = format!("{CHECKPOINTS}.{}", shipping.node);
+    publish_once(shared, &subject, || {
+        Ok(jetstream::message::PublishMessage::build()
+            .payload(serde_json::to_vec(&checkpoint).expect("plain data").into())
+            .message_id(format!("{}:checkpoint", shipping.node)))
+    })
+    .await
+}
+
+/// Where the stream's copy of `node`'s chain ends.
+async fn stream_end(shared: &Arc<Shared>, node: &str) -> Result<Cursor, StoreError> {
+    let subject = format!("{ROWS}.{node}");
     let stream = shared
         .js
         .get_stream_no_info(AUDIT_STREAM)
@@ -377,6 +440,7 @@ async fn read_stream(
 #[derive(Default)]
 struct ByNode {
     keys: Vec<bytes::Bytes>,
+    checkpoints: Vec<bytes::Bytes>,
     rows: Vec<(u64, bytes::Bytes)>,
 }
 
@@ -393,6 +457,15 @@ fn by_node(messages: Vec<jetstream::Message>) -> BTreeMap<String, ByNode> {
                 .entry(node.to_owned())
                 .or_default()
                 .keys
+                .push(message.payload.clone());
+        } else if let Some(node) = subject
+            .strip_prefix(CHECKPOINTS)
+            .and_then(|s| s.strip_prefix('.'))
+        {
+            nodes
+                .entry(node.to_owned())
+                .or_default()
+                .checkpoints
                 .push(message.payload.clone());
         }
     }
@@ -477,7 +550,16 @@ pub(super) async fn verify(shared: &Arc<Shared>) -> Result<Vec<NodeVerification>
         .into_iter()
         .map(|(node, messages)| {
             let verification = match chain_key_of(shared, &node, &messages.keys) {
-                Some(key) => verify_chain(&key, &messages.rows),
+                Some(key) => {
+                    // The first checkpoint its seal holds for (a forged one
+                    // is no checkpoint).
+                    let checkpoint = messages.checkpoints.iter().find_map(|payload| {
+                        serde_json::from_slice::<Checkpoint>(payload)
+                            .ok()
+                            .filter(|c| c.verified_macs(&key).is_some())
+                    });
+                    verify_chain(&key, checkpoint.as_ref(), &messages.rows)
+                }
                 None => crate::audit::Verification {
                     records: 0,
                     head: None,
@@ -494,9 +576,17 @@ pub(super) async fn verify(shared: &Arc<Shared>) -> Result<Vec<NodeVerification>
         .collect())
 }
 
-/// Verifies one node's rows, in stream order, from its first record.
-fn verify_chain(key: &ChainKey, rows: &[(u64, bytes::Bytes)]) -> crate::audit::Verification {
-    let mut verifier = Verifier::new(key);
+/// Verifies one node's rows, in stream order, from its first record (or
+/// from `checkpoint`).
+fn verify_chain(
+    key: &ChainKey,
+    checkpoint: Option<&Checkpoint>,
+    rows: &[(u64, bytes::Bytes)],
+) -> crate::audit::Verification {
+    let mut verifier = match Verifier::after(key, checkpoint) {
+        Ok(verifier) => verifier,
+        Err(bad) => return Verifier::new(key).fail(bad),
+    };
     for (stream_seq, payload) in rows {
         let row = match serde_json::from_slice::<WireRow>(payload)
             .map_err(|e| e.to_string())
@@ -560,13 +650,13 @@ mod tests {
     }
 
     fn first_bad(rows: &[(u64, bytes::Bytes)]) -> Option<Tampered> {
-        verify_chain(&key(1), rows).first_bad
+        verify_chain(&key(1), None, rows).first_bad
     }
 
     #[test]
     fn a_chain_shipped_whole_verifies_with_its_head() {
         let rows = chain(&key(1), 3);
-        let verified = verify_chain(&key(1), &rows);
+        let verified = verify_chain(&key(1), None, &rows);
         assert_eq!(verified.first_bad, None);
         assert_eq!(verified.records, 3);
         assert_eq!(verified.head.map(|(seq, _)| seq), Some(3));

@@ -203,6 +203,37 @@ impl Fleet {
         self.shared.get().map(|s| s.fleet.clone())
     }
 
+    /// Ships `source`'s audit chain, which must verify, to the fleet's
+    /// trail as its own node, `imported-…`, named after the chain's key (so
+    /// importing the same store again names the same node and ships nothing
+    /// twice): how `keyhole cluster import` brings a single node's history.
+    /// Returns the node's name and what the chain verified to.
+    pub fn import_trail(
+        &self,
+        source: &Arc<SqliteStore>,
+    ) -> Result<(String, crate::audit::Verification), StoreError> {
+        use crate::store::AuditLog as _;
+        let shared = self
+            .shared
+            .get()
+            .ok_or_else(|| StoreError::ClusterUnavailable("not connected to the fleet".into()))?;
+        let verification = source.verify_audit()?;
+        if let Some(bad) = &verification.first_bad {
+            return Err(StoreError::Corrupt(format!(
+                "the audit trail of {} does not verify at record {} ({}): see `keyhole audit verify` there; nothing was imported",
+                source.data_dir().display(),
+                bad.seq,
+                bad.problem
+            )));
+        }
+        let name = hex::encode(&source.chain_key()?.derive("keyhole import node name")[..4]);
+        let node = format!("imported-{name}");
+        let shipping = audit::Shipping::new(node.clone());
+        self._runtime
+            .block_on(audit::deliver_chain(shared, &shipping, source, false))?;
+        Ok((node, verification))
+    }
+
     /// Records of this replica's audit chain the fleet's trail lacks.
     pub fn audit_waiting(&self) -> Result<u64, StoreError> {
         self.replica.audit_waiting()

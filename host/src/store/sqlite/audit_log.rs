@@ -281,6 +281,11 @@ impl SqliteStore {
         })
     }
 
+    /// The chain's retention checkpoint, if it was ever pruned.
+    pub(crate) fn audit_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        self.read_audit(read_checkpoint)
+    }
+
     /// Notes that the fleet's audit stream holds this store's chain through
     /// record `seq`: retention never removes a record the fleet lacks.
     pub(crate) fn mark_audit_shipped(&self, seq: u64) -> Result<(), StoreError> {

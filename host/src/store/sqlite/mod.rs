@@ -25,6 +25,8 @@ mod audit_log;
 mod changes;
 mod functions;
 mod grants;
+mod import;
+pub use import::ImportReport;
 mod master_key;
 mod replica;
 mod schema;
@@ -318,7 +320,7 @@ impl SqliteStore {
     }
 
     /// The data directory, for messages.
-    fn data_dir(&self) -> &Path {
+    pub(crate) fn data_dir(&self) -> &Path {
         self.path.parent().unwrap_or(&self.path)
     }
 
