@@ -754,6 +754,53 @@ fn the_fleets_audit_trail_gets_every_record_once_through_a_cut_and_names_an_edit
         "{verified}"
     );
 
+    // Listed since a time, too.
+    let recent: Vec<serde_json::Value> = serde_json::from_str(&a.ok(&[
+        "audit",
+        "--function",
+        "busy",
+        "--since",
+        "1h",
+        "--json",
+        "--limit",
+        "100000",
+    ]))
+    .unwrap();
+    assert!(
+        recent
+            .iter()
+            .filter(|e| e["node"] == b_node.as_str())
+            .count()
+            >= wanted.len(),
+        "{} records since an hour ago",
+        recent.len()
+    );
+
+    // Someone who can publish to NATS (no master key) puts a row and a key
+    // of their own on B's subjects: nothing of theirs is listed, and B's
+    // records keep coming after them.
+    let outsider_row = serde_json::json!({
+        "seq": 999_999, "at_ms": 1, "kind": "admin", "function": null, "secret": null,
+        "body": "{}", "prev": "00", "mac": "00"
+    });
+    nats.publish_as_outsider(
+        &format!("keyhole.audit.rows.{b_node}"),
+        outsider_row.to_string().as_bytes(),
+    );
+    nats.publish_as_outsider(&format!("keyhole.audit.key.{b_node}"), b"not a sealed key");
+    let (_, later) = b.get_with_id("/busy/hmac?binding=KEY");
+    eventually("B's records keep reaching the fleet's trail", || {
+        records_of_b()
+            .iter()
+            .any(|e| e["request"].as_u64() == Some(later))
+    });
+    assert!(!records_of_b().iter().any(|e| e["seq"] == 999_999));
+    assert!(
+        b.logs().contains("is not one of this node's records"),
+        "{}",
+        b.logs()
+    );
+
     // Edited in B's replica before it reached the fleet, a record is named
     // by its node and number.
     proxy.cut();

@@ -86,6 +86,12 @@ impl ChainKey {
         Zeroizing::new(mac.finalize().into_bytes().into())
     }
 
+    /// Whether `other` is the same key (compared in constant time).
+    pub fn same_as(&self, other: &ChainKey) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.0.ct_eq(&*other.0).into()
+    }
+
     /// The key sealed under `wrapping` with `aad`: how a fleet's node hands
     /// its chain key to whoever verifies the fleet's trail (see
     /// `store::fleet::audit`), without the key's bytes leaving this type.
@@ -349,6 +355,13 @@ impl<'k> Verifier<'k> {
             pruned: Some(checkpoint.pruned()),
             pruning_record: Some((checkpoint.by_seq, by_mac)),
         })
+    }
+
+    /// Whether `row` stands where the chain's next row would: it begins
+    /// with the next record's number and follows the last row's MAC.
+    pub fn expects(&self, row: &Row) -> bool {
+        let count = parse_bodies(&row.body).map_or(1, |b| b.len());
+        first_seq(row.seq, count) == Some(self.next_seq) && row.prev == self.prev
     }
 
     /// The record number the next row must begin with.

@@ -174,7 +174,8 @@ pub trait AuditLog: Send + Sync {
 /// records wait there until the fleet takes them.
 pub trait FleetRecords: Send + Sync {
     /// Hands this replica's records the fleet lacks to it, waiting at most
-    /// `timeout`; returns the last record the fleet holds.
+    /// `timeout`; returns the last record this process handed over (0:
+    /// none yet).
     fn deliver(&self, timeout: Duration) -> Result<u64, StoreError>;
     /// Every node's records matching `query`, merged by time, each naming
     /// its node (the most recent `limit`). Only records their node's chain

@@ -237,6 +237,40 @@ impl Nats {
             .join(",")
     }
 
+    /// Publishes `payload` on `subject` as anyone who may publish to NATS
+    /// would (plain NATS protocol, no JetStream client, no key): what an
+    /// attacker with publish rights can do. Returns once the server has
+    /// processed it (a PING answered after it).
+    pub fn publish_as_outsider(&self, subject: &str, payload: &[u8]) {
+        use std::io::{BufRead as _, BufReader, Write as _};
+        let server = self.servers.iter().find(|s| s.child.is_some()).unwrap();
+        let stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("INFO"), "{line}");
+        let mut writer = stream;
+        writer
+            .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
+            .unwrap();
+        writer
+            .write_all(format!("PUB {subject} {}\r\n", payload.len()).as_bytes())
+            .unwrap();
+        writer.write_all(payload).unwrap();
+        writer.write_all(b"\r\nPING\r\n").unwrap();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            assert!(!line.starts_with("-ERR"), "{line}");
+            if line.starts_with("PONG") {
+                return;
+            }
+        }
+    }
+
     /// Every file under the servers' store directories.
     pub fn stored_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
         let mut out = Vec::new();

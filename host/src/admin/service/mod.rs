@@ -154,8 +154,9 @@ impl Admin {
     }
 
     /// Delivers this replica's own records before the fleet's trail is
-    /// read, so they are in it; records that cannot go yet wait in the
-    /// replica (what is read then says so by lacking them, never wrongly).
+    /// read, so they are in it. Records that cannot go yet wait in the
+    /// replica and are missing from what is read (`keyhole status` counts
+    /// them; the replica's own chain lists them without `--cluster`).
     fn deliver_own_records(trail: &dyn FleetRecords) {
         if let Err(e) = trail.deliver(DELIVER_BEFORE_READING) {
             tracing::debug!(

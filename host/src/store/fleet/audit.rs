@@ -21,7 +21,14 @@
 //!   key (itself sealed under the master key): whoever holds the master key
 //!   verifies every node's chain; whoever can merely publish to NATS
 //!   cannot write a record that verifies. Listing shows only rows whose MAC
-//!   holds; `audit verify` names the node and record where a chain breaks.
+//!   holds (each once); `audit verify` names the node and record where a
+//!   chain breaks. Message ids carry the row's MAC, so nobody without the
+//!   chain key can take a row's id first and have it dropped as a
+//!   duplicate; a shipper passes over what others published on its
+//!   subject. What this does not give: every node holds the master key, so
+//!   a node's operator could write rows in another node's name; and the
+//!   records (names, request ids, refusal reasons — never a value) are
+//!   readable by whoever may subscribe to the stream.
 
 use super::{ACK_TIMEOUT, Shared};
 use crate::audit::chain::{ChainKey, Checkpoint, Row, Verifier};
@@ -50,6 +57,9 @@ const CHECKPOINTS: &str = "keyhole.audit.checkpoint";
 const BATCH_ROWS: usize = 256;
 /// How often the shipper looks for new rows when nothing woke it.
 const SHIP_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a shipper that found another's row where it expected its own
+/// last one waits before it reads where the stream's copy ends again.
+const CONFLICT_PAUSE: Duration = Duration::from_millis(50);
 /// What the key that seals chain keys is derived for.
 const WRAPPING_PURPOSE: &str = "audit chain keys";
 
@@ -200,7 +210,7 @@ async fn deliver_batch(
     publish_key(shared, shipping, store).await?;
     let mut cursor = match *held {
         Some(cursor) => cursor,
-        None => stream_end(shared, &shipping.node).await?,
+        None => stream_end(shared, &shipping.node, store).await?,
     };
     if cursor.seq == 0 {
         // A chain pruned before it was first shipped starts after its
@@ -223,7 +233,14 @@ async fn deliver_batch(
         let payload = serde_json::to_vec(&WireRow::from_row(row)).expect("plain data");
         let message = jetstream::message::PublishMessage::build()
             .payload(payload.into())
-            .message_id(format!("{}:{}", shipping.node, row.seq))
+            // The row's MAC in its id: nobody without the chain key can
+            // take the id first and have the row dropped as a duplicate.
+            .message_id(format!(
+                "{}:{}:{}",
+                shipping.node,
+                row.seq,
+                hex::encode(&row.mac[..8])
+            ))
             .expected_last_subject_sequence(cursor.stream_seq);
         let acked = tokio::time::timeout(ACK_TIMEOUT, async {
             shared
@@ -245,6 +262,7 @@ async fn deliver_batch(
             // where the stream's copy ends now, and go on from there.
             Ok(Err(e)) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
                 *held = None;
+                tokio::time::sleep(CONFLICT_PAUSE).await;
                 return Ok(true);
             }
             Ok(Err(e)) => {
@@ -272,39 +290,9 @@ async fn deliver_batch(
     Ok(rows.len() == BATCH_ROWS)
 }
 
-/// Publishes `message` on `subject` once: unless the stream holds a message
-/// there already.
-async fn publish_once(
-    shared: &Arc<Shared>,
-    subject: &str,
-    message: impl FnOnce() -> Result<jetstream::message::PublishMessage, StoreError>,
-) -> Result<(), StoreError> {
-    let stream = shared
-        .js
-        .get_stream_no_info(AUDIT_STREAM)
-        .await
-        .map_err(unavailable)?;
-    match stream.get_last_raw_message_by_subject(subject).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
-            let message = message()?;
-            tokio::time::timeout(ACK_TIMEOUT, async {
-                shared
-                    .js
-                    .send_publish(subject.to_owned(), message)
-                    .await?
-                    .await
-            })
-            .await
-            .map_err(|_| unavailable("no acknowledgement (no quorum, or unreachable)"))?
-            .map_err(unavailable)?;
-            Ok(())
-        }
-        Err(e) => Err(unavailable(e)),
-    }
-}
-
-/// Publishes the node's sealed chain key, unless the stream has it.
+/// Publishes the node's sealed chain key, unless the stream's last key
+/// message for the node is it (anything else there, someone else's, does
+/// not count).
 async fn publish_key(
     shared: &Arc<Shared>,
     shipping: &Shipping,
@@ -314,22 +302,47 @@ async fn publish_key(
         return Ok(());
     }
     let subject = format!("{KEYS}.{}", shipping.node);
-    publish_once(shared, &subject, || {
-        let chain_key = store.chain_key()?;
-        let wrapping = shared.key.derive(WRAPPING_PURPOSE);
-        let sealed = chain_key.sealed_under(&wrapping, &key_aad(&shared.fleet, &shipping.node));
-        Ok(jetstream::message::PublishMessage::build()
+    let chain_key = store.chain_key()?;
+    let wrapping = shared.key.derive(WRAPPING_PURPOSE);
+    let aad = key_aad(&shared.fleet, &shipping.node);
+    let stream = shared
+        .js
+        .get_stream_no_info(AUDIT_STREAM)
+        .await
+        .map_err(unavailable)?;
+    let there = match stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(message) => ChainKey::open_sealed(&wrapping, &message.payload, &aad)
+            .is_some_and(|key| key.same_as(&chain_key)),
+        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => false,
+        Err(e) => return Err(unavailable(e)),
+    };
+    if !there {
+        let sealed = chain_key.sealed_under(&wrapping, &aad);
+        let id = {
+            use sha2::Digest as _;
+            hex::encode(&sha2::Sha256::digest(&sealed)[..8])
+        };
+        let message = jetstream::message::PublishMessage::build()
             .payload(sealed.into())
-            .message_id(format!("{}:key", shipping.node)))
-    })
-    .await?;
+            .message_id(format!("{}:key:{id}", shipping.node));
+        tokio::time::timeout(ACK_TIMEOUT, async {
+            shared
+                .js
+                .send_publish(subject.clone(), message)
+                .await?
+                .await
+        })
+        .await
+        .map_err(|_| unavailable("no acknowledgement (no quorum, or unreachable)"))?
+        .map_err(unavailable)?;
+    }
     shipping.key_published.store(true, Ordering::Relaxed);
     Ok(())
 }
 
 /// Publishes the chain's retention checkpoint, if it has one and the
-/// stream has none for the node (signed under the chain key: a forged one
-/// does not verify).
+/// stream's last checkpoint for the node is not it (one whose seal does not
+/// hold under the chain key, someone else's, does not count).
 async fn publish_checkpoint(
     shared: &Arc<Shared>,
     shipping: &Shipping,
@@ -339,50 +352,166 @@ async fn publish_checkpoint(
         return Ok(());
     };
     let subject = format!("{CHECKPOINTS}.{}", shipping.node);
-    publish_once(shared, &subject, || {
-        Ok(jetstream::message::PublishMessage::build()
-            .payload(serde_json::to_vec(&checkpoint).expect("plain data").into())
-            .message_id(format!("{}:checkpoint", shipping.node)))
-    })
-    .await
-}
-
-/// Where the stream's copy of `node`'s chain ends.
-async fn stream_end(shared: &Arc<Shared>, node: &str) -> Result<Cursor, StoreError> {
-    let subject = format!("{ROWS}.{node}");
     let stream = shared
         .js
         .get_stream_no_info(AUDIT_STREAM)
         .await
         .map_err(unavailable)?;
-    match stream.get_last_raw_message_by_subject(&subject).await {
+    let there = match stream.get_last_raw_message_by_subject(&subject).await {
         Ok(message) => {
-            let row: WireRow = serde_json::from_slice(&message.payload).map_err(|e| {
-                StoreError::Cluster(format!(
-                    "the last message on {subject} (stream message {}) is not an audit record ({e}): someone else published there; this node's records wait in its local trail",
-                    message.sequence
-                ))
-            })?;
-            Ok(Cursor {
-                seq: row.seq,
-                stream_seq: message.sequence,
-            })
+            serde_json::from_slice::<Checkpoint>(&message.payload).is_ok_and(|c| c == checkpoint)
         }
-        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
-            Ok(Cursor {
-                seq: 0,
-                stream_seq: 0,
-            })
-        }
-        Err(e) => Err(unavailable(e)),
+        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => false,
+        Err(e) => return Err(unavailable(e)),
+    };
+    if there {
+        return Ok(());
     }
+    let message = jetstream::message::PublishMessage::build()
+        .payload(serde_json::to_vec(&checkpoint).expect("plain data").into())
+        .message_id(format!("{}:checkpoint:{}", shipping.node, checkpoint.seal));
+    tokio::time::timeout(ACK_TIMEOUT, async {
+        shared
+            .js
+            .send_publish(subject.clone(), message)
+            .await?
+            .await
+    })
+    .await
+    .map_err(|_| unavailable("no acknowledgement (no quorum, or unreachable)"))?
+    .map_err(unavailable)?;
+    Ok(())
 }
 
-/// The stream's messages, from the first (or the first stored at or after
-/// `since_ms`) to the last there was when reading began.
+/// Fails when the stream's configuration lets records be removed (someone
+/// with JetStream's API changed it): a verification could not vouch for
+/// a trail that can be cut short.
+async fn check_retention(shared: &Arc<Shared>) -> Result<(), StoreError> {
+    let mut stream = shared
+        .js
+        .get_stream(AUDIT_STREAM)
+        .await
+        .map_err(unavailable)?;
+    let config = &stream.info().await.map_err(unavailable)?.config;
+    let mut lets = Vec::new();
+    if !config.deny_delete {
+        lets.push("deleting messages");
+    }
+    if !config.deny_purge {
+        lets.push("purging");
+    }
+    if !config.max_age.is_zero() {
+        lets.push("an age limit");
+    }
+    if config.max_messages > 0 || config.max_bytes > 0 || config.max_messages_per_subject > 0 {
+        lets.push("a size limit");
+    }
+    if lets.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt(format!(
+        "the fleet's audit stream {AUDIT_STREAM} allows {}: its configuration was changed, so records may have been removed; restore deny_delete and deny_purge without limits before relying on it",
+        lets.join(", ")
+    )))
+}
+
+/// Where the stream's copy of `store`'s chain, as node `node`, ends: its
+/// last row that `store`'s chain key verifies. Anything else on the
+/// subject was published by someone else and is passed over (logged;
+/// `verify` names it). Fails when that row is not the one `store` holds
+/// at its place: the data directory was restored from a backup or copied
+/// from another node, and shipping on would fork the node's chain.
+async fn stream_end(
+    shared: &Arc<Shared>,
+    node: &str,
+    store: &Arc<SqliteStore>,
+) -> Result<Cursor, StoreError> {
+    let subject = format!("{ROWS}.{node}");
+    let key = store.chain_key()?;
+    let ours = |payload: &[u8]| -> Option<Row> {
+        let row = serde_json::from_slice::<WireRow>(payload)
+            .ok()?
+            .into_row()?;
+        (key.link(&row.prev, row.seq, &row.body)[..] == row.mac[..]).then_some(row)
+    };
+    let stream = shared
+        .js
+        .get_stream_no_info(AUDIT_STREAM)
+        .await
+        .map_err(unavailable)?;
+    let last = match stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(message) => message,
+        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+            return Ok(Cursor {
+                seq: 0,
+                stream_seq: 0,
+            });
+        }
+        Err(e) => return Err(unavailable(e)),
+    };
+    let end = match ours(&last.payload) {
+        Some(row) => Some(row),
+        None => {
+            tracing::warn!(
+                "cluster: stream message {} on {subject} is not one of this node's records (someone else published there): shipping goes on after it; `keyhole audit verify` names it",
+                last.sequence
+            );
+            read_stream(shared, &subject, None)
+                .await?
+                .iter()
+                .filter_map(|m| ours(&m.payload))
+                .max_by_key(|row| row.seq)
+        }
+    };
+    let Some(end) = end else {
+        return Ok(Cursor {
+            seq: 0,
+            stream_seq: last.sequence,
+        });
+    };
+    let (local, checkpoint) = {
+        let store = Arc::clone(store);
+        let after = end.seq - 1;
+        shared
+            .handle
+            .spawn_blocking(move || {
+                Ok::<_, StoreError>((store.audit_rows_after(after, 1)?, store.audit_checkpoint()?))
+            })
+            .await
+            .map_err(|e| StoreError::Cluster(e.to_string()))??
+    };
+    let same = match (local.first(), checkpoint) {
+        (Some(row), _) if row.seq == end.seq => row.mac == end.mac,
+        // Pruned here since it was shipped: its checkpoint still says
+        // which row it was.
+        (_, Some(c)) if c.seq == end.seq => hex::decode(&c.mac).is_ok_and(|mac| mac == end.mac),
+        (_, Some(c)) => c.seq > end.seq,
+        _ => false,
+    };
+    if !same {
+        return Err(StoreError::Cluster(format!(
+            "the fleet's audit trail holds record {} of node {node}, and this data directory's chain does not (restored from a backup, or copied from another node's data directory?): its records are not shipped, so as not to fork the node's chain; give it a fresh data directory",
+            end.seq
+        )));
+    }
+    Ok(Cursor {
+        seq: end.seq,
+        stream_seq: last.sequence,
+    })
+}
+
+/// How far before `--since` a listing starts reading the stream: a row is
+/// stored after its records were made, by the stream's clock, while their
+/// times are the node's; this covers clocks that far apart.
+const CLOCK_SKEW_MARGIN_MS: i64 = 10 * 60 * 1000;
+
+/// The stream's messages on `filter`, from the first (or the first stored
+/// at or after `start_ms`, by the stream's clock) to the last there was
+/// when reading began.
 async fn read_stream(
     shared: &Arc<Shared>,
-    since_ms: Option<i64>,
+    filter: &str,
+    start_ms: Option<i64>,
 ) -> Result<Vec<jetstream::Message>, StoreError> {
     let mut stream = shared
         .js
@@ -398,9 +527,7 @@ async fn read_stream(
     if last == 0 {
         return Ok(Vec::new());
     }
-    // A row is published after its records were written, so a message
-    // stored before `since` holds no record from `since` on.
-    let deliver_policy = match since_ms.and_then(|ms| {
+    let deliver_policy = match start_ms.and_then(|ms| {
         time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
     }) {
         Some(start_time) => jetstream::consumer::DeliverPolicy::ByStartTime { start_time },
@@ -408,7 +535,7 @@ async fn read_stream(
     };
     let mut consumer = stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig {
-            filter_subject: AUDIT_SUBJECTS.into(),
+            filter_subject: filter.into(),
             deliver_policy,
             ..Default::default()
         })
@@ -489,11 +616,22 @@ pub(super) async fn entries(shared: &Arc<Shared>, query: &Query) -> Result<Vec<E
         .limit
         .unwrap_or(MAX_QUERY_RECORDS)
         .min(MAX_QUERY_RECORDS) as usize;
-    let nodes = by_node(read_stream(shared, query.since_ms).await?);
+    // Keys were published once, when each node first shipped: read them
+    // whole, whatever the start of the rows read.
+    let keys = by_node(read_stream(shared, &format!("{KEYS}.>"), None).await?);
+    let start = query
+        .since_ms
+        .map(|since| since.saturating_sub(CLOCK_SKEW_MARGIN_MS));
+    let nodes = by_node(read_stream(shared, &format!("{ROWS}.>"), start).await?);
     let mut entries = Vec::new();
     let mut unverified = 0usize;
     for (node, messages) in nodes {
-        let key = chain_key_of(shared, &node, &messages.keys);
+        let key = keys
+            .get(&node)
+            .and_then(|k| chain_key_of(shared, &node, &k.keys));
+        // A row repeated in the stream (replayed by someone who can
+        // publish there) is listed once; `verify` names the repeat.
+        let mut seen = std::collections::HashSet::new();
         for (_, payload) in messages.rows {
             let row = serde_json::from_slice::<WireRow>(&payload)
                 .ok()
@@ -506,25 +644,28 @@ pub(super) async fn entries(shared: &Arc<Shared>, query: &Query) -> Result<Vec<E
                 unverified += 1;
                 continue;
             }
-            if query
-                .function
-                .as_deref()
-                .is_some_and(|f| row.function.as_deref() != Some(f))
-                || query
-                    .secret
-                    .as_deref()
-                    .is_some_and(|s| row.secret.as_deref() != Some(s))
-            {
+            if !seen.insert(row.seq) {
                 continue;
             }
             let Some(records) = row.entries() else {
                 unverified += 1;
                 continue;
             };
+            // Filtered on the MAC'd records, not on the row's columns.
             entries.extend(
                 records
                     .into_iter()
                     .filter(|e| query.since_ms.is_none_or(|since| e.at_ms >= since))
+                    .filter(|e| {
+                        query
+                            .function
+                            .as_deref()
+                            .is_none_or(|f| e.event.function() == Some(f))
+                            && query
+                                .secret
+                                .as_deref()
+                                .is_none_or(|s| e.event.secret() == Some(s))
+                    })
                     .map(|mut e| {
                         e.node = Some(node.clone());
                         e
@@ -545,7 +686,8 @@ pub(super) async fn entries(shared: &Arc<Shared>, query: &Query) -> Result<Vec<E
 
 /// Each node's chain as the stream holds it, verified apart.
 pub(super) async fn verify(shared: &Arc<Shared>) -> Result<Vec<NodeVerification>, StoreError> {
-    let nodes = by_node(read_stream(shared, None).await?);
+    check_retention(shared).await?;
+    let nodes = by_node(read_stream(shared, AUDIT_SUBJECTS, None).await?);
     Ok(nodes
         .into_iter()
         .map(|(node, messages)| {
@@ -577,7 +719,12 @@ pub(super) async fn verify(shared: &Arc<Shared>) -> Result<Vec<NodeVerification>
 }
 
 /// Verifies one node's rows, in stream order, from its first record (or
-/// from `checkpoint`).
+/// from `checkpoint`). A message that is no row of this chain — it does
+/// not parse, or fails the chain key's MAC without standing where the
+/// chain's next row would — was published by someone without the key: it
+/// is passed over, so it cannot hide what comes after it, and named at the
+/// end if nothing worse is found. A row that stands in the chain's next
+/// place and fails its MAC was edited, and is named as such.
 fn verify_chain(
     key: &ChainKey,
     checkpoint: Option<&Checkpoint>,
@@ -587,18 +734,24 @@ fn verify_chain(
         Ok(verifier) => verifier,
         Err(bad) => return Verifier::new(key).fail(bad),
     };
+    let mut foreign: Option<Tampered> = None;
     for (stream_seq, payload) in rows {
-        let row = match serde_json::from_slice::<WireRow>(payload)
+        let row = serde_json::from_slice::<WireRow>(payload)
             .map_err(|e| e.to_string())
-            .and_then(|w| w.into_row().ok_or_else(|| "a MAC is not hex".to_owned()))
-        {
-            Ok(row) => row,
-            Err(e) => {
-                let next = verifier.next_seq();
-                return verifier.fail(Tampered {
-                    seq: next,
-                    problem: format!("stream message {stream_seq} is not an audit record ({e})"),
+            .and_then(|w| w.into_row().ok_or_else(|| "a MAC is not hex".to_owned()));
+        let row = match row {
+            Ok(row) if key.link(&row.prev, row.seq, &row.body)[..] == row.mac[..] => row,
+            Ok(row) if verifier.expects(&row) => row,
+            other => {
+                let why = match other {
+                    Err(e) => format!("is not an audit record ({e})"),
+                    Ok(_) => "is not a record of this node's chain (its MAC does not hold under the node's key: published by someone without it)".to_owned(),
+                };
+                foreign.get_or_insert(Tampered {
+                    seq: verifier.next_seq(),
+                    problem: format!("stream message {stream_seq} {why}"),
                 });
+                continue;
             }
         };
         if let Err(mut bad) = verifier.check(&row) {
@@ -606,7 +759,11 @@ fn verify_chain(
             return verifier.fail(bad);
         }
     }
-    verifier.finish_unanchored()
+    let mut verification = verifier.finish_unanchored();
+    if verification.first_bad.is_none() {
+        verification.first_bad = foreign;
+    }
+    verification
 }
 
 #[cfg(test)]
@@ -682,18 +839,33 @@ mod tests {
         let bad = first_bad(&mixed).unwrap();
         assert_eq!(bad.seq, 2);
         assert!(
+            bad.problem
+                .contains("stream message 12 is not a record of this node"),
+            "{}",
+            bad.problem
+        );
+        // An authentic row in its place, edited: named as an edit.
+        let mut edited: WireRow = serde_json::from_slice(&rows[1].1).unwrap();
+        edited.body.push(' ');
+        let edited = (12, serde_json::to_vec(&edited).unwrap().into());
+        let bad = first_bad(&[rows[0].clone(), edited, rows[2].clone()]).unwrap();
+        assert_eq!(bad.seq, 2);
+        assert!(
             bad.problem.contains("does not match its MAC"),
             "{}",
             bad.problem
         );
-        assert!(bad.problem.contains("stream message 12"), "{}", bad.problem);
     }
 
     #[test]
     fn a_message_that_is_no_record_is_named_by_its_place_in_the_stream() {
         let mut rows = chain(&key(1), 2);
         rows.insert(1, (99, bytes::Bytes::from_static(b"{\"not\": \"a row\"}")));
-        let bad = first_bad(&rows).unwrap();
+        let verified = verify_chain(&key(1), None, &rows);
+        // Passed over: the chain after it is still checked.
+        assert_eq!(verified.records, 2);
+        assert_eq!(verified.head.map(|(seq, _)| seq), Some(2));
+        let bad = verified.first_bad.unwrap();
         assert_eq!(bad.seq, 2);
         assert!(
             bad.problem

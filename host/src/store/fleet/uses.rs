@@ -5,10 +5,12 @@
 //! Invariant: the stream `KEYHOLE_USES` keeps, per node and binding, the
 //! node's latest whole record of that binding (one message per subject),
 //! authenticated under the fleet's entry key: a mark whose MAC does not
-//! hold is ignored, so whoever can only publish to NATS cannot make a
-//! secret look unused (or used). Marks are best effort — published without
-//! waiting after the node records them, sent again at the binding's next
-//! use — and never decide what is served.
+//! hold is ignored, so whoever can only publish to NATS cannot forge a use.
+//! They can put back an older authentic mark of the same node and binding
+//! (its last use then looks older, until the node's next use sends the
+//! newer one again). Marks are best effort — published without waiting
+//! after the node records them, sent again at the binding's next use — and
+//! never decide what is served.
 
 use super::{ACK_TIMEOUT, Shared};
 use crate::store::{Dependent, LastUse, StoreError, UseRecord};
