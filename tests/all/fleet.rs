@@ -968,3 +968,65 @@ fn a_single_nodes_store_moves_into_an_empty_fleet_with_its_history() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not empty"), "{err}");
 }
+
+/// Issue 26 §9. An edge site: a NATS leaf server with its own JetStream
+/// domain, connected to the hub. A node there, told the hub's domain
+/// (`KEYHOLE_CLUSTER_DOMAIN`), follows the fleet whose streams live at the
+/// hub — what the operator does at the hub is in force at the edge, and the
+/// edge node's records reach the hub's trail — and the leaf's own
+/// JetStream holds none of the fleet's streams.
+#[test]
+fn a_node_at_an_edge_site_follows_the_hub_through_its_leaf_server() {
+    let nats = Nats::hub_and_leaf();
+    let key = b"edge site webhook key";
+    let hub = format!("nats://127.0.0.1:{}", nats.servers[0].port);
+    let a = Node::in_fleet(&hub);
+    a.put_secret("gh-webhook", key);
+    a.deploy_granted(
+        artifacts::WEBHOOK_VERIFY_MANIFEST,
+        "webhook-verify",
+        "GITHUB_WEBHOOK",
+        "gh-webhook",
+        "hmac",
+    );
+    let mut edge = Node::in_same_fleet(&a);
+    edge.cluster = Some(format!("nats://127.0.0.1:{}", nats.servers[1].port));
+    edge.cluster_domain = Some("hub".into());
+    edge.start();
+    eventually("the edge node serves the hub's state", || {
+        webhook(&edge, key) == 200
+    });
+    a.ok(&["revoke", "webhook-verify", "GITHUB_WEBHOOK"]);
+    eventually("the revocation at the hub is in force at the edge", || {
+        webhook(&edge, key) != 200
+    });
+    let edge_node: String = edge
+        .db()
+        .query_row("SELECT value FROM meta WHERE key = 'node_id'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    eventually("the edge node's records reach the hub's trail", || {
+        a.ok(&["audit", "--function", "webhook-verify"])
+            .contains(&edge_node)
+    });
+    let leaf_streams = nats.streams_on(1);
+    assert!(
+        !leaf_streams.iter().any(|s| s.starts_with("KEYHOLE")),
+        "{leaf_streams:?}"
+    );
+    assert!(nats.streams_on(0).contains(&"KEYHOLE_STATE".to_owned()));
+
+    // A domain that is no name is refused before anything connects.
+    let out = edge
+        .command()
+        .env("KEYHOLE_CLUSTER_DOMAIN", "hub.eu")
+        .args(["secret", "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a JetStream domain"),
+        "{out:?}"
+    );
+}

@@ -34,7 +34,8 @@ struct Cli {
     /// Work on a fleet's state in NATS JetStream, through a replica in the
     /// data directory: comma-separated server URLs, e.g.
     /// nats://10.0.0.1:4222,nats://10.0.0.2:4222 (KEYHOLE_CLUSTER_CREDS
-    /// names a credentials file, KEYHOLE_CLUSTER_CA a CA for TLS).
+    /// names a credentials file, KEYHOLE_CLUSTER_CA a CA for TLS,
+    /// KEYHOLE_CLUSTER_DOMAIN the fleet's JetStream domain at an edge site).
     #[arg(
         long,
         global = true,

@@ -40,6 +40,9 @@ pub struct Server {
     cluster_port: Option<u16>,
     routes: Vec<u16>,
     store: PathBuf,
+    /// Configuration-file text beyond what the flags say (JetStream
+    /// domains, leaf nodes), if any.
+    config: Option<String>,
     child: Option<Child>,
 }
 
@@ -49,10 +52,19 @@ impl Server {
         command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-m", &self.monitor.to_string()])
-            .args(["-n", &self.name, "-js", "-sd"])
-            .arg(&self.store)
+            .args(["-n", &self.name])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        match &self.config {
+            Some(text) => {
+                let file = self.store.with_extension("conf");
+                std::fs::write(&file, text).unwrap();
+                command.arg("-c").arg(file);
+            }
+            None => {
+                command.args(["-js", "-sd"]).arg(&self.store);
+            }
+        }
         if let Some(cluster) = self.cluster_port {
             let routes: Vec<String> = self
                 .routes
@@ -140,6 +152,71 @@ impl Nats {
         Self::start(3)
     }
 
+    /// An edge topology: server 0 is the hub (JetStream domain `hub`),
+    /// server 1 a leaf server at an edge site (its own JetStream, domain
+    /// `edge`) connected to the hub over a leaf-node connection.
+    pub fn hub_and_leaf() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let leaf_port = free_port();
+        let store = |name: &str| dir.path().join(name);
+        let jetstream = |name: &str, domain: &str| {
+            format!(
+                "jetstream {{ store_dir: {:?}, domain: {domain} }}\n",
+                store(name).display().to_string()
+            )
+        };
+        let server = |name: &str, config: String| Server {
+            name: name.to_owned(),
+            port: free_port(),
+            monitor: free_port(),
+            cluster_port: None,
+            routes: Vec::new(),
+            store: store(name),
+            config: Some(config),
+            child: None,
+        };
+        let mut servers = vec![
+            server(
+                "hub",
+                jetstream("hub", "hub")
+                    + &format!("leafnodes {{ listen: \"127.0.0.1:{leaf_port}\" }}\n"),
+            ),
+            server(
+                "edge",
+                jetstream("edge", "edge")
+                    + &format!(
+                        "leafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{leaf_port}\" }} ] }}\n"
+                    ),
+            ),
+        ];
+        for server in &mut servers {
+            server.spawn();
+        }
+        let mut nats = Self { servers, _dir: dir };
+        nats.wait_healthy();
+        nats
+    }
+
+    /// The names of the streams server `i`'s own JetStream holds.
+    pub fn streams_on(&self, i: usize) -> Vec<String> {
+        let url = format!(
+            "http://127.0.0.1:{}/jsz?accounts=true&streams=true",
+            self.servers[i].monitor
+        );
+        let Ok(mut reply) = ureq::get(&url).call() else {
+            return Vec::new();
+        };
+        let jsz: serde_json::Value =
+            serde_json::from_str(&reply.body_mut().read_to_string().unwrap()).unwrap();
+        let mut names = Vec::new();
+        for account in jsz["account_details"].as_array().into_iter().flatten() {
+            for stream in account["stream_detail"].as_array().into_iter().flatten() {
+                names.extend(stream["name"].as_str().map(str::to_owned));
+            }
+        }
+        names
+    }
+
     fn start(n: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
@@ -156,6 +233,7 @@ impl Nats {
                     .map(|(_, p)| *p)
                     .collect(),
                 store: dir.path().join(format!("nats-{i}")),
+                config: None,
                 child: None,
             })
             .collect();

@@ -48,6 +48,9 @@ pub struct Node {
     /// The fleet's NATS URLs (`KEYHOLE_CLUSTER`) when this data directory
     /// is a fleet's replica.
     pub cluster: Option<String>,
+    /// The JetStream domain of the fleet's streams
+    /// (`KEYHOLE_CLUSTER_DOMAIN`), for a node talking to a leaf server.
+    pub cluster_domain: Option<String>,
 }
 
 /// An HTTP answer: status and body.
@@ -96,6 +99,7 @@ impl Node {
             base: String::new(),
             admin: String::new(),
             cluster: None,
+            cluster_domain: None,
         }
     }
 
@@ -159,7 +163,11 @@ impl Node {
             .env_remove("KEYHOLE_NEW_MASTER_KEY")
             .env_remove("KEYHOLE_NODE")
             .env_remove("KEYHOLE_CLUSTER")
+            .env_remove("KEYHOLE_CLUSTER_DOMAIN")
             .stdin(Stdio::null());
+        if let Some(domain) = &self.cluster_domain {
+            command.env("KEYHOLE_CLUSTER_DOMAIN", domain);
+        }
         if let Some(urls) = &self.cluster {
             command.env("KEYHOLE_CLUSTER", urls);
         }

@@ -11,6 +11,10 @@ pub const CREDENTIALS_ENV: &str = "KEYHOLE_CLUSTER_CREDS";
 /// The environment variable naming a PEM file of CA certificates the NATS
 /// servers' certificates are checked against (implies TLS).
 pub const CA_ENV: &str = "KEYHOLE_CLUSTER_CA";
+/// The environment variable naming the JetStream domain the fleet's
+/// streams live in, for a node that talks to a leaf server at an edge site
+/// (whose own JetStream is another domain).
+pub const DOMAIN_ENV: &str = "KEYHOLE_CLUSTER_DOMAIN";
 
 /// Where the fleet's NATS servers are and how to reach them.
 #[derive(Clone, PartialEq, Eq)]
@@ -22,6 +26,9 @@ pub struct ClusterConfig {
     /// CA certificates for the servers' TLS certificates; with it (or a
     /// `tls://` URL) TLS is required.
     pub ca: Option<PathBuf>,
+    /// The JetStream domain of the fleet's streams, when the servers named
+    /// are leaf servers of another domain (`None`: the servers' own).
+    pub domain: Option<String>,
 }
 
 // Credentials are paths, not secrets, but a URL may carry `user:password@`.
@@ -31,6 +38,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("urls", &self.display_urls())
             .field("credentials", &self.credentials)
             .field("ca", &self.ca)
+            .field("domain", &self.domain)
             .finish()
     }
 }
@@ -78,12 +86,17 @@ impl ClusterConfig {
             urls,
             credentials: None,
             ca: None,
+            domain: None,
         })
     }
 
-    /// Adds the credentials file and CA from the environment
-    /// ([`CREDENTIALS_ENV`], [`CA_ENV`]), checking that they exist.
+    /// Adds the credentials file, CA and JetStream domain from the
+    /// environment ([`CREDENTIALS_ENV`], [`CA_ENV`], [`DOMAIN_ENV`]),
+    /// checking them.
     pub fn with_environment(mut self) -> Result<Self, String> {
+        if let Some(domain) = std::env::var(DOMAIN_ENV).ok().filter(|d| !d.is_empty()) {
+            self = self.with_domain(&domain)?;
+        }
         for (var, slot) in [
             (CREDENTIALS_ENV, &mut self.credentials),
             (CA_ENV, &mut self.ca),
@@ -96,6 +109,21 @@ impl ClusterConfig {
                 *slot = Some(path);
             }
         }
+        Ok(self)
+    }
+
+    /// The same, with the fleet's streams in JetStream domain `domain`.
+    pub fn with_domain(mut self, domain: &str) -> Result<Self, String> {
+        let valid = !domain.is_empty()
+            && domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+        if !valid {
+            return Err(format!(
+                "{DOMAIN_ENV}=`{domain}` is not a JetStream domain: use letters, digits, `-` and `_`"
+            ));
+        }
+        self.domain = Some(domain.to_owned());
         Ok(self)
     }
 
@@ -142,6 +170,24 @@ mod tests {
         ] {
             let err = ClusterConfig::parse(bad).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_domain_is_a_name_not_a_subject() {
+        let config = ClusterConfig::parse("nats://127.0.0.1:4222").unwrap();
+        assert_eq!(
+            config
+                .clone()
+                .with_domain("hub-eu_1")
+                .unwrap()
+                .domain
+                .as_deref(),
+            Some("hub-eu_1")
+        );
+        for bad in ["", "hub.eu", "hub>", "a b", "*"] {
+            let err = config.clone().with_domain(bad).unwrap_err();
+            assert!(err.contains("is not a JetStream domain"), "{bad}: {err}");
         }
     }
 

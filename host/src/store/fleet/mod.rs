@@ -29,7 +29,7 @@ mod follower;
 mod log;
 mod uses;
 
-pub use config::{CA_ENV, CLUSTER_ENV, CREDENTIALS_ENV, ClusterConfig};
+pub use config::{CA_ENV, CLUSTER_ENV, CREDENTIALS_ENV, ClusterConfig, DOMAIN_ENV};
 pub use follower::FleetStatus;
 pub use uses::merge as merge_last_uses;
 
@@ -385,9 +385,26 @@ async fn connect(
             info.server_name
         );
     }
-    let js = jetstream::context::ContextBuilder::new()
-        .timeout(ACK_TIMEOUT)
-        .build(client.clone());
+    // At an edge site the server is a leaf of the hub, whose JetStream is
+    // another domain: the fleet's streams are reached through it.
+    let js = match &config.domain {
+        Some(domain) => jetstream::context::ContextBuilder::new()
+            .domain(domain)
+            .timeout(ACK_TIMEOUT)
+            .build(client.clone()),
+        None => {
+            if let Some(own) = info.domain.as_deref().filter(|d| !d.is_empty()) {
+                tracing::warn!(
+                    "cluster: the NATS server {} is in JetStream domain `{own}`; if it is an edge site's leaf server, set {} to the hub's domain, or the fleet's streams are made here, apart from the hub's",
+                    info.server_name,
+                    config::DOMAIN_ENV
+                );
+            }
+            jetstream::context::ContextBuilder::new()
+                .timeout(ACK_TIMEOUT)
+                .build(client.clone())
+        }
+    };
     let config_of_stream = jetstream::stream::Config {
         name: STATE_STREAM.into(),
         subjects: vec![STATE_SUBJECT.into()],
