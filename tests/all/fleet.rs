@@ -32,10 +32,10 @@ fn webhook(node: &Node, key: &[u8]) -> u16 {
     webhook_reply(node, key).0
 }
 
-/// The first replica of a fleet at `nats`, holding the webhook key `key`
+/// The first replica of a fleet at `urls`, holding the webhook key `key`
 /// as secret `gh-webhook`, with `webhook-verify` deployed and granted it.
-fn fleet_serving_webhook(nats: &Nats, key: &[u8]) -> Node {
-    let a = Node::in_fleet(&nats.urls());
+fn fleet_serving_webhook(urls: &str, key: &[u8]) -> Node {
+    let a = Node::in_fleet(urls);
     a.put_secret("gh-webhook", key);
     a.deploy_granted(
         artifacts::WEBHOOK_VERIFY_MANIFEST,
@@ -61,7 +61,7 @@ fn replica_behind_proxy(a: &Node, nats: &Nats) -> (Node, CutProxy) {
 fn what_one_replica_is_told_every_node_of_the_fleet_serves() {
     let nats = Nats::cluster();
     let old_key = b"first webhook key";
-    let a = fleet_serving_webhook(&nats, old_key);
+    let a = fleet_serving_webhook(&nats.urls(), old_key);
     let mut b = Node::in_same_fleet(&a);
     let mut c = Node::in_same_fleet(&a);
     b.start();
@@ -149,7 +149,7 @@ fn what_one_replica_is_told_every_node_of_the_fleet_serves() {
 fn a_component_the_fleet_holds_is_not_stored_again_and_every_node_runs_it() {
     let nats = Nats::single();
     let key = b"shared component key";
-    let a = fleet_serving_webhook(&nats, key);
+    let a = fleet_serving_webhook(&nats.urls(), key);
     let mut b = Node::in_same_fleet(&a);
     b.start();
     eventually("the first function serves on B", || webhook(&b, key) == 200);
@@ -350,7 +350,7 @@ fn metric(node: &Node, token: &str, name: &str) -> Option<f64> {
 fn a_node_cut_off_serves_its_last_state_and_catches_up_when_it_is_back() {
     let nats = Nats::single();
     let key = b"partition webhook key";
-    let a = fleet_serving_webhook(&nats, key);
+    let a = fleet_serving_webhook(&nats.urls(), key);
     let (mut b, proxy) = replica_behind_proxy(&a, &nats);
     let token = a.token(&["--name", "ops", "--role", "admin"]);
     b.start_admin();
@@ -431,6 +431,15 @@ fn a_node_cut_off_serves_its_last_state_and_catches_up_when_it_is_back() {
     assert!(fleet["fleet"]["applied"].as_u64().unwrap() >= 6, "{fleet}");
 }
 
+/// The name `node`'s records carry in the fleet's audit trail.
+fn audit_node_name(node: &Node) -> String {
+    node.db()
+        .query_row("SELECT value FROM meta WHERE key = 'node_id'", [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+}
+
 /// `keyhole status` through `node`'s admin API: success, stdout, stderr.
 fn status(node: &Node, token: &str) -> (bool, String, String) {
     let out = node.remote_command(token).arg("status").output().unwrap();
@@ -445,7 +454,7 @@ fn status(node: &Node, token: &str) -> (bool, String, String) {
 fn with_max_stale_a_node_cut_off_too_long_refuses_secret_operations() {
     let nats = Nats::single();
     let key = b"stale webhook key";
-    let a = fleet_serving_webhook(&nats, key);
+    let a = fleet_serving_webhook(&nats.urls(), key);
     let (mut b, proxy) = replica_behind_proxy(&a, &nats);
     b.start_with_args(&["--max-stale", "2s"]);
     eventually("B serves the fleet's state", || webhook(&b, key) == 200);
@@ -558,7 +567,7 @@ fn an_entry_forged_without_the_master_key_is_never_applied() {
 fn killing_the_meta_leader_and_the_stream_leader_loses_no_acknowledged_write() {
     let mut nats = Nats::cluster();
     let key = b"leader webhook key";
-    let a = fleet_serving_webhook(&nats, key);
+    let a = fleet_serving_webhook(&nats.urls(), key);
     let mut b = Node::in_same_fleet(&a);
     b.start();
     eventually("B serves", || webhook(&b, key) == 200);
@@ -685,12 +694,7 @@ fn the_fleets_audit_trail_gets_every_record_once_through_a_cut_and_names_an_edit
         load.into_iter().flat_map(|t| t.join().unwrap()).collect()
     });
     assert!(ids.len() > 100, "only {} requests", ids.len());
-    let b_node: String = b
-        .db()
-        .query_row("SELECT value FROM meta WHERE key = 'node_id'", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let b_node = audit_node_name(&b);
 
     // Every request's records are in the fleet's trail exactly once.
     let records_of_b = || -> Vec<serde_json::Value> {
@@ -979,16 +983,7 @@ fn a_single_nodes_store_moves_into_an_empty_fleet_with_its_history() {
 fn a_node_at_an_edge_site_follows_the_hub_through_its_leaf_server() {
     let nats = Nats::hub_and_leaf();
     let key = b"edge site webhook key";
-    let hub = format!("nats://127.0.0.1:{}", nats.servers[0].port);
-    let a = Node::in_fleet(&hub);
-    a.put_secret("gh-webhook", key);
-    a.deploy_granted(
-        artifacts::WEBHOOK_VERIFY_MANIFEST,
-        "webhook-verify",
-        "GITHUB_WEBHOOK",
-        "gh-webhook",
-        "hmac",
-    );
+    let a = fleet_serving_webhook(&format!("nats://127.0.0.1:{}", nats.servers[0].port), key);
     let mut edge = Node::in_same_fleet(&a);
     edge.cluster = Some(format!("nats://127.0.0.1:{}", nats.servers[1].port));
     edge.cluster_domain = Some("hub".into());
@@ -1000,12 +995,7 @@ fn a_node_at_an_edge_site_follows_the_hub_through_its_leaf_server() {
     eventually("the revocation at the hub is in force at the edge", || {
         webhook(&edge, key) != 200
     });
-    let edge_node: String = edge
-        .db()
-        .query_row("SELECT value FROM meta WHERE key = 'node_id'", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let edge_node = audit_node_name(&edge);
     eventually("the edge node's records reach the hub's trail", || {
         a.ok(&["audit", "--function", "webhook-verify"])
             .contains(&edge_node)

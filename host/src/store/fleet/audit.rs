@@ -290,6 +290,44 @@ async fn deliver_batch(
     Ok(rows.len() == BATCH_ROWS)
 }
 
+/// The stream's last message on `subject`, if it has one.
+async fn last_on(
+    shared: &Arc<Shared>,
+    subject: &str,
+) -> Result<Option<jetstream::message::StreamMessage>, StoreError> {
+    let stream = shared
+        .js
+        .get_stream_no_info(AUDIT_STREAM)
+        .await
+        .map_err(unavailable)?;
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(message) => Ok(Some(message)),
+        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+            Ok(None)
+        }
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+/// Publishes `message` on `subject` and waits for the stream to store it.
+async fn publish_acked(
+    shared: &Arc<Shared>,
+    subject: &str,
+    message: jetstream::message::PublishMessage,
+) -> Result<(), StoreError> {
+    tokio::time::timeout(ACK_TIMEOUT, async {
+        shared
+            .js
+            .send_publish(subject.to_owned(), message)
+            .await?
+            .await
+    })
+    .await
+    .map_err(|_| unavailable("no acknowledgement (no quorum, or unreachable)"))?
+    .map_err(unavailable)?;
+    Ok(())
+}
+
 /// Publishes the node's sealed chain key, unless the stream's last key
 /// message for the node is it (anything else there, someone else's, does
 /// not count).
@@ -305,17 +343,10 @@ async fn publish_key(
     let chain_key = store.chain_key()?;
     let wrapping = shared.key.derive(WRAPPING_PURPOSE);
     let aad = key_aad(&shared.fleet, &shipping.node);
-    let stream = shared
-        .js
-        .get_stream_no_info(AUDIT_STREAM)
-        .await
-        .map_err(unavailable)?;
-    let there = match stream.get_last_raw_message_by_subject(&subject).await {
-        Ok(message) => ChainKey::open_sealed(&wrapping, &message.payload, &aad)
-            .is_some_and(|key| key.same_as(&chain_key)),
-        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => false,
-        Err(e) => return Err(unavailable(e)),
-    };
+    let there = last_on(shared, &subject).await?.is_some_and(|message| {
+        ChainKey::open_sealed(&wrapping, &message.payload, &aad)
+            .is_some_and(|key| key.same_as(&chain_key))
+    });
     if !there {
         let sealed = chain_key.sealed_under(&wrapping, &aad);
         let id = {
@@ -325,16 +356,7 @@ async fn publish_key(
         let message = jetstream::message::PublishMessage::build()
             .payload(sealed.into())
             .message_id(format!("{}:key:{id}", shipping.node));
-        tokio::time::timeout(ACK_TIMEOUT, async {
-            shared
-                .js
-                .send_publish(subject.clone(), message)
-                .await?
-                .await
-        })
-        .await
-        .map_err(|_| unavailable("no acknowledgement (no quorum, or unreachable)"))?
-        .map_err(unavailable)?;
+        publish_acked(shared, &subject, message).await?;
     }
     shipping.key_published.store(true, Ordering::Relaxed);
     Ok(())
@@ -346,41 +368,30 @@ async fn publish_key(
 async fn publish_checkpoint(
     shared: &Arc<Shared>,
     shipping: &Shipping,
-    store: &SqliteStore,
+    store: &Arc<SqliteStore>,
 ) -> Result<(), StoreError> {
-    let Some(checkpoint) = store.audit_checkpoint()? else {
+    // Off the runtime's thread: the read may wait for a long verification
+    // holding the trail's reader, and the follower runs on this runtime.
+    let reader = Arc::clone(store);
+    let checkpoint = shared
+        .handle
+        .spawn_blocking(move || reader.audit_checkpoint())
+        .await
+        .map_err(|e| StoreError::Cluster(e.to_string()))??;
+    let Some(checkpoint) = checkpoint else {
         return Ok(());
     };
     let subject = format!("{CHECKPOINTS}.{}", shipping.node);
-    let stream = shared
-        .js
-        .get_stream_no_info(AUDIT_STREAM)
-        .await
-        .map_err(unavailable)?;
-    let there = match stream.get_last_raw_message_by_subject(&subject).await {
-        Ok(message) => {
-            serde_json::from_slice::<Checkpoint>(&message.payload).is_ok_and(|c| c == checkpoint)
-        }
-        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => false,
-        Err(e) => return Err(unavailable(e)),
-    };
+    let there = last_on(shared, &subject).await?.is_some_and(|message| {
+        serde_json::from_slice::<Checkpoint>(&message.payload).is_ok_and(|c| c == checkpoint)
+    });
     if there {
         return Ok(());
     }
     let message = jetstream::message::PublishMessage::build()
         .payload(serde_json::to_vec(&checkpoint).expect("plain data").into())
         .message_id(format!("{}:checkpoint:{}", shipping.node, checkpoint.seal));
-    tokio::time::timeout(ACK_TIMEOUT, async {
-        shared
-            .js
-            .send_publish(subject.clone(), message)
-            .await?
-            .await
-    })
-    .await
-    .map_err(|_| unavailable("no acknowledgement (no quorum, or unreachable)"))?
-    .map_err(unavailable)?;
-    Ok(())
+    publish_acked(shared, &subject, message).await
 }
 
 /// Fails when the stream's configuration lets records be removed (someone
@@ -434,20 +445,11 @@ async fn stream_end(
             .into_row()?;
         (key.link(&row.prev, row.seq, &row.body)[..] == row.mac[..]).then_some(row)
     };
-    let stream = shared
-        .js
-        .get_stream_no_info(AUDIT_STREAM)
-        .await
-        .map_err(unavailable)?;
-    let last = match stream.get_last_raw_message_by_subject(&subject).await {
-        Ok(message) => message,
-        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
-            return Ok(Cursor {
-                seq: 0,
-                stream_seq: 0,
-            });
-        }
-        Err(e) => return Err(unavailable(e)),
+    let Some(last) = last_on(shared, &subject).await? else {
+        return Ok(Cursor {
+            seq: 0,
+            stream_seq: 0,
+        });
     };
     let end = match ours(&last.payload) {
         Some(row) => Some(row),
