@@ -966,11 +966,16 @@ fn a_single_nodes_store_moves_into_an_empty_fleet_with_its_history() {
         "the single node's records are in the fleet's trail"
     );
 
-    // A second import is refused: the fleet is not empty.
-    let out = a.cli(&["cluster", "import", "--from", &from(&single)]);
+    // A second import is refused before anything of it is shipped: the
+    // fleet is not empty, and its trail gains no node.
+    let another = Node::with_key_file();
+    another.put_secret("late", b"value");
+    let out = a.cli(&["cluster", "import", "--from", &from(&another)]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not empty"), "{err}");
+    let verified = a.ok(&["audit", "verify"]);
+    assert_eq!(verified.matches("node imported-").count(), 1, "{verified}");
 }
 
 /// Issue 26 §9. An edge site: a NATS leaf server with its own JetStream

@@ -110,7 +110,9 @@ pub fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()> {
             "`keyhole cluster import` goes into a fleet: give --cluster URLS (or KEYHOLE_CLUSTER)"
         );
     };
-    if from.canonicalize().ok() == target.data.canonicalize().ok() {
+    if let (Ok(from), Ok(data)) = (from.canonicalize(), target.data.canonicalize())
+        && from == data
+    {
         bail!(
             "--from names the data directory the command works in ({}): give the fleet's replica another --data",
             from.display()
@@ -119,7 +121,9 @@ pub fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()> {
     let source = Arc::new(open_source(&from)?);
     let replica = open_replica(&target.data, Access::CreateIfMissing, config, Join::Now)?;
     let fleet = joined().expect("joined above");
-    // The history first: shipping it again is harmless (the same node, the
+    // Everything that can refuse the import, before anything is shipped.
+    replica.check_importable(&source)?;
+    // Then the history: shipping it again is harmless (the same node, the
     // rows the stream holds are not sent again), so an import that fails
     // after it can simply be run again.
     let (node, trail) = fleet.import_trail(&source)?;

@@ -59,25 +59,7 @@ impl SqliteStore {
         source: &SqliteStore,
         record: &AdminRecord,
     ) -> Result<ImportReport, StoreError> {
-        if self.replication().is_none() {
-            return Err(StoreError::Cluster(
-                "an import goes into a fleet: run it with --cluster".into(),
-            ));
-        }
-        if let Some(fleet) = source.fleet()? {
-            return Err(StoreError::Cluster(format!(
-                "{} is a replica of fleet {fleet}, not a single node's store",
-                source.data_dir().display()
-            )));
-        }
-        source.verify_integrity()?;
-        let check = source.check_all()?;
-        if let Some((name, version)) = check.failed.first() {
-            return Err(StoreError::Integrity {
-                name: name.clone(),
-                version: *version,
-            });
-        }
+        self.check_importable(source)?;
         let tables: Vec<TableRows> =
             source.read(|tx| COPIED.iter().map(|t| read_table(tx, t)).collect())?;
         let (from, to) = (source.master(), self.master());
@@ -99,6 +81,33 @@ impl SqliteStore {
             }
             Ok(report)
         })
+    }
+
+    /// Fails, naming why, when `source` cannot be imported into this
+    /// replica's fleet now: what [`SqliteStore::import_state`] checks first,
+    /// so a command can refuse before it ships anything (the fleet's
+    /// emptiness is checked again inside the import's write).
+    pub fn check_importable(&self, source: &SqliteStore) -> Result<(), StoreError> {
+        if self.replication().is_none() {
+            return Err(StoreError::Cluster(
+                "an import goes into a fleet: run it with --cluster".into(),
+            ));
+        }
+        if let Some(fleet) = source.fleet()? {
+            return Err(StoreError::Cluster(format!(
+                "{} is a replica of fleet {fleet}, not a single node's store",
+                source.data_dir().display()
+            )));
+        }
+        source.verify_integrity()?;
+        let check = source.check_all()?;
+        if let Some((name, version)) = check.failed.first() {
+            return Err(StoreError::Integrity {
+                name: name.clone(),
+                version: *version,
+            });
+        }
+        self.read(refuse_unless_empty)
     }
 }
 
