@@ -1025,3 +1025,148 @@ fn a_node_at_an_edge_site_follows_the_hub_through_its_leaf_server() {
         "{out:?}"
     );
 }
+
+/// A fresh master key, base64 as `KEYHOLE_MASTER_KEY` takes it.
+fn fresh_master_key() -> String {
+    use base64::Engine as _;
+    let key: [u8; 32] = rand::random();
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+#[test]
+fn a_fleets_master_key_rotation_reaches_the_nodes_given_the_new_key_and_stops_the_rest_safely() {
+    let nats = Nats::single();
+    let webhook_key = b"webhook key before the rotation";
+    let mut a = fleet_serving_webhook(&nats.urls(), webhook_key);
+    let old = a.env_key().unwrap().to_owned();
+    let new = fresh_master_key();
+    let token = a.token(&["--name", "ops", "--role", "admin"]);
+
+    // The order the docs give: the new key reaches the nodes first. B is
+    // given it; C is not; E (a replica yet to be built) has the old key only.
+    let mut b = Node::in_same_fleet(&a);
+    b.new_master_key = Some(new.clone());
+    b.start();
+    let mut c = Node::in_same_fleet(&a);
+    c.start_admin();
+    let e = Node::in_same_fleet(&a);
+    for node in [&b, &c] {
+        eventually("the fleet serves on B and C", || {
+            webhook(node, webhook_key) == 200
+        });
+    }
+
+    // A fleet's rotation needs the new key named: it cannot be made up on
+    // one machine and reach the others.
+    let out = a.cli(&["master-key", "rotate"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("KEYHOLE_NEW_MASTER_KEY") && err.contains("nothing was changed"),
+        "{err}"
+    );
+
+    a.new_master_key = Some(new.clone());
+    let out = a.ok(&["master-key", "rotate"]);
+    assert!(out.contains("re-wrapped 1 secret version(s)"), "{out}");
+    // Run again, it says the fleet is there already.
+    let again = a.cli(&["master-key", "rotate"]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("sealed under that master key already"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // From now on the new key alone works, and the fleet takes writes
+    // (authenticated under the entry key the rotation started).
+    a.set_master_key(&new);
+    a.new_master_key = None;
+    let second = b"webhook key after the rotation";
+    let file = a.data.path().join("second.key");
+    std::fs::write(&file, second).unwrap();
+    a.ok(&[
+        "secret",
+        "rotate",
+        "gh-webhook",
+        "--from-file",
+        file.to_str().unwrap(),
+    ]);
+    eventually("B, given the new key, follows past the rotation", || {
+        webhook(&b, second) == 200 && webhook(&b, webhook_key) == 401
+    });
+    assert!(
+        b.logs().contains("switched to the fleet's new master key"),
+        "{}",
+        b.logs()
+    );
+
+    // C, not given it, stops at the rotation: it serves the state before
+    // it (opened under the key it holds), never the later one, and says why.
+    eventually("C says why it stopped", || {
+        let (_, out, err) = status(&c, &token);
+        format!("{out}{err}").contains("rotates the fleet's master key")
+    });
+    assert_eq!(webhook(&c, webhook_key), 200);
+    assert_eq!(webhook(&c, second), 401);
+    assert!(c.logs().contains("KEYHOLE_NEW_MASTER_KEY"), "{}", c.logs());
+
+    // A replica with the old key alone cannot get past the rotation: a
+    // command there fails, naming why, and writes nothing.
+    let out = e.cli(&[
+        "secret",
+        "put",
+        "late",
+        "--from-file",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rotates the fleet's master key"), "{err}");
+    assert!(!a.ok(&["secret", "list"]).contains("late"));
+
+    // C restarted with both keys catches up, and switches.
+    c.kill();
+    c.new_master_key = Some(new.clone());
+    c.start_admin();
+    eventually("C, given the new key, follows past the rotation", || {
+        webhook(&c, second) == 200 && webhook(&c, webhook_key) == 401
+    });
+    // Restarted again with the new key alone, it opens its replica.
+    c.kill();
+    c.set_master_key(&new);
+    c.new_master_key = None;
+    c.start_admin();
+    eventually("C serves with the new key alone", || {
+        webhook(&c, second) == 200
+    });
+
+    // A node that joins afterwards with the new key alone gets the fleet's
+    // keyring from the rotation, and serves.
+    let mut d = Node::in_same_fleet(&a);
+    d.start();
+    eventually("a new node with the new key alone serves", || {
+        webhook(&d, second) == 200
+    });
+    // The old key opens no replica that followed the rotation.
+    let out = a.cli_with_key(&["secret", "list"], Some(&old));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sealed under another master key"), "{err}");
+
+    // NATS holds neither master key in any encoding.
+    for (path, bytes) in nats.stored_files() {
+        for key in [&old, &new] {
+            use base64::Engine as _;
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(key)
+                .unwrap();
+            let found = common::found_in(&raw, &bytes);
+            assert!(
+                found.is_empty(),
+                "{} holds a master key as {found:?}",
+                path.display()
+            );
+        }
+    }
+}

@@ -6,9 +6,10 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use keyhole_host::admin::access::Caller;
 use keyhole_host::audit::AdminEvent;
+use keyhole_host::crypto::AesKey;
 use keyhole_host::crypto::master_key as key;
 use keyhole_host::store::fleet::{ClusterConfig, Fleet, Join};
-use keyhole_host::store::{ImportReport, SqliteStore};
+use keyhole_host::store::{ImportReport, SqliteStore, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -28,6 +29,14 @@ pub fn config(list: Option<&str>) -> anyhow::Result<Option<ClusterConfig>> {
     Ok(Some(config))
 }
 
+/// Whether `e` says the master key does not open the store.
+fn wrong_key(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<StoreError>(),
+        Some(StoreError::WrongMasterKey)
+    )
+}
+
 /// Opens the replica in `data` and joins it to the fleet at `config`. For
 /// a command ([`Join::Now`]) the replica is brought up to date first.
 pub fn open_replica(
@@ -36,11 +45,50 @@ pub fn open_replica(
     config: &ClusterConfig,
     join: Join,
 ) -> anyhow::Result<Arc<SqliteStore>> {
-    let store = Arc::new(open_store(data, access)?);
-    // The key the store was just opened with (from the environment or the
-    // data directory's key file).
-    let master = key::load_existing(data).context("cannot load the master key")?;
-    let fleet = Fleet::join(config.clone(), &master, Arc::clone(&store), join)?;
+    // During a master-key rotation a node holds two keys: the current one
+    // (KEYHOLE_MASTER_KEY or the key file) and the new one
+    // (KEYHOLE_NEW_MASTER_KEY). Its replica opens under whichever it is
+    // sealed under now, and it follows the fleet's rotation with the other.
+    let next = super::master_key::new_key_from_env()?;
+    let (store, master, next) = match open_store(data, access) {
+        Ok(store) => {
+            // The key the store was just opened with.
+            let master = key::load_existing(data).context("cannot load the master key")?;
+            (store, master, next)
+        }
+        Err(e) if wrong_key(&e) => match next {
+            Some(next) => {
+                let copy = AesKey::from_slice(next.expose()).expect("a key's own length");
+                let store = SqliteStore::open(data, copy).map_err(|e| match e {
+                    StoreError::WrongMasterKey => anyhow::anyhow!(
+                        "the replica in {} opens under neither {} nor {}: move the data directory aside to build a new replica from the fleet",
+                        data.display(),
+                        key::MASTER_KEY_ENV,
+                        key::NEW_MASTER_KEY_ENV
+                    ),
+                    e => e.into(),
+                })?;
+                (store, next, None)
+            }
+            None => {
+                return Err(e.context(format!(
+                    "the replica in {} is sealed under another master key: if the fleet's master key was rotated, give the new key in {} (with the one it had still in {}), or move the data directory aside to build a new replica from the fleet",
+                    data.display(),
+                    key::NEW_MASTER_KEY_ENV,
+                    key::MASTER_KEY_ENV
+                )));
+            }
+        },
+        Err(e) => return Err(e),
+    };
+    let store = Arc::new(store);
+    let fleet = Fleet::join(
+        config.clone(),
+        &master,
+        next.as_ref(),
+        Arc::clone(&store),
+        join,
+    )?;
     if FLEET.set(fleet).is_err() {
         anyhow::bail!("this process has joined a fleet already");
     }

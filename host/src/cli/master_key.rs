@@ -10,6 +10,7 @@ use keyhole_host::admin::types::CheckResult;
 use keyhole_host::audit::AdminEvent;
 use keyhole_host::crypto::AesKey;
 use keyhole_host::crypto::master_key::{self, KeySource, MASTER_KEY_ENV, NEW_MASTER_KEY_ENV};
+use keyhole_host::store::fleet::{ClusterConfig, Join};
 use keyhole_host::store::{SqliteStore, Store, StoreError};
 use std::path::Path;
 use zeroize::Zeroizing;
@@ -29,18 +30,75 @@ pub fn run(data: &Path, command: MasterKeyCommand) -> anyhow::Result<()> {
     }
 }
 
-fn rotate(data: &Path) -> anyhow::Result<()> {
-    let new_from_env = match std::env::var_os(NEW_MASTER_KEY_ENV) {
-        None => None,
+/// The new master key in `KEYHOLE_NEW_MASTER_KEY`, if it is set; an error
+/// naming the variable if it is not a key.
+pub fn new_key_from_env() -> anyhow::Result<Option<AesKey>> {
+    match std::env::var_os(NEW_MASTER_KEY_ENV) {
+        None => Ok(None),
         Some(text) => {
             let text = Zeroizing::new(text.into_string().unwrap_or_default());
-            Some(master_key::decode(&text).with_context(|| {
+            Ok(Some(master_key::decode(&text).with_context(|| {
                 format!(
                     "{NEW_MASTER_KEY_ENV} must be the base64 encoding of exactly 32 bytes (generate one with `openssl rand -base64 32`); nothing was changed"
                 )
-            })?)
+            })?))
+        }
+    }
+}
+
+/// Runs `keyhole master-key …` on a fleet (`--cluster`).
+pub fn run_on_fleet(
+    data: &Path,
+    config: &ClusterConfig,
+    command: MasterKeyCommand,
+) -> anyhow::Result<()> {
+    match command {
+        MasterKeyCommand::Rotate => rotate_fleet(data, config),
+    }
+}
+
+/// Rotates the fleet's master key: one entry of the fleet's log re-wraps
+/// every data key under the new key, which must have reached the nodes
+/// first (it never travels through NATS).
+fn rotate_fleet(data: &Path, config: &ClusterConfig) -> anyhow::Result<()> {
+    let Some(new) = new_key_from_env()? else {
+        bail!(
+            "in a fleet the new master key must reach the nodes before the rotation: choose one (`openssl rand -base64 32`), give it to every node in {NEW_MASTER_KEY_ENV} (keeping the current key in {MASTER_KEY_ENV}) and restart them, then run this with both set; nothing was changed"
+        );
+    };
+    let from_file = std::env::var_os(MASTER_KEY_ENV).is_none();
+    let store = super::cluster::open_replica(data, Access::CreateIfMissing, config, Join::Now)?;
+    // A replica whose key is its key file keeps working after the rotation:
+    // the file gets the new key (written first, promoted once committed).
+    if from_file {
+        master_key::write_pending(data, &new)?;
+    }
+    let count = match rotate_audited(&*store, new) {
+        Ok(count) => count,
+        Err(e) => {
+            if from_file {
+                master_key::discard_pending(data)?;
+            }
+            return Err(e);
         }
     };
+    if from_file {
+        master_key::promote_pending(data)?;
+    }
+    println!(
+        "re-wrapped {count} secret version(s) under the new master key, as one entry of the fleet's log"
+    );
+    println!(
+        "nodes given the new key in {NEW_MASTER_KEY_ENV} switch to it as they apply that entry; a node without it keeps serving the state before it, and says why, until it is restarted with it"
+    );
+    println!(
+        "from now on supply {MASTER_KEY_ENV} with the new key (the value of {NEW_MASTER_KEY_ENV}) to every node and command"
+    );
+    Ok(())
+}
+
+fn rotate(data: &Path) -> anyhow::Result<()> {
+    let new_from_env = new_key_from_env()?;
     let (store, source) = open_store_with_source(data, Access::Existing)?;
     let _lock = master_key::try_lock_rotation(data)?.with_context(|| {
         format!(

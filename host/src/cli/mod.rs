@@ -212,10 +212,10 @@ fn run_command(t: &Target, command: Command) -> anyhow::Result<()> {
             pending,
             json,
         } => grants::list(t, function, pending, json),
-        Command::MasterKey(_) if t.cluster.is_some() => bail!(
-            "`keyhole master-key` does not work on a fleet yet: its entries and every node's replica are sealed under the current key"
-        ),
-        Command::MasterKey(command) => master_key::run(t.local_only("master-key")?, command),
+        Command::MasterKey(command) => match &t.cluster {
+            Some(config) => master_key::run_on_fleet(t.local_only("master-key")?, config, command),
+            None => master_key::run(t.local_only("master-key")?, command),
+        },
         Command::Check => master_key::check(t),
         Command::Token(command) => tokens::run(t, command),
         Command::Audit(args) => audit::run(t, args),

@@ -126,6 +126,12 @@ pub enum StoreError {
         /// What is wrong with the state as a whole, if anything.
         state: Option<String>,
     },
+    /// A master-key rotation to the key the store is sealed under already
+    /// (a rotation run again after it landed): nothing to do.
+    #[error(
+        "the store is sealed under that master key already (a rotation to it was done before); nothing was changed"
+    )]
+    MasterKeyInForce,
     /// The fleet cannot take writes now (unreachable, no quorum, or too
     /// many races lost): nothing was written.
     #[error("the cluster cannot be used now: {0}")]

@@ -35,5 +35,6 @@ pub use interface::{
     TokenStore,
 };
 pub use routes::{NestPolicy, check_routes};
+pub(crate) use sqlite::opens_key_check;
 pub use sqlite::{ANCHOR_ENV, DATABASE_FILE, ImportReport, SqliteStore};
 pub use types::*;

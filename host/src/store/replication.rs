@@ -107,6 +107,23 @@ pub trait Replication: Send + Sync {
     /// written.
     fn propose(&self, applied: u64, change: &ChangeSet) -> Result<Proposal, super::StoreError>;
 
+    /// Proposes a master-key rotation as the entry right after `applied`:
+    /// `change` re-wraps every data key under `new`, and `key_check` is the
+    /// store's key check sealed under it (how every replica knows whether a
+    /// key it was given is the new one). Like [`Replication::propose`];
+    /// a fleet that cannot rotate its master key refuses.
+    fn propose_master_key(
+        &self,
+        _applied: u64,
+        _change: &ChangeSet,
+        _key_check: &[u8],
+        _new: &crate::crypto::AesKey,
+    ) -> Result<Proposal, super::StoreError> {
+        Err(super::StoreError::ClusterUnavailable(
+            "this replica cannot rotate the fleet's master key now; nothing was written".into(),
+        ))
+    }
+
     /// After a conflict: waits (bounded) until this replica has applied
     /// an entry after `applied`.
     fn await_newer(&self, applied: u64) -> Result<(), super::StoreError>;

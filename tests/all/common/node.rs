@@ -48,6 +48,9 @@ pub struct Node {
     /// The fleet's NATS URLs (`KEYHOLE_CLUSTER`) when this data directory
     /// is a fleet's replica.
     pub cluster: Option<String>,
+    /// The key passed in `KEYHOLE_NEW_MASTER_KEY` (a master-key rotation's
+    /// new key), if any.
+    pub new_master_key: Option<String>,
     /// The JetStream domain of the fleet's streams
     /// (`KEYHOLE_CLUSTER_DOMAIN`), for a node talking to a leaf server.
     pub cluster_domain: Option<String>,
@@ -99,6 +102,7 @@ impl Node {
             base: String::new(),
             admin: String::new(),
             cluster: None,
+            new_master_key: None,
             cluster_domain: None,
         }
     }
@@ -132,6 +136,11 @@ impl Node {
         let mut node = Self::new();
         node.master_key = None;
         node
+    }
+
+    /// Makes `key` (base64) the key passed in `KEYHOLE_MASTER_KEY` from now on.
+    pub fn set_master_key(&mut self, key: &str) {
+        self.master_key = Some(key.to_owned());
     }
 
     /// The master key in `KEYHOLE_MASTER_KEY`, if this node uses one.
@@ -173,6 +182,9 @@ impl Node {
         }
         if let Some(key) = &self.master_key {
             command.env("KEYHOLE_MASTER_KEY", key);
+        }
+        if let Some(key) = &self.new_master_key {
+            command.env("KEYHOLE_NEW_MASTER_KEY", key);
         }
         command
     }

@@ -92,7 +92,8 @@ fn from_store(e: StoreError) -> AdminError {
         | StoreError::TokenNameTaken(_)
         | StoreError::TokenAlreadyRevoked(_)
         | StoreError::DigestMismatch { .. }
-        | StoreError::Integrity { .. } => ErrorKind::Conflict,
+        | StoreError::Integrity { .. }
+        | StoreError::MasterKeyInForce => ErrorKind::Conflict,
         StoreError::WrongMasterKey
         | StoreError::Tampered { .. }
         | StoreError::ClusterUnavailable(_)

@@ -341,7 +341,7 @@ async fn publish_key(
     }
     let subject = format!("{KEYS}.{}", shipping.node);
     let chain_key = store.chain_key()?;
-    let wrapping = shared.key.derive(WRAPPING_PURPOSE);
+    let wrapping = shared.origin.derive(WRAPPING_PURPOSE);
     let aad = key_aad(&shared.fleet, &shipping.node);
     let there = last_on(shared, &subject).await?.is_some_and(|message| {
         ChainKey::open_sealed(&wrapping, &message.payload, &aad)
@@ -603,7 +603,7 @@ fn by_node(messages: Vec<jetstream::Message>) -> BTreeMap<String, ByNode> {
 
 /// The first of a node's published chain keys that opens.
 fn chain_key_of(shared: &Shared, node: &str, keys: &[bytes::Bytes]) -> Option<ChainKey> {
-    let wrapping = shared.key.derive(WRAPPING_PURPOSE);
+    let wrapping = shared.origin.derive(WRAPPING_PURPOSE);
     let aad = key_aad(&shared.fleet, node);
     keys.iter()
         .find_map(|sealed| ChainKey::open_sealed(&wrapping, sealed, &aad))

@@ -6,7 +6,8 @@
 //! right after the last one applied stops the follower there (it retries,
 //! and says why) rather than being skipped.
 
-use super::{STATE_STREAM, STATE_SUBJECT, Shared, components, entry};
+use super::{MASTER_KEY_SUBJECT, STATE_STREAM, STATE_SUBJECT, Shared, components, entry};
+use crate::crypto::AesKey;
 use crate::store::StoreError;
 use crate::store::replication::ChangeSet;
 use async_nats::jetstream;
@@ -160,7 +161,7 @@ async fn follow_once(shared: &Arc<Shared>) -> Result<(), Failure> {
     }
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig {
-            filter_subject: STATE_SUBJECT.into(),
+            filter_subjects: vec![STATE_SUBJECT.into(), MASTER_KEY_SUBJECT.into()],
             deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: applied + 1,
             },
@@ -177,31 +178,41 @@ async fn follow_once(shared: &Arc<Shared>) -> Result<(), Failure> {
             .as_ref()
             .and_then(|h| h.get(entry::MAC_HEADER))
             .map(|v| v.as_str().to_owned());
-        apply(shared, seq, &message.payload, tag.as_deref()).await?;
+        let rotation = message.subject.as_str() == MASTER_KEY_SUBJECT;
+        apply(shared, seq, &message.payload, tag.as_deref(), rotation).await?;
         shared.status.set_blocked(None);
     }
     Ok(())
 }
 
-/// Verifies and applies entry `seq`. An entry whose MAC does not verify
-/// was not written by a holder of the master key: every replica rejects
-/// it alike, so it is applied as an entry that changes nothing (logged and
-/// counted), and the fleet goes on past it.
+/// Verifies and applies entry `seq` (a master-key `rotation` if it came on
+/// that subject). An entry whose MAC does not verify was not written by a
+/// holder of the master key: every replica rejects it alike, so it is
+/// applied as an entry that changes nothing (logged and counted), and the
+/// fleet goes on past it.
 async fn apply(
     shared: &Arc<Shared>,
     seq: u64,
     payload: &[u8],
     tag: Option<&str>,
+    rotation: bool,
 ) -> Result<(), Failure> {
+    let key = shared
+        .keys
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .for_entry(seq);
     // Entry 1 is the genesis, read and checked when the replica joined.
     let change = if seq == 1 {
         ChangeSet::default()
-    } else if !tag.is_some_and(|t| shared.key.verifies(&shared.fleet, seq, payload, t)) {
+    } else if !tag.is_some_and(|t| key.verifies(&shared.fleet, seq, payload, t)) {
         tracing::error!(
             "cluster: entry {seq} of {STATE_STREAM} fails its authentication (written by someone without the master key, or damaged): rejected, it changes nothing"
         );
         shared.status.rejected.fetch_add(1, Ordering::Relaxed);
         ChangeSet::default()
+    } else if rotation {
+        return rotate(shared, seq, payload).await;
     } else {
         let mut change: ChangeSet = serde_json::from_slice(payload).map_err(|e| {
             Failure::Blocked(StoreError::Cluster(format!(
@@ -241,6 +252,92 @@ async fn apply(
                 "entry {seq} of {STATE_STREAM} cannot be applied to this replica: {e}"
             )))
         })?;
+    shared.status.set_applied(seq);
+    Ok(())
+}
+
+/// Applies master-key rotation entry `seq` (its MAC verified): with the
+/// new master key, if this replica was given it, the replica re-wraps and
+/// switches, and later entries are checked under the keyring the entry
+/// carries. Without it the follower stops here, so the replica keeps the
+/// last state it can open and serves it, and says why.
+async fn rotate(shared: &Arc<Shared>, seq: u64, payload: &[u8]) -> Result<(), Failure> {
+    let blocked = |why: String| Failure::Blocked(StoreError::Cluster(why));
+    let rotation = entry::RotationEntry::decode(payload)
+        .ok_or_else(|| blocked(format!("entry {seq} of {STATE_STREAM} cannot be read")))?;
+    let key_check = rotation.key_check();
+    let replica = Arc::clone(&shared.replica);
+    let next = shared.next_master.clone();
+    let check = key_check.clone();
+    // Off the runtime: the replica's locks may be held by a write that is
+    // itself waiting for this runtime.
+    let new = shared
+        .handle
+        .spawn_blocking(move || -> Result<Option<AesKey>, StoreError> {
+            if replica.applied_entry()? >= seq {
+                return Ok(None);
+            }
+            let current = replica.current_master();
+            Ok(next
+                .as_deref()
+                .into_iter()
+                .chain([&*current])
+                .find(|key| crate::store::opens_key_check(key, &check))
+                .map(|key| AesKey::from_slice(key.expose()).expect("a key's own length")))
+        })
+        .await
+        .map_err(|e| blocked(e.to_string()))?
+        .map_err(Failure::Blocked)?;
+    let new = match new {
+        Some(new) => new,
+        // Applied already: this replica proposed it, and took its keyring
+        // when the fleet accepted it.
+        None if shared.replica.applied_entry().map_err(Failure::Blocked)? >= seq => {
+            shared.status.set_applied(seq);
+            return Ok(());
+        }
+        None => {
+            return Err(blocked(format!(
+                "entry {seq} of {STATE_STREAM} rotates the fleet's master key, and this node does not hold the new key: it keeps serving the state before it (entry {}); restart it with the new key in {} (and the current one still in {}) to follow",
+                seq - 1,
+                crate::crypto::master_key::NEW_MASTER_KEY_ENV,
+                crate::crypto::master_key::MASTER_KEY_ENV
+            )));
+        }
+    };
+    let keys = rotation
+        .keyring(&new, &shared.fleet)
+        .filter(|keys| {
+            keys.newest_from() == seq + 1
+                && keys.agrees_with(&shared.keys.read().unwrap_or_else(|p| p.into_inner()))
+        })
+        .ok_or_else(|| {
+            blocked(format!(
+                "entry {seq} of {STATE_STREAM} rotates the master key, but the fleet's keyring it carries does not open under the new key, or does not agree with the one this replica holds"
+            ))
+        })?;
+    // In force before the entry commits: a write decided on the state
+    // after it is proposed under the new entry key. (A replica that joined
+    // after later rotations holds their keys already.)
+    {
+        let mut held = shared.keys.write().unwrap_or_else(|p| p.into_inner());
+        if keys.len() > held.len() {
+            *held = keys;
+        }
+    }
+    let replica = Arc::clone(&shared.replica);
+    let change = rotation.change;
+    shared
+        .handle
+        .spawn_blocking(move || replica.apply_master_key_entry(seq, &change, &key_check, new))
+        .await
+        .map_err(|e| blocked(e.to_string()))?
+        .map_err(|e| {
+            blocked(format!(
+                "entry {seq} of {STATE_STREAM} (a master-key rotation) cannot be applied to this replica: {e}"
+            ))
+        })?;
+    tracing::info!("cluster: entry {seq}: switched to the fleet's new master key");
     shared.status.set_applied(seq);
     Ok(())
 }

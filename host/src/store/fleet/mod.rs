@@ -37,7 +37,7 @@ use crate::audit::{Entry, NodeVerification, Query};
 use crate::crypto::AesKey;
 use crate::store::{FleetRecords, SqliteStore, StoreError};
 use async_nats::jetstream;
-use entry::{EntryKey, Genesis};
+use entry::{EntryKey, Genesis, Keyring, RotationEntry};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -45,6 +45,11 @@ use std::time::Duration;
 const STATE_STREAM: &str = "KEYHOLE_STATE";
 /// The subject its entries are published on.
 const STATE_SUBJECT: &str = "keyhole.state";
+/// The subject master-key rotation entries are published on: in the same
+/// stream, so they take their place in the one order, and on a subject of
+/// their own, so a joining replica finds the fleet's keyring without
+/// reading the whole log.
+const MASTER_KEY_SUBJECT: &str = "keyhole.state.master-key";
 /// The object store holding components.
 const COMPONENTS_BUCKET: &str = "keyhole-components";
 /// How long a write waits for JetStream's acknowledgement.
@@ -77,7 +82,14 @@ struct Shared {
     js: jetstream::Context,
     replica: Arc<SqliteStore>,
     fleet: String,
-    key: EntryKey,
+    /// The entry keys, growing with each master-key rotation.
+    keys: std::sync::RwLock<Keyring>,
+    /// The genesis's entry key, under which the fleet's records besides its
+    /// log are keyed ([`Keyring::origin`]).
+    origin: Arc<EntryKey>,
+    /// The master key this replica was told to rotate to
+    /// (`KEYHOLE_NEW_MASTER_KEY`), if any.
+    next_master: Option<Arc<AesKey>>,
     components: jetstream::object_store::ObjectStore,
     status: Arc<FleetStatus>,
     handle: tokio::runtime::Handle,
@@ -109,7 +121,9 @@ pub enum Join {
 impl Fleet {
     /// Joins `replica` (opened under `master`) to the fleet at `config`,
     /// creating the fleet's stream, object store and genesis if this is
-    /// the first replica, and starts following it.
+    /// the first replica, and starts following it. `next_master`, the key
+    /// a master-key rotation is to move to, lets the replica follow that
+    /// rotation (and join a fleet already rotated to it).
     ///
     /// With [`Join::Now`], fails with a clear error when no server answers
     /// within a few seconds, when the fleet was created under another
@@ -120,9 +134,12 @@ impl Fleet {
     pub fn join(
         config: ClusterConfig,
         master: &AesKey,
+        next_master: Option<&AesKey>,
         replica: Arc<SqliteStore>,
         join: Join,
     ) -> Result<Self, StoreError> {
+        let copy = |key: &AesKey| AesKey::from_slice(key.expose()).expect("a key's own length");
+        let next_master = next_master.map(|key| Arc::new(copy(key)));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("keyhole-fleet")
@@ -134,14 +151,20 @@ impl Fleet {
         let slot = Arc::new(OnceLock::new());
         match join {
             Join::Now => {
-                let shared =
-                    runtime.block_on(connect(&config, master, &replica, &status, &handle))?;
+                let shared = runtime.block_on(connect(
+                    &config,
+                    master,
+                    next_master.clone(),
+                    &replica,
+                    &status,
+                    &handle,
+                ))?;
                 let shared = start(shared, &slot);
                 runtime.block_on(follower::catch_up(&shared))?;
             }
             Join::Serving => {
                 replica.replicate_through(Arc::new(log::NotYet));
-                let master = AesKey::from_slice(master.expose()).expect("a key's own length");
+                let master = copy(master);
                 let (config, replica, status, slot) = (
                     config.clone(),
                     Arc::clone(&replica),
@@ -151,7 +174,8 @@ impl Fleet {
                 runtime.spawn(async move {
                     let mut delay = Duration::from_millis(100);
                     loop {
-                        match connect(&config, &master, &replica, &status, &handle).await {
+                        let next = next_master.clone();
+                        match connect(&config, &master, next, &replica, &status, &handle).await {
                             Ok(shared) => {
                                 let shared = start(shared, &slot);
                                 tracing::info!(
@@ -328,6 +352,7 @@ fn start(shared: Shared, slot: &OnceLock<Arc<Shared>>) -> Arc<Shared> {
 async fn connect(
     config: &ClusterConfig,
     master: &AesKey,
+    next_master: Option<Arc<AesKey>>,
     replica: &Arc<SqliteStore>,
     status: &Arc<FleetStatus>,
     handle: &tokio::runtime::Handle,
@@ -407,7 +432,7 @@ async fn connect(
     };
     let config_of_stream = jetstream::stream::Config {
         name: STATE_STREAM.into(),
-        subjects: vec![STATE_SUBJECT.into()],
+        subjects: vec![STATE_SUBJECT.into(), MASTER_KEY_SUBJECT.into()],
         num_replicas: replicas,
         storage: jetstream::stream::StorageType::File,
         // The log is the state: entries are never removed, by age, count,
@@ -422,6 +447,27 @@ async fn connect(
     })
     .await
     .map_err(|e| unreachable(&e))?;
+    // A fleet made before master-key rotations had a subject of their own.
+    let mut stream = stream;
+    if !stream
+        .cached_info()
+        .config
+        .subjects
+        .iter()
+        .any(|s| s == MASTER_KEY_SUBJECT)
+    {
+        let mut updated = stream.cached_info().config.clone();
+        updated.subjects.push(MASTER_KEY_SUBJECT.into());
+        js.update_stream(updated).await.map_err(|e| {
+            unreachable(&format!(
+                "cannot add the subject {MASTER_KEY_SUBJECT} to the stream {STATE_STREAM}: {e}"
+            ))
+        })?;
+        stream = js
+            .get_stream(STATE_STREAM)
+            .await
+            .map_err(|e| unreachable(&e))?;
+    }
     let components = until_set_up(
         deadline,
         &format!("open the object store {COMPONENTS_BUCKET}"),
@@ -478,8 +524,8 @@ async fn connect(
     .await
     .map_err(|e| unreachable(&e))?;
     let genesis = genesis(&js, &stream, master, deadline).await?;
-    let key = genesis.open(master)?;
     let fleet = genesis.fleet.clone();
+    let keys = keyring(&stream, &genesis, master, next_master.as_deref()).await?;
     let replica2 = Arc::clone(replica);
     let fleet2 = fleet.clone();
     handle
@@ -497,7 +543,9 @@ async fn connect(
         js,
         replica: Arc::clone(replica),
         fleet,
-        key,
+        origin: keys.origin(),
+        keys: std::sync::RwLock::new(keys),
+        next_master,
         components,
         status: Arc::clone(status),
         handle: handle.clone(),
@@ -533,6 +581,70 @@ where
             }
             Err(e) => return Err(format!("cannot {what}: {e}")),
         }
+    }
+}
+
+/// The fleet's keyring as this replica's keys open it: from the newest
+/// master-key rotation entry whose keyring the next master key opens, else
+/// the newest the current one opens, else (no rotation yet, or none this
+/// replica can follow) the genesis's key alone.
+///
+/// A rotation entry's keyring is sealed under its new master key, so only a
+/// holder of that key can have written it; the new key is tried first, so
+/// a retired key a node still holds cannot be used to slip it another
+/// keyring. Entries are checked in order afterwards all the same.
+async fn keyring(
+    stream: &jetstream::stream::Stream,
+    genesis: &Genesis,
+    master: &AesKey,
+    next_master: Option<&AesKey>,
+) -> Result<Keyring, StoreError> {
+    let unavailable = |e: &dyn std::fmt::Display| {
+        StoreError::ClusterUnavailable(format!("cannot read the fleet's master-key rotations: {e}"))
+    };
+    let mut rotations = Vec::new();
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: MASTER_KEY_SUBJECT.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let mut consumer = consumer;
+    let mut pending = consumer
+        .info()
+        .await
+        .map_err(|e| unavailable(&e))?
+        .num_pending;
+    if pending > 0 {
+        use futures_util::StreamExt as _;
+        let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+        while pending > 0 {
+            let Some(message) = messages.next().await else {
+                break;
+            };
+            let message = message.map_err(|e| unavailable(&e))?;
+            pending = message.info().map_err(|e| unavailable(&e))?.pending;
+            if let Some(rotation) = RotationEntry::decode(&message.payload) {
+                rotations.push(rotation);
+            }
+        }
+    }
+    for key in next_master.into_iter().chain([master]) {
+        if let Some(keys) = rotations
+            .iter()
+            .rev()
+            .find_map(|rotation| rotation.keyring(key, &genesis.fleet))
+        {
+            return Ok(keys);
+        }
+    }
+    match genesis.open(master) {
+        Ok(key) => Ok(Keyring::first(key)),
+        Err(e) => match next_master.map(|next| genesis.open(next)) {
+            Some(Ok(key)) => Ok(Keyring::first(key)),
+            _ => Err(e),
+        },
     }
 }
 

@@ -46,7 +46,7 @@ pub(super) async fn share(shared: Arc<Shared>, marks: Vec<UseRecord>) {
     for mark in marks {
         let subject = subject(&shared.audit.node, &mark);
         let payload = serde_json::to_vec(&mark).expect("plain data");
-        let tag = shared.key.tag(
+        let tag = shared.origin.tag(
             PURPOSE,
             &[subject.as_bytes(), shared.fleet.as_bytes(), &payload],
         );
@@ -110,7 +110,7 @@ pub(super) async fn of_secret(
             .and_then(|h| h.get(MAC_HEADER))
             .map(|v| v.as_str().to_owned());
         let authentic = tag.is_some_and(|tag| {
-            shared.key.tag_verifies(
+            shared.origin.tag_verifies(
                 PURPOSE,
                 &[
                     message.subject.as_bytes(),

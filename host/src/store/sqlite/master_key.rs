@@ -4,6 +4,7 @@
 
 use super::{SqliteStore, audit_log, corrupt, sealed_bytes, sealing};
 use crate::crypto::{self, AesKey, SealedVersion};
+use crate::store::replication::{ChangeSet, Replication};
 use crate::store::{AdminRecord, CheckReport, KeyCustody, StoreError};
 use rusqlite::params;
 use std::sync::Arc;
@@ -56,39 +57,30 @@ impl KeyCustody for SqliteStore {
     /// transaction, and switches to it. Secret ciphertexts stay as they
     /// are. Returns how many versions were re-wrapped. A version whose data
     /// key does not open refuses the whole rotation, changing nothing.
+    ///
+    /// On a fleet's replica the re-wrapped data keys are proposed as one
+    /// entry ([`Replication::propose_master_key`]) and commit only as the
+    /// entry the fleet accepted; every replica given the new key applies it
+    /// ([`SqliteStore::apply_master_key_entry`]).
     fn rotate_master_key(&self, new: AesKey, record: &AdminRecord) -> Result<usize, StoreError> {
-        if self.replication().is_some() {
-            return Err(StoreError::Cluster(
-                "rotating the master key of a fleet is not supported yet: every node's replica and the cluster's entries are sealed under the current key".into(),
-            ));
+        if opens_key_check(&new, &self.sealed_key_check()?) {
+            return Err(StoreError::MasterKeyInForce);
         }
-        let (count, mut master) = self.write(record, |tx| {
+        let key_check = new.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_AAD);
+        let propose = |fleet: &dyn Replication, applied: u64, change: &ChangeSet| {
+            fleet.propose_master_key(applied, change, &key_check, &new)
+        };
+        let (count, mut master) = self.transact_proposing(true, Some(record), &propose, |tx| {
             // Held until the new key is in place, so no write in this
             // process seals under the old key after the commit.
             let master = self.master.write().unwrap_or_else(|p| p.into_inner());
-            let rows: Vec<(String, u32, Vec<u8>)> = {
-                let mut stmt =
-                    tx.prepare("SELECT name, version, wrapped_key FROM secret_versions")?;
-                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, sealed_bytes(r, 2)?)))?
-                    .collect::<Result<_, _>>()?
-            };
-            for (name, version, wrapped) in &rows {
-                let rewrapped = crypto::rewrap_data_key(&master, &new, name, *version, wrapped)
-                    .map_err(|_| StoreError::Integrity {
-                        name: name.clone(),
-                        version: *version,
-                    })?;
-                tx.execute(
-                    "UPDATE secret_versions SET wrapped_key = ?3 WHERE name = ?1 AND version = ?2",
-                    params![name, version, rewrapped],
-                )?;
-            }
+            let count = rewrap_all(tx, &master, &new)?;
             tx.execute(
                 "UPDATE meta SET value = ?1 WHERE key = 'key_check'",
-                [new.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_AAD)],
+                [&key_check],
             )?;
             audit_log::rewrap_chain_key(tx, &master, &new)?;
-            Ok((rows.len(), master))
+            Ok((count, master))
         })?;
         *master = Arc::new(new);
         Ok(count)
@@ -144,8 +136,82 @@ impl KeyCustody for SqliteStore {
     }
 }
 
-/// Whether `key` opens the store's sealed key check.
-pub(super) fn opens_key_check(key: &AesKey, sealed: &[u8]) -> bool {
+impl SqliteStore {
+    /// Applies the fleet's master-key rotation, entry `seq`: its rows (every
+    /// data key re-wrapped under `new`), its key check, this replica's own
+    /// audit chain key re-wrapped, in one transaction; then switches to
+    /// `new`. Every data key must open under `new` afterwards, or nothing is
+    /// applied: a replica never serves from keys it cannot open. Returns
+    /// `false` when the entry was applied already.
+    pub(crate) fn apply_master_key_entry(
+        &self,
+        seq: u64,
+        change: &ChangeSet,
+        key_check: &[u8],
+        new: AesKey,
+    ) -> Result<bool, StoreError> {
+        if !opens_key_check(&new, key_check) {
+            return Err(StoreError::WrongMasterKey);
+        }
+        let applied = self.apply_entry_with(seq, change, |tx| {
+            // Held until the new key is in place, as in a rotation.
+            let master = self.master.write().unwrap_or_else(|p| p.into_inner());
+            for (name, version, wrapped) in wrapped_keys(tx)? {
+                crypto::rewrap_data_key(&new, &new, &name, version, &wrapped)
+                    .map_err(|_| StoreError::Integrity { name, version })?;
+            }
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'key_check'",
+                [key_check],
+            )?;
+            audit_log::rewrap_chain_key(tx, &master, &new)?;
+            Ok(master)
+        })?;
+        Ok(match applied {
+            Some(mut master) => {
+                *master = Arc::new(new);
+                true
+            }
+            None => false,
+        })
+    }
+}
+
+/// Every version's wrapped data key.
+fn wrapped_keys(tx: &rusqlite::Transaction<'_>) -> Result<Vec<(String, u32, Vec<u8>)>, StoreError> {
+    let mut stmt = tx.prepare("SELECT name, version, wrapped_key FROM secret_versions")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, sealed_bytes(r, 2)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// Re-wraps every version's data key from `old` to `new` in `tx`; returns
+/// how many. One that does not open refuses the whole rotation.
+fn rewrap_all(
+    tx: &rusqlite::Transaction<'_>,
+    old: &AesKey,
+    new: &AesKey,
+) -> Result<usize, StoreError> {
+    let rows = wrapped_keys(tx)?;
+    for (name, version, wrapped) in &rows {
+        let rewrapped =
+            crypto::rewrap_data_key(old, new, name, *version, wrapped).map_err(|_| {
+                StoreError::Integrity {
+                    name: name.clone(),
+                    version: *version,
+                }
+            })?;
+        tx.execute(
+            "UPDATE secret_versions SET wrapped_key = ?3 WHERE name = ?1 AND version = ?2",
+            params![name, version, rewrapped],
+        )?;
+    }
+    Ok(rows.len())
+}
+
+/// Whether `key` opens the store's sealed key check (`sealed`).
+pub(crate) fn opens_key_check(key: &AesKey, sealed: &[u8]) -> bool {
     key.open(sealed, KEY_CHECK_AAD)
         .is_ok_and(|plain| plain.as_slice() == KEY_CHECK_PLAINTEXT)
 }

@@ -28,6 +28,7 @@ mod grants;
 mod import;
 pub use import::ImportReport;
 mod master_key;
+pub(crate) use master_key::opens_key_check;
 mod replica;
 mod schema;
 mod sealing;
@@ -204,6 +205,12 @@ impl SqliteStore {
         Arc::clone(&self.master.read().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// The master key in use, for the fleet's follower (which checks it
+    /// against a master-key rotation's key check).
+    pub(crate) fn current_master(&self) -> Arc<AesKey> {
+        self.master()
+    }
+
     /// Runs `f` in one immediate transaction, after checking that the master
     /// key in use still opens the store; commits only if it succeeds, and
     /// then bumps the store's revision.
@@ -230,12 +237,29 @@ impl SqliteStore {
         record: Option<&AdminRecord>,
         f: impl Fn(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.transact_proposing(
+            bump,
+            record,
+            &|fleet, applied, change| fleet.propose(applied, change),
+            f,
+        )
+    }
+
+    /// [`Self::transact`], proposing the change to the fleet with
+    /// `propose` (a master-key rotation is proposed as one).
+    fn transact_proposing<T>(
+        &self,
+        bump: bool,
+        record: Option<&AdminRecord>,
+        propose: Propose<'_>,
+        f: impl Fn(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let fleet = record.and(self.replication());
         let Some(fleet) = fleet else {
             return self.transact_once(bump, record, None, &f);
         };
         for _ in 0..FLEET_RETRIES {
-            match self.transact_once(bump, record, Some(&*fleet), &f) {
+            match self.transact_once(bump, record, Some((&*fleet, propose)), &f) {
                 Err(StoreError::FleetConflict { applied }) => fleet.await_newer(applied)?,
                 other => return other,
             }
@@ -251,7 +275,7 @@ impl SqliteStore {
         &self,
         bump: bool,
         record: Option<&AdminRecord>,
-        fleet: Option<&dyn Replication>,
+        fleet: Option<(&dyn Replication, Propose<'_>)>,
         f: &impl Fn(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -271,11 +295,11 @@ impl SqliteStore {
                 if let Some(record) = record.filter(|r| !r.written()) {
                     audit_log::append_admin_record(self, tx, record)?;
                 }
-                if let (Some(fleet), Some(before)) = (fleet, before) {
+                if let (Some((fleet, propose)), Some(before)) = (fleet, before) {
                     let change = replica::changes(tx, &before)?;
                     if !change.is_empty() {
                         let applied = replica::applied(tx)?;
-                        match fleet.propose(applied, &change)? {
+                        match propose(fleet, applied, &change)? {
                             Proposal::Accepted(seq) if seq == applied + 1 => {
                                 replica::set_applied(tx, seq)?;
                             }
@@ -430,13 +454,25 @@ impl SqliteStore {
     /// nothing) when it was applied already; refuses an entry that skips
     /// one, so a replica never has a gap.
     pub fn apply_entry(&self, seq: u64, change: &ChangeSet) -> Result<bool, StoreError> {
+        Ok(self.apply_entry_with(seq, change, |_| Ok(()))?.is_some())
+    }
+
+    /// [`Self::apply_entry`], running `also` in the same transaction after
+    /// the rows are applied (what a master-key rotation changes locally);
+    /// `None` when the entry was applied already.
+    fn apply_entry_with<T>(
+        &self,
+        seq: u64,
+        change: &ChangeSet,
+        also: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Verified first: the mark of the last entry applied is sealed too.
         self.check_before_writing(&tx)?;
         let applied = replica::applied(&tx)?;
         if seq <= applied {
-            return Ok(false);
+            return Ok(None);
         }
         if seq != applied + 1 {
             return Err(corrupt(format!(
@@ -444,14 +480,15 @@ impl SqliteStore {
             )));
         }
         let key = self.row_key()?;
-        let generation = self.in_transaction(tx, true, |tx| {
+        let (out, generation) = self.in_transaction(tx, true, |tx| {
             replica::apply(tx, change)?;
+            let out = also(tx)?;
             replica::set_applied(tx, seq)?;
-            sealing::seal(tx, &key)
+            Ok((out, sealing::seal(tx, &key)?))
         })?;
         drop(conn);
         self.advance_anchor(&key, generation);
-        Ok(true)
+        Ok(Some(out))
     }
 
     /// Runs `f` in the open transaction `tx` and commits if it succeeds.
@@ -501,6 +538,10 @@ impl SqliteStore {
         f(&tx)
     }
 }
+
+/// How a write's change goes to the fleet: the replication, the last entry
+/// applied, the change.
+type Propose<'a> = &'a dyn Fn(&dyn Replication, u64, &ChangeSet) -> Result<Proposal, StoreError>;
 
 /// A sealed column's bytes, whatever SQL type a tampered row gave it: a
 /// wrong type then fails that version's integrity check, like any other

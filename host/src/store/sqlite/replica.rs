@@ -309,7 +309,7 @@ mod tests {
     /// without a transport, so the store's side is tested alone. The
     /// fleet on NATS is tested against real servers in `tests/all`.
     #[derive(Default)]
-    struct Log(Mutex<Vec<ChangeSet>>);
+    struct Log(Mutex<Vec<ChangeSet>>, Mutex<Vec<(u64, Vec<u8>)>>);
 
     /// One replica's handle on the log.
     struct Member {
@@ -348,6 +348,21 @@ mod tests {
             }
             log.push(change.clone());
             Ok(Proposal::Accepted(log.len() as u64))
+        }
+
+        /// Logged like any entry; its key check kept beside it.
+        fn propose_master_key(
+            &self,
+            applied: u64,
+            change: &ChangeSet,
+            key_check: &[u8],
+            _new: &AesKey,
+        ) -> Result<Proposal, StoreError> {
+            let proposal = self.propose(applied, change)?;
+            if let Proposal::Accepted(seq) = proposal {
+                self.log.1.lock().unwrap().push((seq, key_check.to_vec()));
+            }
+            Ok(proposal)
         }
 
         fn await_newer(&self, _applied: u64) -> Result<(), StoreError> {
@@ -556,5 +571,62 @@ mod tests {
             "UPDATE meta SET value = 'another' WHERE key = 'fleet_id'",
         );
         assert!(b.verify_integrity().is_err());
+    }
+
+    #[test]
+    fn a_master_key_rotation_entry_applies_only_under_the_new_key_and_only_whole() {
+        let log = Arc::new(Log::default());
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = Member::join(&log, da.path());
+        put(&a, "s", b"value-one");
+        let b = Member::join(&log, db.path());
+        let old_wrapped: Vec<u8> = b
+            .conn
+            .lock()
+            .unwrap()
+            .query_row("SELECT wrapped_key FROM secret_versions", [], |r| r.get(0))
+            .unwrap();
+        let new = AesKey::generate();
+        let copy = || AesKey::from_slice(new.expose()).unwrap();
+        assert_eq!(a.rotate_master_key(copy(), &rec()).unwrap(), 1);
+        let entry = log.0.lock().unwrap()[1].clone();
+        let (seq, check) = log.1.lock().unwrap()[0].clone();
+        assert_eq!(seq, 2);
+
+        // Another key than the rotation's: refused, nothing applied.
+        let err = b
+            .apply_master_key_entry(2, &entry, &check, AesKey::generate())
+            .unwrap_err();
+        assert!(matches!(err, StoreError::WrongMasterKey), "{err}");
+        // An entry whose data key does not open under the new key (here
+        // the old wrap put back): refused whole, the replica unchanged.
+        let mut bad = entry.clone();
+        for row in bad.rows.iter_mut().filter(|r| r.table == "secret_versions") {
+            for (column, value) in row.row.as_mut().unwrap() {
+                if column == "wrapped_key" {
+                    *value = Value::Blob(old_wrapped.clone());
+                }
+            }
+        }
+        let err = b
+            .apply_master_key_entry(2, &bad, &check, copy())
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Integrity { .. }), "{err}");
+        assert_eq!(b.applied_entry().unwrap(), 1);
+        assert_eq!(b.check_all().unwrap().failed, Vec::<(String, u32)>::new());
+
+        // The entry itself, with the new key: applied, and the replica
+        // switched (its key check, chain key and data keys all under it).
+        assert!(b.apply_master_key_entry(2, &entry, &check, copy()).unwrap());
+        assert!(!b.apply_master_key_entry(2, &entry, &check, copy()).unwrap());
+        assert_eq!(b.check_all().unwrap().failed, Vec::<(String, u32)>::new());
+        assert!(b.verify_audit().unwrap().first_bad.is_none());
+        drop(b);
+        let reopened = SqliteStore::open(db.path(), copy()).unwrap();
+        assert_eq!(usable(&reopened, "s"), (1, vec![]));
+        assert!(matches!(
+            SqliteStore::open(db.path(), AesKey::from_slice(&[9u8; 32]).unwrap()),
+            Err(StoreError::WrongMasterKey)
+        ));
     }
 }
