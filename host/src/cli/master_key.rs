@@ -75,12 +75,22 @@ fn rotate_fleet(data: &Path, config: &ClusterConfig) -> anyhow::Result<()> {
     }
     let count = match rotate_audited(&*store, new) {
         Ok(count) => count,
-        Err(e) => {
-            if from_file {
-                master_key::discard_pending(data)?;
+        Err(e) if from_file => {
+            match e.downcast_ref::<StoreError>() {
+                // Rotated before (the replica is under the new key): the
+                // key file catches up.
+                Some(StoreError::MasterKeyInForce) => master_key::promote_pending(data)?,
+                // It may have landed: the pending key stays, and the next
+                // command on this directory keeps whichever key opens it.
+                Some(StoreError::ClusterOutcomeUnknown(_)) => eprintln!(
+                    "note: the new key is kept in {} until the rotation is known to have landed (the next command here settles it)",
+                    data.join(master_key::PENDING_KEY_FILE).display()
+                ),
+                _ => master_key::discard_pending(data)?,
             }
             return Err(e);
         }
+        Err(e) => return Err(e),
     };
     if from_file {
         master_key::promote_pending(data)?;

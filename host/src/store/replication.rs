@@ -99,6 +99,12 @@ pub enum Proposal {
 /// Where a replica sends its admin writes: the fleet's ordered log.
 /// Implemented by `store::fleet`; a store without one writes alone.
 pub trait Replication: Send + Sync {
+    /// Waits (bounded) until this replication can take proposals, if it
+    /// is still being set up (a node that has just started, joining its
+    /// fleet). Called before a write takes the store's lock, since joining
+    /// needs it.
+    fn ready(&self) {}
+
     /// Proposes `change` as the entry right after `applied` (the last
     /// entry this replica applied). Blocks until the fleet answers.
     ///

@@ -149,17 +149,26 @@ impl Keyring {
         let json = master.open(sealed, &keyring_aad(fleet)).ok()?;
         let plain: SealedKeyring = serde_json::from_slice(&json).ok()?;
         let mut keys = Vec::with_capacity(plain.keys.len());
-        for (from, text) in plain.keys {
+        for (from, text) in &plain.keys {
             let bytes = Zeroizing::new(
                 base64::engine::general_purpose::STANDARD
                     .decode(text)
                     .ok()?,
             );
             let key: [u8; 32] = bytes.as_slice().try_into().ok()?;
-            keys.push((from, std::sync::Arc::new(EntryKey(Zeroizing::new(key)))));
+            keys.push((*from, std::sync::Arc::new(EntryKey(Zeroizing::new(key)))));
         }
         let ordered = keys.windows(2).all(|w| w[0].0 < w[1].0);
         (!keys.is_empty() && keys[0].0 == 2 && ordered).then_some(Self { keys })
+    }
+}
+
+// Its encoded keys are zeroed before their memory is freed.
+impl Drop for SealedKeyring {
+    fn drop(&mut self) {
+        for (_, text) in &mut self.keys {
+            zeroize::Zeroize::zeroize(text);
+        }
     }
 }
 

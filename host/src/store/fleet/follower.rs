@@ -266,16 +266,34 @@ async fn rotate(shared: &Arc<Shared>, seq: u64, payload: &[u8]) -> Result<(), Fa
     let rotation = entry::RotationEntry::decode(payload)
         .ok_or_else(|| blocked(format!("entry {seq} of {STATE_STREAM} cannot be read")))?;
     let key_check = rotation.key_check();
+    // A replica that joined after a later rotation holds its keyring (and
+    // perhaps only its key): this earlier one's rows are applied as any
+    // entry's, since the later rotation re-wraps every data key again.
+    let superseded = shared
+        .keys
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .newest_from()
+        > seq + 1;
     let replica = Arc::clone(&shared.replica);
     let next = shared.next_master.clone();
     let check = key_check.clone();
+    /// What the replica makes of the rotation.
+    enum Seen {
+        /// Applied already (it proposed it, and took its keyring then).
+        Applied,
+        /// The new key, which this replica holds.
+        NewKey(AesKey),
+        /// Neither key it holds is the new one.
+        NoKey,
+    }
     // Off the runtime: the replica's locks may be held by a write that is
     // itself waiting for this runtime.
-    let new = shared
+    let seen = shared
         .handle
-        .spawn_blocking(move || -> Result<Option<AesKey>, StoreError> {
+        .spawn_blocking(move || -> Result<Seen, StoreError> {
             if replica.applied_entry()? >= seq {
-                return Ok(None);
+                return Ok(Seen::Applied);
             }
             let current = replica.current_master();
             Ok(next
@@ -283,20 +301,36 @@ async fn rotate(shared: &Arc<Shared>, seq: u64, payload: &[u8]) -> Result<(), Fa
                 .into_iter()
                 .chain([&*current])
                 .find(|key| crate::store::opens_key_check(key, &check))
-                .map(|key| AesKey::from_slice(key.expose()).expect("a key's own length")))
+                .map_or(Seen::NoKey, |key| {
+                    Seen::NewKey(AesKey::from_slice(key.expose()).expect("a key's own length"))
+                }))
         })
         .await
         .map_err(|e| blocked(e.to_string()))?
         .map_err(Failure::Blocked)?;
-    let new = match new {
-        Some(new) => new,
-        // Applied already: this replica proposed it, and took its keyring
-        // when the fleet accepted it.
-        None if shared.replica.applied_entry().map_err(Failure::Blocked)? >= seq => {
+    let new = match seen {
+        Seen::Applied => {
             shared.status.set_applied(seq);
             return Ok(());
         }
-        None => {
+        Seen::NewKey(new) => new,
+        Seen::NoKey if superseded => {
+            let replica = Arc::clone(&shared.replica);
+            let change = rotation.change;
+            shared
+                .handle
+                .spawn_blocking(move || replica.apply_entry(seq, &change))
+                .await
+                .map_err(|e| blocked(e.to_string()))?
+                .map_err(|e| {
+                    blocked(format!(
+                        "entry {seq} of {STATE_STREAM} cannot be applied to this replica: {e}"
+                    ))
+                })?;
+            shared.status.set_applied(seq);
+            return Ok(());
+        }
+        Seen::NoKey => {
             return Err(blocked(format!(
                 "entry {seq} of {STATE_STREAM} rotates the fleet's master key, and this node does not hold the new key: it keeps serving the state before it (entry {}); restart it with the new key in {} (and the current one still in {}) to follow",
                 seq - 1,

@@ -181,11 +181,32 @@ async fn publish_entry(
     ))
 }
 
+/// How long an admin write on a node that has just started waits for it
+/// to reach its fleet before it is refused.
+const JOIN_WAIT: Duration = Duration::from_secs(5);
+
 /// A node's replica before it has reached the fleet: it serves what it
-/// has, and takes no admin writes (they could not be ordered).
-pub(super) struct NotYet;
+/// has, and takes no admin writes (they could not be ordered). A write that
+/// arrives while the node is still joining waits for it ([`JOIN_WAIT`]).
+pub(super) struct NotYet {
+    slot: Arc<std::sync::OnceLock<Arc<Shared>>>,
+}
+
+impl NotYet {
+    /// A placeholder until `slot` holds the fleet.
+    pub(super) fn new(slot: Arc<std::sync::OnceLock<Arc<Shared>>>) -> Self {
+        Self { slot }
+    }
+}
 
 impl Replication for NotYet {
+    fn ready(&self) {
+        let deadline = std::time::Instant::now() + JOIN_WAIT;
+        while self.slot.get().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn propose(&self, _: u64, _: &ChangeSet) -> Result<Proposal, StoreError> {
         Err(unavailable(
             "this node has not reached the cluster since it started (it serves its local replica); nothing was written",

@@ -163,7 +163,7 @@ impl Fleet {
                 runtime.block_on(follower::catch_up(&shared))?;
             }
             Join::Serving => {
-                replica.replicate_through(Arc::new(log::NotYet));
+                replica.replicate_through(Arc::new(log::NotYet::new(Arc::clone(&slot))));
                 let master = copy(master);
                 let (config, replica, status, slot) = (
                     config.clone(),
@@ -460,7 +460,7 @@ async fn connect(
         updated.subjects.push(MASTER_KEY_SUBJECT.into());
         js.update_stream(updated).await.map_err(|e| {
             unreachable(&format!(
-                "cannot add the subject {MASTER_KEY_SUBJECT} to the stream {STATE_STREAM}: {e}"
+                "the stream {STATE_STREAM} predates master-key rotations and needs the subject {MASTER_KEY_SUBJECT}, which could not be added ({e}): connect once with credentials allowed $JS.API.STREAM.UPDATE.{STATE_STREAM}"
             ))
         })?;
         stream = js
@@ -584,68 +584,137 @@ where
     }
 }
 
-/// The fleet's keyring as this replica's keys open it: from the newest
-/// master-key rotation entry whose keyring the next master key opens, else
-/// the newest the current one opens, else (no rotation yet, or none this
-/// replica can follow) the genesis's key alone.
+/// The fleet's keyring as this replica's keys open it, found by walking the
+/// master-key rotation entries in order from the genesis.
 ///
-/// A rotation entry's keyring is sealed under its new master key, so only a
-/// holder of that key can have written it; the new key is tried first, so
-/// a retired key a node still holds cannot be used to slip it another
-/// keyring. Entries are checked in order afterwards all the same.
+/// With the genesis's key (the replica holds the first master key), each
+/// rotation is taken only if its MAC verifies under the keyring so far and
+/// its keyring continues that one; the walk stops at the first authentic
+/// rotation this replica cannot open (its follower stops there too, and
+/// says why). Without it (the replica holds only a later key), the walk
+/// starts at a rotation whose keyring one of its keys opens: sealed under a
+/// key only the fleet's operators held then, and consistent with its own
+/// MAC. So a retired master key a node still holds cannot hand it another
+/// keyring: a rotation sealed under that key, published after the key was
+/// retired, does not verify under the entry key then in force.
 async fn keyring(
     stream: &jetstream::stream::Stream,
     genesis: &Genesis,
     master: &AesKey,
     next_master: Option<&AesKey>,
 ) -> Result<Keyring, StoreError> {
+    let held: Vec<&AesKey> = next_master.into_iter().chain([master]).collect();
+    let rotations = rotation_entries(stream).await?;
+    match walk_rotations(genesis, &held, &rotations) {
+        Some(keys) => Ok(keys),
+        // No key it holds opens the genesis or any rotation: the genesis's
+        // refusal says so.
+        None => Err(genesis
+            .open(master)
+            .err()
+            .unwrap_or_else(|| StoreError::Cluster("the fleet's keyring cannot be read".into()))),
+    }
+}
+
+/// One message of the master-key rotation subject: its sequence, payload
+/// and MAC.
+type RotationMessage = (u64, bytes::Bytes, Option<String>);
+
+/// The walk [`keyring`] makes over `rotations` (in stream order) with the
+/// keys `held` (the next master key first).
+fn walk_rotations(
+    genesis: &Genesis,
+    held: &[&AesKey],
+    rotations: &[RotationMessage],
+) -> Option<Keyring> {
+    let mut keys = held
+        .iter()
+        .find_map(|key| genesis.open(key).ok())
+        .map(Keyring::first);
+    for (seq, payload, tag) in rotations {
+        let seq = *seq;
+        let Some(rotation) = RotationEntry::decode(payload) else {
+            continue;
+        };
+        let opened = held
+            .iter()
+            .find_map(|key| rotation.keyring(key, &genesis.fleet));
+        let authentic = |under: &Keyring| {
+            tag.as_deref().is_some_and(|t| {
+                under
+                    .for_entry(seq)
+                    .verifies(&genesis.fleet, seq, payload, t)
+            })
+        };
+        match (&keys, opened) {
+            (Some(current), Some(next)) => {
+                if authentic(current)
+                    && next.newest_from() == seq + 1
+                    && next.len() == current.len() + 1
+                    && next.agrees_with(current)
+                {
+                    keys = Some(next);
+                }
+            }
+            // An authentic rotation this replica cannot follow: it stops
+            // there.
+            (Some(current), None) => {
+                if authentic(current) {
+                    break;
+                }
+            }
+            (None, Some(next)) => {
+                if authentic(&next) && next.newest_from() == seq + 1 {
+                    keys = Some(next);
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    keys
+}
+
+/// Every message on the master-key rotation subject: sequence, payload, MAC.
+async fn rotation_entries(
+    stream: &jetstream::stream::Stream,
+) -> Result<Vec<RotationMessage>, StoreError> {
+    use futures_util::StreamExt as _;
     let unavailable = |e: &dyn std::fmt::Display| {
         StoreError::ClusterUnavailable(format!("cannot read the fleet's master-key rotations: {e}"))
     };
-    let mut rotations = Vec::new();
-    let consumer = stream
+    let mut consumer = stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig {
             filter_subject: MASTER_KEY_SUBJECT.into(),
             ..Default::default()
         })
         .await
         .map_err(|e| unavailable(&e))?;
-    let mut consumer = consumer;
     let mut pending = consumer
         .info()
         .await
         .map_err(|e| unavailable(&e))?
         .num_pending;
-    if pending > 0 {
-        use futures_util::StreamExt as _;
-        let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
-        while pending > 0 {
-            let Some(message) = messages.next().await else {
-                break;
-            };
-            let message = message.map_err(|e| unavailable(&e))?;
-            pending = message.info().map_err(|e| unavailable(&e))?.pending;
-            if let Some(rotation) = RotationEntry::decode(&message.payload) {
-                rotations.push(rotation);
-            }
-        }
+    let mut out = Vec::new();
+    if pending == 0 {
+        return Ok(out);
     }
-    for key in next_master.into_iter().chain([master]) {
-        if let Some(keys) = rotations
-            .iter()
-            .rev()
-            .find_map(|rotation| rotation.keyring(key, &genesis.fleet))
-        {
-            return Ok(keys);
-        }
+    let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+    while pending > 0 {
+        let Some(message) = messages.next().await else {
+            break;
+        };
+        let message = message.map_err(|e| unavailable(&e))?;
+        let info = message.info().map_err(|e| unavailable(&e))?;
+        let (seq, left) = (info.stream_sequence, info.pending);
+        let tag = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(entry::MAC_HEADER))
+            .map(|v| v.as_str().to_owned());
+        out.push((seq, message.payload.clone(), tag));
+        pending = left;
     }
-    match genesis.open(master) {
-        Ok(key) => Ok(Keyring::first(key)),
-        Err(e) => match next_master.map(|next| genesis.open(next)) {
-            Some(Ok(key)) => Ok(Keyring::first(key)),
-            _ => Err(e),
-        },
-    }
+    Ok(out)
 }
 
 /// The fleet's genesis entry, written first if the stream is empty (by
@@ -701,4 +770,71 @@ async fn genesis(
         }
     };
     Genesis::decode(&payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::replication::ChangeSet;
+
+    /// A rotation message at `seq` moving `current` to a new entry key,
+    /// sealed under `new`, with its MAC under `signed_with` (the entry key
+    /// in force there, for an authentic one).
+    fn rotation(
+        fleet: &str,
+        seq: u64,
+        current: &Keyring,
+        new: &AesKey,
+        signed_with: &Keyring,
+    ) -> (RotationMessage, Keyring) {
+        let next = current.rotated(seq + 1);
+        let entry = RotationEntry::new(ChangeSet::default(), b"check", &next.seal(new, fleet));
+        let payload = serde_json::to_vec(&entry).unwrap();
+        let tag = signed_with.for_entry(seq).mac(fleet, seq, &payload);
+        ((seq, payload.into(), Some(tag)), next)
+    }
+
+    fn same(a: &Keyring, b: &Keyring) -> bool {
+        a.len() == b.len() && a.agrees_with(b)
+    }
+
+    #[test]
+    fn the_keyring_follows_authentic_rotations_only() {
+        let k0 = AesKey::generate();
+        let (genesis, first) = Genesis::new(&k0);
+        let fleet = genesis.fleet.clone();
+        let start = Keyring::first(first);
+        let (k1, k2) = (AesKey::generate(), AesKey::generate());
+        let (r1, after_r1) = rotation(&fleet, 10, &start, &k1, &start);
+        let (r2, after_r2) = rotation(&fleet, 20, &after_r1, &k2, &after_r1);
+
+        // Every key, in order, for a node that holds them in turn.
+        let all = walk_rotations(&genesis, &[&k2, &k1, &k0], &[r1.clone(), r2.clone()]).unwrap();
+        assert!(same(&all, &after_r2));
+        // A node with the newest key alone gets the whole keyring.
+        let newest = walk_rotations(&genesis, &[&k2], &[r1.clone(), r2.clone()]).unwrap();
+        assert!(same(&newest, &after_r2));
+        // A node with the first key alone stops at the first rotation.
+        let stopped = walk_rotations(&genesis, &[&k0], &[r1.clone(), r2.clone()]).unwrap();
+        assert!(same(&stopped, &start));
+
+        // Whoever kept the retired first key publishes, after the
+        // rotation, a "rotation" sealed under it, MAC'd with the first
+        // entry key: a node still holding only that key is not moved by it.
+        let (forged, _) = rotation(&fleet, 30, &start, &k0, &start);
+        let walked = walk_rotations(&genesis, &[&k0], &[r1.clone(), forged.clone()]).unwrap();
+        assert!(
+            same(&walked, &start),
+            "a retired key handed the node a keyring"
+        );
+        // Nor is a node holding both keys, nor one with the new key alone.
+        let walked = walk_rotations(&genesis, &[&k1, &k0], &[r1.clone(), forged.clone()]).unwrap();
+        assert!(same(&walked, &after_r1));
+        // Junk on the subject (no MAC, not a rotation) is passed over.
+        let junk: RotationMessage = (15, bytes::Bytes::from_static(b"{}"), None);
+        let walked = walk_rotations(&genesis, &[&k2], &[r1, junk, r2]).unwrap();
+        assert!(same(&walked, &after_r2));
+        // No key that opens anything: nothing.
+        assert!(walk_rotations(&genesis, &[&AesKey::generate()], &[forged]).is_none());
+    }
 }

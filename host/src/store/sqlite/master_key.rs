@@ -70,7 +70,20 @@ impl KeyCustody for SqliteStore {
         let propose = |fleet: &dyn Replication, applied: u64, change: &ChangeSet| {
             fleet.propose_master_key(applied, change, &key_check, &new)
         };
-        let (count, mut master) = self.transact_proposing(true, Some(record), &propose, |tx| {
+        let proposer = super::Proposer {
+            propose: &propose,
+            even_if_empty: true,
+        };
+        let (count, mut master) = self.transact_proposing(true, Some(record), &proposer, |tx| {
+            // Run again after losing a race, the rotation may find the
+            // store under the new key already (another rotation to it).
+            let sealed: Vec<u8> =
+                tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
+                    r.get(0)
+                })?;
+            if opens_key_check(&new, &sealed) {
+                return Err(StoreError::MasterKeyInForce);
+            }
             // Held until the new key is in place, so no write in this
             // process seals under the old key after the commit.
             let master = self.master.write().unwrap_or_else(|p| p.into_inner());
@@ -99,16 +112,17 @@ impl KeyCustody for SqliteStore {
     /// integrity check, and which rows fail their authentication; values
     /// are dropped (wiped) at once.
     fn check_all(&self) -> Result<CheckReport, StoreError> {
-        let rows: Vec<(String, u32, SealedVersion)> = self.read(|tx| {
+        // The key is taken with the rows (a fleet's rotation switches it as
+        // its rows commit).
+        let (rows, master): (Vec<(String, u32, SealedVersion)>, _) = self.read(|tx| {
             let mut stmt = tx.prepare(
                 "SELECT name, version, wrapped_key, ciphertext FROM secret_versions ORDER BY name, version",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok((r.get(0)?, r.get(1)?, SealedVersion { wrapped_key: sealed_bytes(r, 2)?, ciphertext: sealed_bytes(r, 3)? }))
             })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            Ok((rows.collect::<Result<_, _>>()?, self.master()))
         })?;
-        let master = self.master();
         let failed = rows
             .iter()
             .filter(|(name, version, sealed)| {

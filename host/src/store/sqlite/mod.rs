@@ -237,12 +237,14 @@ impl SqliteStore {
         record: Option<&AdminRecord>,
         f: impl Fn(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.transact_proposing(
-            bump,
-            record,
-            &|fleet, applied, change| fleet.propose(applied, change),
-            f,
-        )
+        let propose = |fleet: &dyn Replication, applied: u64, change: &ChangeSet| {
+            fleet.propose(applied, change)
+        };
+        let proposer = Proposer {
+            propose: &propose,
+            even_if_empty: false,
+        };
+        self.transact_proposing(bump, record, &proposer, f)
     }
 
     /// [`Self::transact`], proposing the change to the fleet with
@@ -251,15 +253,19 @@ impl SqliteStore {
         &self,
         bump: bool,
         record: Option<&AdminRecord>,
-        propose: Propose<'_>,
+        proposer: &Proposer<'_>,
         f: impl Fn(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let fleet = record.and(self.replication());
-        let Some(fleet) = fleet else {
+        let Some(fleet) = record.and(self.replication()) else {
             return self.transact_once(bump, record, None, &f);
         };
+        // A node still joining its fleet replaces its replication when it
+        // has joined: wait for that (outside the store's lock, which
+        // joining takes), then use what is there.
+        fleet.ready();
+        let fleet = self.replication().unwrap_or(fleet);
         for _ in 0..FLEET_RETRIES {
-            match self.transact_once(bump, record, Some((&*fleet, propose)), &f) {
+            match self.transact_once(bump, record, Some((&*fleet, proposer)), &f) {
                 Err(StoreError::FleetConflict { applied }) => fleet.await_newer(applied)?,
                 other => return other,
             }
@@ -275,7 +281,7 @@ impl SqliteStore {
         &self,
         bump: bool,
         record: Option<&AdminRecord>,
-        fleet: Option<(&dyn Replication, Propose<'_>)>,
+        fleet: Option<(&dyn Replication, &Proposer<'_>)>,
         f: &impl Fn(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -295,11 +301,11 @@ impl SqliteStore {
                 if let Some(record) = record.filter(|r| !r.written()) {
                     audit_log::append_admin_record(self, tx, record)?;
                 }
-                if let (Some((fleet, propose)), Some(before)) = (fleet, before) {
+                if let (Some((fleet, proposer)), Some(before)) = (fleet, before) {
                     let change = replica::changes(tx, &before)?;
-                    if !change.is_empty() {
+                    if !change.is_empty() || proposer.even_if_empty {
                         let applied = replica::applied(tx)?;
-                        match propose(fleet, applied, &change)? {
+                        match (proposer.propose)(fleet, applied, &change)? {
                             Proposal::Accepted(seq) if seq == applied + 1 => {
                                 replica::set_applied(tx, seq)?;
                             }
@@ -539,9 +545,19 @@ impl SqliteStore {
     }
 }
 
-/// How a write's change goes to the fleet: the replication, the last entry
-/// applied, the change.
-type Propose<'a> = &'a dyn Fn(&dyn Replication, u64, &ChangeSet) -> Result<Proposal, StoreError>;
+/// Proposes a change: given the replication, the last entry applied, the
+/// change.
+type ProposeFn<'a> = dyn Fn(&dyn Replication, u64, &ChangeSet) -> Result<Proposal, StoreError> + 'a;
+
+/// How a write's change goes to the fleet.
+struct Proposer<'a> {
+    /// Proposes it.
+    propose: &'a ProposeFn<'a>,
+    /// Whether a write that changed no replicated row is proposed all the
+    /// same (a master-key rotation of a fleet with no secret yet still
+    /// starts a new entry key and carries the new key check).
+    even_if_empty: bool,
+}
 
 /// A sealed column's bytes, whatever SQL type a tampered row gave it: a
 /// wrong type then fails that version's integrity check, like any other

@@ -629,4 +629,30 @@ mod tests {
             Err(StoreError::WrongMasterKey)
         ));
     }
+
+    #[test]
+    fn a_master_key_rotation_of_a_fleet_with_no_secret_is_still_an_entry() {
+        let log = Arc::new(Log::default());
+        let dir = tempfile::tempdir().unwrap();
+        let a = Member::join(&log, dir.path());
+        let new = AesKey::generate();
+        assert_eq!(
+            a.rotate_master_key(AesKey::from_slice(new.expose()).unwrap(), &rec())
+                .unwrap(),
+            0
+        );
+        // The entry carries the key check (and, on NATS, the new entry
+        // key) even with no data key to re-wrap.
+        assert_eq!(log.1.lock().unwrap().len(), 1);
+        assert_eq!(
+            a.applied_entry().unwrap(),
+            log.0.lock().unwrap().len() as u64
+        );
+        // Run again, it is refused: the fleet is under that key already.
+        let err = a
+            .rotate_master_key(AesKey::from_slice(new.expose()).unwrap(), &rec())
+            .unwrap_err();
+        assert!(matches!(err, StoreError::MasterKeyInForce), "{err}");
+        assert_eq!(log.1.lock().unwrap().len(), 1);
+    }
 }

@@ -307,6 +307,10 @@ impl SecretStore for SqliteStore {
             let Some(current) = Self::current_version(tx, name)? else {
                 return Ok(None);
             };
+            // Taken with the rows: a fleet's master-key rotation switches
+            // keys as its rows commit, and rows wrapped under one key must
+            // be opened with that key.
+            let master = self.master();
             let mut stmt = tx.prepare(
                 "SELECT version, wrapped_key, ciphertext, grace_until FROM secret_versions
                  WHERE name = ?1 AND (version = ?2 OR grace_until > ?3) ORDER BY version = ?2 DESC, version DESC",
@@ -320,12 +324,11 @@ impl SecretStore for SqliteStore {
                     ))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(Some((current, rows)))
+            Ok(Some((current, rows, master)))
         })?;
-        let Some((current, rows)) = rows else {
+        let Some((current, rows, master)) = rows else {
             return Ok(None);
         };
-        let master = self.master();
         let open = |version: u32, sealed: &SealedVersion| {
             crypto::open_version(&master, name, version, sealed)
                 .map(|value| UsableVersion { version, value })
