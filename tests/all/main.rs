@@ -17,6 +17,7 @@ mod hostile;
 mod injection;
 mod isolation;
 mod keys;
+mod other_runtimes;
 mod redaction;
 mod reload;
 mod rotation;

@@ -23,7 +23,14 @@ const WORKSPACES: &[(&str, &[&str])] = &[
     ),
     (
         "tests/programs",
-        &["probe", "legacy", "leaky", "hostile", "plain-hello"],
+        &[
+            "probe",
+            "legacy",
+            "leaky",
+            "hostile",
+            "plain-hello",
+            "wasmcloud-guest",
+        ],
     ),
 ];
 

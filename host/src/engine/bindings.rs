@@ -1,4 +1,5 @@
-//! Host bindings generated from the one WIT package in `wit/`.
+//! Host bindings generated from the WIT package in `wit/` (its `node`
+//! world: the function world and `wasmcloud:secrets`).
 //!
 //! `wasi:*` interfaces map to wasmtime-wasi's and wasmtime-wasi-http's own
 //! bindings, so their host implementations are used unchanged; the
@@ -8,7 +9,7 @@
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "keyhole:secrets/function",
+    world: "keyhole:secrets/node",
     imports: { default: trappable },
     exports: { default: async },
     require_store_data_send: true,
@@ -19,7 +20,11 @@ wasmtime::component::bindgen!({
         "wasi:cli": wasmtime_wasi::p2::bindings::cli,
         "wasi:http": wasmtime_wasi_http::p2::bindings::http,
         "keyhole:secrets/secrets.secret": crate::secrets::SecretHandle,
+        // The same host state behind wasmCloud's handle: one table of open
+        // secrets per request, whichever interface opened them.
+        "wasmcloud:secrets/store.secret": crate::secrets::SecretHandle,
     },
 });
 
 pub(crate) use keyhole::secrets::secrets;
+pub(crate) use wasmcloud::secrets::{reveal as wasmcloud_reveal, store as wasmcloud_store};

@@ -241,7 +241,7 @@ pub enum ComponentError {
 
 /// A function component compiled and linked, ready to instantiate cheaply
 /// once per request.
-pub type FunctionPre = crate::engine::bindings::FunctionPre<RequestState>;
+pub type FunctionPre = crate::engine::bindings::NodePre<RequestState>;
 
 /// The folder in a data directory where compiled components are cached.
 pub const COMPILED_CACHE_DIR: &str = "compiled";

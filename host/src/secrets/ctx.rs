@@ -244,33 +244,47 @@ pub struct SecretsCtx {
 /// reference: once wasmtime has dropped its own, the copy is uniquely ours
 /// and is zeroed, at the next `reveal` or when the request ends.
 #[derive(Debug, Default)]
-pub struct RevealedCopies(Vec<Arc<[u8]>>);
+pub struct RevealedCopies {
+    bytes: Vec<Arc<[u8]>>,
+    /// Copies lowered as strings (`wasmcloud:secrets`'s `reveal`).
+    texts: Vec<Arc<str>>,
+}
 
 impl RevealedCopies {
     /// A copy of `value` for wasmtime to lower, kept here to be wiped.
     pub fn copy(&mut self, value: &[u8]) -> Arc<[u8]> {
         self.wipe_released();
         let copy: Arc<[u8]> = Arc::from(value);
-        self.0.push(Arc::clone(&copy));
+        self.bytes.push(Arc::clone(&copy));
+        copy
+    }
+
+    /// A copy of `value` for wasmtime to lower as a string, kept here to be
+    /// wiped.
+    pub fn copy_text(&mut self, value: &str) -> Arc<str> {
+        self.wipe_released();
+        let copy: Arc<str> = Arc::from(value);
+        self.texts.push(Arc::clone(&copy));
         copy
     }
 
     /// Zeroes and forgets every copy nobody else holds any more.
     pub fn wipe_released(&mut self) {
-        self.0.retain_mut(|copy| !wipe_if_released(copy));
+        self.bytes.retain_mut(|copy| !wipe_if_released(copy));
+        self.texts.retain_mut(|copy| !wipe_if_released(copy));
     }
 
     /// Copies still held elsewhere (by wasmtime, mid-call).
     pub fn held(&self) -> usize {
-        self.0.len()
+        self.bytes.len() + self.texts.len()
     }
 }
 
 /// Zeroes `copy` if this is its only reference; says whether it did.
-fn wipe_if_released(copy: &mut Arc<[u8]>) -> bool {
+fn wipe_if_released<T: zeroize::Zeroize + ?Sized>(copy: &mut Arc<T>) -> bool {
     match Arc::get_mut(copy) {
-        Some(bytes) => {
-            zeroize::Zeroize::zeroize(bytes);
+        Some(value) => {
+            value.zeroize();
             true
         }
         None => false,

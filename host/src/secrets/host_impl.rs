@@ -32,7 +32,8 @@ pub trait SecretsHost: Send {
     fn secrets(&mut self) -> SecretsView<'_>;
 }
 
-struct HasSecrets;
+/// The [`HasData`] marker the generated `add_to_linker`s take.
+pub(super) struct HasSecrets;
 
 impl HasData for HasSecrets {
     type Data<'a> = SecretsView<'a>;
@@ -43,7 +44,8 @@ const SECRETS_INTERFACE: &str = "keyhole:secrets/secrets@0.1.1";
 
 /// Adds `keyhole:secrets/secrets` to `linker`, with `reveal` served by
 /// [`SecretsView::reveal_wiped`] so its host copy is wiped
-/// ([`RevealedCopies`]).
+/// ([`RevealedCopies`]); and `wasmcloud:secrets` over the same grants
+/// (`super::wasmcloud`).
 pub fn add_to_linker<T: SecretsHost + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     secrets::add_to_linker::<T, HasSecrets>(linker, T::secrets)?;
     linker.allow_shadowing(true);
@@ -54,7 +56,7 @@ pub fn add_to_linker<T: SecretsHost + 'static>(linker: &mut Linker<T>) -> wasmti
         },
     )?;
     linker.allow_shadowing(false);
-    Ok(())
+    super::wasmcloud::add_to_linker(linker)
 }
 
 /// The trap for `reveal` reached through the generated bindings rather
@@ -65,6 +67,18 @@ struct UnwipedReveal;
 
 impl secrets::Host for SecretsView<'_> {
     fn get(&mut self, binding: String) -> wasmtime::Result<Result<Resource<SecretHandle>, Error>> {
+        self.open(binding)
+    }
+}
+
+impl SecretsView<'_> {
+    /// Opens the secret bound to `binding` for this function, if it has a
+    /// grant in force for it (any operation): `keyhole:secrets`'s `get`, and
+    /// the other secrets interfaces' (`super::wasmcloud`). Audited as `get`.
+    pub(super) fn open(
+        &mut self,
+        binding: String,
+    ) -> wasmtime::Result<Result<Resource<SecretHandle>, Error>> {
         let refuse = |ctx: &mut SecretsCtx, secret: Option<&Arc<str>>, error: Error| {
             let shown: Arc<str> = if binding.len() > MAX_BINDING_LEN {
                 format!("<{} bytes>", binding.len()).into()
@@ -354,10 +368,18 @@ impl secrets::HostSecret for SecretsView<'_> {
     }
 
     fn drop(&mut self, handle: Resource<SecretHandle>) -> wasmtime::Result<()> {
-        match self.ctx.handles.remove(handle.rep()) {
-            Some(_) => Ok(()),
-            None => Err(UnknownHandle(handle.rep()).into()),
-        }
+        drop_handle(self, handle)
+    }
+}
+
+/// Closes `handle` (the guest dropped it); an unknown one traps.
+pub(super) fn drop_handle(
+    view: &mut SecretsView<'_>,
+    handle: Resource<SecretHandle>,
+) -> wasmtime::Result<()> {
+    match view.ctx.handles.remove(handle.rep()) {
+        Some(_) => Ok(()),
+        None => Err(UnknownHandle(handle.rep()).into()),
     }
 }
 

@@ -1,5 +1,6 @@
-//! Secrets: the host side of `keyhole:secrets`, the one interface through
-//! which a function reaches a secret.
+//! Secrets: the host side of `keyhole:secrets`, the interface through which
+//! a function reaches a secret, and of `wasmcloud:secrets`, served from the
+//! same grants for components written for wasmCloud (`wasmcloud`).
 //!
 //! Owns: a request's secrets state and the function's resolved bindings
 //! (`host`: `SecretsCtx`, `FunctionSecrets`, `SecretHandle`, and the
@@ -21,6 +22,7 @@ mod ctx;
 pub(crate) mod handle_slab;
 mod host_impl;
 pub mod standing;
+mod wasmcloud;
 
 pub use ctx::{
     BoundSecret, FunctionSecrets, GraceVersion, LAST_RECORDED_REFUSAL, MAX_BINDING_LEN,
