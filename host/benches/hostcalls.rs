@@ -54,6 +54,7 @@ fn loaded(runtime: &Runtime, observer: &Arc<Observer>, name: &str, path: &str) -
         memory_bytes: 16 << 20,
         timeout: Duration::from_secs(2),
         secrets: Arc::new(FunctionSecrets::new(HashMap::new())),
+        config: Arc::default(),
         share: Arc::default(),
         weight: 1,
         reserved_memory: 16 << 20,

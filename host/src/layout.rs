@@ -59,6 +59,18 @@ const WALLS: &[(&str, &[&str])] = &[
     ("deploy", &["rusqlite", "SqliteStore", "crate::node"]),
     ("admin", &["rusqlite", "SqliteStore"]),
     ("audit", &["rusqlite", "SqliteStore", "wasmtime", "hyper"]),
+    (
+        "config",
+        &[
+            "rusqlite",
+            "SqliteStore",
+            "hyper",
+            "crate::store",
+            "crate::secrets",
+            "crate::admin",
+            "crate::deploy",
+        ],
+    ),
 ];
 
 /// Every `.rs` file under `dir`.

@@ -1,7 +1,8 @@
 //! Components written for other runtimes, run unchanged under Keyhole's
 //! rules: a function built from source against wasmCloud's
-//! `wasmcloud:secrets@0.1.0-draft` WIT (vendored from upstream in
-//! `wit/deps/wasmcloud-secrets`), reaching secrets through Keyhole's grants.
+//! `wasmcloud:secrets@0.1.0-draft` and `wasi:config/store@0.2.0-rc.1`
+//! (the upstream WIT, vendored in `wit/deps`), reaching secrets through
+//! Keyhole's grants and settings through its manifest's `[config]`.
 
 use crate::common;
 
@@ -11,7 +12,8 @@ use std::time::{Duration, Instant};
 /// A node serving the wasmCloud-style guest as function `wc` at `/wc`,
 /// whose manifest asks for `TOKEN` (`reveal`), `BLOB` (`reveal`) and
 /// `SIGNING` (`hmac` only); `TOKEN` and `BLOB` granted `reveal`, `SIGNING`
-/// granted `hmac`; `UNGRANTED` asked for and never granted.
+/// granted `hmac`; `UNGRANTED` asked for and never granted; `[config]`
+/// `greeting` and `region`.
 fn node_with_wasmcloud_guest(token: &[u8], blob: &[u8], signing: &[u8]) -> Node {
     let mut node = Node::new();
     node.put_secret("api-token", token);
@@ -24,7 +26,8 @@ fn node_with_wasmcloud_guest(token: &[u8], blob: &[u8], signing: &[u8]) -> Node 
         "[bindings.TOKEN]\nallow = [\"reveal\"]\n\
          [bindings.BLOB]\nallow = [\"reveal\"]\n\
          [bindings.SIGNING]\nallow = [\"hmac\"]\n\
-         [bindings.UNGRANTED]\nallow = [\"reveal\"]\n",
+         [bindings.UNGRANTED]\nallow = [\"reveal\"]\n\
+         [config]\ngreeting = \"hello from the manifest\"\nregion = \"eu-west\"\n",
     );
     node.ok(&["deploy", manifest.to_str().unwrap()]);
     for (binding, secret, ops) in [
@@ -140,4 +143,64 @@ fn a_wasmcloud_guests_memory_holds_a_secret_only_after_reveal() {
     assert_eq!(revealed.status, 200);
     let hex: String = token.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(revealed.text(), format!("bytes:{hex}"));
+}
+
+#[test]
+fn a_component_reads_its_manifests_config_through_wasi_config_and_nothing_else() {
+    let node = node_with_wasmcloud_guest(b"token-value-123", b"blob", b"signing");
+    let reply = node.get("/wc/config?key=greeting");
+    assert_eq!(
+        (reply.status, reply.text()),
+        (200, "hello from the manifest".to_owned())
+    );
+    // Not the node's environment, not a secret, not a binding's name.
+    for key in ["PATH", "KEYHOLE_MASTER_KEY", "TOKEN", "api-token"] {
+        let reply = node.get(&format!("/wc/config?key={key}"));
+        assert_eq!(
+            (reply.status, reply.text()),
+            (404, "none".to_owned()),
+            "{key}"
+        );
+    }
+    let all = node.get("/wc/config-all");
+    assert_eq!(
+        (all.status, all.text()),
+        (
+            200,
+            "greeting=hello from the manifest\nregion=eu-west".to_owned()
+        )
+    );
+    // Listed with the function, in clear: config is for what may be seen.
+    let listed = node.ok(&["functions", "--json"]);
+    assert!(listed.contains("eu-west"), "{listed}");
+
+    // A redeploy with another `[config]` is served at once.
+    let manifest = node.write_manifest(
+        "wc",
+        artifacts::WASMCLOUD_GUEST,
+        "/wc",
+        "[config]\ngreeting = \"changed\"\n",
+    );
+    node.ok(&["deploy", manifest.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.get("/wc/config?key=greeting").text() != "changed" {
+        assert!(Instant::now() < deadline, "the new [config] is not served");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(node.get("/wc/config?key=region").status, 404);
+
+    // A value that is not a string is refused at deploy, naming the line.
+    let bad = node.write_manifest(
+        "wc",
+        artifacts::WASMCLOUD_GUEST,
+        "/wc",
+        "[config]\nretries = 3\n",
+    );
+    let out = node.cli(&["deploy", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 5") && err.contains("config values are strings"),
+        "{err}"
+    );
 }

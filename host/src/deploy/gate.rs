@@ -287,6 +287,7 @@ fn check(
         component_size: component.len() as u64,
         outbound: manifest.outbound,
         approved_outbound: Default::default(),
+        config: manifest.config,
         deployed_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)

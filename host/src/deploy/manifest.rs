@@ -16,6 +16,9 @@
 //!
 //! [outbound]                  # hosts it calls; none by default
 //! allow = ["api.github.com"]  # https unless a pattern says http://
+//!
+//! [config]                    # non-secret settings, read through wasi:config/store
+//! greeting = "hello"
 //! ```
 //!
 //! Unknown fields are errors, and every error names the file and the line.
@@ -40,6 +43,12 @@ pub const MAX_TIMEOUT_MS: u32 = 300_000;
 /// The most requests at once a manifest may ask for (a node holds its
 /// functions to its own share too: `keyhole serve --max-function-share`).
 pub const MAX_CONCURRENCY: u32 = 100_000;
+/// The most `[config]` entries a manifest may have.
+pub const MAX_CONFIG_ENTRIES: usize = 256;
+/// The longest `[config]` key, in bytes.
+pub const MAX_CONFIG_KEY_LEN: usize = 256;
+/// The longest `[config]` value, in bytes.
+pub const MAX_CONFIG_VALUE_LEN: usize = 16 * 1024;
 
 /// A checked manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +70,9 @@ pub struct Manifest {
     pub bindings: Vec<RequestedBinding>,
     /// Hosts it asks to call (an operator approves them).
     pub outbound: EgressList,
+    /// Non-secret settings, by key, that the function reads through
+    /// `wasi:config/store`.
+    pub config: BTreeMap<String, String>,
 }
 
 /// Why a manifest was refused: the file, the line when known, and the rule.
@@ -106,6 +118,8 @@ struct RawManifest {
     bindings: BTreeMap<Spanned<String>, RawBinding>,
     #[serde(default)]
     outbound: Option<RawOutbound>,
+    #[serde(default)]
+    config: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -252,7 +266,44 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Manifest, ManifestE
     let outbound =
         EgressList::parse_list(&outbound.join(",")).map_err(|e| invalid(0..0, e.to_string()))?;
 
+    if raw.config.len() > MAX_CONFIG_ENTRIES {
+        let first = raw.config.keys().next().map_or(0..0, Spanned::span);
+        return Err(invalid(
+            first,
+            format!(
+                "[config] has {} entries; at most {MAX_CONFIG_ENTRIES}",
+                raw.config.len()
+            ),
+        ));
+    }
+    let mut config = BTreeMap::new();
+    for (key, value) in &raw.config {
+        check_config_key(key.get_ref()).map_err(|m| invalid(key.span(), m))?;
+        let toml::Value::String(text) = value.get_ref() else {
+            return Err(invalid(
+                value.span(),
+                format!(
+                    "[config] `{}` is a {}: config values are strings (quote it)",
+                    key.get_ref(),
+                    value.get_ref().type_str()
+                ),
+            ));
+        };
+        if text.len() > MAX_CONFIG_VALUE_LEN {
+            return Err(invalid(
+                value.span(),
+                format!(
+                    "[config] `{}` is {} bytes long; at most {MAX_CONFIG_VALUE_LEN} (config is for settings, not data)",
+                    key.get_ref(),
+                    text.len()
+                ),
+            ));
+        }
+        config.insert(key.get_ref().clone(), text.clone());
+    }
+
     Ok(Manifest {
+        config,
         outbound,
         name: raw.name.into_inner(),
         component: base.join(raw.component.get_ref()),
@@ -262,6 +313,24 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Manifest, ManifestE
         max_concurrency,
         bindings,
     })
+}
+
+/// A `[config]` key: 1 to [`MAX_CONFIG_KEY_LEN`] bytes, no control
+/// characters (keys are echoed in messages and listings).
+fn check_config_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_CONFIG_KEY_LEN {
+        return Err(format!(
+            "[config] keys are 1 to {MAX_CONFIG_KEY_LEN} bytes long (got {})",
+            key.len()
+        ));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(format!(
+            "[config] key `{}` holds a control character",
+            key.escape_debug()
+        ));
+    }
+    Ok(())
 }
 
 /// A route is an absolute path prefix: `/`, or `/a/b` with no trailing
@@ -319,6 +388,33 @@ allow = ["hmac"]
         assert_eq!(m.bindings[0].binding, "GITHUB_WEBHOOK");
         assert_eq!(m.bindings[0].operations.to_string(), "hmac");
         assert!(m.outbound.is_empty(), "no outbound hosts unless asked");
+    }
+
+    #[test]
+    fn config_is_strings_by_key_and_checked() {
+        assert!(check(GOOD).unwrap().config.is_empty());
+        let m = check(&format!(
+            "{GOOD}\n[config]\ngreeting = \"hi\"\n\"api.url\" = \"https://x\"\n"
+        ))
+        .unwrap();
+        assert_eq!(m.config["greeting"], "hi");
+        assert_eq!(m.config["api.url"], "https://x");
+        let err = check(&format!("{GOOD}\n[config]\nretries = 3\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 13") && err.contains("config values are strings"),
+            "{err}"
+        );
+        let long = "x".repeat(MAX_CONFIG_VALUE_LEN + 1);
+        let err = check(&format!("{GOOD}\n[config]\nbig = \"{long}\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 16384"), "{err}");
+        let err = check(&format!("{GOOD}\n[config]\n\"a\\u0007b\" = \"v\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("control character"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Host bindings generated from the WIT package in `wit/` (its `node`
-//! world: the function world and `wasmcloud:secrets`).
+//! world: the function world, `wasmcloud:secrets` and `wasi:config/store`).
 //!
 //! `wasi:*` interfaces map to wasmtime-wasi's and wasmtime-wasi-http's own
 //! bindings, so their host implementations are used unchanged; the
@@ -27,4 +27,5 @@ wasmtime::component::bindgen!({
 });
 
 pub(crate) use keyhole::secrets::secrets;
+pub(crate) use wasi::config::store as wasi_config_store;
 pub(crate) use wasmcloud::secrets::{reveal as wasmcloud_reveal, store as wasmcloud_store};

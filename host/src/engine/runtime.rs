@@ -1,8 +1,10 @@
 //! The wasmtime engine, the linker, and the state each request's store holds.
 //!
 //! A function instance sees WASI p2 (which Rust-std guests import), the
-//! `wasi:http` proxy interfaces and `keyhole:secrets` — and nothing ambient:
-//! no host environment, arguments, directories or sockets.
+//! `wasi:http` proxy interfaces, `keyhole:secrets`, and what components
+//! written for other runtimes import (`wasmcloud:secrets` over the same
+//! grants, `wasi:config/store` with its manifest's settings) — and nothing
+//! ambient: no host environment, arguments, directories or sockets.
 
 use crate::engine::module_cache::ModuleCache;
 use crate::node::observe::FunctionMetrics;
@@ -120,6 +122,7 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<RequestState>> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     crate::engine::fields_budget::add_to_linker(&mut linker)?;
     secrets::add_to_linker(&mut linker)?;
+    crate::config::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -129,6 +132,8 @@ pub struct RequestState {
     http: WasiHttpCtx,
     table: ResourceTable,
     secrets: SecretsCtx,
+    /// The function's `[config]`, for `wasi:config/store`.
+    config: Arc<crate::config::FunctionConfig>,
     /// Host memory its header fields hold ([`crate::engine::fields_budget`]).
     pub(crate) field_bytes: crate::engine::fields_budget::FieldBytes,
     /// Memory and instance limits the store enforces.
@@ -141,6 +146,7 @@ impl RequestState {
         function: Arc<str>,
         request: u64,
         secrets: Arc<FunctionSecrets>,
+        config: Arc<crate::config::FunctionConfig>,
         memory_bytes: usize,
         metrics: Arc<FunctionMetrics>,
     ) -> Self {
@@ -156,6 +162,7 @@ impl RequestState {
             http: WasiHttpCtx::new(),
             table: resource_table(),
             secrets: SecretsCtx::new(function, request, secrets, metrics),
+            config,
             field_bytes: Default::default(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(memory_bytes)
@@ -181,6 +188,14 @@ fn resource_table() -> ResourceTable {
     let mut table = ResourceTable::new();
     table.set_max_capacity(MAX_RESOURCES_PER_REQUEST);
     table
+}
+
+impl crate::config::ConfigHost for RequestState {
+    fn config(&mut self) -> crate::config::ConfigView<'_> {
+        crate::config::ConfigView {
+            config: &self.config,
+        }
+    }
 }
 
 impl WasiView for RequestState {
@@ -235,7 +250,9 @@ pub enum ComponentError {
     Compile(String),
     /// It imports something the node does not provide, or does not export
     /// `wasi:http/incoming-handler`.
-    #[error("does not target the keyhole:secrets/function world: {0}")]
+    #[error(
+        "does not fit what a node runs (the keyhole:secrets/node world: export wasi:http/incoming-handler, import nothing else): {0}"
+    )]
     World(String),
 }
 

@@ -44,6 +44,8 @@ pub struct LoadedFunction {
     pub timeout: Duration,
     /// What its bindings resolve to.
     pub secrets: Arc<FunctionSecrets>,
+    /// Its manifest's non-secret settings (`wasi:config/store`).
+    pub config: Arc<crate::config::FunctionConfig>,
     /// Where its requests and secret operations are counted and audited.
     pub metrics: Arc<FunctionMetrics>,
     /// What it holds of the node right now (shared by every load of it).
@@ -716,6 +718,7 @@ impl Catalog {
             pre,
             memory_bytes,
             timeout: Duration::from_millis(info.timeout_ms.into()),
+            config: Arc::new(crate::config::FunctionConfig::new(info.config.clone())),
             secrets: Arc::new(
                 FunctionSecrets::new(secrets)
                     .with_outbound(outbound)

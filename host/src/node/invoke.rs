@@ -241,6 +241,7 @@ pub fn request_store(function: &LoadedFunction, id: u64) -> Store<RequestState> 
         Arc::clone(&function.name),
         id,
         Arc::clone(&function.secrets),
+        Arc::clone(&function.config),
         function.memory_bytes,
         Arc::clone(&function.metrics),
     );

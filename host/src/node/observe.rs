@@ -124,12 +124,12 @@ impl Observer {
             );
             r.register(
                 "secret_operations",
-                "keyhole:secrets calls by function, operation and outcome",
+                "secret calls (keyhole:secrets, wasmcloud:secrets) by function, operation and outcome",
                 observer.secret_operations.clone(),
             );
             r.register(
                 "secret_denials",
-                "keyhole:secrets calls refused by the grants (denied or not-granted)",
+                "secret calls refused by the grants (denied or not-granted)",
                 observer.denials.clone(),
             );
             r.register(

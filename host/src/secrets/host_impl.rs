@@ -158,6 +158,17 @@ impl SecretsView<'_> {
         &mut self,
         handle: Resource<SecretHandle>,
     ) -> wasmtime::Result<Result<Arc<[u8]>, Error>> {
+        let material = self.reveal_checked(handle)?;
+        Ok(material.map(|material| self.ctx.revealed.copy(material.value().expose())))
+    }
+
+    /// `reveal`'s check: the handle's material if its grant allows
+    /// `reveal`, audited either way; the caller makes the one copy that
+    /// enters guest memory.
+    pub(super) fn reveal_checked(
+        &mut self,
+        handle: Resource<SecretHandle>,
+    ) -> wasmtime::Result<Result<Arc<SecretMaterial>, Error>> {
         let ctx = &mut *self.ctx;
         let secret = ctx.handle(&handle)?;
         let result = secret.require(Operation::Reveal);
@@ -174,7 +185,7 @@ impl SecretsView<'_> {
             outcome_of(&result),
             result.as_ref().err().map(|e| message(e).to_owned()),
         )?;
-        Ok(result.map(|()| ctx.revealed.copy(material.value().expose())))
+        Ok(result.map(|()| material))
     }
 
     fn with_grant<T>(

@@ -10,11 +10,13 @@
 //! `keyhole:secrets`'s are.
 //!
 //! Where the interfaces differ: wasmCloud's `reveal` has no error to return,
-//! so a `reveal` the grant does not allow stops the instance (a trap, which
-//! fails the request with 500 and is logged with the reason) after its
-//! refusal is audited; a key with no grant is `not-found`, as wasmCloud says
-//! of a key a component was not given. A value that is UTF-8 is revealed as
-//! a `string`, any other as `bytes`.
+//! so a `reveal` the grant does not allow stops the instance (a trap: the
+//! request fails with 500, or its body ends if it had begun) after its
+//! refusal is audited and logged with the reason; a key with no grant is
+//! `not-found`, as wasmCloud says of a key a component was not given, and
+//! any other refusal (a withdrawn grant, a bad key) is `upstream` with
+//! Keyhole's message. A value that is UTF-8 is revealed as a `string`, any
+//! other as `bytes`.
 
 use super::SecretHandle;
 use super::host_impl::{HasSecrets, SecretsHost, SecretsView, message};
@@ -76,12 +78,25 @@ impl SecretsView<'_> {
         &mut self,
         handle: Resource<SecretHandle>,
     ) -> wasmtime::Result<RevealedValue> {
-        let bytes = self
-            .reveal_wiped(handle)?
-            .map_err(|e| RevealRefused(message(&e).to_owned()))?;
-        Ok(match std::str::from_utf8(&bytes) {
+        let material = match self.reveal_checked(handle)? {
+            Ok(material) => material,
+            Err(e) => {
+                let refused = RevealRefused(message(&e).to_owned());
+                // Said here too: a trap after the response has begun ends
+                // its body, and is not logged where a failed request is.
+                tracing::warn!(
+                    function = %self.ctx.function,
+                    request = self.ctx.request,
+                    "{refused}"
+                );
+                return Err(refused.into());
+            }
+        };
+        // One copy, of the kind that is lowered.
+        let value = material.value().expose();
+        Ok(match std::str::from_utf8(value) {
             Ok(text) => RevealedValue::Text(self.ctx.revealed.copy_text(text)),
-            Err(_) => RevealedValue::Bytes(bytes),
+            Err(_) => RevealedValue::Bytes(self.ctx.revealed.copy(value)),
         })
     }
 }

@@ -210,6 +210,11 @@ pub struct FunctionInfo {
     /// those its manifest still asks for.
     #[serde(default)]
     pub approved_outbound: EgressList,
+    /// Non-secret settings from its manifest's `[config]`, which it reads
+    /// through `wasi:config/store`. Stored and shown in clear: secrets go
+    /// through bindings.
+    #[serde(default)]
+    pub config: std::collections::BTreeMap<String, String>,
 }
 
 impl FunctionInfo {

@@ -22,10 +22,11 @@ type FunctionRow = (
     String,
     String,
     Option<u32>,
+    Option<String>,
 );
 
 /// The columns [`to_function`] reads, in its order.
-const FUNCTION_COLUMNS: &str = "SELECT name, routes, memory_mib, timeout_ms, bindings, component_sha256, length(component), deployed_at, outbound, approved_outbound, max_concurrency FROM functions";
+const FUNCTION_COLUMNS: &str = "SELECT name, routes, memory_mib, timeout_ms, bindings, component_sha256, length(component), deployed_at, outbound, approved_outbound, max_concurrency, config FROM functions";
 
 fn to_function(
     (
@@ -40,8 +41,13 @@ fn to_function(
         outbound,
         approved_outbound,
         max_concurrency,
+        config,
     ): FunctionRow,
 ) -> Result<FunctionInfo, StoreError> {
+    let config = match config {
+        Some(json) => serde_json::from_str(&json).map_err(corrupt)?,
+        None => Default::default(),
+    };
     let outbound = EgressList::parse_list(&outbound).map_err(corrupt)?;
     let approved_outbound = EgressList::parse_list(&approved_outbound).map_err(corrupt)?;
     let routes: Vec<String> = serde_json::from_str(&routes).map_err(corrupt)?;
@@ -67,6 +73,7 @@ fn to_function(
         deployed_at,
         outbound,
         approved_outbound,
+        config,
     })
 }
 
@@ -110,14 +117,19 @@ impl FunctionStore for SqliteStore {
                 .map(|b| (b.binding.clone(), b.operations.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(",")))
                 .collect();
             let bindings = serde_json::to_string(&bindings).map_err(corrupt)?;
+            // NULL when there is none: rows from before `config` keep their MACs.
+            let config = (!info.config.is_empty())
+                .then(|| serde_json::to_string(&info.config))
+                .transpose()
+                .map_err(corrupt)?;
             tx.execute(
-                "INSERT INTO functions (name, routes, memory_mib, timeout_ms, bindings, component_sha256, component, deployed_at, outbound, max_concurrency)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                "INSERT INTO functions (name, routes, memory_mib, timeout_ms, bindings, component_sha256, component, deployed_at, outbound, max_concurrency, config)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT (name) DO UPDATE SET routes = excluded.routes, memory_mib = excluded.memory_mib,
                    timeout_ms = excluded.timeout_ms, bindings = excluded.bindings,
                    component_sha256 = excluded.component_sha256, component = excluded.component,
                    deployed_at = excluded.deployed_at, outbound = excluded.outbound,
-                   max_concurrency = excluded.max_concurrency",
+                   max_concurrency = excluded.max_concurrency, config = excluded.config",
                 params![
                     info.name,
                     routes,
@@ -128,7 +140,8 @@ impl FunctionStore for SqliteStore {
                     deployment.component,
                     info.deployed_at,
                     info.outbound.to_string_stored(),
-                    info.max_concurrency
+                    info.max_concurrency,
+                    config
                 ],
             )?;
             tx.execute("DELETE FROM routes WHERE function = ?1", [&info.name])?;

@@ -13,8 +13,9 @@ use std::sync::Arc;
 /// and the audit trail; version 5 route-scoped tokens, outbound hosts,
 /// grants bound to a component digest, and operators' approvals; version 6
 /// functions' own concurrency limits and an index for audit queries by
-/// secret.
-pub(super) const SCHEMA_VERSION: i64 = 7;
+/// secret; version 7 the component last in the functions table; version 8
+/// functions' `[config]`.
+pub(super) const SCHEMA_VERSION: i64 = 8;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -149,17 +150,20 @@ CREATE INDEX IF NOT EXISTS audit_secret ON audit (secret, seq);
 UPDATE meta SET value = 6 WHERE key = 'schema';
 ";
 
-/// Brings a version-6 store to version 7: the functions table rebuilt
-/// with the component bytes as its last column. SQLite reaches a column
-/// stored after a large value only by walking that value's overflow
-/// pages, so with the component in the middle every read of a function's
-/// later columns (its MAC among them) read the whole component: at a
-/// thousand deployed functions, verifying the store (every write, every
-/// load) read ~80 MB. Rows keep their rowids and MACs (a MAC covers
-/// columns by name). Runs with foreign keys off ([`SqliteStore::open`]):
-/// dropping the old table must not cascade to routes and grants.
-const MIGRATE_6_TO_7: &str = "
-CREATE TABLE functions_v7 (
+/// Brings a version-6 or version-7 store to version 8: the functions table
+/// rebuilt in its current shape, with the manifest's `[config]` (JSON,
+/// NULL when there is none) and the component bytes as its last column.
+/// SQLite reaches a column stored after a large value only by walking that
+/// value's overflow pages, so with the component anywhere but last every
+/// read of a function's later columns (its MAC among them) read the whole
+/// component: at a thousand deployed functions, verifying the store (every
+/// write, every load) read ~80 MB (why version 7 moved it; a column added
+/// with `ALTER TABLE` would land after it again). Rows keep their rowids
+/// and MACs (a MAC covers columns by name, and a NULL `config` not at
+/// all). Runs with foreign keys off ([`SqliteStore::open`]): dropping the
+/// old table must not cascade to routes and grants.
+const MIGRATE_TO_8: &str = "
+CREATE TABLE functions_v8 (
     name              TEXT PRIMARY KEY,
     routes            TEXT NOT NULL,
     memory_mib        INTEGER NOT NULL,
@@ -171,16 +175,17 @@ CREATE TABLE functions_v7 (
     approved_outbound TEXT NOT NULL DEFAULT '',
     mac               BLOB,
     max_concurrency   INTEGER,
+    config            TEXT,
     component         BLOB NOT NULL
 );
-INSERT INTO functions_v7 (rowid, name, routes, memory_mib, timeout_ms, bindings, component_sha256,
+INSERT INTO functions_v8 (rowid, name, routes, memory_mib, timeout_ms, bindings, component_sha256,
                           deployed_at, outbound, approved_outbound, mac, max_concurrency, component)
     SELECT rowid, name, routes, memory_mib, timeout_ms, bindings, component_sha256,
            deployed_at, outbound, approved_outbound, mac, max_concurrency, component
     FROM functions;
 DROP TABLE functions;
-ALTER TABLE functions_v7 RENAME TO functions;
-UPDATE meta SET value = 7 WHERE key = 'schema';
+ALTER TABLE functions_v8 RENAME TO functions;
+UPDATE meta SET value = 8 WHERE key = 'schema';
 ";
 
 impl SqliteStore {
@@ -256,7 +261,7 @@ impl SqliteStore {
                 if schema.is_none_or(|v| v < 6) {
                     tx.execute_batch(MIGRATE_5_TO_6)?;
                 }
-                tx.execute_batch(MIGRATE_6_TO_7)?;
+                tx.execute_batch(MIGRATE_TO_8)?;
                 let dangling: i64 =
                     tx.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
                         r.get(0)
@@ -382,6 +387,49 @@ mod tests {
         // Foreign keys are back on: undeploying still takes the grant along.
         store.undeploy("f", &rec()).unwrap();
         assert!(store.grants(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_version_7_store_gets_config_before_the_component_and_a_config_is_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store
+            .deploy(&deployment("f", "/f"), &|_, _| true, &rec())
+            .unwrap();
+        // Back to version 7's shape: no `config` column.
+        tamper(&store, "PRAGMA foreign_keys = OFF;");
+        sealed_change(
+            &store,
+            "ALTER TABLE functions DROP COLUMN config;
+             UPDATE meta SET value = 7 WHERE key = 'schema';",
+        );
+        tamper(&store, "PRAGMA foreign_keys = ON;");
+        assert!(!function_columns(&store).contains(&"config".to_owned()));
+        assert!(
+            store.integrity().unwrap().is_clean(),
+            "the v7 copy verifies"
+        );
+        drop(store);
+
+        let store = open(dir.path());
+        let columns = function_columns(&store);
+        assert_eq!(&columns[columns.len() - 2..], ["config", "component"]);
+        assert!(store.integrity().unwrap().is_clean(), "sealed again");
+        assert!(store.functions().unwrap()[0].config.is_empty());
+
+        // A config is stored, read back, and covered by the row's MAC.
+        let mut configured = deployment("f", "/f");
+        configured
+            .info
+            .config
+            .insert("greeting".into(), "hello".into());
+        store.deploy(&configured, &|_, _| true, &rec()).unwrap();
+        assert_eq!(store.functions().unwrap()[0].config["greeting"], "hello");
+        tamper(
+            &store,
+            r#"UPDATE functions SET config = '{"greeting":"forged"}'"#,
+        );
+        assert_eq!(store.integrity().unwrap().forged, ["functions/f"]);
     }
 
     #[test]

@@ -117,7 +117,7 @@ const TABLES: &[(&str, &[&str], usize)] = &[
 /// MAC covers each only when it is not NULL (tagged with its place, so no
 /// two rows encode alike), so rows written before it existed keep their
 /// MACs and an upgrade need not rewrite them.
-const LATER_COLUMNS: &[(&str, &[&str])] = &[("functions", &["max_concurrency"])];
+const LATER_COLUMNS: &[(&str, &[&str])] = &[("functions", &["max_concurrency", "config"])];
 
 /// The columns added later to `table` ([`LATER_COLUMNS`]).
 fn later_columns(table: &str) -> &'static [&'static str] {

@@ -102,6 +102,7 @@ pub(super) fn deployment(name: &str, route: &str) -> Deployment {
             deployed_at: 1,
             outbound: EgressList::default(),
             approved_outbound: EgressList::default(),
+            config: Default::default(),
         },
         component: vec![1, 2, 3],
     }

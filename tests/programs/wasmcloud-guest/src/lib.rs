@@ -1,22 +1,27 @@
-//! A function written for wasmCloud: it reaches secrets only through
-//! `wasmcloud:secrets@0.1.0-draft`, bound from the upstream WIT file
-//! vendored in `wit/deps/wasmcloud-secrets` (no Keyhole SDK), and serves
-//! `wasi:http`. Keyhole must run it unchanged, under its own grants.
+//! A function written for other runtimes: it reaches secrets only through
+//! wasmCloud's `wasmcloud:secrets@0.1.0-draft` and its settings through
+//! `wasi:config/store@0.2.0-rc.1`, both bound from the upstream WIT files
+//! vendored in `wit/deps` (no Keyhole SDK), and serves `wasi:http`.
+//! Keyhole must run it unchanged, under its own grants.
 //!
-//! Routes (the last path segment; `key` in the query names the secret):
-//! `reveal` answers with the value (`string:…` or `bytes:` and hex),
-//! `get` opens it only, `dump` opens it and sends the whole of linear
-//! memory.
+//! Routes (the last path segment; `key` in the query names the secret or
+//! setting): `reveal` answers with the value (`string:…` or `bytes:` and
+//! hex), `get` opens it only, `dump` opens it and sends the whole of linear
+//! memory; `config` answers with a setting, `config-all` with every one.
 
 mod bindings {
     wit_bindgen::generate!({
-        path: "../../../wit/deps/wasmcloud-secrets",
+        path: [
+            "../../../wit/deps/wasmcloud-secrets",
+            "../../../wit/deps/wasi-config",
+        ],
         inline: r#"
             package test:wasmcloud-guest;
 
             world guest {
                 import wasmcloud:secrets/store@0.1.0-draft;
                 import wasmcloud:secrets/reveal@0.1.0-draft;
+                import wasi:config/store@0.2.0-rc.1;
             }
         "#,
         world: "test:wasmcloud-guest/guest",
@@ -24,6 +29,7 @@ mod bindings {
     });
 }
 
+use bindings::wasi::config::store as config;
 use bindings::wasmcloud::secrets::reveal::reveal;
 use bindings::wasmcloud::secrets::store::{self, SecretValue, SecretsError};
 use wasip2::http::types::{
@@ -63,6 +69,18 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
                     dump(out)
                 }
                 Err(e) => refused(out, e),
+            },
+            "config" => match config::get(key) {
+                Ok(Some(value)) => respond(out, 200, value),
+                Ok(None) => respond(out, 404, "none".into()),
+                Err(e) => respond(out, 502, format!("{e:?}")),
+            },
+            "config-all" => match config::get_all() {
+                Ok(all) => {
+                    let lines: Vec<String> = all.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    respond(out, 200, lines.join("\n"))
+                }
+                Err(e) => respond(out, 502, format!("{e:?}")),
             },
             _ => respond(out, 404, "no such route".into()),
         }
