@@ -17,6 +17,7 @@ mod hostile;
 mod injection;
 mod isolation;
 mod keys;
+mod new_function;
 mod other_runtimes;
 mod redaction;
 mod reload;

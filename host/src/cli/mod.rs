@@ -7,6 +7,7 @@ mod cluster;
 mod functions;
 mod grants;
 mod master_key;
+mod new;
 mod output;
 mod secrets;
 mod serve;
@@ -86,6 +87,15 @@ impl Target {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Make a new function's folder, NAME/, that builds and serves
+    /// unchanged: source, keyhole.toml, .gitignore and a README (developer).
+    New {
+        /// The function's name (and its folder's).
+        name: String,
+        /// Its language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: new::Lang,
+    },
     /// Serve deployed functions over HTTP.
     Serve(serve::ServeArgs),
     /// Store, rotate, roll back, list and remove secrets, and see who
@@ -197,6 +207,7 @@ pub fn run() -> anyhow::Result<()> {
 fn run_command(t: &Target, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(_) => unreachable!("run handles serve"),
+        Command::New { name, lang } => new::run(&name, lang),
         Command::Secret(command) => secrets::run(t, command),
         Command::Deploy {
             manifest,
