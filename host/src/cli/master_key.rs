@@ -69,7 +69,16 @@ fn rotate_fleet(data: &Path, config: &ClusterConfig) -> anyhow::Result<()> {
     let from_file = std::env::var_os(MASTER_KEY_ENV).is_none();
     let store = super::cluster::open_replica(data, Access::CreateIfMissing, config, Join::Now)?;
     // A replica whose key is its key file keeps working after the rotation:
-    // the file gets the new key (written first, promoted once committed).
+    // the file gets the new key (written first, promoted once committed),
+    // under the rotation lock, so no other command mistakes the pending key
+    // for an interrupted rotation's.
+    let _lock = master_key::try_lock_rotation(data)?.with_context(|| {
+        format!(
+            "another process is rotating the master key of {} (it holds {}); nothing was changed",
+            data.display(),
+            master_key::ROTATION_LOCK_FILE
+        )
+    })?;
     if from_file {
         master_key::write_pending(data, &new)?;
     }
