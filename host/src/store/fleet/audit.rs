@@ -9,13 +9,18 @@
 //!   the stream lacks whenever the cluster answers. Nothing is lost while
 //!   it does not: retention never removes a row the stream lacks
 //!   (`mark_audit_shipped`).
-//! - **None doubled.** Each row is published with the message id
-//!   `<node>:<seq>`, which JetStream de-duplicates, and with the stream
-//!   sequence of the node's previous row as the expected last one on its
-//!   subject, so two processes shipping one replica (a node and a command
-//!   on its data directory) never interleave or repeat a row. After any
-//!   doubt (no answer, a conflict) the shipper reads where the stream's
-//!   copy ends and goes on from there.
+//! - **None doubled.** Rows travel in batches, one message each (a JSON
+//!   array of rows, at most [`MAX_MESSAGE_BYTES`]: one replicated message
+//!   per pass rather than one per row, which a busy node's records would
+//!   otherwise cost the cluster), published with the message id
+//!   `<node>:<first>-<last>:<last row's MAC>`, which JetStream
+//!   de-duplicates, and with the stream sequence of the node's previous
+//!   message as the expected last one on its subject, so two processes
+//!   shipping one replica (a node and a command on its data directory)
+//!   never interleave or repeat a row. After any doubt (no answer, a
+//!   conflict) the shipper reads where the stream's copy ends and goes on
+//!   from there. A message holding one row alone (as nodes shipped before
+//!   batches) reads the same.
 //! - **Verifiable by the master key's holders only.** Each node publishes
 //!   its chain key once, sealed under a key derived from the fleet's entry
 //!   key (itself sealed under the master key): whoever holds the master key
@@ -55,6 +60,9 @@ const KEYS: &str = "keyhole.audit.key";
 const CHECKPOINTS: &str = "keyhole.audit.checkpoint";
 /// Rows one pass reads from the replica and publishes.
 const BATCH_ROWS: usize = 256;
+/// The most a message of rows holds, in bytes (NATS's default limit is
+/// 1 MiB); a pass's rows go in as few messages as fit.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// How often the shipper looks for new rows when nothing woke it.
 const SHIP_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a shipper that found another's row where it expected its own
@@ -134,6 +142,45 @@ impl WireRow {
             mac: hex::decode(self.mac).ok()?,
         })
     }
+}
+
+/// The rows a message carries: a batch (a JSON array), or one row alone.
+fn wire_rows(payload: &[u8]) -> Result<Vec<WireRow>, String> {
+    let rows = if payload.first() == Some(&b'[') {
+        serde_json::from_slice::<Vec<WireRow>>(payload).map_err(|e| e.to_string())?
+    } else {
+        vec![serde_json::from_slice::<WireRow>(payload).map_err(|e| e.to_string())?]
+    };
+    if rows.is_empty() {
+        return Err("it holds no row".into());
+    }
+    Ok(rows)
+}
+
+/// `rows` as messages of at most [`MAX_MESSAGE_BYTES`] (a row larger than
+/// that alone in its own): each payload with the indexes of its first and
+/// last row.
+fn batches(rows: &[Row]) -> Vec<(Vec<u8>, usize, usize)> {
+    let mut out = Vec::new();
+    let mut payload = vec![b'['];
+    let mut first = 0;
+    for (i, row) in rows.iter().enumerate() {
+        let wire = serde_json::to_vec(&WireRow::from_row(row)).expect("plain data");
+        if i > first && payload.len() + wire.len() + 1 > MAX_MESSAGE_BYTES {
+            payload.push(b']');
+            out.push((std::mem::replace(&mut payload, vec![b'[']), first, i - 1));
+            first = i;
+        }
+        if i > first {
+            payload.push(b',');
+        }
+        payload.extend_from_slice(&wire);
+    }
+    if !rows.is_empty() {
+        payload.push(b']');
+        out.push((payload, first, rows.len() - 1));
+    }
+    out
 }
 
 fn unavailable(what: impl std::fmt::Display) -> StoreError {
@@ -229,15 +276,17 @@ async fn deliver_batch(
         return Ok(false);
     }
     let subject = format!("{ROWS}.{}", shipping.node);
-    for row in &rows {
-        let payload = serde_json::to_vec(&WireRow::from_row(row)).expect("plain data");
+    for (payload, first, last) in batches(&rows) {
+        let row = &rows[last];
         let message = jetstream::message::PublishMessage::build()
             .payload(payload.into())
-            // The row's MAC in its id: nobody without the chain key can
-            // take the id first and have the row dropped as a duplicate.
+            // The last row's MAC in its id: nobody without the chain key
+            // can take the id first and have the batch dropped as a
+            // duplicate.
             .message_id(format!(
-                "{}:{}:{}",
+                "{}:{}-{}:{}",
                 shipping.node,
+                rows[first].seq,
                 row.seq,
                 hex::encode(&row.mac[..8])
             ))
@@ -439,11 +488,14 @@ async fn stream_end(
 ) -> Result<Cursor, StoreError> {
     let subject = format!("{ROWS}.{node}");
     let key = store.chain_key()?;
+    // The last row of a message that the chain key verifies.
     let ours = |payload: &[u8]| -> Option<Row> {
-        let row = serde_json::from_slice::<WireRow>(payload)
+        wire_rows(payload)
             .ok()?
-            .into_row()?;
-        (key.link(&row.prev, row.seq, &row.body)[..] == row.mac[..]).then_some(row)
+            .into_iter()
+            .filter_map(WireRow::into_row)
+            .filter(|row| key.link(&row.prev, row.seq, &row.body)[..] == row.mac[..])
+            .max_by_key(|row| row.seq)
     };
     let Some(last) = last_on(shared, &subject).await? else {
         return Ok(Cursor {
@@ -634,10 +686,14 @@ pub(super) async fn entries(shared: &Arc<Shared>, query: &Query) -> Result<Vec<E
         // A row repeated in the stream (replayed by someone who can
         // publish there) is listed once; `verify` names the repeat.
         let mut seen = std::collections::HashSet::new();
-        for (_, payload) in messages.rows {
-            let row = serde_json::from_slice::<WireRow>(&payload)
-                .ok()
-                .and_then(WireRow::into_row);
+        let rows = messages
+            .rows
+            .iter()
+            .flat_map(|(_, payload)| match wire_rows(payload) {
+                Ok(rows) => rows.into_iter().map(WireRow::into_row).collect(),
+                Err(_) => vec![None],
+            });
+        for row in rows {
             let Some((row, key)) = row.zip(key.as_ref()) else {
                 unverified += 1;
                 continue;
@@ -737,10 +793,17 @@ fn verify_chain(
         Err(bad) => return Verifier::new(key).fail(bad),
     };
     let mut foreign: Option<Tampered> = None;
-    for (stream_seq, payload) in rows {
-        let row = serde_json::from_slice::<WireRow>(payload)
-            .map_err(|e| e.to_string())
-            .and_then(|w| w.into_row().ok_or_else(|| "a MAC is not hex".to_owned()));
+    let rows = rows.iter().flat_map(|(stream_seq, payload)| {
+        let rows: Vec<Result<Row, String>> = match wire_rows(payload) {
+            Ok(rows) => rows
+                .into_iter()
+                .map(|w| w.into_row().ok_or_else(|| "a MAC is not hex".to_owned()))
+                .collect(),
+            Err(e) => vec![Err(e)],
+        };
+        rows.into_iter().map(move |row| (stream_seq, row))
+    });
+    for (stream_seq, row) in rows {
         let row = match row {
             Ok(row) if key.link(&row.prev, row.seq, &row.body)[..] == row.mac[..] => row,
             Ok(row) if verifier.expects(&row) => row,
@@ -857,6 +920,95 @@ mod tests {
             "{}",
             bad.problem
         );
+    }
+
+    /// `rows` (single-row messages, as [`chain`] makes them) as batches
+    /// of `per` rows each, numbered from stream sequence 100.
+    fn batched(rows: &[(u64, bytes::Bytes)], per: usize) -> Vec<(u64, bytes::Bytes)> {
+        rows.chunks(per)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let wires: Vec<WireRow> = chunk
+                    .iter()
+                    .map(|(_, payload)| serde_json::from_slice(payload).unwrap())
+                    .collect();
+                (100 + i as u64, serde_json::to_vec(&wires).unwrap().into())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_chain_shipped_in_batches_verifies_and_an_edit_inside_one_is_named() {
+        let single = chain(&key(1), 7);
+        let rows = batched(&single, 3);
+        assert_eq!(rows.len(), 3);
+        let verified = verify_chain(&key(1), None, &rows);
+        assert_eq!((verified.first_bad, verified.records), (None, 7));
+        // Batches and single rows mix (a stream from before batches).
+        let mut mixed = single[..2].to_vec();
+        mixed.extend(batched(&single[2..], 4));
+        assert_eq!(verify_chain(&key(1), None, &mixed).records, 7);
+
+        let mut edited: Vec<WireRow> = serde_json::from_slice(&rows[1].1).unwrap();
+        edited[1].body.push(' ');
+        let mut tampered = rows.clone();
+        tampered[1].1 = serde_json::to_vec(&edited).unwrap().into();
+        let bad = verify_chain(&key(1), None, &tampered).first_bad.unwrap();
+        assert_eq!(bad.seq, 5);
+        assert!(
+            bad.problem.contains("does not match its MAC"),
+            "{}",
+            bad.problem
+        );
+        assert!(
+            bad.problem.contains("stream message 101"),
+            "{}",
+            bad.problem
+        );
+
+        // An empty batch is no record.
+        let mut empty = rows.clone();
+        empty.insert(1, (150, bytes::Bytes::from_static(b"[]")));
+        let bad = verify_chain(&key(1), None, &empty).first_bad.unwrap();
+        assert!(
+            bad.problem
+                .contains("stream message 150 is not an audit record"),
+            "{}",
+            bad.problem
+        );
+    }
+
+    #[test]
+    fn a_passs_rows_go_in_as_few_messages_as_fit() {
+        let rows: Vec<Row> = chain(&key(1), 40)
+            .iter()
+            .map(|(_, payload)| {
+                serde_json::from_slice::<WireRow>(payload)
+                    .unwrap()
+                    .into_row()
+                    .unwrap()
+            })
+            .collect();
+        let one = batches(&rows);
+        assert_eq!(one.len(), 1);
+        assert_eq!((one[0].1, one[0].2), (0, 39));
+        assert_eq!(wire_rows(&one[0].0).unwrap().len(), 40);
+        // Rows too large to share a message are split, each batch whole.
+        let mut large = rows.clone();
+        for row in &mut large {
+            row.body = "x".repeat(MAX_MESSAGE_BYTES / 3);
+        }
+        let split = batches(&large);
+        assert!(split.len() > 1 && split.len() <= 20, "{}", split.len());
+        let mut next = 0;
+        for (payload, first, last) in &split {
+            assert!(payload.len() <= MAX_MESSAGE_BYTES, "{}", payload.len());
+            assert_eq!(*first, next);
+            assert_eq!(wire_rows(payload).unwrap().len(), last - first + 1);
+            next = last + 1;
+        }
+        assert_eq!(next, 40);
+        assert!(batches(&[]).is_empty());
     }
 
     #[test]
