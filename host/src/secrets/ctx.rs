@@ -512,4 +512,30 @@ mod tests {
         assert!(wipe_if_released(&mut only));
         assert_eq!(&*only, &[0u8; 10], "a released copy kept its bytes");
     }
+
+    #[test]
+    fn a_revealed_text_copy_is_wiped_like_a_byte_copy() {
+        let mut copies = RevealedCopies::default();
+        let lowered = copies.copy_text("the secret");
+        copies.wipe_released();
+        assert_eq!(copies.held(), 1, "a text still being lowered was let go");
+        assert_eq!(
+            &*lowered, "the secret",
+            "a text still being lowered was wiped"
+        );
+        drop(lowered);
+        copies.wipe_released();
+        assert_eq!(copies.held(), 0);
+
+        let mut only = Arc::<str>::from("the secret");
+        let shared = Arc::clone(&only);
+        assert!(!wipe_if_released(&mut only));
+        drop(shared);
+        assert!(wipe_if_released(&mut only));
+        assert_eq!(
+            only.as_bytes(),
+            &[0u8; 10],
+            "a released text kept its bytes"
+        );
+    }
 }
