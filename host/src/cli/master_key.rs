@@ -72,13 +72,7 @@ fn rotate_fleet(data: &Path, config: &ClusterConfig) -> anyhow::Result<()> {
     // the file gets the new key (written first, promoted once committed),
     // under the rotation lock, so no other command mistakes the pending key
     // for an interrupted rotation's.
-    let _lock = master_key::try_lock_rotation(data)?.with_context(|| {
-        format!(
-            "another process is rotating the master key of {} (it holds {}); nothing was changed",
-            data.display(),
-            master_key::ROTATION_LOCK_FILE
-        )
-    })?;
+    let _lock = lock_rotation(data)?;
     if from_file {
         master_key::write_pending(data, &new)?;
     }
@@ -119,13 +113,7 @@ fn rotate_fleet(data: &Path, config: &ClusterConfig) -> anyhow::Result<()> {
 fn rotate(data: &Path) -> anyhow::Result<()> {
     let new_from_env = new_key_from_env()?;
     let (store, source) = open_store_with_source(data, Access::Existing)?;
-    let _lock = master_key::try_lock_rotation(data)?.with_context(|| {
-        format!(
-            "another process is rotating the master key of {} (it holds {}); nothing was changed",
-            data.display(),
-            master_key::ROTATION_LOCK_FILE
-        )
-    })?;
+    let _lock = lock_rotation(data)?;
     match (source, new_from_env) {
         (KeySource::Environment, None) => bail!(
             "the master key comes from {MASTER_KEY_ENV}: supply the new one in {NEW_MASTER_KEY_ENV}; nothing was changed"
@@ -158,6 +146,18 @@ fn rotate(data: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Takes the rotation lock of the store in `data`, or says which process
+/// holds it.
+fn lock_rotation(data: &Path) -> anyhow::Result<master_key::RotationLock> {
+    master_key::try_lock_rotation(data)?.with_context(|| {
+        format!(
+            "another process is rotating the master key of {} (it holds {}); nothing was changed",
+            data.display(),
+            master_key::ROTATION_LOCK_FILE
+        )
+    })
 }
 
 /// Rotates the master key, recorded in the audit trail in the same

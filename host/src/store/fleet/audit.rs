@@ -40,7 +40,6 @@ use crate::audit::chain::{ChainKey, Checkpoint, Row, Verifier};
 use crate::audit::{Entry, MAX_QUERY_RECORDS, NodeVerification, Query, Tampered};
 use crate::store::{SqliteStore, StoreError};
 use async_nats::jetstream;
-use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -587,33 +586,17 @@ async fn read_stream(
         Some(start_time) => jetstream::consumer::DeliverPolicy::ByStartTime { start_time },
         None => jetstream::consumer::DeliverPolicy::All,
     };
-    let mut consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+    super::read::all_messages(
+        &stream,
+        jetstream::consumer::pull::OrderedConfig {
             filter_subject: filter.into(),
             deliver_policy,
             ..Default::default()
-        })
-        .await
-        .map_err(unavailable)?;
-    let pending = consumer.info().await.map_err(unavailable)?.num_pending;
-    if pending == 0 {
-        return Ok(Vec::new());
-    }
-    let mut messages = consumer.messages().await.map_err(unavailable)?;
-    let mut out = Vec::new();
-    loop {
-        let message = tokio::time::timeout(ACK_TIMEOUT, messages.next())
-            .await
-            .map_err(|_| unavailable("reading stopped (no quorum, or unreachable)"))?
-            .ok_or_else(|| unavailable("reading ended early"))?
-            .map_err(unavailable)?;
-        let info = message.info().map_err(unavailable)?;
-        let (seq, pending) = (info.stream_sequence, info.pending);
-        out.push(message);
-        if seq >= last || pending == 0 {
-            return Ok(out);
-        }
-    }
+        },
+        Some(last),
+    )
+    .await
+    .map_err(unavailable)
 }
 
 /// The stream's messages, sorted out by node: each node's chain keys (the

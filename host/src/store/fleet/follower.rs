@@ -241,6 +241,12 @@ async fn apply(
         .map_err(Failure::Blocked)?;
         change
     };
+    apply_rows(shared, seq, change).await
+}
+
+/// Applies entry `seq`'s rows to the replica (off the runtime), and
+/// records that it did.
+async fn apply_rows(shared: &Arc<Shared>, seq: u64, change: ChangeSet) -> Result<(), Failure> {
     let replica = Arc::clone(&shared.replica);
     shared
         .handle
@@ -314,22 +320,7 @@ async fn rotate(shared: &Arc<Shared>, seq: u64, payload: &[u8]) -> Result<(), Fa
             return Ok(());
         }
         Seen::NewKey(new) => new,
-        Seen::NoKey if superseded => {
-            let replica = Arc::clone(&shared.replica);
-            let change = rotation.change;
-            shared
-                .handle
-                .spawn_blocking(move || replica.apply_entry(seq, &change))
-                .await
-                .map_err(|e| blocked(e.to_string()))?
-                .map_err(|e| {
-                    blocked(format!(
-                        "entry {seq} of {STATE_STREAM} cannot be applied to this replica: {e}"
-                    ))
-                })?;
-            shared.status.set_applied(seq);
-            return Ok(());
-        }
+        Seen::NoKey if superseded => return apply_rows(shared, seq, rotation.change).await,
         Seen::NoKey => {
             return Err(blocked(format!(
                 "entry {seq} of {STATE_STREAM} rotates the fleet's master key, and this node does not hold the new key: it keeps serving the state before it (entry {}); restart it with the new key in {} (and the current one still in {}) to follow",

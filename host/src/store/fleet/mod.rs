@@ -27,6 +27,7 @@ mod config;
 mod entry;
 mod follower;
 mod log;
+mod read;
 mod uses;
 
 pub use config::{CA_ENV, CLUSTER_ENV, CREDENTIALS_ENV, ClusterConfig, DOMAIN_ENV};
@@ -678,43 +679,30 @@ fn walk_rotations(
 async fn rotation_entries(
     stream: &jetstream::stream::Stream,
 ) -> Result<Vec<RotationMessage>, StoreError> {
-    use futures_util::StreamExt as _;
-    let unavailable = |e: &dyn std::fmt::Display| {
-        StoreError::ClusterUnavailable(format!("cannot read the fleet's master-key rotations: {e}"))
-    };
-    let mut consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+    let messages = read::all_messages(
+        stream,
+        jetstream::consumer::pull::OrderedConfig {
             filter_subject: MASTER_KEY_SUBJECT.into(),
             ..Default::default()
+        },
+        None,
+    )
+    .await
+    .map_err(|e| {
+        StoreError::ClusterUnavailable(format!("cannot read the fleet's master-key rotations: {e}"))
+    })?;
+    messages
+        .into_iter()
+        .map(|message| {
+            let seq = message.info().map_or(0, |i| i.stream_sequence);
+            let tag = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(entry::MAC_HEADER))
+                .map(|v| v.as_str().to_owned());
+            Ok((seq, message.payload.clone(), tag))
         })
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let mut pending = consumer
-        .info()
-        .await
-        .map_err(|e| unavailable(&e))?
-        .num_pending;
-    let mut out = Vec::new();
-    if pending == 0 {
-        return Ok(out);
-    }
-    let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
-    while pending > 0 {
-        let Some(message) = messages.next().await else {
-            break;
-        };
-        let message = message.map_err(|e| unavailable(&e))?;
-        let info = message.info().map_err(|e| unavailable(&e))?;
-        let (seq, left) = (info.stream_sequence, info.pending);
-        let tag = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(entry::MAC_HEADER))
-            .map(|v| v.as_str().to_owned());
-        out.push((seq, message.payload.clone(), tag));
-        pending = left;
-    }
-    Ok(out)
+        .collect()
 }
 
 /// The fleet's genesis entry, written first if the stream is empty (by

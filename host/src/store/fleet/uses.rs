@@ -15,7 +15,6 @@
 use super::{ACK_TIMEOUT, Shared};
 use crate::store::{Dependent, LastUse, StoreError, UseRecord};
 use async_nats::jetstream;
-use futures_util::StreamExt as _;
 use sha2::Digest as _;
 use std::sync::Arc;
 
@@ -78,32 +77,19 @@ pub(super) async fn of_secret(
         .get_stream_no_info(USES_STREAM)
         .await
         .map_err(|e| unavailable(&e))?;
-    let mut consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+    let messages = super::read::all_messages(
+        &stream,
+        jetstream::consumer::pull::OrderedConfig {
             filter_subject: USES_SUBJECTS.into(),
             deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
             ..Default::default()
-        })
-        .await
-        .map_err(|e| unavailable(&e))?;
-    if consumer
-        .info()
-        .await
-        .map_err(|e| unavailable(&e))?
-        .num_pending
-        == 0
-    {
-        return Ok(Vec::new());
-    }
-    let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+        },
+        None,
+    )
+    .await
+    .map_err(|e| unavailable(&e))?;
     let mut marks = Vec::new();
-    loop {
-        let message = tokio::time::timeout(ACK_TIMEOUT, messages.next())
-            .await
-            .map_err(|_| unavailable(&"reading stopped (no quorum, or unreachable)"))?
-            .ok_or_else(|| unavailable(&"reading ended early"))?
-            .map_err(|e| unavailable(&e))?;
-        let pending = message.info().map_err(|e| unavailable(&e))?.pending;
+    for message in messages {
         let tag = message
             .headers
             .as_ref()
@@ -128,10 +114,8 @@ pub(super) async fn of_secret(
                 message.subject
             ),
         }
-        if pending == 0 {
-            return Ok(marks);
-        }
     }
+    Ok(marks)
 }
 
 /// `dependents` with each binding's last uses made the latest any node

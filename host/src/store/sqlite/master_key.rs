@@ -22,13 +22,7 @@ impl SqliteStore {
 
     /// The key check as stored: a known plaintext sealed under the master key.
     fn sealed_key_check(&self) -> Result<Vec<u8>, StoreError> {
-        self.read(|tx| {
-            Ok(
-                tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
-                    r.get(0)
-                })?,
-            )
-        })
+        self.read(key_check_in)
     }
 }
 
@@ -63,9 +57,6 @@ impl KeyCustody for SqliteStore {
     /// entry the fleet accepted; every replica given the new key applies it
     /// ([`SqliteStore::apply_master_key_entry`]).
     fn rotate_master_key(&self, new: AesKey, record: &AdminRecord) -> Result<usize, StoreError> {
-        if opens_key_check(&new, &self.sealed_key_check()?) {
-            return Err(StoreError::MasterKeyInForce);
-        }
         let key_check = new.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_AAD);
         let propose = |fleet: &dyn Replication, applied: u64, change: &ChangeSet| {
             fleet.propose_master_key(applied, change, &key_check, &new)
@@ -75,13 +66,10 @@ impl KeyCustody for SqliteStore {
             even_if_empty: true,
         };
         let (count, mut master) = self.transact_proposing(true, Some(record), &proposer, |tx| {
-            // Run again after losing a race, the rotation may find the
-            // store under the new key already (another rotation to it).
-            let sealed: Vec<u8> =
-                tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
-                    r.get(0)
-                })?;
-            if opens_key_check(&new, &sealed) {
+            // Checked in the transaction: run again after losing a race,
+            // the rotation may find the store under the new key already
+            // (another rotation to it).
+            if opens_key_check(&new, &key_check_in(tx)?) {
                 return Err(StoreError::MasterKeyInForce);
             }
             // Held until the new key is in place, so no write in this
@@ -222,6 +210,15 @@ fn rewrap_all(
         )?;
     }
     Ok(rows.len())
+}
+
+/// The key check as `tx` sees it.
+pub(super) fn key_check_in(tx: &rusqlite::Transaction<'_>) -> Result<Vec<u8>, StoreError> {
+    Ok(
+        tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
+            r.get(0)
+        })?,
+    )
 }
 
 /// Whether `key` opens the store's sealed key check (`sealed`).

@@ -359,11 +359,7 @@ impl SqliteStore {
     /// over rows someone else forged or rolled back (sealing after this
     /// write would make them look like Keyhole's).
     fn check_before_writing(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
-        let sealed: Vec<u8> =
-            tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
-                r.get(0)
-            })?;
-        if !master_key::opens_key_check(&self.master(), &sealed) {
+        if !master_key::opens_key_check(&self.master(), &master_key::key_check_in(tx)?) {
             return Err(StoreError::WrongMasterKey);
         }
         let findings = self.verify_in(tx)?;
