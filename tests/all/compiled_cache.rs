@@ -19,18 +19,33 @@ fn entries(node: &Node) -> Vec<PathBuf> {
     found
 }
 
-/// The `compiled=… from_cache=…` figures of the node's last catalog load.
-fn last_load(node: &Node) -> (usize, usize) {
-    let logs = node.logs();
-    let line = logs
-        .lines()
-        .rev()
-        .find(|l| l.contains("loaded functions and grants"))
-        .unwrap_or_else(|| panic!("no load logged:\n{logs}"));
-    (
-        common::log_field(line, "compiled"),
-        common::log_field(line, "from_cache"),
-    )
+/// The `compiled=… from_cache=…` figures of the node's `nth` catalog load
+/// (counted from 1 over every start of `node`).
+///
+/// The node logs its load on stderr, which a thread of the harness copies
+/// while the test reads the address from stdout: the line may arrive a
+/// moment after the node answers, so this waits for it (bounded) instead of
+/// taking an earlier start's line for this one's.
+fn nth_load(node: &Node, nth: usize) -> (usize, usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let logs = node.logs();
+        let loads: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains("loaded functions and grants"))
+            .collect();
+        if let Some(line) = loads.get(nth - 1) {
+            return (
+                common::log_field(line, "compiled"),
+                common::log_field(line, "from_cache"),
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "load {nth} was not logged:\n{logs}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 fn deploy_plain(node: &Node, name: &str, route: &str) {
@@ -47,7 +62,7 @@ fn a_start_loads_what_deploy_compiled_and_refuses_entries_it_cannot_trust() {
 
     node.start();
     assert_eq!(node.get("/plain").status, 200);
-    assert_eq!(last_load(&node), (0, 1), "the start compiled nothing");
+    assert_eq!(nth_load(&node, 1), (0, 1), "the start compiled nothing");
     node.kill();
 
     // One flipped byte in the artifact: refused, compiled afresh, rewritten.
@@ -58,7 +73,11 @@ fn a_start_loads_what_deploy_compiled_and_refuses_entries_it_cannot_trust() {
     node.start();
     let reply = node.get("/plain");
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(last_load(&node), (1, 0), "the damaged entry was not loaded");
+    assert_eq!(
+        nth_load(&node, 2),
+        (1, 0),
+        "the damaged entry was not loaded"
+    );
     assert!(
         node.logs().contains("failed its integrity check"),
         "{}",
@@ -83,7 +102,7 @@ fn a_start_loads_what_deploy_compiled_and_refuses_entries_it_cannot_trust() {
     node.start();
     assert_eq!(node.get("/plain").status, 200);
     assert_eq!(
-        last_load(&node),
+        nth_load(&node, 3),
         (1, 0),
         "another store's entry was not loaded"
     );

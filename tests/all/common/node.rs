@@ -395,6 +395,7 @@ impl Node {
     }
 
     fn spawn_command(&mut self, mut command: Command, backtrace: bool) {
+        let starts_before = self.start_lines();
         if backtrace {
             command.env("RUST_BACKTRACE", "1");
         } else {
@@ -436,6 +437,35 @@ impl Node {
             });
         self.base = addr.to_owned();
         self.server = Some(child);
+        self.wait_for_start_log(starts_before);
+    }
+
+    /// The number of `serving` lines (one per start) in the node's log.
+    fn start_lines(&self) -> usize {
+        self.logs
+            .lock()
+            .unwrap()
+            .matches("keyhole::cli::serve: serving ")
+            .count()
+    }
+
+    /// Waits (bounded) until this start's `serving` line reached the log.
+    ///
+    /// The node writes its address on stdout and its log on stderr, which a
+    /// thread copies: without this, a test reading the log right after a
+    /// start could find an earlier start's lines (say, its catalog load)
+    /// and take them for this one's. Everything the node logs while
+    /// starting comes before `serving`.
+    fn wait_for_start_log(&self, starts_before: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.start_lines() <= starts_before {
+            assert!(
+                Instant::now() < deadline,
+                "the node's start was not logged:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// `keyhole` sent to this node's admin API with `token`, from a
