@@ -16,6 +16,7 @@ mod fuzz_corpora;
 mod hostile;
 mod injection;
 mod isolation;
+mod js_functions;
 mod keys;
 mod new_function;
 mod other_runtimes;
