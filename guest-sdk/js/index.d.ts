@@ -1,6 +1,7 @@
 /// <reference path="./types/interfaces/keyhole-secrets-secrets.d.ts" />
 // Types of the Keyhole guest SDK; the raw interface's types in `types/` are
-// generated from the WIT by `jco guest-types` (`npm run sync`).
+// generated from the WIT by `jco guest-types` (`npm run sync:js-sdk` at the
+// repository root).
 
 /** Anything the SDK takes as bytes: a string is encoded as UTF-8. */
 export type Bytes = string | Uint8Array | ArrayBuffer | ArrayBufferView;

@@ -244,7 +244,7 @@ fn the_js_sdks_wit_and_types_are_what_the_repositorys_wit_makes() {
         assert_eq!(
             std::fs::read_to_string(fresh.path().join(file)).unwrap(),
             std::fs::read_to_string(sdk.join("types").join(file)).unwrap(),
-            "guest-sdk/js/types/{file} is stale: run `npm run sync` in guest-sdk/js"
+            "guest-sdk/js/types/{file} is stale: run `npm run sync:js-sdk` at the repository root"
         );
     }
 }

@@ -11,6 +11,7 @@ mod cli;
 mod compiled_cache;
 mod crash;
 mod deploy_gate;
+mod dev;
 mod fleet;
 mod fuzz_corpora;
 mod hostile;

@@ -1,5 +1,5 @@
-//! `keyhole new`: a new function's folder builds with cargo and serves on a
-//! node unchanged.
+//! `keyhole new`: a new function's folder builds (with cargo, or with npm
+//! for JavaScript) and serves on a node unchanged.
 
 use crate::common;
 
@@ -39,23 +39,15 @@ fn keyhole_new_makes_a_rust_function_that_builds_and_serves_unchanged() {
     };
     let entries = || std::fs::read_dir(work.path()).unwrap().count();
 
-    // Refused, each with a clear error, writing nothing.
-    for (args, expected) in [
-        (&["bad name!"][..], "cannot name a function"),
-        (
-            &["demo", "--lang", "js"][..],
-            "not available in this build yet",
-        ),
-    ] {
-        let out = new(args);
-        assert!(!out.status.success(), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains(expected) && err.contains("nothing was written"),
-            "{err}"
-        );
-        assert_eq!(entries(), 0, "{args:?} wrote something");
-    }
+    // Refused with a clear error, writing nothing.
+    let out = new(&["bad name!"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot name a function") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(entries(), 0, "a refused name wrote something");
 
     let out = new(&["demo"]);
     assert!(
@@ -111,6 +103,76 @@ fn keyhole_new_makes_a_rust_function_that_builds_and_serves_unchanged() {
         format!(
             "hello from demo: hmac-sha256(/demo) = {}\n",
             hmac_sha256_hex(&key, b"/demo")
+        )
+    );
+}
+
+/// `npm` in `dir`, taking packages from npm's cache where it has them (the
+/// repository's own `npm ci` filled it with the same pinned tools).
+fn npm_in(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("npm")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running npm (is Node.js installed?)");
+    assert!(
+        out.status.success(),
+        "npm {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn keyhole_new_makes_a_js_function_that_builds_and_serves_unchanged() {
+    let work = tempfile::tempdir().unwrap();
+    let mut node = Node::new();
+    let out = node
+        .command()
+        .current_dir(work.path())
+        .args(["new", "demo-js", "--lang", "js"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let demo = work.path().join("demo-js");
+    let gitignore = std::fs::read_to_string(demo.join(".gitignore")).unwrap();
+    for ignored in ["/.keyhole/", "*.secret", "/node_modules", "/dist"] {
+        assert!(gitignore.contains(ignored), "{gitignore}");
+    }
+
+    // Builds unchanged, with Node.js and npm alone.
+    npm_in(
+        &demo,
+        &["install", "--prefer-offline", "--no-audit", "--no-fund"],
+    );
+    npm_in(&demo, &["run", "build"]);
+
+    node.ok(&["deploy", demo.join("keyhole.toml").to_str().unwrap()]);
+    let key = random_secret();
+    node.put_secret("signing-key", &key);
+    node.start();
+    let refused = node.get("/demo-js");
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert!(refused.text().starts_with("not-granted"), "{refused:?}");
+    node.ok(&[
+        "grant",
+        "demo-js",
+        "SIGNING_KEY",
+        "--secret",
+        "signing-key",
+        "--allow",
+        "hmac",
+    ]);
+    let reply = node.wait_for("/demo-js?x=1", |r| r.status == 200);
+    assert_eq!(
+        reply.text(),
+        format!(
+            "hello from demo-js: hmac-sha256(/demo-js?x=1) = {}\n",
+            hmac_sha256_hex(&key, b"/demo-js?x=1")
         )
     );
 }

@@ -10,7 +10,8 @@
 // marked `@since(version = 0.2.N)`, so the 0.2.10 text is the 0.2.12 text
 // without what 0.2.11 and 0.2.12 added. A node links either version.
 //
-// `node scripts/sync-wit.mjs` rewrites `wit/`; with `--check` it changes
+// `npm run sync:js-sdk` at the repository root runs this, then regenerates
+// `types/`. `node scripts/sync-wit.mjs` rewrites `wit/`; with `--check` it changes
 // nothing and exits 1 when `wit/` is not what it would write (a test runs
 // that, so the copy cannot drift from the repository's WIT).
 

@@ -4,6 +4,7 @@
 mod audit;
 mod backend;
 mod cluster;
+mod dev;
 mod functions;
 mod grants;
 mod master_key;
@@ -96,6 +97,11 @@ enum Command {
         #[arg(long, value_enum, default_value = "rust")]
         lang: new::Lang,
     },
+    /// Run the function in this folder locally: build it, serve it on a
+    /// dev store with local values for its bindings, granted what its
+    /// manifest asks for, and rebuild and redeploy on every change
+    /// (developer).
+    Dev(dev::DevArgs),
     /// Serve deployed functions over HTTP.
     Serve(serve::ServeArgs),
     /// Store, rotate, roll back, list and remove secrets, and see who
@@ -193,8 +199,10 @@ pub fn run() -> anyhow::Result<()> {
         cluster,
     };
     let t = &target;
-    if let Command::Serve(args) = cli.command {
-        return serve::run(&t.data, t.cluster.as_ref(), args);
+    match cli.command {
+        Command::Serve(args) => return serve::run(&t.data, t.cluster.as_ref(), args),
+        Command::Dev(args) => return dev::run(args),
+        _ => {}
     }
     let outcome = run_command(t, cli.command);
     // What the command recorded in this replica's trail goes to the
@@ -206,7 +214,7 @@ pub fn run() -> anyhow::Result<()> {
 /// Runs one command other than `serve`.
 fn run_command(t: &Target, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(_) => unreachable!("run handles serve"),
+        Command::Serve(_) | Command::Dev(_) => unreachable!("run handles serve and dev"),
         Command::New { name, lang } => new::run(&name, lang),
         Command::Secret(command) => secrets::run(t, command),
         Command::Deploy {

@@ -105,6 +105,10 @@ pub struct ServeArgs {
           default_value_t = keyhole_host::node::admission::DEFAULT_CLIENT_CONNECTIONS,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_client_connections: u32,
+    /// Shut down when standard input closes: how `keyhole dev` makes sure
+    /// the node it started never outlives it, however it ends.
+    #[arg(long, hide = true)]
+    stop_when_stdin_closes: bool,
 }
 
 fn parse_network(text: &str) -> Result<IpNet, String> {
@@ -426,7 +430,7 @@ pub fn run(
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(shutdown_signal());
+        .block_on(shutdown_signal(args.stop_when_stdin_closes));
     let _ = stop.send(true);
     for worker in workers_running {
         let _ = worker.join();
@@ -477,7 +481,32 @@ fn start_admin(
         })?)
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM, or (with `stdin_closes`) when standard
+/// input reaches its end.
+async fn shutdown_signal(stdin_closes: bool) {
+    if stdin_closes {
+        let (closed, on_close) = tokio::sync::oneshot::channel::<()>();
+        let watcher = std::thread::Builder::new()
+            .name("keyhole-stdin".into())
+            .spawn(move || {
+                let mut sink = [0u8; 256];
+                let mut stdin = std::io::stdin();
+                while matches!(std::io::Read::read(&mut stdin, &mut sink), Ok(n) if n > 0) {}
+                let _ = closed.send(());
+            });
+        if watcher.is_ok() {
+            tokio::select! {
+                () = signals() => {}
+                _ = on_close => {}
+            }
+            return;
+        }
+    }
+    signals().await;
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn signals() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

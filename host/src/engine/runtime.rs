@@ -374,10 +374,10 @@ impl Runtime {
         self.link(&component)
     }
 
-    /// Saves `compiled`, the compilation of the deployed component whose
-    /// SHA-256 (as the store records it) is `sha256`, to the cache (if there
-    /// is one) for the next start. Only for accepted deployments. A failure
-    /// is logged: it costs time, not correctness.
+    /// Saves `compiled`, the compilation of the component whose SHA-256 (as
+    /// the store records it) is `sha256`, to the cache (if there is one) for
+    /// later loads. Only for components that passed the deploy gate. A
+    /// failure is logged: it costs time, not correctness.
     pub fn remember(&self, sha256: &str, compiled: &FunctionPre) {
         if let Some(cache) = &self.cache
             && let Err(e) = cache.store(sha256, compiled.instance_pre().component())

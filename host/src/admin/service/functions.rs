@@ -277,6 +277,13 @@ impl Admin {
             };
             self.record_probe(caller, &deployment.info.name, outcome, &what);
         }
+        // Past the gate: its compilation is kept for every later load, and
+        // kept before the store commits, so that a node sharing this data
+        // directory that sees the deployment at once loads it from the
+        // cache instead of compiling it again. Should the commit fail, the
+        // entry is one no deployment names, which the next start removes.
+        self.runtime()?
+            .remember(&deployment.info.component_sha256, &compiled);
         let may_nest = |owner: &str, routes: &[String]| caller.may_deploy(owner, routes);
         let report =
             deploy::store(&*self.store, &deployment, &may_nest, record).map_err(|e| match e {
@@ -286,9 +293,6 @@ impl Admin {
                 ),
                 other => from_deploy(other),
             })?;
-        // Accepted and stored: worth compiling once for every later start.
-        self.runtime()?
-            .remember(&deployment.info.component_sha256, &compiled);
         let function = FunctionListing {
             binding_states: report
                 .bindings

@@ -1,72 +1,55 @@
-//! `keyhole new NAME`: a function's folder that builds and serves unchanged
-//! — source, manifest, a `.gitignore` that keeps local secret files out,
-//! and a README with the commands.
-//!
-//! The project carries its own copy of the guest SDK and of the WIT it is
-//! built against (both embedded in this binary when it was built), so it
-//! builds anywhere Rust and the `wasm32-wasip2` target are, without this
-//! repository and without a registry for the SDK.
-//!
-//! Invariant: a refused `new` writes nothing, and a `new` never writes into
-//! a folder that exists.
+//! The Rust project `keyhole new --lang rust` writes: a crate built for
+//! wasm32-wasip2 with its own copy of the guest SDK and of the WIT.
 
-use anyhow::{Context as _, bail};
-use clap::ValueEnum;
-use std::path::{Path, PathBuf};
-
-/// The languages a project can be made in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Lang {
-    /// A Rust crate built for wasm32-wasip2 with the guest SDK.
-    Rust,
-    /// JavaScript (not available yet).
-    Js,
-}
+use std::path::Path;
 
 /// The guest SDK's sources, as `keyhole-sdk/src/…` of a new project.
 const SDK_SOURCES: &[(&str, &str)] = &[
-    ("lib.rs", include_str!("../../../guest-sdk/src/lib.rs")),
-    ("http.rs", include_str!("../../../guest-sdk/src/http.rs")),
-    ("jwt.rs", include_str!("../../../guest-sdk/src/jwt.rs")),
+    ("lib.rs", include_str!("../../../../guest-sdk/src/lib.rs")),
+    ("http.rs", include_str!("../../../../guest-sdk/src/http.rs")),
+    ("jwt.rs", include_str!("../../../../guest-sdk/src/jwt.rs")),
     (
         "secrets.rs",
-        include_str!("../../../guest-sdk/src/secrets.rs"),
+        include_str!("../../../../guest-sdk/src/secrets.rs"),
     ),
 ];
 
 /// Every WIT file the SDK's bindings read, as `wit/…` of a new project.
 const WIT_FILES: &[(&str, &str)] = &[
-    ("secrets.wit", include_str!("../../../wit/secrets.wit")),
-    ("deps/cli.wit", include_str!("../../../wit/deps/cli.wit")),
+    ("secrets.wit", include_str!("../../../../wit/secrets.wit")),
+    ("deps/cli.wit", include_str!("../../../../wit/deps/cli.wit")),
     (
         "deps/clocks.wit",
-        include_str!("../../../wit/deps/clocks.wit"),
+        include_str!("../../../../wit/deps/clocks.wit"),
     ),
     (
         "deps/filesystem.wit",
-        include_str!("../../../wit/deps/filesystem.wit"),
+        include_str!("../../../../wit/deps/filesystem.wit"),
     ),
-    ("deps/http.wit", include_str!("../../../wit/deps/http.wit")),
-    ("deps/io.wit", include_str!("../../../wit/deps/io.wit")),
+    (
+        "deps/http.wit",
+        include_str!("../../../../wit/deps/http.wit"),
+    ),
+    ("deps/io.wit", include_str!("../../../../wit/deps/io.wit")),
     (
         "deps/random.wit",
-        include_str!("../../../wit/deps/random.wit"),
+        include_str!("../../../../wit/deps/random.wit"),
     ),
     (
         "deps/sockets.wit",
-        include_str!("../../../wit/deps/sockets.wit"),
+        include_str!("../../../../wit/deps/sockets.wit"),
     ),
     (
         "deps/wasmcloud-secrets/secrets.wit",
-        include_str!("../../../wit/deps/wasmcloud-secrets/secrets.wit"),
+        include_str!("../../../../wit/deps/wasmcloud-secrets/secrets.wit"),
     ),
     (
         "deps/wasi-config/store.wit",
-        include_str!("../../../wit/deps/wasi-config/store.wit"),
+        include_str!("../../../../wit/deps/wasi-config/store.wit"),
     ),
     (
         "deps/wasi-config/world.wit",
-        include_str!("../../../wit/deps/wasi-config/world.wit"),
+        include_str!("../../../../wit/deps/wasi-config/world.wit"),
     ),
 ];
 
@@ -86,54 +69,12 @@ wasip2 = "=2.0.1"
 base64 = "0.22"
 "#;
 
-/// Runs `keyhole new NAME --lang LANG` in the current directory.
-pub fn run(name: &str, lang: Lang) -> anyhow::Result<()> {
-    keyhole_host::names::validate("function", name)
-        .with_context(|| format!("`{name}` cannot name a function; nothing was written"))?;
-    if lang == Lang::Js {
-        bail!(
-            "JavaScript functions are not available in this build yet: use --lang rust; nothing was written"
-        );
-    }
-    let dir = PathBuf::from(name);
-    if dir.exists() {
-        bail!(
-            "{} exists already: choose another name, or remove it; nothing was written",
-            dir.display()
-        );
-    }
-    // Everything is written in a hidden sibling first and renamed into
-    // place, so a failure leaves no half-made project behind.
-    let staging = PathBuf::from(format!(".{name}.keyhole-new"));
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)
-            .with_context(|| format!("removing the leftover {}", staging.display()))?;
-    }
-    let written = write_rust_project(&staging, name);
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(e.context("nothing was written"));
-    }
-    std::fs::rename(&staging, &dir)
-        .with_context(|| format!("moving the new project into {}", dir.display()))?;
-    println!("created {}/ (a Rust function)", dir.display());
-    println!("  cd {name} && cargo build --release   # then see {name}/README.md");
-    Ok(())
-}
-
 /// Writes the Rust project for function `name` into `dir`.
-fn write_rust_project(dir: &Path, name: &str) -> anyhow::Result<()> {
+pub(super) fn write_project(dir: &Path, name: &str) -> anyhow::Result<()> {
     let crate_name = name.to_owned();
     let artifact = name.replace('-', "_");
     let route = format!("/{name}");
-    let write = |path: &str, text: &str| -> anyhow::Result<()> {
-        let path = dir.join(path);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
-    };
+    let write = |path: &str, text: &str| super::write_file(dir, path, text);
     write(
         "Cargo.toml",
         &format!(
@@ -165,7 +106,7 @@ strip = true
     )?;
     write(
         ".gitignore",
-        "/target\n# Local secret values (keyhole dev's, and any file you put a key in) never go in git.\n/.keyhole/\n*.secret\n*.key\n",
+        &format!("/target\n{}", super::GITIGNORE_SECRETS),
     )?;
     write(
         "keyhole.toml",
@@ -236,7 +177,13 @@ fn readme(name: &str, route: &str) -> String {
     format!(
         r#"# {name}
 
-A Keyhole edge function. Build it, then run it on a node:
+A Keyhole edge function. Run it locally, rebuilt on every change:
+
+```sh
+keyhole dev        # asks for SIGNING_KEY's value once, then serves http://127.0.0.1:8080{route}
+```
+
+Or build it and run it on a node:
 
 ```sh
 cargo build --release                 # needs `rustup target add wasm32-wasip2`
@@ -262,19 +209,10 @@ mod tests {
     #[test]
     fn a_new_project_carries_every_wit_file() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
-        let mut found = Vec::new();
-        let mut stack = vec![root.clone()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else if path.extension().is_some_and(|e| e == "wit") {
-                    found.push(path.strip_prefix(&root).unwrap().display().to_string());
-                }
-            }
-        }
-        found.sort();
+        let found: Vec<String> = super::super::files_under(&root, &[])
+            .into_iter()
+            .filter(|f| f.ends_with(".wit"))
+            .collect();
         let mut embedded: Vec<String> = WIT_FILES.iter().map(|(f, _)| (*f).to_owned()).collect();
         embedded.sort();
         assert_eq!(found, embedded, "update WIT_FILES in cli/new.rs");

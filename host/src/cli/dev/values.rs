@@ -1,0 +1,164 @@
+//! The dev store's key and its secret values.
+//!
+//! Invariant: `keyhole dev` writes no secret value in clear. Values go only
+//! into the dev store, which is sealed like a real one under a key kept in
+//! the user's configuration folder — not in the project, so a copied or
+//! committed project folder opens nothing. A value comes from the
+//! developer's own `.keyhole/dev-secrets.toml` (kept out of git by the
+//! project's `.gitignore`) or from a prompt that does not echo it.
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use zeroize::Zeroizing;
+
+/// The file a developer may put local values in, relative to the project.
+pub const VALUES_FILE: &str = ".keyhole/dev-secrets.toml";
+
+/// The folder of the user's Keyhole configuration: `$KEYHOLE_CONFIG_DIR`,
+/// else `$XDG_CONFIG_HOME/keyhole`, else `~/.config/keyhole`.
+pub fn config_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("KEYHOLE_CONFIG_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("keyhole"));
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".config/keyhole")),
+        None => bail!(
+            "no configuration folder for the dev store's key: set KEYHOLE_CONFIG_DIR (or HOME)"
+        ),
+    }
+}
+
+/// The dev store's master key (base64), from `dev-master.key` in the
+/// configuration folder, made (owner-only) on first use. One key serves
+/// every project's dev store of this user.
+pub fn dev_master_key() -> anyhow::Result<Zeroizing<String>> {
+    let dir = config_dir()?;
+    keyhole_host::store::private_dir(&dir)
+        .with_context(|| format!("making the configuration folder {}", dir.display()))?;
+    let path = dir.join("dev-master.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let text = Zeroizing::new(text.trim().to_owned());
+            if keyhole_host::crypto::master_key::decode(&text).is_none() {
+                bail!(
+                    "{} is not a base64 32-byte key: remove it to have keyhole dev make a new one (its dev stores then open no more)",
+                    path.display()
+                );
+            }
+            Ok(text)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Zeroizing::new(rand::random::<[u8; 32]>());
+            let text = Zeroizing::new(STANDARD.encode(*key));
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            file.write_all(text.as_bytes())
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("keyhole dev: made the dev stores' key {}", path.display());
+            Ok(text)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// A binding's value as `.keyhole/dev-secrets.toml` gives it: the text, or
+/// `{ file = "path" }` (relative to the project) for bytes kept in a file.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Entry {
+    Text(String),
+    File { file: PathBuf },
+}
+
+/// The values in the project's `.keyhole/dev-secrets.toml`, by binding
+/// (none when there is no such file).
+pub fn values_from_file(project: &Path) -> anyhow::Result<BTreeMap<String, Zeroizing<Vec<u8>>>> {
+    let path = project.join(VALUES_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => Zeroizing::new(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    // The parser's message may quote the line: never show it, it may hold
+    // a value. The position is enough to find the mistake.
+    let entries: BTreeMap<String, Entry> = toml::from_str(&text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|span| format!(" at line {}", text[..span.start].lines().count().max(1)))
+            .unwrap_or_default();
+        anyhow::anyhow!(
+            "{}{at} is not `BINDING = \"value\"` or `BINDING = {{ file = \"path\" }}` lines",
+            path.display()
+        )
+    })?;
+    let mut values = BTreeMap::new();
+    for (binding, entry) in entries {
+        let value = match entry {
+            Entry::Text(text) => Zeroizing::new(text.into_bytes()),
+            Entry::File { file } => {
+                let file = project.join(file);
+                Zeroizing::new(std::fs::read(&file).with_context(|| {
+                    format!("reading {binding}'s value from {}", file.display())
+                })?)
+            }
+        };
+        if value.is_empty() {
+            bail!("{}: {binding}'s value is empty", path.display());
+        }
+        values.insert(binding, value);
+    }
+    Ok(values)
+}
+
+/// Asks on the terminal for `binding`'s value, without echoing it; `None`
+/// when there is no terminal to ask on.
+pub fn prompt(binding: &str, operations: &str) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    eprint!(
+        "keyhole dev: a value for {binding} ({operations}; kept only in the sealed dev store): "
+    );
+    let _ = std::io::stderr().flush();
+    let echo_off = stty("-echo");
+    let mut line = Zeroizing::new(String::new());
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if echo_off {
+        stty("echo");
+    }
+    eprintln!();
+    read.context("reading the value")?;
+    let value = line.trim_end_matches(['\r', '\n']);
+    if value.is_empty() {
+        bail!("no value given for {binding}");
+    }
+    Ok(Some(Zeroizing::new(value.as_bytes().to_vec())))
+}
+
+/// Runs `stty SETTING` on the terminal; whether it worked.
+fn stty(setting: &str) -> bool {
+    let Ok(tty) = std::fs::File::open("/dev/tty") else {
+        return false;
+    };
+    Command::new("stty")
+        .arg(setting)
+        .stdin(Stdio::from(tty))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
