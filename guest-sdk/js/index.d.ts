@@ -23,8 +23,8 @@ export class Secret implements Disposable {
   version(): number;
   /** HMAC-SHA256 of `message` keyed with the secret. Needs the `hmac` grant. */
   hmacSha256(message: Bytes): Uint8Array;
-  /** Whether `tag` is the HMAC-SHA256 of `message` (constant time, on the host). Needs the `hmac` grant. */
-  verifyHmacSha256(message: Bytes, tag: Bytes): boolean;
+  /** Whether `tag` (bytes, not hex) is the HMAC-SHA256 of `message` (constant time, on the host). Needs the `hmac` grant. */
+  verifyHmacSha256(message: Bytes, tag: Uint8Array | ArrayBuffer | ArrayBufferView): boolean;
   /** The secret's bytes, copied into this function's memory. Needs the `reveal` grant. */
   reveal(): Uint8Array;
   /** A signature of `message` with the secret as private key. Needs the `sign` grant. */

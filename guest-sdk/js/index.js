@@ -125,6 +125,8 @@ export class Secret {
    * passes too. Needs the `hmac` grant.
    */
   verifyHmacSha256(message, tag) {
+    // A tag is bytes: a hex or base64 string taken as UTF-8 would never match.
+    if (typeof tag === 'string') throw new TypeError('the tag must be bytes: decode it first (fromHex)');
     return hostCall(() => this.#handle.verifyHmacSha256(bytes(message), bytes(tag)));
   }
 

@@ -60,6 +60,13 @@ fn a_start_loads_what_deploy_compiled_and_refuses_entries_it_cannot_trust() {
     let cached = entries(&node);
     assert_eq!(cached.len(), 1, "deploy caches its compilation: {cached:?}");
 
+    // A deployment the store refuses (its route is taken) leaves no entry,
+    // though its compilation was cached before the store was asked.
+    let clash = node.write_manifest("clash", artifacts::PROBE, "/plain", "");
+    let refused = node.cli(&["deploy", clash.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert_eq!(entries(&node), cached, "the refused component's entry went");
+
     node.start();
     assert_eq!(node.get("/plain").status, 200);
     assert_eq!(nth_load(&node, 1), (0, 1), "the start compiled nothing");

@@ -132,7 +132,7 @@ fn get(url: &str) -> Option<(u16, String)> {
 
 /// Polls `url` until `check` holds (bounded).
 fn poll(url: &str, check: impl Fn(u16, &str) -> bool) -> (u16, String) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Some((status, body)) = get(url)
             && check(status, &body)
@@ -278,11 +278,42 @@ fn keyhole_dev_serves_a_new_js_function_and_redeploys_it_on_every_change() {
     });
     assert_eq!(dev.count("keyhole dev: serving"), 1, "one node all along");
 
+    // Another local value, from a file, byte for byte (its last byte a
+    // newline): in force without a rebuild.
+    let other = format!("{}\n", common::random_token());
+    std::fs::write(
+        project.join(".keyhole/dev-secrets.toml"),
+        "SIGNING_KEY = { file = \"local/signing.value\" }\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(project.join("local")).unwrap();
+    std::fs::write(project.join("local/signing.value"), &other).unwrap();
+    let expected = format!("= {}\n", hmac_sha256_hex(other.as_bytes(), b"/demo-dev"));
+    let rebuilds = dev.count("change seen, rebuilding");
+    poll(&format!("{url}/demo-dev"), |_, body| {
+        body.ends_with(&expected)
+    });
+    assert_eq!(
+        dev.count("change seen, rebuilding"),
+        rebuilds,
+        "a new value needs no rebuild"
+    );
+
     // Nothing in clear: the project (but the developer's own values file)
     // and the dev store hold no encoding of the value, and the dev store's
     // key is not in the project.
+    let output = dev.output();
+    for (form, needle) in encodings(value.as_bytes()) {
+        assert!(
+            !output
+                .as_bytes()
+                .windows(needle.len())
+                .any(|w| w == needle.as_slice()),
+            "{form} of the value in keyhole dev's output"
+        );
+    }
     for (path, bytes) in files_under(&project) {
-        if path.ends_with(".keyhole/dev-secrets.toml") {
+        if path.ends_with(".keyhole/dev-secrets.toml") || path.ends_with("local/signing.value") {
             continue;
         }
         for (form, needle) in encodings(value.as_bytes()) {

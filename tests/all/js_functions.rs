@@ -56,7 +56,7 @@ fn the_js_examples_serve_what_their_rust_twins_serve() {
         ]);
     }
     let js = node.wait_for("/hello-js", |r| r.status == 200);
-    let rust = node.get("/hello");
+    let rust = node.wait_for("/hello", |r| r.status == 200);
     assert_eq!(
         js.text(),
         "hello from keyhole: binding GREETING_KEY is at version 1\n"
@@ -75,7 +75,10 @@ fn the_js_examples_serve_what_their_rust_twins_serve() {
         ),
         (&[], 401, "missing or malformed X-Hub-Signature-256\n"),
     ];
+    // Each route once its grant is in force (the last one given is the
+    // Rust twin's).
     node.wait_for("/webhook-js", |r| r.status != 503);
+    node.wait_for("/webhook", |r| r.status != 503);
     for (headers, status, text) in cases {
         let js = node.post("/webhook-js", headers, body);
         let rust = node.post("/webhook", headers, body);

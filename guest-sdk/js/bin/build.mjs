@@ -18,9 +18,11 @@ import { fileURLToPath } from 'node:url';
 
 const sdk = join(dirname(fileURLToPath(import.meta.url)), '..');
 
+/** A refusal to build: its message is all the user needs to see. */
+class BuildError extends Error {}
+
 function fail(message) {
-  console.error(`keyhole-build-js: ${message}`);
-  process.exit(1);
+  throw new BuildError(message);
 }
 
 function parseArgs(argv) {
@@ -102,4 +104,10 @@ async function main() {
   }
 }
 
-await main();
+try {
+  await main();
+} catch (error) {
+  if (!(error instanceof BuildError)) throw error;
+  console.error(`keyhole-build-js: ${error.message}`);
+  process.exitCode = 1;
+}

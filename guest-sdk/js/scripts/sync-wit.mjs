@@ -15,7 +15,7 @@
 // nothing and exits 1 when `wit/` is not what it would write (a test runs
 // that, so the copy cannot drift from the repository's WIT).
 
-import { readFileSync, writeFileSync, readdirSync, mkdirSync, existsSync } from 'node:fs';
+import { readFileSync, writeFileSync, readdirSync, mkdirSync, existsSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -67,7 +67,16 @@ const header = (name) =>
   `// Derived from the repository's wit/${name} by guest-sdk/js/scripts/sync-wit.mjs: do not edit.\n`;
 
 let stale = [];
-for (const [name, text] of derive()) {
+const derived = derive();
+// A file the repository no longer has must not linger in the copy.
+if (existsSync(target)) {
+  for (const name of witFiles(target)) {
+    if (derived.has(name)) continue;
+    stale.push(name);
+    if (!check) rmSync(join(target, name));
+  }
+}
+for (const [name, text] of derived) {
   const path = join(target, name);
   const wanted = header(name) + text;
   const current = existsSync(path) ? readFileSync(path, 'utf8') : null;

@@ -491,7 +491,14 @@ async fn shutdown_signal(stdin_closes: bool) {
             .spawn(move || {
                 let mut sink = [0u8; 256];
                 let mut stdin = std::io::stdin();
-                while matches!(std::io::Read::read(&mut stdin, &mut sink), Ok(n) if n > 0) {}
+                loop {
+                    match std::io::Read::read(&mut stdin, &mut sink) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
                 let _ = closed.send(());
             });
         if watcher.is_ok() {

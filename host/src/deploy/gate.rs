@@ -258,9 +258,10 @@ pub struct Prepared {
     /// The component's path as the manifest names it (for messages).
     pub component_path: PathBuf,
     /// The compiled component: worth keeping in the runtime's cache once
-    /// the deployment is accepted ([`Runtime::remember`]), never before —
-    /// a refused component (one embedding a stored secret, say) must leave
-    /// no copy in the data directory.
+    /// it passed the gate ([`Runtime::remember`]), never before — a refused
+    /// component (one embedding a stored secret, say) must leave no copy
+    /// in the data directory; and dropped again if the store then refuses
+    /// the deployment ([`Runtime::forget`]).
     pub compiled: FunctionPre,
 }
 

@@ -167,6 +167,12 @@ impl ModuleCache {
         Ok(())
     }
 
+    /// Removes the entry for the component whose SHA-256 is `sha256`, if
+    /// there is one (a later load compiles it again).
+    pub fn remove(&self, sha256: &str) {
+        let _ = std::fs::remove_file(self.path(sha256));
+    }
+
     /// Removes this engine's entries for components not in `live` (their
     /// SHA-256s); entries of other engines are left to those engines.
     /// Returns how many were removed.

@@ -386,6 +386,14 @@ impl Runtime {
         }
     }
 
+    /// Drops what [`Runtime::remember`] saved for `sha256`: for a component
+    /// whose deployment was refused after all.
+    pub fn forget(&self, sha256: &str) {
+        if let Some(cache) = &self.cache {
+            cache.remove(sha256);
+        }
+    }
+
     /// The component whose SHA-256 is `sha256` from the cache, linked, or
     /// `None` when it is not cached (or its entry is unusable): then compile
     /// it with [`Runtime::prepare`].

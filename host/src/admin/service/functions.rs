@@ -281,18 +281,22 @@ impl Admin {
         // kept before the store commits, so that a node sharing this data
         // directory that sees the deployment at once loads it from the
         // cache instead of compiling it again. Should the commit fail, the
-        // entry is one no deployment names, which the next start removes.
-        self.runtime()?
-            .remember(&deployment.info.component_sha256, &compiled);
+        // entry goes again (if another function runs the same component,
+        // that costs its next load a compilation, nothing else).
+        let sha256 = &deployment.info.component_sha256;
+        self.runtime()?.remember(sha256, &compiled);
         let may_nest = |owner: &str, routes: &[String]| caller.may_deploy(owner, routes);
-        let report =
-            deploy::store(&*self.store, &deployment, &may_nest, record).map_err(|e| match e {
-                DeployError::Store(nested @ StoreError::RouteNested { .. }) => AdminError::new(
-                    ErrorKind::Forbidden,
-                    format!("token `{}`: {nested}; nothing was deployed", caller.name()),
-                ),
-                other => from_deploy(other),
-            })?;
+        let stored = deploy::store(&*self.store, &deployment, &may_nest, record);
+        if stored.is_err() {
+            self.runtime()?.forget(sha256);
+        }
+        let report = stored.map_err(|e| match e {
+            DeployError::Store(nested @ StoreError::RouteNested { .. }) => AdminError::new(
+                ErrorKind::Forbidden,
+                format!("token `{}`: {nested}; nothing was deployed", caller.name()),
+            ),
+            other => from_deploy(other),
+        })?;
         let function = FunctionListing {
             binding_states: report
                 .bindings

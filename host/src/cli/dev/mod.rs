@@ -71,7 +71,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         bail!("run `{setup}` in {} first", project.display());
     }
     let dot = project.join(".keyhole");
-    keyhole_host::store::private_dir(&dot)?;
+    owner_only(&dot)?;
     let data = dot.join("dev");
     keyhole_host::store::private_dir(&data)?;
     let dev = Dev {
@@ -83,12 +83,13 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     dev.provide_values(&manifest)?;
     let (mut node, url) = dev.start_node(args.listen)?;
-    let routes = manifest.routes.join(", ");
-    let mut seen = watch::fingerprint(&dev.project, kind.ignored());
+    let mut sources = dev.sources(&manifest);
+    let mut local_values = dev.values_file_state();
     dev.build_and_deploy(&manifest);
     println!(
-        "keyhole dev: serving `{}` at {url} (routes {routes}); rebuilt and redeployed on every change, Ctrl-C stops",
-        manifest.name
+        "keyhole dev: serving `{}` at {url} (routes {}); rebuilt and redeployed on every change, Ctrl-C stops",
+        manifest.name,
+        manifest.routes.join(", ")
     );
     let _ = std::io::stdout().flush();
     loop {
@@ -96,21 +97,29 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         if let Some(status) = node.child.try_wait()? {
             bail!("the dev node stopped ({status}); its log above says why");
         }
-        let now = watch::fingerprint(&dev.project, kind.ignored());
-        if now == seen {
+        let values_now = dev.values_file_state();
+        if values_now != local_values {
+            local_values = values_now;
+            match dev.provide_values(&manifest) {
+                Ok(()) => println!("keyhole dev: {} read again", values::VALUES_FILE),
+                Err(e) => eprintln!("keyhole dev: {e:#}"),
+            }
+        }
+        let now = dev.sources(&manifest);
+        if now == sources {
             continue;
         }
         // Let a burst of saves settle before building.
         let mut settled = now;
         loop {
             std::thread::sleep(POLL);
-            let again = watch::fingerprint(&dev.project, kind.ignored());
+            let again = dev.sources(&manifest);
             if again == settled {
                 break;
             }
             settled = again;
         }
-        seen = settled;
+        sources = settled;
         match manifest::load(&manifest_path) {
             Ok(changed) => manifest = changed,
             Err(e) => {
@@ -125,18 +134,43 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         println!("keyhole dev: change seen, rebuilding");
         dev.build_and_deploy(&manifest);
         let _ = std::io::stdout().flush();
+        // What the build itself wrote (a lockfile, say) is no change.
+        sources = dev.sources(&manifest);
     }
+}
+
+/// Makes `dir` (the project's `.keyhole`) if it is missing, and keeps it
+/// the owner's alone: it holds the developer's local values file.
+fn owner_only(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} the owner's alone", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// The node `keyhole dev` started; it stops when this is dropped or the
 /// dev process ends in any way (its standard input closes).
 struct DevNode {
     child: Child,
-    _stdin: ChildStdin,
+    stdin: Option<ChildStdin>,
 }
 
 impl Drop for DevNode {
+    /// Closes the node's input, which stops it cleanly (its audit trail
+    /// written out); kills it if it has not stopped within five seconds.
     fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -185,38 +219,125 @@ impl Dev {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// The dev store's name for the secret behind `binding`.
+    /// The dev store's name for the secret behind `binding`: `dev.` and
+    /// the binding's own name (two bindings, two secrets), or a digest of a
+    /// name too long for that.
     fn secret_name(binding: &str) -> String {
-        format!("dev-{}", binding.to_ascii_lowercase().replace('_', "-"))
+        let name = format!("dev.{binding}");
+        if keyhole_host::names::validate("secret", &name).is_ok() {
+            name
+        } else {
+            use sha2::Digest as _;
+            format!(
+                "dev.{}",
+                &hex::encode(sha2::Sha256::digest(binding.as_bytes()))[..32]
+            )
+        }
     }
 
     /// Makes sure every binding the manifest names has a value in the dev
-    /// store: from `.keyhole/dev-secrets.toml` (stored again whenever the
-    /// file holds one), else the one stored before, else asked for.
+    /// store: from `.keyhole/dev-secrets.toml` (stored again when the file
+    /// gives another value than last time), else the one stored before,
+    /// else asked for.
     fn provide_values(&self, manifest: &Manifest) -> anyhow::Result<()> {
         if manifest.bindings.is_empty() {
             return Ok(());
         }
         let from_file = values::values_from_file(&self.project)?;
         let stored = self.stored_secrets()?;
+        let mut digests = self.value_digests();
         for requested in &manifest.bindings {
             let binding = &requested.binding;
             let name = Self::secret_name(binding);
-            let value = match from_file.get(binding) {
-                Some(value) => value.clone(),
-                None if stored.contains(&name) => continue,
+            match from_file.get(binding) {
+                Some(value) => {
+                    let digest = self.value_digest(binding, value)?;
+                    if stored.contains(&name) && digests.get(binding) == Some(&digest) {
+                        continue;
+                    }
+                    self.put_value(&name, value)
+                        .with_context(|| format!("storing the value for {binding}"))?;
+                    digests.insert(binding.clone(), digest);
+                }
+                None if stored.contains(&name) => {}
                 None => match values::prompt(binding, &requested.operations.to_string())? {
-                    Some(value) => value,
+                    Some(value) => {
+                        self.put_value(&name, &values::Value::Bytes(value))
+                            .with_context(|| format!("storing the value for {binding}"))?;
+                        digests.remove(binding);
+                    }
                     None => bail!(
                         "binding {binding} needs a local value: put `{binding} = \"…\"` (or `{binding} = {{ file = \"path\" }}`) in {}, or run keyhole dev in a terminal to be asked",
                         values::VALUES_FILE
                     ),
                 },
-            };
-            self.store_command(&["secret", "put", &name], Some(&value))
-                .with_context(|| format!("storing the value for {binding}"))?;
+            }
+        }
+        self.save_value_digests(&digests)
+    }
+
+    /// Stores `value` as a new version of the dev secret `name`, byte for
+    /// byte (a file by its path, bytes through standard input — never on a
+    /// command line).
+    fn put_value(&self, name: &str, value: &values::Value) -> anyhow::Result<()> {
+        match value {
+            values::Value::File(path) => {
+                if !path.is_file() {
+                    bail!("the value file {} does not exist", path.display());
+                }
+                let path = path.to_string_lossy();
+                self.store_command(&["secret", "put", name, "--from-file", &path], None)?;
+            }
+            values::Value::Bytes(bytes) => {
+                // `secret put` drops one line ending from its input: give it
+                // one to drop, so the value's own last bytes stay.
+                let mut input = Zeroizing::new(Vec::with_capacity(bytes.len() + 2));
+                input.extend_from_slice(bytes);
+                input.extend_from_slice(b"\r\n");
+                self.store_command(&["secret", "put", name], Some(&input))?;
+            }
         }
         Ok(())
+    }
+
+    /// Where the digests of the values last stored from the values file
+    /// are kept, to store a value again only when it changed.
+    fn digests_file(&self) -> PathBuf {
+        self.data.join("local-values.json")
+    }
+
+    fn value_digests(&self) -> std::collections::BTreeMap<String, String> {
+        std::fs::read(self.digests_file())
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    fn save_value_digests(
+        &self,
+        digests: &std::collections::BTreeMap<String, String>,
+    ) -> anyhow::Result<()> {
+        let path = self.digests_file();
+        std::fs::write(&path, serde_json::to_vec(digests)?)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// HMAC-SHA256 of `binding`'s value under the dev key: it tells a
+    /// changed value from the same one, and tells nothing about the value
+    /// to whoever reads the project folder without that key.
+    fn value_digest(&self, binding: &str, value: &values::Value) -> anyhow::Result<String> {
+        use hmac::Mac as _;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.key.as_bytes())
+            .expect("any key length");
+        mac.update(binding.as_bytes());
+        mac.update(&[0]);
+        match value {
+            values::Value::Bytes(bytes) => mac.update(bytes),
+            values::Value::File(path) => mac.update(&Zeroizing::new(
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            )),
+        }
+        Ok(hex::encode(mac.finalize().into_bytes()))
     }
 
     /// The names of the secrets in the dev store.
@@ -231,6 +352,50 @@ impl Dev {
             .iter()
             .filter_map(|s| s["name"].as_str().map(str::to_owned))
             .collect())
+    }
+
+    /// The state of the project's sources: every file but build output,
+    /// installed packages, lockfiles the build writes, the component the
+    /// manifest names (wherever it lies), and the files local values come
+    /// from (a change there is a new value, not new code).
+    fn sources(&self, manifest: &Manifest) -> watch::Fingerprint {
+        let component = self.project.join(&manifest.component);
+        let partial = component.with_extension("wasm.partial");
+        let value_files = self.value_files();
+        let mut state = watch::fingerprint(&self.project, self.kind.ignored());
+        state.retain(|path, _| {
+            *path != component && *path != partial && !value_files.contains(path)
+        });
+        state
+    }
+
+    /// The files `.keyhole/dev-secrets.toml` takes values from.
+    fn value_files(&self) -> Vec<PathBuf> {
+        values::values_from_file(&self.project)
+            .map(|values| {
+                values
+                    .into_values()
+                    .filter_map(|value| match value {
+                        values::Value::File(path) => Some(path),
+                        values::Value::Bytes(_) => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The state of `.keyhole/dev-secrets.toml` and of the files it takes
+    /// values from (which sources leave out).
+    fn values_file_state(&self) -> watch::Fingerprint {
+        let mut state = watch::Fingerprint::new();
+        for path in
+            std::iter::once(self.project.join(values::VALUES_FILE)).chain(self.value_files())
+        {
+            if let Ok(meta) = std::fs::metadata(&path) {
+                state.insert(path, (meta.len(), meta.modified().ok()));
+            }
+        }
+        state
     }
 
     /// Starts `keyhole serve` on the dev store; the node and its URL.
@@ -250,7 +415,7 @@ impl Dev {
         let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
         let node = DevNode {
             child,
-            _stdin: stdin,
+            stdin: Some(stdin),
         };
         let mut line = String::new();
         stdout.read_line(&mut line)?;
@@ -316,11 +481,47 @@ impl Dev {
     /// (and, for `inject`, the manifest's outbound hosts), and approves
     /// the new component; a one-line summary.
     fn deploy(&self, manifest: &Manifest) -> anyhow::Result<String> {
-        self.store_command(&["deploy", "keyhole.toml"], None)?;
+        self.store_command(&["deploy", "keyhole.toml"], None)
+            .map_err(|e| {
+                anyhow::anyhow!("{e:#}\nkeyhole dev: still serving the last good version")
+            })?;
+        // From here on the new component is the one deployed: a failure
+        // must say so, not that the last version still serves.
+        let granted = self.grant(manifest).map_err(|e| {
+            anyhow::anyhow!(
+                "{e:#}\nkeyhole dev: the new version is deployed without all of its grants; it runs without them until the next change"
+            )
+        })?;
+        Ok(if granted.is_empty() {
+            "(no bindings)".to_owned()
+        } else {
+            format!("with {}", granted.join(", "))
+        })
+    }
+
+    /// Grants each binding what the manifest asks for and approves the
+    /// deployed component; what was granted, one entry per binding.
+    fn grant(&self, manifest: &Manifest) -> anyhow::Result<Vec<String>> {
+        use keyhole_host::operations::Operation;
         let egress = manifest.outbound.to_string();
         let mut granted = Vec::new();
         for requested in &manifest.bindings {
-            let operations = requested.operations.to_string();
+            let mut operations = requested.operations;
+            let inject = operations.contains(Operation::Inject);
+            if inject && manifest.outbound.is_empty() {
+                eprintln!(
+                    "keyhole dev: {} asks for `inject`, but the manifest's [outbound] names no host to send it to: not granted",
+                    requested.binding
+                );
+                operations = operations
+                    .iter()
+                    .filter(|op| *op != Operation::Inject)
+                    .collect();
+                if operations.is_empty() {
+                    continue;
+                }
+            }
+            let operations = operations.to_string();
             let secret = Self::secret_name(&requested.binding);
             let mut args = vec![
                 "grant",
@@ -331,21 +532,13 @@ impl Dev {
                 "--allow",
                 operations.as_str(),
             ];
-            if requested
-                .operations
-                .contains(keyhole_host::operations::Operation::Inject)
-                && !manifest.outbound.is_empty()
-            {
+            if inject && !manifest.outbound.is_empty() {
                 args.extend(["--egress", egress.as_str()]);
             }
             self.store_command(&args, None)?;
             granted.push(format!("{} [{operations}]", requested.binding));
         }
         self.store_command(&["approve", &manifest.name], None)?;
-        Ok(if granted.is_empty() {
-            "(no bindings)".to_owned()
-        } else {
-            format!("with {}", granted.join(", "))
-        })
+        Ok(granted)
     }
 }

@@ -49,10 +49,13 @@ impl Project {
         command
     }
 
-    /// What to run before a first build can work, when it is missing.
+    /// What to run before a first build can work, when it is missing: for
+    /// JavaScript, the SDK's `keyhole-build-js` installed here or in an
+    /// enclosing folder (an npm workspace installs at its root).
     pub fn missing_setup(self, dir: &Path) -> Option<&'static str> {
+        let installed = |d: &Path| d.join("node_modules/.bin/keyhole-build-js").exists();
         match self {
-            Self::JavaScript if !dir.join("node_modules").is_dir() => {
+            Self::JavaScript if !dir.ancestors().any(installed) => {
                 Some("npm install (the SDK's build tools come from the npm registry)")
             }
             _ => None,
@@ -63,8 +66,14 @@ impl Project {
     /// installed packages, the dev store itself).
     pub fn ignored(self) -> &'static [&'static str] {
         match self {
-            Self::JavaScript => &["node_modules", "dist", ".keyhole", ".git"],
-            Self::Rust => &["target", ".keyhole", ".git"],
+            Self::JavaScript => &[
+                "node_modules",
+                "dist",
+                ".keyhole",
+                ".git",
+                "package-lock.json",
+            ],
+            Self::Rust => &["target", ".keyhole", ".git", "Cargo.lock"],
         }
     }
 }

@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use zeroize::Zeroizing;
@@ -22,18 +22,24 @@ pub const VALUES_FILE: &str = ".keyhole/dev-secrets.toml";
 /// The folder of the user's Keyhole configuration: `$KEYHOLE_CONFIG_DIR`,
 /// else `$XDG_CONFIG_HOME/keyhole`, else `~/.config/keyhole`.
 pub fn config_dir() -> anyhow::Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("KEYHOLE_CONFIG_DIR") {
-        return Ok(PathBuf::from(dir));
+    let dir = if let Some(dir) = std::env::var_os("KEYHOLE_CONFIG_DIR") {
+        PathBuf::from(dir)
+    } else if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        PathBuf::from(dir).join("keyhole")
+    } else if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        PathBuf::from(home).join(".config/keyhole")
+    } else {
+        bail!("no configuration folder for the dev store's key: set KEYHOLE_CONFIG_DIR (or HOME)")
+    };
+    // A relative folder would be inside the project: its key beside the
+    // store it opens.
+    if dir.is_relative() {
+        bail!(
+            "the configuration folder {} is relative: give an absolute path (KEYHOLE_CONFIG_DIR or XDG_CONFIG_HOME)",
+            dir.display()
+        );
     }
-    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir).join("keyhole"));
-    }
-    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        Some(home) => Ok(PathBuf::from(home).join(".config/keyhole")),
-        None => bail!(
-            "no configuration folder for the dev store's key: set KEYHOLE_CONFIG_DIR (or HOME)"
-        ),
-    }
+    Ok(dir)
 }
 
 /// The dev store's master key (base64), from `dev-master.key` in the
@@ -47,6 +53,17 @@ pub fn dev_master_key() -> anyhow::Result<Zeroizing<String>> {
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let text = Zeroizing::new(text.trim().to_owned());
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    bail!(
+                        "{} is readable by others (mode {mode:o}): `chmod 600` it, or remove it to have keyhole dev make a new one",
+                        path.display()
+                    );
+                }
+            }
             if keyhole_host::crypto::master_key::decode(&text).is_none() {
                 bail!(
                     "{} is not a base64 32-byte key: remove it to have keyhole dev make a new one (its dev stores then open no more)",
@@ -84,9 +101,17 @@ enum Entry {
     File { file: PathBuf },
 }
 
+/// Where a binding's local value comes from.
+pub enum Value {
+    /// The bytes themselves (from the values file's text, or the prompt).
+    Bytes(Zeroizing<Vec<u8>>),
+    /// A file holding them, byte for byte.
+    File(PathBuf),
+}
+
 /// The values in the project's `.keyhole/dev-secrets.toml`, by binding
 /// (none when there is no such file).
-pub fn values_from_file(project: &Path) -> anyhow::Result<BTreeMap<String, Zeroizing<Vec<u8>>>> {
+pub fn values_from_file(project: &Path) -> anyhow::Result<BTreeMap<String, Value>> {
     let path = project.join(VALUES_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => Zeroizing::new(text),
@@ -98,7 +123,7 @@ pub fn values_from_file(project: &Path) -> anyhow::Result<BTreeMap<String, Zeroi
     let entries: BTreeMap<String, Entry> = toml::from_str(&text).map_err(|e| {
         let at = e
             .span()
-            .map(|span| format!(" at line {}", text[..span.start].lines().count().max(1)))
+            .map(|span| format!(" at line {}", text[..span.start].matches('\n').count() + 1))
             .unwrap_or_default();
         anyhow::anyhow!(
             "{}{at} is not `BINDING = \"value\"` or `BINDING = {{ file = \"path\" }}` lines",
@@ -108,17 +133,12 @@ pub fn values_from_file(project: &Path) -> anyhow::Result<BTreeMap<String, Zeroi
     let mut values = BTreeMap::new();
     for (binding, entry) in entries {
         let value = match entry {
-            Entry::Text(text) => Zeroizing::new(text.into_bytes()),
-            Entry::File { file } => {
-                let file = project.join(file);
-                Zeroizing::new(std::fs::read(&file).with_context(|| {
-                    format!("reading {binding}'s value from {}", file.display())
-                })?)
+            Entry::Text(text) if text.is_empty() => {
+                bail!("{}: {binding}'s value is empty", path.display())
             }
+            Entry::Text(text) => Value::Bytes(Zeroizing::new(text.into_bytes())),
+            Entry::File { file } => Value::File(project.join(file)),
         };
-        if value.is_empty() {
-            bail!("{}: {binding}'s value is empty", path.display());
-        }
         values.insert(binding, value);
     }
     Ok(values)
@@ -126,39 +146,39 @@ pub fn values_from_file(project: &Path) -> anyhow::Result<BTreeMap<String, Zeroi
 
 /// Asks on the terminal for `binding`'s value, without echoing it; `None`
 /// when there is no terminal to ask on.
+///
+/// A shell reads the line: it turns the terminal's echo off, and turns it
+/// back on whatever happens, Ctrl-C included (its trap). Where echo cannot
+/// be turned off, nothing is read: the value would show on the screen.
 pub fn prompt(binding: &str, operations: &str) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
     if !std::io::stdin().is_terminal() {
         return Ok(None);
     }
+    let Ok(tty) = std::fs::File::open("/dev/tty") else {
+        return Ok(None);
+    };
     eprint!(
         "keyhole dev: a value for {binding} ({operations}; kept only in the sealed dev store): "
     );
     let _ = std::io::stderr().flush();
-    let echo_off = stty("-echo");
-    let mut line = Zeroizing::new(String::new());
-    let read = std::io::stdin().lock().read_line(&mut line);
-    if echo_off {
-        stty("echo");
-    }
-    eprintln!();
-    read.context("reading the value")?;
-    let value = line.trim_end_matches(['\r', '\n']);
-    if value.is_empty() {
-        bail!("no value given for {binding}");
-    }
-    Ok(Some(Zeroizing::new(value.as_bytes().to_vec())))
-}
-
-/// Runs `stty SETTING` on the terminal; whether it worked.
-fn stty(setting: &str) -> bool {
-    let Ok(tty) = std::fs::File::open("/dev/tty") else {
-        return false;
-    };
-    Command::new("stty")
-        .arg(setting)
+    let read = Command::new("sh")
+        .args([
+            "-c",
+            "trap 'stty echo; exit 130' INT TERM; stty -echo || exit 3; IFS= read -r value; status=$?; stty echo; [ $status -eq 0 ] && printf '%s' \"$value\"",
+        ])
         .stdin(Stdio::from(tty))
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+        .output()
+        .context("asking for the value (sh and stty)")?;
+    eprintln!();
+    let value = Zeroizing::new(read.stdout);
+    match read.status.code() {
+        Some(0) if !value.is_empty() => Ok(Some(value)),
+        Some(0) => bail!("no value given for {binding}"),
+        Some(3) => bail!(
+            "cannot turn the terminal's echo off to ask for {binding}: put it in {VALUES_FILE}"
+        ),
+        _ => bail!("no value given for {binding} (the prompt was interrupted)"),
+    }
 }

@@ -14,8 +14,10 @@ use std::time::SystemTime;
 /// The state of a folder's files, to compare with a later one.
 pub type Fingerprint = BTreeMap<PathBuf, (u64, Option<SystemTime>)>;
 
-/// The fingerprint of `dir`, skipping folders named in `ignored` (at any
-/// depth) and hidden editor droppings (`.swp`, `~` backups).
+/// The fingerprint of `dir`, skipping what is named in `ignored` (at any
+/// depth), editor droppings (`.swp`, `~` backups) and the files a new
+/// project's `.gitignore` treats as secrets (`*.secret`, `*.key`): never
+/// sources.
 pub fn fingerprint(dir: &Path, ignored: &[&str]) -> Fingerprint {
     let mut found = Fingerprint::new();
     let mut stack = vec![dir.to_owned()];
@@ -26,7 +28,10 @@ pub fn fingerprint(dir: &Path, ignored: &[&str]) -> Fingerprint {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if ignored.contains(&name.as_ref()) || name.ends_with('~') || name.ends_with(".swp") {
+            let dropping = [".swp", "~", ".secret", ".key"]
+                .iter()
+                .any(|end| name.ends_with(end));
+            if ignored.contains(&name.as_ref()) || dropping {
                 continue;
             }
             let Ok(meta) = entry.metadata() else {

@@ -180,6 +180,7 @@ Or build it and run it on a node:
 
 ```sh
 npm run build                         # dist/{name}.wasm
+export KEYHOLE_DATA=~/keyhole-node     # the node's store and key: outside the project
 keyhole deploy keyhole.toml
 openssl rand 32 > signing.secret      # or any key you have; *.secret stays out of git
 keyhole secret put signing-key --from-file signing.secret
