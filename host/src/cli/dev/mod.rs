@@ -134,8 +134,6 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         println!("keyhole dev: change seen, rebuilding");
         dev.build_and_deploy(&manifest);
         let _ = std::io::stdout().flush();
-        // What the build itself wrote (a lockfile, say) is no change.
-        sources = dev.sources(&manifest);
     }
 }
 

@@ -74,7 +74,7 @@ pub fn dev_master_key() -> anyhow::Result<Zeroizing<String>> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Zeroizing::new(rand::random::<[u8; 32]>());
-            let text = Zeroizing::new(STANDARD.encode(*key));
+            let text = Zeroizing::new(STANDARD.encode(key.as_slice()));
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create_new(true);
             #[cfg(unix)]
