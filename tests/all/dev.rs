@@ -144,51 +144,16 @@ fn poll(url: &str, check: impl Fn(u16, &str) -> bool) -> (u16, String) {
     }
 }
 
-/// `keyhole new NAME --lang js` in `dir`, with its packages installed.
-fn new_js_project(dir: &Path, name: &str) -> PathBuf {
-    let made = Command::new(KEYHOLE)
-        .args(["new", name, "--lang", "js"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let project = dir.join(name);
-    let installed = Command::new("npm")
-        .args(["install", "--prefer-offline", "--no-audit", "--no-fund"])
-        .current_dir(&project)
-        .output()
-        .expect("running npm");
-    assert!(
-        installed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&installed.stderr)
-    );
-    project
-}
-
-/// Every file under `dir` but installed packages and build output.
+/// Every file under `dir` but installed packages and build output, with
+/// its bytes.
 fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(folder) = stack.pop() {
-        for entry in std::fs::read_dir(folder).unwrap().flatten() {
-            let path = entry.path();
-            let name = entry.file_name();
-            if name == "node_modules" || name == "dist" {
-                continue;
-            }
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                found.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
-            }
-        }
-    }
-    found
+    common::project_files(dir)
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            (path, bytes)
+        })
+        .collect()
 }
 
 #[test]
@@ -199,7 +164,7 @@ fn keyhole_dev_serves_a_new_js_function_and_redeploys_it_on_every_change() {
     );
     let work = tempfile::tempdir().unwrap();
     let config = work.path().join("config");
-    let project = new_js_project(work.path(), "demo-dev");
+    let project = common::new_js_project(work.path(), "demo-dev");
     let value = format!("dev-value-{}", common::random_token());
     std::fs::create_dir_all(project.join(".keyhole")).unwrap();
     std::fs::write(

@@ -107,49 +107,19 @@ fn keyhole_new_makes_a_rust_function_that_builds_and_serves_unchanged() {
     );
 }
 
-/// `npm` in `dir`, taking packages from npm's cache where it has them (the
-/// repository's own `npm ci` filled it with the same pinned tools).
-fn npm_in(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new("npm")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("running npm (is Node.js installed?)");
-    assert!(
-        out.status.success(),
-        "npm {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn keyhole_new_makes_a_js_function_that_builds_and_serves_unchanged() {
     let work = tempfile::tempdir().unwrap();
     let mut node = Node::new();
-    let out = node
-        .command()
-        .current_dir(work.path())
-        .args(["new", "demo-js", "--lang", "js"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let demo = work.path().join("demo-js");
+    // Made, and installed with Node.js and npm alone.
+    let demo = common::new_js_project(work.path(), "demo-js");
     let gitignore = std::fs::read_to_string(demo.join(".gitignore")).unwrap();
     for ignored in ["/.keyhole/", "*.secret", "/node_modules", "/dist"] {
         assert!(gitignore.contains(ignored), "{gitignore}");
     }
 
-    // Builds unchanged, with Node.js and npm alone.
-    npm_in(
-        &demo,
-        &["install", "--prefer-offline", "--no-audit", "--no-fund"],
-    );
-    npm_in(&demo, &["run", "build"]);
+    // Builds unchanged.
+    common::npm(&demo, &["run", "build"]);
 
     node.ok(&["deploy", demo.join("keyhole.toml").to_str().unwrap()]);
     let key = random_secret();

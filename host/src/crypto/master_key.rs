@@ -202,7 +202,9 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Writes a fresh key file that only its owner can read; never overwrites.
-fn write_new_key_file(path: &Path, key: &AesKey) -> std::io::Result<()> {
+/// The format [`read_key_file`] reads (`keyhole dev` keeps its dev stores'
+/// key this way too).
+pub fn write_new_key_file(path: &Path, key: &AesKey) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

@@ -44,17 +44,7 @@ pub fn build_js(package: &str, output: &str) -> PathBuf {
         "the npm workspace is not installed: run `npm ci` in {} (scripts/test does)",
         root.display()
     );
-    let built = Command::new("npm")
-        .args(["run", "--silent", "build"])
-        .current_dir(&dir)
-        .output()
-        .expect("running npm (is Node.js installed?)");
-    assert!(
-        built.status.success(),
-        "npm run build in {package} failed:\n{}{}",
-        String::from_utf8_lossy(&built.stdout),
-        String::from_utf8_lossy(&built.stderr)
-    );
+    npm(&dir, &["run", "--silent", "build"]);
     assert!(out.exists(), "npm run build in {package} wrote no {output}");
     std::fs::write(&stamp, inputs).unwrap();
     out
@@ -63,10 +53,8 @@ pub fn build_js(package: &str, output: &str) -> PathBuf {
 /// SHA-256 over everything a JS build reads: the package's sources and
 /// manifests, the SDK (its code, build script and WIT) and the lockfile.
 fn inputs_digest(root: &Path, package: &Path) -> String {
-    let mut files = Vec::new();
-    for dir in [package.join("src"), root.join("guest-sdk/js")] {
-        collect(&dir, &mut files);
-    }
+    let mut files = project_files(&package.join("src"));
+    files.extend(project_files(&root.join("guest-sdk/js")));
     for file in [
         package.join("package.json"),
         package.join("keyhole.toml"),
@@ -87,20 +75,65 @@ fn inputs_digest(root: &Path, package: &Path) -> String {
     hex::encode(hash.finalize())
 }
 
-fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = entry.file_name();
-        if name == "node_modules" || name == "dist" {
+/// Runs `npm ARGS` in `dir`, which must succeed (its output in the panic
+/// if not). Packages come from npm's cache where it has them: the
+/// repository's own `npm ci` filled it with the same pinned tools.
+pub fn npm(dir: &Path, args: &[&str]) {
+    let out = Command::new("npm")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running npm (is Node.js installed?)");
+    assert!(
+        out.status.success(),
+        "npm {args:?} in {} failed:\n{}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `keyhole new NAME --lang js` in `dir`, with its packages installed (by
+/// `npm install`, as its README says); the project's folder.
+pub fn new_js_project(dir: &Path, name: &str) -> PathBuf {
+    let made = Command::new(super::KEYHOLE)
+        .args(["new", name, "--lang", "js"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let project = dir.join(name);
+    npm(
+        &project,
+        &["install", "--prefer-offline", "--no-audit", "--no-fund"],
+    );
+    project
+}
+
+/// Every file under `dir` but installed packages and build output.
+pub fn project_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(folder) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
             continue;
-        }
-        if path.is_dir() {
-            collect(&path, files);
-        } else {
-            files.push(path);
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name == "node_modules" || name == "dist" {
+                continue;
+            }
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
         }
     }
+    files
 }

@@ -390,7 +390,7 @@ impl Dev {
             std::iter::once(self.project.join(values::VALUES_FILE)).chain(self.value_files())
         {
             if let Ok(meta) = std::fs::metadata(&path) {
-                state.insert(path, (meta.len(), meta.modified().ok()));
+                state.insert(path, watch::stamp(&meta));
             }
         }
         state

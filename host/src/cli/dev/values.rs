@@ -10,6 +10,8 @@
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use keyhole_host::crypto::AesKey;
+use keyhole_host::crypto::master_key;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -50,46 +52,32 @@ pub fn dev_master_key() -> anyhow::Result<Zeroizing<String>> {
     keyhole_host::store::private_dir(&dir)
         .with_context(|| format!("making the configuration folder {}", dir.display()))?;
     let path = dir.join("dev-master.key");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let text = Zeroizing::new(text.trim().to_owned());
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt as _;
-                let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    bail!(
-                        "{} is readable by others (mode {mode:o}): `chmod 600` it, or remove it to have keyhole dev make a new one",
-                        path.display()
-                    );
-                }
-            }
-            if keyhole_host::crypto::master_key::decode(&text).is_none() {
+    let key = if path.exists() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
                 bail!(
-                    "{} is not a base64 32-byte key: remove it to have keyhole dev make a new one (its dev stores then open no more)",
+                    "{} is readable by others (mode {mode:o}): `chmod 600` it, or remove it to have keyhole dev make a new one",
                     path.display()
                 );
             }
-            Ok(text)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = Zeroizing::new(rand::random::<[u8; 32]>());
-            let text = Zeroizing::new(STANDARD.encode(key.as_slice()));
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options
-                .open(&path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            file.write_all(text.as_bytes())
-                .and_then(|()| file.sync_all())
-                .with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("keyhole dev: made the dev stores' key {}", path.display());
-            Ok(text)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
+        master_key::read_key_file(&path).with_context(|| {
+            format!(
+                "remove {} to have keyhole dev make a new key (the dev stores it sealed then open no more)",
+                path.display()
+            )
+        })?
+    } else {
+        let key = AesKey::generate();
+        master_key::write_new_key_file(&path, &key)
+            .with_context(|| format!("creating {}", path.display()))?;
+        eprintln!("keyhole dev: made the dev stores' key {}", path.display());
+        key
+    };
+    Ok(Zeroizing::new(STANDARD.encode(key.expose())))
 }
 
 /// A binding's value as `.keyhole/dev-secrets.toml` gives it: the text, or

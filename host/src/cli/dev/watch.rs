@@ -40,9 +40,14 @@ pub fn fingerprint(dir: &Path, ignored: &[&str]) -> Fingerprint {
             if meta.is_dir() {
                 stack.push(entry.path());
             } else {
-                found.insert(entry.path(), (meta.len(), meta.modified().ok()));
+                found.insert(entry.path(), stamp(&meta));
             }
         }
     }
     found
+}
+
+/// What a fingerprint keeps of one file: its size and modification time.
+pub fn stamp(meta: &std::fs::Metadata) -> (u64, Option<SystemTime>) {
+    (meta.len(), meta.modified().ok())
 }

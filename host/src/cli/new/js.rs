@@ -106,22 +106,10 @@ pub(super) fn write_project(dir: &Path, name: &str) -> anyhow::Result<()> {
     )?;
     write(
         "keyhole.toml",
-        &format!(
-            r#"# What this function is and what it asks for (see Keyhole's README).
-name = "{name}"
-component = "dist/{name}.wasm"
-routes = ["{route}"]
-
-[limits]
-# A JavaScript engine runs inside the component: give it room.
-memory-mib = 64
-timeout-ms = 2000
-
-# The secret it signs with: the host does the HMAC, the key never enters
-# the function's memory. An operator grants it (`keyhole grant`).
-[bindings.SIGNING_KEY]
-allow = ["hmac"]
-"#
+        &super::manifest(
+            name,
+            &format!("dist/{name}.wasm"),
+            "# A JavaScript engine runs inside the component: give it room.\nmemory-mib = 64\ntimeout-ms = 2000\n",
         ),
     )?;
     write("src/index.js", &function_source(name))?;
@@ -166,6 +154,10 @@ function text(status, body) {{
 
 /// The new project's README.
 fn readme(name: &str, route: &str) -> String {
+    let steps = super::run_on_a_node(
+        name,
+        &format!("npm run build                         # dist/{name}.wasm"),
+    );
     format!(
         r#"# {name}
 
@@ -178,15 +170,7 @@ keyhole dev        # asks for SIGNING_KEY's value once, then serves http://127.0
 
 Or build it and run it on a node:
 
-```sh
-npm run build                         # dist/{name}.wasm
-export KEYHOLE_DATA=~/keyhole-node     # the node's store and key: outside the project
-keyhole deploy keyhole.toml
-openssl rand 32 > signing.secret      # or any key you have; *.secret stays out of git
-keyhole secret put signing-key --from-file signing.secret
-keyhole grant {name} SIGNING_KEY --secret signing-key --allow hmac
-keyhole serve                         # then: curl http://127.0.0.1:8080{route}
-```
+{steps}
 
 Write TypeScript by naming the entry `src/index.ts`. Call `secrets.get` while
 serving a request, not at the top level of the module (the build runs the

@@ -110,3 +110,39 @@ fn files_under(root: &Path, skip: &[&str]) -> Vec<String> {
     found.sort();
     found
 }
+
+/// A new project's `keyhole.toml`: the function `name` at `/{name}`, its
+/// component at `component`, `limits` (the `[limits]` lines), and the one
+/// binding every new function starts with, `SIGNING_KEY` for `hmac`.
+fn manifest(name: &str, component: &str, limits: &str) -> String {
+    format!(
+        r#"# What this function is and what it asks for (see Keyhole's README).
+name = "{name}"
+component = "{component}"
+routes = ["/{name}"]
+
+[limits]
+{limits}
+# The secret it signs with: the host does the HMAC, the key never enters
+# the function's memory. An operator grants it (`keyhole grant`).
+[bindings.SIGNING_KEY]
+allow = ["hmac"]
+"#
+    )
+}
+
+/// The README lines that run a built project on a node: the same for every
+/// language, after its `build` line.
+fn run_on_a_node(name: &str, build: &str) -> String {
+    format!(
+        r#"```sh
+{build}
+export KEYHOLE_DATA=~/keyhole-node     # the node's store and key: outside the project
+keyhole deploy keyhole.toml
+openssl rand 32 > signing.secret      # or any key you have; *.secret stays out of git
+keyhole secret put signing-key --from-file signing.secret
+keyhole grant {name} SIGNING_KEY --secret signing-key --allow hmac
+keyhole serve                         # then: curl http://127.0.0.1:8080/{name}
+```"#
+    )
+}

@@ -110,21 +110,10 @@ strip = true
     )?;
     write(
         "keyhole.toml",
-        &format!(
-            r#"# What this function is and what it asks for (see Keyhole's README).
-name = "{name}"
-component = "target/wasm32-wasip2/release/{artifact}.wasm"
-routes = ["{route}"]
-
-[limits]
-memory-mib = 16
-timeout-ms = 2000
-
-# The secret it signs with: the host does the HMAC, the key never enters
-# the function's memory. An operator grants it (`keyhole grant`).
-[bindings.SIGNING_KEY]
-allow = ["hmac"]
-"#
+        &super::manifest(
+            name,
+            &format!("target/wasm32-wasip2/release/{artifact}.wasm"),
+            "memory-mib = 16\ntimeout-ms = 2000\n",
         ),
     )?;
     write("src/lib.rs", &function_source(name))?;
@@ -174,6 +163,10 @@ wasip2::http::proxy::export!(Function);
 
 /// The new project's README.
 fn readme(name: &str, route: &str) -> String {
+    let steps = super::run_on_a_node(
+        name,
+        "cargo build --release                 # needs `rustup target add wasm32-wasip2`",
+    );
     format!(
         r#"# {name}
 
@@ -185,15 +178,7 @@ keyhole dev        # asks for SIGNING_KEY's value once, then serves http://127.0
 
 Or build it and run it on a node:
 
-```sh
-cargo build --release                 # needs `rustup target add wasm32-wasip2`
-export KEYHOLE_DATA=~/keyhole-node     # the node's store and key: outside the project
-keyhole deploy keyhole.toml
-openssl rand 32 > signing.secret      # or any key you have; *.secret stays out of git
-keyhole secret put signing-key --from-file signing.secret
-keyhole grant {name} SIGNING_KEY --secret signing-key --allow hmac
-keyhole serve                         # then: curl http://127.0.0.1:8080{route}
-```
+{steps}
 
 `keyhole-sdk/` and `wit/` are the guest SDK and the interface it binds, as the
 `keyhole` that made this project had them.
