@@ -9,6 +9,7 @@ mod admin;
 mod audit;
 mod cli;
 mod compiled_cache;
+mod console;
 mod crash;
 mod deploy_gate;
 mod dev;

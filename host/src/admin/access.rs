@@ -39,10 +39,16 @@ impl Role {
         use Permission::*;
         match self {
             Role::Admin => true,
-            Role::Deployer => matches!(permission, FunctionsRead | FunctionsDeploy),
+            Role::Deployer => matches!(permission, SelfRead | FunctionsRead | FunctionsDeploy),
             Role::Auditor => matches!(
                 permission,
-                SecretsRead | GrantsRead | FunctionsRead | TokensRead | AuditRead | MetricsRead
+                SelfRead
+                    | SecretsRead
+                    | GrantsRead
+                    | FunctionsRead
+                    | TokensRead
+                    | AuditRead
+                    | MetricsRead
             ),
         }
     }
@@ -71,6 +77,9 @@ impl FromStr for Role {
 /// One thing the admin API lets a caller do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Permission {
+    /// See one's own token: its name, role and scope (every role has it,
+    /// so a client such as the console can tell what to offer).
+    SelfRead,
     /// List secrets, their versions and dependents; check their integrity.
     SecretsRead,
     /// Store, rotate, roll back and remove secrets.
@@ -97,7 +106,8 @@ pub enum Permission {
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 12] = [
+        Permission::SelfRead,
         Permission::SecretsRead,
         Permission::SecretsWrite,
         Permission::GrantsRead,
@@ -114,6 +124,7 @@ impl Permission {
     /// The permission's name, as 403 answers give it.
     pub fn as_str(self) -> &'static str {
         match self {
+            Permission::SelfRead => "self:read",
             Permission::SecretsRead => "secrets:read",
             Permission::SecretsWrite => "secrets:write",
             Permission::GrantsRead => "grants:read",
@@ -476,10 +487,10 @@ mod tests {
         let all = Permission::ALL;
         assert!(all.iter().all(|p| Role::Admin.allows(*p)));
         let deployer: Vec<_> = all.iter().filter(|p| Role::Deployer.allows(**p)).collect();
-        assert_eq!(deployer, [&FunctionsRead, &FunctionsDeploy]);
+        assert_eq!(deployer, [&SelfRead, &FunctionsRead, &FunctionsDeploy]);
         let auditor: Vec<_> = all.iter().filter(|p| Role::Auditor.allows(**p)).collect();
         assert!(auditor.iter().all(|p| p.as_str().ends_with(":read")));
-        assert_eq!(auditor.len(), 6);
+        assert_eq!(auditor.len(), 7);
     }
 
     #[test]

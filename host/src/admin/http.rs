@@ -1,4 +1,5 @@
-//! The admin listener: JSON over HTTP for token bearers, and `/metrics`.
+//! The admin listener: JSON over HTTP for token bearers, `/metrics`, and
+//! the operator's console at `/ui/` ([`super::console`]).
 //!
 //! Every request is authenticated from its headers before its body is
 //! read; bodies are size-limited by endpoint and caller (only a caller who
@@ -8,7 +9,7 @@
 //! pool, since they write the database (and a deploy compiles a component).
 
 use super::slots::{self, AdminSlots};
-use super::{Admin, AdminError, ErrorKind, wire};
+use super::{Admin, AdminError, ErrorKind, console, wire};
 use crate::admin::access::{Caller, Permission};
 use crate::node::observe::{METRICS_CONTENT_TYPE, Observer};
 use bytes::Bytes;
@@ -37,7 +38,17 @@ fn respond(status: u16, content_type: &'static str, body: Vec<u8>) -> Response {
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    add_common_headers(response.headers_mut());
     response
+}
+
+/// Headers every admin answer carries, API or console: no MIME sniffing,
+/// no referrer, and no caching (a reply may carry a token being created).
+pub fn add_common_headers(headers: &mut hyper::HeaderMap) {
+    use hyper::header::{CACHE_CONTROL, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS};
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
 fn json_response(status: u16, value: &serde_json::Value) -> Response {
@@ -148,6 +159,12 @@ async fn answer(
         slots,
     } = node;
     let (parts, body) = request.into_parts();
+    // The console's pages hold no data: served to anyone, before (and
+    // without) authentication; what they show comes from the API below.
+    if console::is_console_path(parts.uri.path()) {
+        drain(&parts.headers, body).await;
+        return console::answer(parts.method.as_str(), parts.uri.path());
+    }
     let authorization = parts
         .headers
         .get(hyper::header::AUTHORIZATION)

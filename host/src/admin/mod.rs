@@ -8,6 +8,7 @@
 //! JSON reply ([`types`]), so the CLI prints the same thing either way.
 
 pub mod access;
+pub mod console;
 pub mod http;
 mod service;
 pub(crate) mod slots;
@@ -124,6 +125,8 @@ pub enum Request {
     },
     /// The node's own state: what it serves, and its link to its fleet.
     Status,
+    /// The caller's own token: name, role, permissions and scope.
+    WhoAmI,
 }
 
 /// What a request is, for permission checks and the audit trail.
@@ -274,6 +277,7 @@ impl Request {
             Request::AuditVerify => d(AuditRead, "audit.verify", "audit".into(), None, None),
             Request::Status => d(MetricsRead, "node.status", "node".into(), None, None),
             Request::AuditPrune { .. } => d(AuditPrune, "audit.prune", "audit".into(), None, None),
+            Request::WhoAmI => d(SelfRead, "token.whoami", "token/self".into(), None, None),
         }
     }
 }

@@ -296,6 +296,23 @@ pub struct Granted {
     pub requested: OperationSet,
 }
 
+/// `GET /v1/whoami`: the caller's own token, so a client (the console)
+/// can offer only what the caller may do. The node checks every request
+/// regardless; this only saves showing buttons that would be refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// The token's name, as audit records give it.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// Every permission the role carries (`secrets:read`, ...).
+    pub permissions: Vec<String>,
+    /// For deployers: the function-name patterns it may act on (empty: all).
+    pub functions: FunctionScope,
+    /// For deployers: the route patterns it may claim (empty: all).
+    pub routes: RouteScope,
+}
+
 /// A new token: the only time it is shown.
 #[derive(Serialize, Deserialize)]
 pub struct CreatedToken {

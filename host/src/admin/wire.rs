@@ -23,6 +23,9 @@
 //! | DELETE | `/v1/tokens/{name}` | revoke a token |
 //! | GET | `/v1/audit[?function=&secret=&since_ms=&limit=]` | read the trail |
 //! | GET | `/v1/audit/verify` | verify the chain |
+//! | POST | `/v1/audit/prune` | prune old records (body [`PruneBody`]) |
+//! | GET | `/v1/status` | the node's status |
+//! | GET | `/v1/whoami` | the caller's own token: role, permissions, scope |
 
 use super::types::{
     ApproveBody, CreateToken, Deploy, GrantBody, PruneBody, PutSecret, Rollback, RotateSecret,
@@ -313,6 +316,10 @@ pub fn parse(
             none(body)?;
             Request::Status
         }
+        ("GET", ["v1", "whoami"]) => {
+            none(body)?;
+            Request::WhoAmI
+        }
         ("POST", ["v1", "audit", "prune"]) => {
             query_params(query, &[])?;
             let body: PruneBody = json(body)?;
@@ -345,6 +352,8 @@ fn unknown_route(method: &str, segments: &[&str]) -> AdminError {
             | ["v1", "tokens", _]
             | ["v1", "audit"]
             | ["v1", "audit", "verify" | "prune"]
+            | ["v1", "functions", _, "approve"]
+            | ["v1", "status" | "whoami"]
     );
     if known_path {
         AdminError::new(
@@ -463,6 +472,7 @@ pub fn encode(request: &Request) -> Encoded {
         }
         Request::AuditVerify => ("GET", "/v1/audit/verify".into(), None),
         Request::Status => ("GET", "/v1/status".into(), None),
+        Request::WhoAmI => ("GET", "/v1/whoami".into(), None),
         Request::AuditPrune { older_than_secs } => (
             "POST",
             "/v1/audit/prune".into(),
@@ -530,6 +540,7 @@ mod tests {
                 older_than_secs: 86_400,
             },
             Request::Status,
+            Request::WhoAmI,
         ];
         for request in cases {
             let before = format!("{:?}", request.describe());

@@ -402,7 +402,7 @@ pub fn run(
                 stopped.clone(),
             )?;
             println!("keyhole admin API on {scheme}://{addr}");
-            tracing::info!(%addr, "admin API listening");
+            tracing::info!(%addr, "admin API listening; the console is at {scheme}://{addr}/ui/");
             Some(thread)
         }
         None => None,

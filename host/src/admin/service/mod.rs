@@ -128,6 +128,26 @@ fn reply(value: impl Serialize) -> Result<Value, AdminError> {
         .map_err(|e| AdminError::new(ErrorKind::Internal, format!("cannot encode the reply: {e}")))
 }
 
+/// The caller's own token as `GET /v1/whoami` describes it.
+fn who_am_i(caller: &Caller) -> WhoAmI {
+    let role = caller.role();
+    let (functions, routes) = match caller {
+        Caller::Local => Default::default(),
+        Caller::Token { scope, routes, .. } => (scope.clone(), routes.clone()),
+    };
+    WhoAmI {
+        name: caller.name().to_owned(),
+        role,
+        permissions: Permission::ALL
+            .iter()
+            .filter(|p| role.allows(**p))
+            .map(|p| p.as_str().to_owned())
+            .collect(),
+        functions,
+        routes,
+    }
+}
+
 fn valid_name(kind: &'static str, name: &str) -> Result<(), AdminError> {
     names::validate(kind, name).map_err(|e| AdminError::bad_request(e.to_string()))
 }
@@ -403,6 +423,7 @@ impl Admin {
                 reply(verification)
             }
             Request::Status => reply(self.status()?),
+            Request::WhoAmI => reply(who_am_i(caller)),
             Request::AuditPrune { older_than_secs } => {
                 if older_than_secs == 0 {
                     return Err(AdminError::bad_request(

@@ -19,7 +19,9 @@ impl wasip2::exports::http::incoming_handler::Guest for Probe {
         let path_with_query = request.path_with_query().unwrap_or_default();
         let path = path_with_query.split('?').next().unwrap_or_default();
         let param = |name: &str| http::query_param(&path_with_query, name).map(str::to_owned);
-        let binding = param("binding").unwrap_or_default();
+        // Percent-decoded, so a test can ask for any name a guest could
+        // (`<`, spaces: what no client puts in a URL as it is).
+        let binding = percent_decoded(&param("binding").unwrap_or_default());
         match path.rsplit('/').next().unwrap_or("") {
             "hmac" => respond_result(
                 out,
@@ -182,6 +184,31 @@ fn hold(request: IncomingRequest, out: ResponseOutparam, binding: &str) {
     }
     drop(stream);
     let _ = OutgoingBody::finish(body, None);
+}
+
+/// `text` with each `%XX` replaced by its byte (others kept as they are).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|_| bytes[i] == b'%')
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// 200 with the value, or 403 with `error <kind>: <message>`.
