@@ -15,6 +15,8 @@ use std::process::Command;
 
 /// A caller-chosen name that would run script if it were parsed as HTML.
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
+/// The webhook key the operator types into the rotate form.
+const TYPED_KEY: &str = "a webhook key typed into the console";
 /// A guest-chosen binding name that would, too.
 const HOSTILE_BINDING: &str = "<svg onload=alert(2)>";
 
@@ -123,6 +125,7 @@ fn an_operator_an_auditor_and_a_deployer_use_the_console_in_chromium() {
         .env("KEYHOLE_CHROMIUM", &browser)
         .env("KEYHOLE_SCREENSHOTS", &shots)
         .env("KEYHOLE_HOSTILE", format!("{HOSTILE}\n{HOSTILE_BINDING}"))
+        .env("KEYHOLE_TYPED_KEY", TYPED_KEY)
         .output()
         .expect("running node (is Node.js installed, and `npm ci` done?)");
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -145,6 +148,17 @@ fn an_operator_an_auditor_and_a_deployer_use_the_console_in_chromium() {
         node.get("/hello").text(),
         "hello from keyhole: binding GREETING_KEY is at version 2\n"
     );
+    // The typed value arrived byte for byte: webhook-verify checks a
+    // signature made with it, and the old key no longer verifies.
+    let body = br#"{"action":"opened"}"#;
+    for (key, status) in [
+        (TYPED_KEY.as_bytes(), 200),
+        (&b"webhook-key-for-the-console"[..], 401),
+    ] {
+        let signature = common::github_signature(key, body);
+        let reply = node.post("/webhook", &[("x-hub-signature-256", &signature)], body);
+        assert_eq!(reply.status, status, "{}", reply.text());
+    }
     let trail = node.ok(&["audit", "--secret", "greeting"]);
     assert!(
         trail

@@ -6,7 +6,7 @@
 // KEYHOLE_AUDITOR_TOKEN, KEYHOLE_DEPLOYER_TOKEN, KEYHOLE_CHROMIUM (the
 // browser), KEYHOLE_SCREENSHOTS (a folder, written to), KEYHOLE_HOSTILE
 // (names a caller and a guest chose, one per line, which the node recorded
-// and the page must show as text).
+// and the page must show as text), KEYHOLE_TYPED_KEY (a value to type in).
 // Prints one line per step; exits non-zero at the first failure.
 
 import { chromium } from 'playwright-core';
@@ -26,6 +26,7 @@ const tokens = {
   deployer: env('KEYHOLE_DEPLOYER_TOKEN'),
 };
 const hostile = env('KEYHOLE_HOSTILE').split('\n');
+const typedWebhookKey = env('KEYHOLE_TYPED_KEY');
 const shots = env('KEYHOLE_SCREENSHOTS');
 fs.mkdirSync(shots, { recursive: true });
 
@@ -185,6 +186,23 @@ try {
     await shot('secret');
   });
 
+  await step('a typed value with no grace window retires the old version at once', async () => {
+    await go('#/secrets/gh', '#secret-view[data-secret="gh"]');
+    // The source that is used is the one last touched: typing chooses it.
+    await page.check('#source-generate');
+    await page.fill('#new-value', typedWebhookKey);
+    assert.equal(await page.isChecked('#source-typed'), true);
+    await page.selectOption('#grace', '0');
+    await page.click('#preview-rotation');
+    assert.match(await text('#rotation-preview'), /Version 1 is retired at once/);
+    assert.match(await text('#rotation-preview'), /webhook-verify · GITHUB_WEBHOOK \(hmac\): last used never/);
+    await confirm('#confirm-rotation');
+    await page.waitForSelector('#versions tr[data-version="2"]');
+    assert.match(await text('#flash'), /version 2 is current; version 1 is retired/);
+    assert.match(await text('#versions tr[data-version="1"]'), /retired/);
+    assert.equal(await page.inputValue('#new-value'), '');
+  });
+
   await step("revoking a grant changes the function's binding state", async () => {
     await go('#/functions', '#functions-view');
     const binding = 'article[data-function="hello-secret"] tr[data-binding="GREETING_KEY"]';
@@ -211,8 +229,10 @@ try {
     await go('#/audit', '#audit-view');
     assert.match(await text('#chain-status'), /chain verified/);
     assert.match(await text('#chain-status'), /head #\d+ [0-9a-f]{16}/);
-    const rotate = page.locator('#audit tr', { hasText: 'secret.rotate' });
-    assert.match(await rotate.innerText(), /ops \(admin\)[\s\S]*secret\/greeting[\s\S]*ok/);
+    for (const secret of ['greeting', 'gh']) {
+      const rotate = page.locator('#audit tr', { hasText: 'secret.rotate' }).filter({ hasText: `secret/${secret}` });
+      assert.match(await rotate.innerText(), /ops \(admin\)[\s\S]*ok/);
+    }
     const revoke = page.locator('#audit tr', { hasText: 'grant.revoke' });
     assert.match(await revoke.innerText(), /grant\/hello-secret\/GREETING_KEY/);
     const cells = await page.locator('#audit td').allTextContents();

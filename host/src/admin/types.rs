@@ -133,7 +133,7 @@ pub struct GrantBody {
     #[serde(default)]
     pub follow_redeploys: bool,
     /// Grant only if the deployed component's SHA-256 starts with this (at
-    /// least 8 hex digits): the code the operator reviewed.
+    /// least 32 hex digits): the code the operator reviewed.
     #[serde(default)]
     pub digest: Option<String>,
 }

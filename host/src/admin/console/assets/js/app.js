@@ -53,7 +53,8 @@ function signOut(message) {
 
 /** What a failed call shows: a rejected token signs out; others are reported. */
 function failed(error) {
-  if (error instanceof ApiError && error.status === 401 && session !== null) {
+  if (session === null) return; // signed out meanwhile: nothing to report to
+  if (error instanceof ApiError && error.status === 401) {
     signOut(`The node no longer accepts this token: ${error.message}`);
     return;
   }

@@ -71,7 +71,8 @@ export async function auditView(context) {
   for (const name of ['function', 'secret']) {
     if (q.get(name)) params.set(name, q.get(name));
   }
-  if (q.get('since')) params.set('since_ms', String(Date.now() - Number(q.get('since')) * 1000));
+  const sinceSecs = Number(q.get('since'));
+  if (Number.isFinite(sinceSecs) && sinceSecs > 0) params.set('since_ms', String(Math.round(Date.now() - sinceSecs * 1000)));
   params.set('limit', q.get('limit') || '200');
   const [records, verification] = await Promise.all([
     context.call('GET', `/v1/audit?${params}`),

@@ -34,6 +34,11 @@ function grantForm(context, fn, binding, secrets) {
     checked: op !== 'reveal' && binding.operations.includes(op),
   }));
   const egress = h('input', { placeholder: 'hosts for inject, e.g. api.example.com', 'aria-label': 'Egress hosts' });
+  // Shown while inject is ticked: an injected token needs the hosts it may go to.
+  const inject = boxes.find((box) => box.value === 'inject');
+  const showEgress = () => { egress.hidden = !inject.checked; };
+  inject.addEventListener('change', showEgress);
+  showEgress();
   const split = (text) => text.split(',').map((part) => part.trim()).filter(Boolean);
   const grant = async () => {
     const allow = boxes.filter((b) => b.checked).map((b) => b.value);
@@ -54,7 +59,7 @@ function grantForm(context, fn, binding, secrets) {
   return h('div', { class: 'grant-form' },
     secrets.length ? secret : h('span', { class: 'muted' }, 'no secrets to grant'),
     boxes.map((box) => h('label', { class: 'inline' }, box, ' ', box.value)),
-    binding.operations.includes('inject') ? egress : null,
+    egress,
     secrets.length ? confirmButton('Grant', 'Yes, grant', grant, { class: 'grant' }) : null);
 }
 

@@ -142,8 +142,15 @@ function rotateForm(context, secret) {
     secret.kind === 'opaque'
       ? h('p', { class: 'muted' }, 'An opaque secret is often a credential issued elsewhere (an API key, a webhook secret): enter the new one; generate only where Keyhole alone uses the key.')
       : null);
+  // Using a source's control chooses that source, so what is sent is what
+  // the operator last touched.
+  const choose = (value) => { sources.querySelector(`#source-${value}`).checked = true; };
+  typed.addEventListener('input', () => choose('typed'));
+  file.addEventListener('change', () => choose('file'));
   const grace = h('select', { id: 'grace' }, GRACE_CHOICES.map(([secs, label]) => h('option', { value: secs, selected: secs === '3600' }, label)));
   const previewArea = h('div', {});
+  // A preview is of one grace window: choosing another withdraws it.
+  grace.addEventListener('change', () => previewArea.replaceChildren());
 
   async function rotate(graceSecs) {
     const source = sources.querySelector('input[name="source"]:checked').value;
