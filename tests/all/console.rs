@@ -46,6 +46,26 @@ fn percent_encode(text: &str) -> String {
         .collect()
 }
 
+/// One token per role: `ops` (admin), `watcher` (auditor), and `web-team`
+/// (a deployer limited by `scope`).
+struct Tokens {
+    admin: String,
+    auditor: String,
+    deployer: String,
+}
+
+impl Tokens {
+    fn create(node: &Node, scope: &[&str]) -> Self {
+        let mut deployer = vec!["--role", "deployer", "--name", "web-team"];
+        deployer.extend_from_slice(scope);
+        Self {
+            admin: node.token(&["--role", "admin", "--name", "ops"]),
+            auditor: node.token(&["--role", "auditor", "--name", "watcher"]),
+            deployer: node.token(&deployer),
+        }
+    }
+}
+
 #[test]
 fn an_operator_an_auditor_and_a_deployer_use_the_console_in_chromium() {
     let browser = chromium();
@@ -79,16 +99,11 @@ fn an_operator_an_auditor_and_a_deployer_use_the_console_in_chromium() {
         "--allow",
         "hmac",
     ]);
-    let admin = node.token(&["--role", "admin", "--name", "ops"]);
-    let auditor = node.token(&["--role", "auditor", "--name", "watcher"]);
-    let deployer = node.token(&[
-        "--role",
-        "deployer",
-        "--name",
-        "web-team",
-        "--functions",
-        "webhook-*",
-    ]);
+    let Tokens {
+        admin,
+        auditor,
+        deployer,
+    } = Tokens::create(&node, &["--functions", "webhook-*"]);
     node.start_admin();
     // Overdue by whole seconds, as the node counts them.
     std::thread::sleep(
@@ -115,27 +130,34 @@ fn an_operator_an_auditor_and_a_deployer_use_the_console_in_chromium() {
     // Kept after a failure, for its screenshot.
     let shots = root.join("target/console-screenshots");
     let _ = std::fs::remove_dir_all(&shots);
-    let run = Command::new("node")
-        .arg(root.join("tests/console/drive.mjs"))
-        .current_dir(&root)
-        .env("KEYHOLE_CONSOLE_URL", &node.admin)
-        .env("KEYHOLE_ADMIN_TOKEN", &admin)
-        .env("KEYHOLE_AUDITOR_TOKEN", &auditor)
-        .env("KEYHOLE_DEPLOYER_TOKEN", &deployer)
-        .env("KEYHOLE_CHROMIUM", &browser)
-        .env("KEYHOLE_SCREENSHOTS", &shots)
-        .env("KEYHOLE_HOSTILE", format!("{HOSTILE}\n{HOSTILE_BINDING}"))
-        .env("KEYHOLE_TYPED_KEY", TYPED_KEY)
-        .output()
-        .expect("running node (is Node.js installed, and `npm ci` done?)");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    println!("{stdout}");
-    assert!(
-        run.status.success(),
-        "the browser run failed (screenshot of the failure: {}):\n{stdout}\n{}",
-        shots.join("failure.png").display(),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let drive = |extra: &[(&str, &str)]| -> String {
+        let mut command = Command::new("node");
+        command
+            .arg(root.join("tests/console/drive.mjs"))
+            .current_dir(&root)
+            .env("KEYHOLE_CONSOLE_URL", &node.admin)
+            .env("KEYHOLE_ADMIN_TOKEN", &admin)
+            .env("KEYHOLE_AUDITOR_TOKEN", &auditor)
+            .env("KEYHOLE_DEPLOYER_TOKEN", &deployer)
+            .env("KEYHOLE_CHROMIUM", &browser)
+            .env("KEYHOLE_SCREENSHOTS", &shots)
+            .env("KEYHOLE_HOSTILE", format!("{HOSTILE}\n{HOSTILE_BINDING}"))
+            .env("KEYHOLE_TYPED_KEY", TYPED_KEY)
+            .envs(extra.iter().copied());
+        let run = command
+            .output()
+            .expect("running node (is Node.js installed, and `npm ci` done?)");
+        let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+        println!("{stdout}");
+        assert!(
+            run.status.success(),
+            "the browser run failed (screenshot of the failure: {}):\n{stdout}\n{}",
+            shots.join("failure.png").display(),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        stdout
+    };
+    let stdout = drive(&[]);
     // Not even the hostile names' effect reached a dialog; the steps say so.
     assert!(stdout.contains("ok - no dialog opened"), "{stdout}");
 
@@ -176,6 +198,15 @@ fn an_operator_an_auditor_and_a_deployer_use_the_console_in_chromium() {
         );
     }
 
+    // An edited record of the trail: the audit view says the chain breaks
+    // there (record 2 is `secret.put gh`).
+    node.db()
+        .execute_batch(
+            "UPDATE audit SET body = replace(body, 'secret/gh', 'secret/gx') WHERE seq = 2;",
+        )
+        .unwrap();
+    drive(&[("KEYHOLE_EXPECT_BROKEN", "2")]);
+
     // The screenshots go into the docs only from a run that passed.
     let docs = root.join("docs/console");
     std::fs::create_dir_all(&docs).unwrap();
@@ -186,6 +217,7 @@ fn an_operator_an_auditor_and_a_deployer_use_the_console_in_chromium() {
         "secret",
         "functions",
         "audit",
+        "audit-broken",
         "tokens",
         "node",
         "auditor",
@@ -200,18 +232,11 @@ fn an_operator_an_auditor_and_a_deployer_use_the_console_in_chromium() {
 #[test]
 fn the_console_needs_no_token_and_whoami_tells_each_token_what_it_may_do() {
     let mut node = Node::new();
-    let admin = node.token(&["--role", "admin", "--name", "ops"]);
-    let auditor = node.token(&["--role", "auditor", "--name", "watcher"]);
-    let deployer = node.token(&[
-        "--role",
-        "deployer",
-        "--name",
-        "web-team",
-        "--functions",
-        "web-*",
-        "--routes",
-        "/web/*",
-    ]);
+    let Tokens {
+        admin,
+        auditor,
+        deployer,
+    } = Tokens::create(&node, &["--functions", "web-*", "--routes", "/web/*"]);
     node.start_admin();
 
     // The pages hold no data: served without a token, under the console's

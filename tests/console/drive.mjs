@@ -7,6 +7,8 @@
 // browser), KEYHOLE_SCREENSHOTS (a folder, written to), KEYHOLE_HOSTILE
 // (names a caller and a guest chose, one per line, which the node recorded
 // and the page must show as text), KEYHOLE_TYPED_KEY (a value to type in).
+// With KEYHOLE_EXPECT_BROKEN=SEQ it checks only that the audit view reports
+// the chain broken at record SEQ (the test edits it between two runs).
 // Prints one line per step; exits non-zero at the first failure.
 
 import { chromium } from 'playwright-core';
@@ -60,9 +62,10 @@ async function step(name, body) {
   console.log(`ok - ${name}`);
 }
 
-async function shot(name) {
+/** A screenshot of the page (`fullPage`) or of what the window shows. */
+async function shot(name, { fullPage = true } = {}) {
   await page.waitForTimeout(150);
-  await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
+  await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage });
 }
 
 async function api(method, route, token, body) {
@@ -96,7 +99,8 @@ async function confirm(locator) {
   await button.click();
 }
 
-try {
+/** The whole tour: every view, as each role. */
+async function tour() {
   await step('the console is served with a strict policy and no inline script', async () => {
     const response = await page.goto(`${base}/`);
     assert.equal(new URL(page.url()).pathname, '/ui/');
@@ -247,7 +251,7 @@ try {
     assert.ok(targets.length > 0 && targets.every((t) => t === 'secret/greeting' || t.startsWith('grant/')), targets.join());
     assert.ok((await page.locator('#audit tr[data-outcome="allowed"]').count()) > 0);
     await go('#/audit', '#audit-view');
-    await shot('audit');
+    await shot('audit', { fullPage: false });
   });
 
   await step('tokens: a new token is shown once and works; revoking it stops it', async () => {
@@ -321,6 +325,27 @@ try {
     assert.deepEqual(dialogs, []);
     assert.deepEqual(policyErrors, []);
   });
+}
+
+/** After the test edited a record of the trail: the audit view says where the chain breaks. */
+async function tampered(seq) {
+  await step('an edited audit record breaks the chain, and the audit view names it', async () => {
+    await signIn(tokens.auditor);
+    await go('#/audit', '#audit-view');
+    const status = await text('#chain-status');
+    assert.match(status, /chain broken/);
+    assert.match(status, new RegExp(`this node: record #${seq} fails \\(.*MAC`));
+    await shot('audit-broken', { fullPage: false });
+  });
+}
+
+try {
+  const broken = process.env.KEYHOLE_EXPECT_BROKEN;
+  if (broken) {
+    await tampered(broken);
+  } else {
+    await tour();
+  }
 } catch (error) {
   console.log(`not ok - ${current}`);
   console.log(error.stack || String(error));

@@ -56,7 +56,9 @@ function chainStatus(verification) {
   const ok = !verification.first_bad && nodes.length === 0;
   return h('div', { class: ['chain', ok ? 'good' : 'bad'], id: 'chain-status' },
     ok ? badge('chain verified', 'good') : badge('chain broken', 'bad'),
-    ` ${verification.records} records`,
+    ok
+      ? ` ${verification.records} record${verification.records === 1 ? '' : 's'}`
+      : ` ${verification.records} record${verification.records === 1 ? '' : 's'} verified before the break`,
     headSeq !== null ? [' · head #', String(headSeq), ' ', h('code', { title: headHash }, headHash.slice(0, 16))] : '',
     verification.pruned ? ` · records through #${verification.pruned.through_seq} pruned under a signed checkpoint` : '',
     verification.first_bad ? broken('this node', verification.first_bad) : '',

@@ -3,8 +3,9 @@
 //
 // The new value is generated in the browser (32 random bytes, for keys only
 // Keyhole uses), typed or pasted, or read from a file (a PEM); it goes to the
-// node once, in the rotate request, and the page drops it at once. The preview is read fresh from the node when asked
-// for, so it is what the rotation will reach at that moment.
+// node once, in the rotate request, and the page drops it at once. The
+// preview is read fresh from the node when asked for, so it is what the
+// rotation will reach at that moment.
 
 import { base64, path } from '../api.js';
 import { badge, confirmButton, h, svg, table } from '../dom.js';
