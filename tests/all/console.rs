@@ -15,10 +15,10 @@ use std::process::Command;
 
 /// A caller-chosen name that would run script if it were parsed as HTML.
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
-/// The webhook key the operator types into the rotate form.
-const TYPED_KEY: &str = "a webhook key typed into the console";
 /// A guest-chosen binding name that would, too.
 const HOSTILE_BINDING: &str = "<svg onload=alert(2)>";
+/// The webhook key the operator types into the rotate form.
+const TYPED_KEY: &str = "a webhook key typed into the console";
 
 /// The browser: `KEYHOLE_TEST_CHROMIUM`, or Debian's `/usr/bin/chromium`.
 fn chromium() -> PathBuf {

@@ -58,11 +58,10 @@ pub fn answer(method: &str, path: &str) -> hyper::Response<Full<Bytes>> {
             .insert(header::LOCATION, HeaderValue::from_static(PREFIX));
         return response;
     }
-    let name = &path[PREFIX.len()..];
-    let asset = if name.is_empty() {
-        assets::find("index.html")
-    } else {
-        assets::find(name)
+    let asset = match path.strip_prefix(PREFIX) {
+        Some("") => assets::find("index.html"),
+        Some(name) => assets::find(name),
+        None => None,
     };
     match asset {
         Some(asset) => {
@@ -132,5 +131,6 @@ mod tests {
         assert_eq!(redirect.headers()[header::LOCATION], "/ui/");
         assert!(is_console_path("/ui") && !is_console_path("/v1/secrets"));
         assert!(!is_console_path("/uix"));
+        assert_eq!(answer("GET", "/v1").status(), 404);
     }
 }
