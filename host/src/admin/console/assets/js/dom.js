@@ -69,6 +69,11 @@ export function badge(text, tone) {
 export function confirmButton(label, confirmLabel, action, attributes = {}) {
   let armed = false;
   let armedAt = 0;
+  const disarm = () => {
+    armed = false;
+    button.textContent = label;
+    button.classList.remove('armed');
+  };
   const button = h('button', {
     type: 'button',
     ...attributes,
@@ -88,16 +93,10 @@ export function confirmButton(label, confirmLabel, action, attributes = {}) {
           await action();
         } finally {
           button.disabled = false;
-          armed = false;
-          button.textContent = label;
-          button.classList.remove('armed');
+          disarm();
         }
       },
-      blur: () => {
-        armed = false;
-        button.textContent = label;
-        button.classList.remove('armed');
-      },
+      blur: disarm,
     },
   }, label);
   return button;

@@ -39,6 +39,21 @@ export function shortDigest(hex) {
   return hex ? hex.slice(0, 12) : '—';
 }
 
+/** `count` and `noun`, plural unless the count is one: `3 records`. */
+export function counted(count, noun) {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
+/** The items of a comma-separated list a person typed, trimmed, empty ones dropped. */
+export function commaList(text) {
+  return text.split(',').map((item) => item.trim()).filter(Boolean);
+}
+
+/** The time now as `21:50:10Z`. */
+export function clock() {
+  return `${new Date().toISOString().slice(11, 19)}Z`;
+}
+
 /** Operations as the API lists them, joined. */
 export function operations(list) {
   return list && list.length ? list.join(', ') : 'none';

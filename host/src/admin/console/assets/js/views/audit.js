@@ -3,7 +3,7 @@
 // URL's fragment (`#/audit?secret=x`), so a view can be linked to.
 
 import { badge, h, table } from '../dom.js';
-import { timeMs } from '../format.js';
+import { counted, timeMs } from '../format.js';
 
 const SINCE = [['', 'all time'], ['900', 'last 15 minutes'], ['3600', 'last hour'], ['86400', 'last 24 hours'], ['604800', 'last 7 days']];
 
@@ -56,9 +56,8 @@ function chainStatus(verification) {
   const ok = !verification.first_bad && nodes.length === 0;
   return h('div', { class: ['chain', ok ? 'good' : 'bad'], id: 'chain-status' },
     ok ? badge('chain verified', 'good') : badge('chain broken', 'bad'),
-    ok
-      ? ` ${verification.records} record${verification.records === 1 ? '' : 's'}`
-      : ` ${verification.records} record${verification.records === 1 ? '' : 's'} verified before the break`,
+    ` ${counted(verification.records, 'record')}`,
+    ok ? '' : ' verified before the break',
     headSeq !== null ? [' · head #', String(headSeq), ' ', h('code', { title: headHash }, headHash.slice(0, 16))] : '',
     verification.pruned ? ` · records through #${verification.pruned.through_seq} pruned under a signed checkpoint` : '',
     verification.first_bad ? broken('this node', verification.first_bad) : '',
@@ -102,6 +101,6 @@ export async function auditView(context) {
     h('h1', {}, 'Audit'),
     chainStatus(verification),
     filters,
-    h('p', { class: 'muted' }, `${records.length} record${records.length === 1 ? '' : 's'} (the newest ${params.get('limit')} at most), newest first.`),
+    h('p', { class: 'muted' }, `${counted(records.length, 'record')} (the newest ${params.get('limit')} at most), newest first.`),
     table(['#', 'Time', 'Who', 'Action', 'Target', 'Outcome', 'Detail'], records.slice().reverse().map(row), { class: 'grid', id: 'audit' }));
 }

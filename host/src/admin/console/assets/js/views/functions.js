@@ -5,7 +5,7 @@
 
 import { path } from '../api.js';
 import { badge, confirmButton, h, table } from '../dom.js';
-import { operations, shortDigest, time } from '../format.js';
+import { commaList, operations, shortDigest, time } from '../format.js';
 
 const OPERATIONS = ['hmac', 'sign', 'seal', 'inject', 'reveal'];
 
@@ -39,7 +39,6 @@ function grantForm(context, fn, binding, secrets) {
   const showEgress = () => { egress.hidden = !inject.checked; };
   inject.addEventListener('change', showEgress);
   showEgress();
-  const split = (text) => text.split(',').map((part) => part.trim()).filter(Boolean);
   const grant = async () => {
     const allow = boxes.filter((b) => b.checked).map((b) => b.value);
     if (!secret.value) {
@@ -47,7 +46,7 @@ function grantForm(context, fn, binding, secrets) {
       return;
     }
     const body = { secret: secret.value, allow, digest: fn.component_sha256 };
-    if (allow.includes('inject')) body.egress = split(egress.value);
+    if (allow.includes('inject')) body.egress = commaList(egress.value);
     try {
       await context.call('PUT', path('grants', fn.name, binding.binding), body);
       context.notify(`Granted ${fn.name} · ${binding.binding} → ${secret.value} (${operations(allow)}) to the code at ${shortDigest(fn.component_sha256)}.`);

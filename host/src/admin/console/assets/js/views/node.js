@@ -3,6 +3,7 @@
 // from its own Prometheus metrics every few seconds while this view is open.
 
 import { badge, h, replace, table } from '../dom.js';
+import { clock, counted } from '../format.js';
 
 const REFRESH_MS = 5000;
 
@@ -66,7 +67,7 @@ function render(samples) {
 export async function nodeView(context) {
   const [status, metrics] = await Promise.all([context.call('GET', '/v1/status'), context.call('GET', '/metrics')]);
   const live = h('div', { id: 'metrics' }, render(parse(metrics)));
-  const updated = h('span', { class: 'muted' }, `updated ${new Date().toISOString().slice(11, 19)}Z`);
+  const updated = h('span', { class: 'muted' }, `updated ${clock()}`);
   const timer = setInterval(async () => {
     if (!context.isCurrent()) {
       clearInterval(timer);
@@ -74,7 +75,7 @@ export async function nodeView(context) {
     }
     try {
       replace(live, render(parse(await context.call('GET', '/metrics'))));
-      updated.textContent = `updated ${new Date().toISOString().slice(11, 19)}Z`;
+      updated.textContent = `updated ${clock()}`;
     } catch (e) {
       clearInterval(timer);
       if (context.isCurrent()) context.failed(e);
@@ -86,7 +87,7 @@ export async function nodeView(context) {
     h('h1', {}, 'Node'),
     h('p', {},
       `Keyhole ${status.version} · `, status.running ? badge('serving', 'good') : badge('not running', 'bad'),
-      ` · ${status.functions} function${status.functions === 1 ? '' : 's'}`,
+      ` · ${counted(status.functions, 'function')}`,
       status.revision !== null && status.revision !== undefined ? ` · store revision ${status.revision}` : '',
       fleet ? [' · fleet ', fleet.connected ? badge('connected', 'good') : badge('cut off', 'bad')] : ' · single node',
       ' · ', updated),

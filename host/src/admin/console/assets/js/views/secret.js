@@ -9,7 +9,7 @@
 
 import { base64, path } from '../api.js';
 import { badge, confirmButton, h, svg, table } from '../dom.js';
-import { duration, operations, relative, time } from '../format.js';
+import { counted, duration, operations, relative, time } from '../format.js';
 
 const GRACE_CHOICES = [
   ['0', 'none: the old version stops working at once'],
@@ -99,7 +99,7 @@ function preview(secret, versions, dependents, graceSecs) {
     h('h3', {}, `Rotating ${secret.name} will:`),
     h('ul', {}, lines),
     h('p', {}, dependents.length
-      ? `It reaches ${dependents.length} grant${dependents.length === 1 ? '' : 's'}:`
+      ? `It reaches ${counted(dependents.length, 'grant')}:`
       : 'No function depends on it.'),
     dependents.length ? h('ul', { class: 'affected' }, affected) : null);
 }

@@ -2,7 +2,7 @@
 // changed. Metadata only: no reply of the API carries a value.
 
 import { badge, h, table } from '../dom.js';
-import { duration, relative, time } from '../format.js';
+import { counted, duration, relative, time } from '../format.js';
 
 function status(secret) {
   if (secret.overdue) return badge('OVERDUE', 'bad');
@@ -27,7 +27,7 @@ export async function secretsView(context) {
   return h('section', { id: 'secrets-view' },
     h('h1', {}, 'Secrets'),
     h('p', { class: 'muted' },
-      `${secrets.length} secret${secrets.length === 1 ? '' : 's'}`,
+      counted(secrets.length, 'secret'),
       overdue ? [', ', h('strong', { class: 'bad-text' }, `${overdue} overdue for rotation`)] : ', none overdue',
       '. Values never leave the node; open a secret to see who depends on it and to rotate it.'),
     secrets.length

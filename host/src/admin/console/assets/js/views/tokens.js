@@ -3,7 +3,7 @@
 
 import { path } from '../api.js';
 import { badge, confirmButton, h, table } from '../dom.js';
-import { time } from '../format.js';
+import { commaList, time } from '../format.js';
 
 const LIFETIMES = [['', 'never expires'], ['3600', '1 hour'], ['86400', '24 hours'], ['2592000', '30 days'], ['7776000', '90 days']];
 
@@ -17,13 +17,12 @@ function createForm(context, shown) {
   const functions = h('input', { name: 'functions', placeholder: 'functions, e.g. checkout-*', 'aria-label': 'Functions' });
   const routes = h('input', { name: 'routes', placeholder: 'routes, e.g. /checkout/*', 'aria-label': 'Routes' });
   const expires = h('select', { name: 'expires', 'aria-label': 'Expires' }, LIFETIMES.map(([v, label]) => h('option', { value: v }, label)));
-  const split = (text) => text.split(',').map((s) => s.trim()).filter(Boolean);
   return h('form', {
     class: 'panel create-token',
     on: {
       submit: async (event) => {
         event.preventDefault();
-        const body = { role: role.value, functions: split(functions.value), routes: split(routes.value) };
+        const body = { role: role.value, functions: commaList(functions.value), routes: commaList(routes.value) };
         if (name.value.trim()) body.name = name.value.trim();
         if (expires.value) body.expires_secs = Number(expires.value);
         try {
