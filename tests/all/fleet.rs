@@ -3,6 +3,8 @@
 
 use crate::common;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use common::{CutProxy, Nats, Node, artifacts, github_signature};
 use std::time::{Duration, Instant};
 
@@ -193,72 +195,173 @@ fn a_component_the_fleet_holds_is_not_stored_again_and_every_node_runs_it() {
 }
 
 #[test]
-fn rotations_racing_from_three_replicas_make_versions_without_gaps_or_twins() {
-    let nats = Nats::cluster();
-    let a = Node::in_fleet(&nats.urls());
-    a.put_secret("raced", b"version one");
-    let b = Node::in_same_fleet(&a);
-    let c = Node::in_same_fleet(&a);
-    let replicas = [&a, &b, &c];
-    let rounds = 34;
-    let mut acknowledged = Vec::new();
-    for round in 0..rounds {
-        let children: Vec<_> = replicas
-            .iter()
-            .enumerate()
-            .map(|(i, node)| {
-                let file = node.data.path().join("value");
-                std::fs::write(&file, format!("round {round} replica {i}")).unwrap();
-                node.command()
-                    .args([
-                        "secret",
-                        "rotate",
-                        "raced",
-                        "--from-file",
-                        file.to_str().unwrap(),
-                    ])
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for child in children {
-            let out = child.wait_with_output().unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-            assert!(
-                out.status.success(),
-                "{stdout}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            acknowledged.push(stdout);
+fn a_ten_mib_component_goes_through_the_object_store_and_serves_on_another_node() {
+    let nats = Nats::single();
+    let key = b"big component key";
+    let a = fleet_serving_webhook(&nats.urls(), key);
+
+    // webhook-verify with a 10 MiB custom section appended: a valid
+    // component ten times the size of a JetStream message's limit.
+    let mut component = std::fs::read(artifacts::WEBHOOK_VERIFY).unwrap();
+    let name = b"keyhole-test-padding";
+    let padding = vec![0x5a_u8; 10 * 1024 * 1024];
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(&padding);
+    component.push(0); // a custom section
+    let mut size = section.len();
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        if size == 0 {
+            component.push(byte);
+            break;
         }
+        component.push(byte | 0x80);
     }
-    let versions = a.ok(&["secret", "versions", "raced", "--json"]);
-    let listed: serde_json::Value = serde_json::from_str(&versions).unwrap();
-    let mut numbers: Vec<u64> = listed
+    component.extend_from_slice(&section);
+    assert!(component.len() > 10 * 1024 * 1024);
+    let path = a.data.path().join("big-webhook.wasm");
+    std::fs::write(&path, &component).unwrap();
+    let manifest = a.write_manifest(
+        "big-hook",
+        path.to_str().unwrap(),
+        "/big",
+        "[bindings.GITHUB_WEBHOOK]\nallow = [\"hmac\"]\n",
+    );
+    a.ok(&["deploy", manifest.to_str().unwrap()]);
+    a.ok(&[
+        "grant",
+        "big-hook",
+        "GITHUB_WEBHOOK",
+        "--secret",
+        "gh-webhook",
+        "--allow",
+        "hmac",
+    ]);
+
+    let mut b = Node::in_same_fleet(&a);
+    b.start();
+    let body = b"big";
+    eventually("the 10 MiB component serves on B", || {
+        b.post(
+            "/big",
+            &[("x-hub-signature-256", &github_signature(key, body))],
+            body,
+        )
+        .status
+            == 200
+    });
+    let listed = b.ok(&["functions", "--json"]);
+    let functions: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let big = functions
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| v["version"].as_u64().unwrap())
-        .collect();
-    numbers.sort_unstable();
+        .find(|f| f["name"] == "big-hook")
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(
+        big["component_size"].as_u64(),
+        Some(component.len() as u64),
+        "{big}"
+    );
+}
+
+#[test]
+fn rotations_racing_from_three_nodes_make_versions_without_gaps_or_twins() {
+    let nats = Nats::cluster();
+    let first = b"version one";
+    let mut a = fleet_serving_webhook(&nats.urls(), first);
+    let token = a.token(&["--name", "racer", "--role", "admin"]);
+    let mut b = Node::in_same_fleet(&a);
+    let mut c = Node::in_same_fleet(&a);
+    for node in [&mut a, &mut b, &mut c] {
+        node.start_admin();
+    }
+    let nodes = [&a, &b, &c];
+    for node in nodes {
+        eventually("every node serves the fleet's function", || {
+            webhook(node, first) == 200
+        });
+    }
+
+    // Each round, every node rotates the one secret at the same moment,
+    // through its own admin API.
+    let rounds = 100;
+    let mut acknowledged: Vec<(u64, String)> = Vec::new();
+    for round in 0..rounds {
+        let start = std::sync::Barrier::new(nodes.len());
+        let answers: Vec<(String, common::Reply)> = std::thread::scope(|scope| {
+            let racers: Vec<_> = nodes
+                .iter()
+                .enumerate()
+                .map(|(i, node)| {
+                    let (start, token) = (&start, &token);
+                    scope.spawn(move || {
+                        let value = format!("round {round} node {i}");
+                        let body =
+                            serde_json::json!({ "value": STANDARD.encode(value.as_bytes()) });
+                        start.wait();
+                        let reply = node.admin_request(
+                            "POST",
+                            "/v1/secrets/gh-webhook/rotate",
+                            Some(token),
+                            body.to_string().as_bytes(),
+                        );
+                        (value, reply)
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        for (value, reply) in answers {
+            assert_eq!(reply.status, 200, "round {round}: {}", reply.text());
+            let said: serde_json::Value = serde_json::from_str(&reply.text()).unwrap();
+            let version = said["version"].as_u64().expect("the version rotated to");
+            acknowledged.push((version, value));
+        }
+    }
+
+    // Versions 1..n, with no gap and no twin, on every node's replica.
     let expected: Vec<u64> = (1..=(1 + 3 * rounds as u64)).collect();
-    assert_eq!(numbers, expected, "versions 1..n, no gap, no twin");
-    // Every acknowledged rotation named a version of its own.
-    let mut said: Vec<String> = acknowledged
-        .iter()
-        .map(|s| {
-            s.split("to version ")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .unwrap_or_else(|| panic!("no version in `{s}`"))
-                .to_owned()
-        })
-        .collect();
-    said.sort();
+    for node in nodes {
+        eventually("the node has applied every rotation", || {
+            let listed: serde_json::Value =
+                serde_json::from_str(&node.ok(&["secret", "versions", "gh-webhook", "--json"]))
+                    .unwrap();
+            let mut numbers: Vec<u64> = listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["version"].as_u64().unwrap())
+                .collect();
+            numbers.sort_unstable();
+            numbers == expected
+        });
+    }
+    // Every acknowledgement named a version of its own…
+    let mut said: Vec<u64> = acknowledged.iter().map(|(version, _)| *version).collect();
+    said.sort_unstable();
     said.dedup();
     assert_eq!(said.len(), 3 * rounds, "{acknowledged:?}");
+
+    // …holding the value it acknowledged: made current again through A, each
+    // one is the key another node then verifies with.
+    for (version, value) in &acknowledged {
+        let body = serde_json::json!({ "to": version });
+        let reply = a.admin_request(
+            "POST",
+            "/v1/secrets/gh-webhook/rollback",
+            Some(&token),
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(reply.status, 200, "rollback to {version}: {}", reply.text());
+        let other = nodes[1 + (*version as usize) % 2];
+        eventually(
+            &format!("version {version} verifies with its value"),
+            || webhook(other, value.as_bytes()) == 200,
+        );
+    }
 }
 
 #[test]
@@ -330,6 +433,73 @@ fn a_cluster_that_cannot_be_used_is_a_clear_error_and_nothing_is_written() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("holds a single node's store"), "{err}");
+}
+
+#[test]
+fn wrong_cluster_credentials_are_a_clear_error_that_prints_no_password_and_writes_nothing() {
+    let password = "right-horse-battery";
+    let nats = Nats::single_with_user("keyhole", password);
+    let port = nats.servers[0].port;
+    let good = Node::in_fleet(&format!("nats://keyhole:{password}@127.0.0.1:{port}"));
+    good.put_secret("s", b"value");
+
+    let wrong = "wrong-staple-guess";
+    let file = good.data.path().join("v");
+    std::fs::write(&file, b"other").unwrap();
+    for (what, url, says) in [
+        (
+            "a wrong password",
+            format!("nats://keyhole:{wrong}@127.0.0.1:{port}"),
+            format!("the cluster at nats://…@127.0.0.1:{port} refused these credentials"),
+        ),
+        (
+            "no credentials",
+            format!("nats://127.0.0.1:{port}"),
+            format!("the cluster at nats://127.0.0.1:{port} asks for a login and none was given"),
+        ),
+    ] {
+        let stranger = Node::new_sharing_key(&good);
+        let out = stranger
+            .command()
+            .env("KEYHOLE_CLUSTER", &url)
+            .args(["secret", "put", "t", "--from-file", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{what}: accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&says) && err.contains("authorization violation"),
+            "{what}: {err}"
+        );
+        assert!(
+            !err.contains(wrong) && !err.contains(password),
+            "{what}: {err}"
+        );
+        let rows: i64 = stranger
+            .db()
+            .query_row("SELECT COUNT(*) FROM secrets", [], |r| r.get(0))
+            .unwrap_or(0);
+        assert_eq!(rows, 0, "{what}: nothing written");
+    }
+    // A credentials file that is not there is named.
+    let out = good
+        .command()
+        .env(
+            "KEYHOLE_CLUSTER_CREDS",
+            good.data.path().join("missing.creds"),
+        )
+        .args(["secret", "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing.creds"), "{err}");
+    // The fleet holds only what the right credentials wrote.
+    let listed = good.ok(&["secret", "list"]);
+    assert!(
+        listed.contains("s ") && !listed.contains("\nt "),
+        "{listed}"
+    );
 }
 
 /// A metric's value from `node`'s `/metrics` on its admin listener.

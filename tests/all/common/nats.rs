@@ -152,6 +152,34 @@ impl Nats {
         Self::start(3)
     }
 
+    /// One server with JetStream that admits only user `user` with
+    /// password `password`.
+    pub fn single_with_user(user: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("nats-0");
+        let config = format!(
+            "jetstream {{ store_dir: {:?} }}\nauthorization {{ user: {user:?}, password: {password:?} }}\n",
+            store.display().to_string()
+        );
+        let mut server = Server {
+            name: "nats-0".to_owned(),
+            port: free_port(),
+            monitor: free_port(),
+            cluster_port: None,
+            routes: Vec::new(),
+            store,
+            config: Some(config),
+            child: None,
+        };
+        server.spawn();
+        let mut nats = Self {
+            servers: vec![server],
+            _dir: dir,
+        };
+        nats.wait_healthy();
+        nats
+    }
+
     /// An edge topology: server 0 is the hub (JetStream domain `hub`),
     /// server 1 a leaf server at an edge site (its own JetStream, domain
     /// `edge`) connected to the hub over a leaf-node connection.

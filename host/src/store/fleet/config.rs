@@ -48,6 +48,8 @@ impl ClusterConfig {
     /// `KEYHOLE_CLUSTER`), e.g. `nats://10.0.0.1:4222,nats://10.0.0.2:4222`.
     pub fn parse(list: &str) -> Result<Self, String> {
         let mut urls = Vec::new();
+        // Every URL's `user:password@`, which must agree.
+        let mut first_userinfo: Option<Option<String>> = None;
         for url in list.split(',').map(str::trim) {
             if url.is_empty() {
                 continue;
@@ -74,6 +76,17 @@ impl ClusterConfig {
                     "`{}` names no host and port: write it as {scheme}://HOST:PORT, e.g. {scheme}://127.0.0.1:4222",
                     redact_userinfo(url)
                 ));
+            }
+            let userinfo = rest.rsplit_once('@').map(|(info, _)| info);
+            match (&first_userinfo, userinfo) {
+                (None, info) => first_userinfo = Some(info.map(str::to_owned)),
+                (Some(first), info) if first.as_deref() == info => {}
+                (Some(_), _) => {
+                    return Err(format!(
+                        "`{}` carries other credentials than the URL before it: the client logs in to every server alike, so give the same user:password@ on each URL (or on none)",
+                        redact_userinfo(url)
+                    ));
+                }
             }
             urls.push(url.to_owned());
         }
@@ -132,6 +145,36 @@ impl ClusterConfig {
         self.ca.is_some() || self.urls.iter().any(|u| u.starts_with("tls://"))
     }
 
+    /// The login the URLs carry (`nats://user:password@host:port`, or a
+    /// token alone as `nats://token@host:port`), percent-decoded: what the
+    /// client sends every server. Refused beside a credentials file, which
+    /// is another way to log in.
+    pub fn url_login(&self) -> Result<Option<UrlLogin>, String> {
+        let Some(info) = self.urls.iter().find_map(|url| {
+            let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+            rest.rsplit_once('@').map(|(info, _)| info)
+        }) else {
+            return Ok(None);
+        };
+        if self.credentials.is_some() {
+            return Err(format!(
+                "both a login in the cluster URLs and {CREDENTIALS_ENV}: give one of them"
+            ));
+        }
+        let decode = |text: &str| {
+            percent_decode(text).ok_or_else(|| {
+                "the login in the cluster URLs has a malformed %-escape or is not UTF-8".to_owned()
+            })
+        };
+        Ok(Some(match info.split_once(':') {
+            Some((user, password)) => UrlLogin::UserPassword {
+                user: decode(user)?,
+                password: zeroize::Zeroizing::new(decode(password)?),
+            },
+            None => UrlLogin::Token(zeroize::Zeroizing::new(decode(info)?)),
+        }))
+    }
+
     /// The URLs as they may be printed: any `user:password@` removed.
     pub fn display_urls(&self) -> String {
         self.urls
@@ -140,6 +183,38 @@ impl ClusterConfig {
             .collect::<Vec<_>>()
             .join(",")
     }
+}
+
+/// How the cluster URLs say to log in (no `Debug`: it holds a password).
+pub enum UrlLogin {
+    /// `user:password@`.
+    UserPassword {
+        /// The user name.
+        user: String,
+        /// The password, wiped when dropped.
+        password: zeroize::Zeroizing<String>,
+    },
+    /// `token@`.
+    Token(zeroize::Zeroizing<String>),
+}
+
+/// `text` with its `%XX` escapes decoded, if they are well formed and the
+/// result is UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// `url` with any `user:password@` replaced, for messages.
@@ -189,6 +264,40 @@ mod tests {
             let err = config.clone().with_domain(bad).unwrap_err();
             assert!(err.contains("is not a JetStream domain"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_login_in_the_urls_is_decoded_and_must_be_the_same_on_each() {
+        let config =
+            ClusterConfig::parse("nats://ops:p%40ss%3Aword@a:4222,nats://ops:p%40ss%3Aword@b:4222")
+                .unwrap();
+        match config.url_login().unwrap() {
+            Some(UrlLogin::UserPassword { user, password }) => {
+                assert_eq!((user.as_str(), password.as_str()), ("ops", "p@ss:word"));
+            }
+            _ => panic!("no user and password"),
+        }
+        let token = ClusterConfig::parse("nats://s3cr3t@a:4222").unwrap();
+        assert!(
+            matches!(token.url_login(), Ok(Some(UrlLogin::Token(t))) if t.as_str() == "s3cr3t")
+        );
+        assert!(matches!(
+            ClusterConfig::parse("nats://a:4222").unwrap().url_login(),
+            Ok(None)
+        ));
+        let err = ClusterConfig::parse("nats://ops:one@a:4222,nats://ops:two@b:4222").unwrap_err();
+        assert!(
+            err.contains("the same user:password@") && !err.contains("two"),
+            "{err}"
+        );
+        let err = ClusterConfig::parse("nats://ops:one@a:4222,nats://b:4222").unwrap_err();
+        assert!(err.contains("other credentials"), "{err}");
+        let mut both = ClusterConfig::parse("nats://ops:one@a:4222").unwrap();
+        both.credentials = Some(PathBuf::from("/etc/nats/keyhole.creds"));
+        assert!(both.url_login().err().unwrap().contains(CREDENTIALS_ENV));
+        let bad = ClusterConfig::parse("nats://ops:%zz@a:4222").unwrap();
+        let err = bad.url_login().err().unwrap();
+        assert!(err.contains("malformed"), "{err}");
     }
 
     #[test]

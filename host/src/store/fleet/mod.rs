@@ -376,6 +376,16 @@ async fn connect(
             ))
         })?;
     }
+    // The client does not log in with a URL's `user:password@` by itself.
+    match config.url_login().map_err(StoreError::Cluster)? {
+        Some(config::UrlLogin::UserPassword { user, password }) => {
+            options = options.user_and_password(user, password.as_str().to_owned());
+        }
+        Some(config::UrlLogin::Token(token)) => {
+            options = options.token(token.as_str().to_owned());
+        }
+        None => {}
+    }
     if let Some(ca) = &config.ca {
         options = options.add_root_certificates(ca.clone());
     }
@@ -387,10 +397,17 @@ async fn connect(
         .map_err(|_| unreachable(&"no server answered within 5 s"))?
         .map_err(|e| {
             let text = e.to_string();
-            if text.contains("authorization") || text.contains("authentication") {
+            let given = config.credentials.is_some() || config.urls.iter().any(|u| u.contains('@'));
+            if (text.contains("authorization") || text.contains("authentication")) && given {
                 StoreError::Cluster(format!(
                     "the cluster at {} refused these credentials: {text}",
                     config.display_urls()
+                ))
+            } else if text.contains("authorization") || text.contains("authentication") {
+                StoreError::Cluster(format!(
+                    "the cluster at {} asks for a login and none was given (user:password@ in the URLs, or {}): {text}",
+                    config.display_urls(),
+                    config::CREDENTIALS_ENV
                 ))
             } else {
                 unreachable(&text)
