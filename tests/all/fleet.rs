@@ -1280,6 +1280,12 @@ fn a_fleets_master_key_rotation_reaches_the_nodes_given_the_new_key_and_stops_th
     assert_eq!(webhook(&c, webhook_key), 200);
     assert_eq!(webhook(&c, second), 401);
     assert!(c.logs().contains("KEYHOLE_NEW_MASTER_KEY"), "{}", c.logs());
+    // Its records wait: it would key them under the entry key the rotation
+    // retired, which vouches for nothing stored after it.
+    eventually("C keeps its records", || {
+        let (_, out, _) = status(&c, &token);
+        out.contains("audit records waiting to reach the fleet")
+    });
 
     // A replica with the old key alone cannot get past the rotation: a
     // command there fails, naming why, and writes nothing.
@@ -1302,6 +1308,12 @@ fn a_fleets_master_key_rotation_reaches_the_nodes_given_the_new_key_and_stops_th
     eventually("C, given the new key, follows past the rotation", || {
         webhook(&c, second) == 200 && webhook(&c, webhook_key) == 401
     });
+    eventually("C ships what it kept", || {
+        let (_, out, _) = status(&c, &token);
+        !out.contains("audit records waiting")
+    });
+    let verified = a.ok(&["audit", "verify"]);
+    assert!(!verified.contains("broken"), "{verified}");
     // Restarted again with the new key alone, it opens its replica.
     c.kill();
     c.set_master_key(&new);
@@ -1354,4 +1366,139 @@ fn a_fleets_master_key_rotation_reaches_the_nodes_given_the_new_key_and_stops_th
             );
         }
     }
+}
+
+/// HMAC-SHA256 of `parts` under `key`, as the fleet computes its keyed
+/// values (`store/fleet/entry.rs`): what anyone holding an entry key can
+/// compute, written here from the outside as an attacker would.
+fn fleet_hmac(key: &[u8], label: &[u8], purpose: &str, parts: &[&[u8]], prefixed: bool) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(label);
+    mac.update(purpose.as_bytes());
+    for part in parts {
+        if prefixed {
+            mac.update(&(part.len() as u64).to_be_bytes());
+        }
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// The point of rotating a master key is often that the old one got out.
+/// Whoever kept it can still open the fleet's first entry key in the
+/// genesis, and with it the key nodes' audit chain keys are sealed under:
+/// enough to add a node of their own to the fleet's audit trail, every
+/// row's MAC in order. After the rotation (and its grace), what they
+/// publish is named by `audit verify` and left out of the trail's listing;
+/// the records the fleet's nodes ship under the new key still verify.
+#[test]
+fn a_retired_master_key_vouches_for_nothing_published_after_its_rotation() {
+    use keyhole_host::audit::chain::{ChainKey, GENESIS};
+    use keyhole_host::crypto::AesKey;
+    let nats = Nats::single();
+    let mut a = fleet_serving_webhook(&nats.urls(), b"webhook key");
+    let old = a.env_key().unwrap().to_owned();
+    let new = fresh_master_key();
+    a.new_master_key = Some(new.clone());
+    a.ok(&["master-key", "rotate"]);
+    let rotated = Instant::now();
+    a.set_master_key(&new);
+    a.new_master_key = None;
+    // Records made after the rotation, shipped under the new entry key.
+    a.put_secret("after-the-rotation", b"value");
+    let a_node = audit_node_name(&a);
+
+    // The attacker: the retired master key, and the right to publish.
+    let genesis: serde_json::Value =
+        serde_json::from_slice(&nats.stream_message("KEYHOLE_STATE", r#"{"seq":1}"#)).unwrap();
+    let fleet = genesis["fleet"].as_str().unwrap().to_owned();
+    let retired = AesKey::from_slice(&STANDARD.decode(&old).unwrap()).unwrap();
+    let sealed_entry_key = STANDARD
+        .decode(genesis["fleet_key"].as_str().unwrap())
+        .unwrap();
+    let entry_key = retired
+        .open(&sealed_entry_key, b"keyhole/v1/fleet-key")
+        .expect("the retired key opens the genesis's entry key");
+    let wrapping = AesKey::from_slice(&fleet_hmac(
+        &entry_key,
+        b"keyhole/v1/fleet-derived-key\0",
+        "audit chain keys",
+        &[],
+        false,
+    ))
+    .unwrap();
+    let mac_header = |subject: &str, payload: &[u8]| {
+        let tag = fleet_hmac(
+            &entry_key,
+            b"keyhole/v1/fleet-tag\0",
+            "audit messages",
+            &[subject.as_bytes(), fleet.as_bytes(), payload],
+            true,
+        );
+        format!("2:{}", hex::encode(tag))
+    };
+    let node = "forged-node";
+    let chain = ChainKey::from_slice(&common::random_secret()[..32]).unwrap();
+    let aad = [
+        &b"keyhole/v1/fleet-audit-chain-key\0"[..],
+        fleet.as_bytes(),
+        b"\0",
+        node.as_bytes(),
+    ]
+    .concat();
+    let sealed_chain_key = chain.sealed_under(&wrapping, &aad);
+    // Its first record: one of A's, chained anew under the attacker's key.
+    let shipped: serde_json::Value = serde_json::from_slice(&nats.stream_message(
+        "KEYHOLE_AUDIT",
+        &format!(r#"{{"last_by_subj":"keyhole.audit.rows.{a_node}"}}"#),
+    ))
+    .unwrap();
+    let mut row = shipped
+        .as_array()
+        .map_or(shipped.clone(), |rows| rows[0].clone());
+    let body = row["body"].as_str().unwrap().to_owned();
+    row["seq"] = 1.into();
+    row["prev"] = hex::encode(GENESIS).into();
+    row["mac"] = hex::encode(chain.link(&GENESIS, 1, &body)).into();
+    let rows = serde_json::to_vec(&serde_json::json!([row])).unwrap();
+
+    // Past the rotation's grace (10 s), as anyone publishing later is.
+    let grace = Duration::from_secs(11);
+    std::thread::sleep(grace.saturating_sub(rotated.elapsed()));
+    let key_subject = format!("keyhole.audit.key.{node}");
+    nats.publish_as_outsider_with_header(
+        &key_subject,
+        "Keyhole-Mac",
+        &mac_header(&key_subject, &sealed_chain_key),
+        &sealed_chain_key,
+    );
+    let rows_subject = format!("keyhole.audit.rows.{node}");
+    nats.publish_as_outsider_with_header(
+        &rows_subject,
+        "Keyhole-Mac",
+        &mac_header(&rows_subject, &rows),
+        &rows,
+    );
+
+    let out = a.cli(&["audit", "verify"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the forged node verified: {err}");
+    assert!(
+        err.contains(&format!("node {node}")) && err.contains("retired master key"),
+        "{err}"
+    );
+    // The fleet's own node verifies, its records after the rotation too.
+    let verified: serde_json::Value =
+        serde_json::from_slice(&a.cli(&["audit", "verify", "--json"]).stdout).unwrap();
+    let ours = verified["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == a_node.as_str())
+        .unwrap_or_else(|| panic!("{verified}"));
+    assert!(ours["verification"]["first_bad"].is_null(), "{ours}");
+    let listed = a.ok(&["audit", "--json"]);
+    assert!(listed.contains("after-the-rotation"), "{listed}");
+    assert!(!listed.contains(node), "{listed}");
 }

@@ -2,7 +2,8 @@
 //! cluster of three (routes between them, JetStream R3), each with its own
 //! store directory; killed with the value that started them.
 
-use std::net::TcpListener;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -348,9 +349,75 @@ impl Nats {
     /// attacker with publish rights can do. Returns once the server has
     /// processed it (a PING answered after it).
     pub fn publish_as_outsider(&self, subject: &str, payload: &[u8]) {
-        use std::io::{BufRead as _, BufReader, Write as _};
+        let (mut reader, mut writer) = self.plain_connection();
+        writer
+            .write_all(format!("PUB {subject} {}\r\n", payload.len()).as_bytes())
+            .unwrap();
+        writer.write_all(payload).unwrap();
+        writer.write_all(b"\r\nPING\r\n").unwrap();
+        await_pong(&mut reader);
+    }
+
+    /// Publishes `payload` on `subject` with the header `name: value`, as
+    /// [`Nats::publish_as_outsider`] does (plain NATS protocol, `HPUB`).
+    pub fn publish_as_outsider_with_header(
+        &self,
+        subject: &str,
+        name: &str,
+        value: &str,
+        payload: &[u8],
+    ) {
+        let (mut reader, mut writer) = self.plain_connection();
+        let headers = format!("NATS/1.0\r\n{name}: {value}\r\n\r\n");
+        let total = headers.len() + payload.len();
+        writer
+            .write_all(format!("HPUB {subject} {} {total}\r\n{headers}", headers.len()).as_bytes())
+            .unwrap();
+        writer.write_all(payload).unwrap();
+        writer.write_all(b"\r\nPING\r\n").unwrap();
+        await_pong(&mut reader);
+    }
+
+    /// JetStream's answer to getting one message of stream `stream`
+    /// (`request`, e.g. `{"seq":1}` or `{"last_by_subj":"…"}`): the message's
+    /// payload. Over plain NATS, as anyone allowed that API could.
+    pub fn stream_message(&self, stream: &str, request: &str) -> Vec<u8> {
+        use base64::Engine as _;
+        let (mut reader, mut writer) = self.plain_connection();
+        writer
+            .write_all(
+                format!(
+                    "SUB _INBOX.keyhole-test 1\r\nPUB $JS.API.STREAM.MSG.GET.{stream} _INBOX.keyhole-test {}\r\n{request}\r\n",
+                    request.len()
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            assert!(!line.starts_with("-ERR"), "{line}");
+            if line.starts_with("MSG ") {
+                break;
+            }
+        }
+        let len: usize = line.split_whitespace().last().unwrap().parse().unwrap();
+        let mut body = vec![0u8; len + 2];
+        reader.read_exact(&mut body).unwrap();
+        let answer: serde_json::Value = serde_json::from_slice(&body[..len]).unwrap();
+        let data = answer["message"]["data"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no message: {answer}"));
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap()
+    }
+
+    /// A plain NATS connection to the first running server, past `CONNECT`.
+    fn plain_connection(&self) -> (BufReader<TcpStream>, TcpStream) {
         let server = self.servers.iter().find(|s| s.child.is_some()).unwrap();
-        let stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        let stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -360,21 +427,9 @@ impl Nats {
         assert!(line.starts_with("INFO"), "{line}");
         let mut writer = stream;
         writer
-            .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
+            .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true}\r\n")
             .unwrap();
-        writer
-            .write_all(format!("PUB {subject} {}\r\n", payload.len()).as_bytes())
-            .unwrap();
-        writer.write_all(payload).unwrap();
-        writer.write_all(b"\r\nPING\r\n").unwrap();
-        loop {
-            line.clear();
-            reader.read_line(&mut line).unwrap();
-            assert!(!line.starts_with("-ERR"), "{line}");
-            if line.starts_with("PONG") {
-                return;
-            }
-        }
+        (reader, writer)
     }
 
     /// Every file under the servers' store directories.
@@ -402,6 +457,20 @@ impl Drop for Nats {
     fn drop(&mut self) {
         for server in &mut self.servers {
             server.kill();
+        }
+    }
+}
+
+/// Reads until the server's `PONG`: everything published before the `PING`
+/// has been processed. An `-ERR` fails the test.
+fn await_pong(reader: &mut BufReader<TcpStream>) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert!(!line.starts_with("-ERR"), "{line}");
+        if line.starts_with("PONG") {
+            return;
         }
     }
 }

@@ -25,9 +25,11 @@
 //!   its chain key once, sealed under a key derived from the fleet's entry
 //!   key (itself sealed under the master key): whoever holds the master key
 //!   verifies every node's chain; whoever can merely publish to NATS
-//!   cannot write a record that verifies. Listing shows only rows whose MAC
-//!   holds (each once); `audit verify` names the node and record where a
-//!   chain breaks. Message ids carry the row's MAC, so nobody without the
+//!   cannot write a record that verifies. Every message also carries a MAC
+//!   under the fleet's newest entry key (`keyed`), so whoever kept a
+//!   retired master key cannot add to the trail after its rotation. Listing
+//!   shows only rows whose MACs hold (each once); `audit verify` names the
+//!   node and record where a chain breaks. Message ids carry the row's MAC, so nobody without the
 //!   chain key can take a row's id first and have it dropped as a
 //!   duplicate; a shipper passes over what others published on its
 //!   subject. What this does not give: every node holds the master key, so
@@ -35,7 +37,7 @@
 //!   records (names, request ids, refusal reasons — never a value) are
 //!   readable by whoever may subscribe to the stream.
 
-use super::{ACK_TIMEOUT, Shared};
+use super::{ACK_TIMEOUT, Shared, keyed};
 use crate::audit::chain::{ChainKey, Checkpoint, Row, Verifier};
 use crate::audit::{Entry, MAX_QUERY_RECORDS, NodeVerification, Query, Tampered};
 use crate::store::{SqliteStore, StoreError};
@@ -69,6 +71,8 @@ const SHIP_INTERVAL: Duration = Duration::from_millis(200);
 const CONFLICT_PAUSE: Duration = Duration::from_millis(50);
 /// What the key that seals chain keys is derived for.
 const WRAPPING_PURPOSE: &str = "audit chain keys";
+/// What the MAC every message carries is computed for (`keyed`).
+const MESSAGE_PURPOSE: &str = "audit messages";
 
 /// A node's shipping state, shared by its background shipper and explicit
 /// deliveries (a command's, before it exits).
@@ -238,6 +242,7 @@ pub(super) async fn deliver_chain(
     store: &Arc<SqliteStore>,
     mark: bool,
 ) -> Result<(), StoreError> {
+    keyed::may_publish(shared).await.map_err(unavailable)?;
     loop {
         if !deliver_batch(shared, shipping, store, mark).await? {
             return Ok(());
@@ -277,7 +282,9 @@ async fn deliver_batch(
     let subject = format!("{ROWS}.{}", shipping.node);
     for (payload, first, last) in batches(&rows) {
         let row = &rows[last];
+        let mac = keyed::header(shared, MESSAGE_PURPOSE, &subject, &payload);
         let message = jetstream::message::PublishMessage::build()
+            .header(keyed::HEADER, mac.as_str())
             .payload(payload.into())
             // The last row's MAC in its id: nobody without the chain key
             // can take the id first and have the batch dropped as a
@@ -392,16 +399,19 @@ async fn publish_key(
     let wrapping = shared.origin.derive(WRAPPING_PURPOSE);
     let aad = key_aad(&shared.fleet, &shipping.node);
     let there = last_on(shared, &subject).await?.is_some_and(|message| {
-        ChainKey::open_sealed(&wrapping, &message.payload, &aad)
-            .is_some_and(|key| key.same_as(&chain_key))
+        counts(shared, &message)
+            && ChainKey::open_sealed(&wrapping, &message.payload, &aad)
+                .is_some_and(|key| key.same_as(&chain_key))
     });
     if !there {
         let sealed = chain_key.sealed_under(&wrapping, &aad);
+        let mac = keyed::header(shared, MESSAGE_PURPOSE, &subject, &sealed);
         let id = {
             use sha2::Digest as _;
             hex::encode(&sha2::Sha256::digest(&sealed)[..8])
         };
         let message = jetstream::message::PublishMessage::build()
+            .header(keyed::HEADER, mac.as_str())
             .payload(sealed.into())
             .message_id(format!("{}:key:{id}", shipping.node));
         publish_acked(shared, &subject, message).await?;
@@ -431,13 +441,17 @@ async fn publish_checkpoint(
     };
     let subject = format!("{CHECKPOINTS}.{}", shipping.node);
     let there = last_on(shared, &subject).await?.is_some_and(|message| {
-        serde_json::from_slice::<Checkpoint>(&message.payload).is_ok_and(|c| c == checkpoint)
+        counts(shared, &message)
+            && serde_json::from_slice::<Checkpoint>(&message.payload).is_ok_and(|c| c == checkpoint)
     });
     if there {
         return Ok(());
     }
+    let payload = serde_json::to_vec(&checkpoint).expect("plain data");
+    let mac = keyed::header(shared, MESSAGE_PURPOSE, &subject, &payload);
     let message = jetstream::message::PublishMessage::build()
-        .payload(serde_json::to_vec(&checkpoint).expect("plain data").into())
+        .header(keyed::HEADER, mac.as_str())
+        .payload(payload.into())
         .message_id(format!("{}:checkpoint:{}", shipping.node, checkpoint.seal));
     publish_acked(shared, &subject, message).await
 }
@@ -502,7 +516,7 @@ async fn stream_end(
             stream_seq: 0,
         });
     };
-    let end = match ours(&last.payload) {
+    let end = match counts(shared, &last).then(|| ours(&last.payload)).flatten() {
         Some(row) => Some(row),
         None => {
             tracing::warn!(
@@ -512,6 +526,7 @@ async fn stream_end(
             read_stream(shared, &subject, None)
                 .await?
                 .iter()
+                .filter(|m| judged(shared, m).is_ok())
                 .filter_map(|m| ours(&m.payload))
                 .max_by_key(|row| row.seq)
         }
@@ -601,18 +616,31 @@ async fn read_stream(
 
 /// The stream's messages, sorted out by node: each node's chain keys (the
 /// sealed bytes) and rows (stream sequence, payload), in stream order.
+/// Messages that do not count (`keyed`) are set apart, with why.
 #[derive(Default)]
 struct ByNode {
     keys: Vec<bytes::Bytes>,
     checkpoints: Vec<bytes::Bytes>,
     rows: Vec<(u64, bytes::Bytes)>,
+    foreign: Vec<(u64, String)>,
 }
 
-fn by_node(messages: Vec<jetstream::Message>) -> BTreeMap<String, ByNode> {
+fn by_node(shared: &Shared, messages: Vec<jetstream::Message>) -> BTreeMap<String, ByNode> {
     let mut nodes: BTreeMap<String, ByNode> = BTreeMap::new();
     for message in messages {
         let seq = message.info().map_or(0, |i| i.stream_sequence);
         let subject = message.subject.as_str();
+        let node = [ROWS, KEYS, CHECKPOINTS]
+            .iter()
+            .find_map(|prefix| subject.strip_prefix(prefix)?.strip_prefix('.'));
+        if let (Some(node), Err(why)) = (node, judged(shared, &message)) {
+            nodes
+                .entry(node.to_owned())
+                .or_default()
+                .foreign
+                .push((seq, why));
+            continue;
+        }
         if let Some(node) = subject.strip_prefix(ROWS).and_then(|s| s.strip_prefix('.')) {
             let node = nodes.entry(node.to_owned()).or_default();
             node.rows.push((seq, message.payload.clone()));
@@ -636,6 +664,41 @@ fn by_node(messages: Vec<jetstream::Message>) -> BTreeMap<String, ByNode> {
     nodes
 }
 
+/// Whether a message read from the stream counts (`keyed`); if not, why.
+fn judged(shared: &Shared, message: &jetstream::Message) -> Result<(), String> {
+    let stored = message
+        .info()
+        .map_err(|e| format!("has no stream metadata ({e})"))?
+        .published;
+    let header = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(keyed::HEADER))
+        .map(|v| v.as_str());
+    keyed::judge(
+        shared,
+        MESSAGE_PURPOSE,
+        message.subject.as_str(),
+        &message.payload,
+        header,
+        stored,
+    )
+}
+
+/// Whether a message fetched by subject counts (`keyed`).
+fn counts(shared: &Shared, message: &jetstream::message::StreamMessage) -> bool {
+    let header = message.headers.get(keyed::HEADER).map(|v| v.as_str());
+    keyed::judge(
+        shared,
+        MESSAGE_PURPOSE,
+        message.subject.as_str(),
+        &message.payload,
+        header,
+        message.time,
+    )
+    .is_ok()
+}
+
 /// The first of a node's published chain keys that opens.
 fn chain_key_of(shared: &Shared, node: &str, keys: &[bytes::Bytes]) -> Option<ChainKey> {
     let wrapping = shared.origin.derive(WRAPPING_PURPOSE);
@@ -655,14 +718,21 @@ pub(super) async fn entries(shared: &Arc<Shared>, query: &Query) -> Result<Vec<E
         .min(MAX_QUERY_RECORDS) as usize;
     // Keys were published once, when each node first shipped: read them
     // whole, whatever the start of the rows read.
-    let keys = by_node(read_stream(shared, &format!("{KEYS}.>"), None).await?);
+    let keys = by_node(
+        shared,
+        read_stream(shared, &format!("{KEYS}.>"), None).await?,
+    );
     let start = query
         .since_ms
         .map(|since| since.saturating_sub(CLOCK_SKEW_MARGIN_MS));
-    let nodes = by_node(read_stream(shared, &format!("{ROWS}.>"), start).await?);
+    let nodes = by_node(
+        shared,
+        read_stream(shared, &format!("{ROWS}.>"), start).await?,
+    );
     let mut entries = Vec::new();
     let mut unverified = 0usize;
     for (node, messages) in nodes {
+        unverified += messages.foreign.len();
         let key = keys
             .get(&node)
             .and_then(|k| chain_key_of(shared, &node, &k.keys));
@@ -728,11 +798,16 @@ pub(super) async fn entries(shared: &Arc<Shared>, query: &Query) -> Result<Vec<E
 /// Each node's chain as the stream holds it, verified apart.
 pub(super) async fn verify(shared: &Arc<Shared>) -> Result<Vec<NodeVerification>, StoreError> {
     check_retention(shared).await?;
-    let nodes = by_node(read_stream(shared, AUDIT_SUBJECTS, None).await?);
+    let nodes = by_node(shared, read_stream(shared, AUDIT_SUBJECTS, None).await?);
     Ok(nodes
         .into_iter()
         .map(|(node, messages)| {
-            let verification = match chain_key_of(shared, &node, &messages.keys) {
+            // What counts of this node's messages is verified; the first
+            // that does not is named, unless something worse is.
+            let foreign = messages.foreign.first().map(|(stream_seq, why)| {
+                format!("stream message {stream_seq} {why}")
+            });
+            let mut verification = match chain_key_of(shared, &node, &messages.keys) {
                 Some(key) => {
                     // The first checkpoint its seal holds for (a forged one
                     // is no checkpoint).
@@ -748,12 +823,21 @@ pub(super) async fn verify(shared: &Arc<Shared>) -> Result<Vec<NodeVerification>
                     head: None,
                     first_bad: Some(Tampered {
                         seq: 1,
-                        problem: "the stream holds no chain key for this node that the fleet's key opens (its records were not shipped by a node of this fleet)".into(),
+                        problem: match &foreign {
+                            Some(foreign) => format!("the stream holds no chain key for this node that counts: {foreign}"),
+                            None => "the stream holds no chain key for this node that the fleet's key opens (its records were not shipped by a node of this fleet)".into(),
+                        },
                     }),
                     pruned: None,
                     nodes: Vec::new(),
                 },
             };
+            if let (None, Some(problem)) = (&verification.first_bad, foreign) {
+                verification.first_bad = Some(Tampered {
+                    seq: verification.records + 1,
+                    problem,
+                });
+            }
             NodeVerification { node, verification }
         })
         .collect())

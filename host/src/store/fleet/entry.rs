@@ -44,7 +44,8 @@ pub(super) struct Genesis {
 pub(super) struct EntryKey(Zeroizing<[u8; 32]>);
 
 impl EntryKey {
-    fn generate() -> Self {
+    /// A fresh random key.
+    pub(super) fn generate() -> Self {
         use rand::Rng as _;
         let mut key = Zeroizing::new([0u8; 32]);
         rand::rng().fill_bytes(key.as_mut());
@@ -90,9 +91,10 @@ impl Keyring {
         std::sync::Arc::clone(key)
     }
 
-    /// The genesis's key: what the fleet keeps besides its log (nodes'
-    /// audit chain keys, use marks) stays keyed under it, so every holder
-    /// of a current master key reads all of it.
+    /// The genesis's key: nodes' audit chain keys stay sealed under a key
+    /// derived from it, so every holder of a current master key reads the
+    /// whole trail. (What nodes publish is MAC'd under the newest key, so
+    /// a retired master key vouches for nothing new: `keyed`.)
     pub(super) fn origin(&self) -> std::sync::Arc<EntryKey> {
         std::sync::Arc::clone(&self.keys[0].1)
     }
@@ -112,6 +114,28 @@ impl Keyring {
             .iter()
             .zip(&other.keys)
             .all(|((a, ka), (b, kb))| a == b && ka.0.as_ref() == kb.0.as_ref())
+    }
+
+    /// The newest key and the first entry it authenticates: what this
+    /// replica keys what it publishes besides entries with.
+    pub(super) fn newest(&self) -> (u64, std::sync::Arc<EntryKey>) {
+        let (from, key) = self.keys.last().expect("a keyring is never empty");
+        (*from, std::sync::Arc::clone(key))
+    }
+
+    /// The key that authenticates entries from `from` on, if this keyring
+    /// has one starting there.
+    pub(super) fn starting_at(&self, from: u64) -> Option<std::sync::Arc<EntryKey>> {
+        self.keys
+            .iter()
+            .find(|(f, _)| *f == from)
+            .map(|(_, key)| std::sync::Arc::clone(key))
+    }
+
+    /// Where the key after the one starting at `from` starts: the entry
+    /// after the rotation that retired it, if one did.
+    pub(super) fn successor_of(&self, from: u64) -> Option<u64> {
+        self.keys.iter().map(|(f, _)| *f).find(|f| *f > from)
     }
 
     /// How many keys it holds.

@@ -28,6 +28,10 @@ pub struct FleetStatus {
     blocked: Mutex<Option<String>>,
     /// Entries rejected because their MAC did not verify.
     rejected: AtomicU64,
+    /// Whether the follower had applied every entry it knew of when it last
+    /// looked: a node publishes its records only then, keyed under the
+    /// newest entry key (`keyed`).
+    caught_up: AtomicBool,
 }
 
 impl std::fmt::Debug for FleetStatus {
@@ -72,6 +76,16 @@ impl FleetStatus {
         if connected && self.blocked().is_none() {
             *self.last_sync.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         }
+    }
+
+    /// Whether the follower has applied every entry it knew of (see
+    /// [`FleetStatus::caught_up`]'s field).
+    pub(super) fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_caught_up(&self, caught_up: bool) {
+        self.caught_up.store(caught_up, Ordering::Relaxed);
     }
 
     pub(super) fn set_applied(&self, seq: u64) {
@@ -172,15 +186,26 @@ async fn follow_once(shared: &Arc<Shared>) -> Result<(), Failure> {
     let mut messages = consumer.messages().await.map_err(|e| broken(&e))?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| broken(&e))?;
-        let seq = message.info().map_err(|e| broken(&e))?.stream_sequence;
+        let info = message.info().map_err(|e| broken(&e))?;
+        let seq = info.stream_sequence;
+        let rotation = message.subject.as_str() == MASTER_KEY_SUBJECT;
+        if rotation {
+            // When the key it retires stops vouching for what nodes publish.
+            shared
+                .rotation_times
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(seq, super::unix_ms(info.published));
+        }
         let tag = message
             .headers
             .as_ref()
             .and_then(|h| h.get(entry::MAC_HEADER))
             .map(|v| v.as_str().to_owned());
-        let rotation = message.subject.as_str() == MASTER_KEY_SUBJECT;
+        shared.status.set_caught_up(false);
         apply(shared, seq, &message.payload, tag.as_deref(), rotation).await?;
         shared.status.set_blocked(None);
+        shared.status.set_caught_up(info.pending == 0);
     }
     Ok(())
 }
@@ -368,7 +393,9 @@ async fn rotate(shared: &Arc<Shared>, seq: u64, payload: &[u8]) -> Result<(), Fa
 }
 
 /// The fleet's log and the sequence of its last entry.
-async fn last_entry(shared: &Shared) -> Result<(jetstream::stream::Stream, u64), StoreError> {
+pub(super) async fn last_entry(
+    shared: &Shared,
+) -> Result<(jetstream::stream::Stream, u64), StoreError> {
     let broken = |e: &dyn std::fmt::Display| StoreError::ClusterUnavailable(e.to_string());
     let mut stream = shared
         .js
@@ -414,6 +441,9 @@ pub(super) async fn watch_connection(shared: Arc<Shared>) {
     loop {
         let now = shared.client.connection_state() == async_nats::connection::State::Connected;
         shared.status.set_connected(now);
+        if !now {
+            shared.status.set_caught_up(false);
+        }
         if was && !now {
             tracing::warn!(
                 "cluster: cut off from {}: serving the last state applied (entry {})",

@@ -26,6 +26,7 @@ mod components;
 mod config;
 mod entry;
 mod follower;
+mod keyed;
 mod log;
 mod read;
 mod uses;
@@ -85,9 +86,12 @@ struct Shared {
     fleet: String,
     /// The entry keys, growing with each master-key rotation.
     keys: std::sync::RwLock<Keyring>,
-    /// The genesis's entry key, under which the fleet's records besides its
-    /// log are keyed ([`Keyring::origin`]).
+    /// The genesis's entry key, under which nodes' chain keys are sealed
+    /// ([`Keyring::origin`]).
     origin: Arc<EntryKey>,
+    /// When each master-key rotation was stored: how long its retired key
+    /// still vouches for what nodes publish (`keyed`).
+    rotation_times: std::sync::RwLock<keyed::RotationTimes>,
     /// The master key this replica was told to rotate to
     /// (`KEYHOLE_NEW_MASTER_KEY`), if any.
     next_master: Option<Arc<AesKey>>,
@@ -543,7 +547,8 @@ async fn connect(
     .map_err(|e| unreachable(&e))?;
     let genesis = genesis(&js, &stream, master, deadline).await?;
     let fleet = genesis.fleet.clone();
-    let keys = keyring(&stream, &genesis, master, next_master.as_deref()).await?;
+    let (rotations, rotation_times) = rotation_entries(&stream).await?;
+    let keys = keyring(&rotations, &genesis, master, next_master.as_deref())?;
     let replica2 = Arc::clone(replica);
     let fleet2 = fleet.clone();
     handle
@@ -563,6 +568,7 @@ async fn connect(
         fleet,
         origin: keys.origin(),
         keys: std::sync::RwLock::new(keys),
+        rotation_times: std::sync::RwLock::new(rotation_times),
         next_master,
         components,
         status: Arc::clone(status),
@@ -615,15 +621,14 @@ where
 /// MAC. So a retired master key a node still holds cannot hand it another
 /// keyring: a rotation sealed under that key, published after the key was
 /// retired, does not verify under the entry key then in force.
-async fn keyring(
-    stream: &jetstream::stream::Stream,
+fn keyring(
+    rotations: &[RotationMessage],
     genesis: &Genesis,
     master: &AesKey,
     next_master: Option<&AesKey>,
 ) -> Result<Keyring, StoreError> {
     let held: Vec<&AesKey> = next_master.into_iter().chain([master]).collect();
-    let rotations = rotation_entries(stream).await?;
-    match walk_rotations(genesis, &held, &rotations) {
+    match walk_rotations(genesis, &held, rotations) {
         Some(keys) => Ok(keys),
         // No key it holds opens the genesis or any rotation: the genesis's
         // refusal says so.
@@ -695,7 +700,7 @@ fn walk_rotations(
 /// Every message on the master-key rotation subject: sequence, payload, MAC.
 async fn rotation_entries(
     stream: &jetstream::stream::Stream,
-) -> Result<Vec<RotationMessage>, StoreError> {
+) -> Result<(Vec<RotationMessage>, keyed::RotationTimes), StoreError> {
     let messages = read::all_messages(
         stream,
         jetstream::consumer::pull::OrderedConfig {
@@ -708,18 +713,29 @@ async fn rotation_entries(
     .map_err(|e| {
         StoreError::ClusterUnavailable(format!("cannot read the fleet's master-key rotations: {e}"))
     })?;
-    messages
+    let mut times = keyed::RotationTimes::new();
+    let rotations = messages
         .into_iter()
         .map(|message| {
-            let seq = message.info().map_or(0, |i| i.stream_sequence);
+            let info = message.info().ok();
+            let seq = info.as_ref().map_or(0, |i| i.stream_sequence);
+            if let Some(info) = &info {
+                times.insert(seq, unix_ms(info.published));
+            }
             let tag = message
                 .headers
                 .as_ref()
                 .and_then(|h| h.get(entry::MAC_HEADER))
                 .map(|v| v.as_str().to_owned());
-            Ok((seq, message.payload.clone(), tag))
+            (seq, message.payload.clone(), tag)
         })
-        .collect()
+        .collect();
+    Ok((rotations, times))
+}
+
+/// `at` in Unix milliseconds.
+fn unix_ms(at: time::OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// The fleet's genesis entry, written first if the stream is empty (by

@@ -4,15 +4,16 @@
 //!
 //! Invariant: the stream `KEYHOLE_USES` keeps, per node and binding, the
 //! node's latest whole record of that binding (one message per subject),
-//! authenticated under the fleet's entry key: a mark whose MAC does not
-//! hold is ignored, so whoever can only publish to NATS cannot forge a use.
+//! authenticated under the fleet's newest entry key (`keyed`): a mark whose
+//! MAC does not hold, or that only a retired master key vouches for, is
+//! ignored, so whoever can only publish to NATS cannot forge a use.
 //! They can put back an older authentic mark of the same node and binding
 //! (its last use then looks older, until the node's next use sends the
 //! newer one again). Marks are best effort — published without waiting
 //! after the node records them, sent again at the binding's next use — and
 //! never decide what is served.
 
-use super::{ACK_TIMEOUT, Shared};
+use super::{ACK_TIMEOUT, Shared, keyed};
 use crate::store::{Dependent, LastUse, StoreError, UseRecord};
 use async_nats::jetstream;
 use sha2::Digest as _;
@@ -23,8 +24,6 @@ pub(super) const USES_STREAM: &str = "KEYHOLE_USES";
 /// Its subjects: `keyhole.uses.<node>.<binding's digest>`.
 pub(super) const USES_SUBJECTS: &str = "keyhole.uses.>";
 const USES: &str = "keyhole.uses";
-/// The header carrying a mark's MAC.
-const MAC_HEADER: &str = "Keyhole-Mac";
 /// What marks' MACs are computed for.
 const PURPOSE: &str = "use marks";
 
@@ -42,16 +41,17 @@ fn subject(node: &str, mark: &UseRecord) -> String {
 /// Publishes `marks`, each replacing this node's earlier one for its
 /// binding. Failures are logged, not retried: the next use sends it again.
 pub(super) async fn share(shared: Arc<Shared>, marks: Vec<UseRecord>) {
+    if let Err(why) = keyed::may_publish(&shared).await {
+        tracing::debug!("cluster: use marks are not shared now: {why}");
+        return;
+    }
     for mark in marks {
         let subject = subject(&shared.audit.node, &mark);
         let payload = serde_json::to_vec(&mark).expect("plain data");
-        let tag = shared.origin.tag(
-            PURPOSE,
-            &[subject.as_bytes(), shared.fleet.as_bytes(), &payload],
-        );
+        let mac = keyed::header(&shared, PURPOSE, &subject, &payload);
         let message = jetstream::message::PublishMessage::build()
             .payload(payload.into())
-            .header(MAC_HEADER, tag.as_str());
+            .header(keyed::HEADER, mac.as_str());
         let published = tokio::time::timeout(ACK_TIMEOUT, async {
             shared.js.send_publish(subject, message).await?.await
         })
@@ -93,19 +93,21 @@ pub(super) async fn of_secret(
         let tag = message
             .headers
             .as_ref()
-            .and_then(|h| h.get(MAC_HEADER))
-            .map(|v| v.as_str().to_owned());
-        let authentic = tag.is_some_and(|tag| {
-            shared.origin.tag_verifies(
-                PURPOSE,
-                &[
-                    message.subject.as_bytes(),
-                    shared.fleet.as_bytes(),
+            .and_then(|h| h.get(keyed::HEADER))
+            .map(|v| v.as_str());
+        // A mark always carried a MAC: one without it is nobody's.
+        let authentic = tag.is_some()
+            && message.info().is_ok_and(|info| {
+                keyed::judge(
+                    shared,
+                    PURPOSE,
+                    message.subject.as_str(),
                     &message.payload,
-                ],
-                &tag,
-            )
-        });
+                    tag,
+                    info.published,
+                )
+                .is_ok()
+            });
         match serde_json::from_slice::<UseRecord>(&message.payload) {
             Ok(mark) if authentic && mark.secret == secret => marks.push(mark),
             Ok(_) if authentic => {}
