@@ -13,7 +13,7 @@
 //!   array of rows, at most [`MAX_MESSAGE_BYTES`]: one replicated message
 //!   per pass rather than one per row, which a busy node's records would
 //!   otherwise cost the cluster), published with the message id
-//!   `<node>:<first>-<last>:<last row's MAC>`, which JetStream
+//!   `<node>:<entry key's first entry>:<first>-<last>:<last row's MAC>`, which JetStream
 //!   de-duplicates, and with the stream sequence of the node's previous
 //!   message as the expected last one on its subject, so two processes
 //!   shipping one replica (a node and a command on its data directory)
@@ -84,6 +84,9 @@ pub(super) struct Shipping {
     /// process ships one pass at a time.
     cursor: tokio::sync::Mutex<Option<Cursor>>,
     key_published: AtomicBool,
+    /// The entry key (its first entry) the last pass keyed its messages
+    /// under.
+    keyed_from: AtomicU64,
     /// The last record the stream is known to hold.
     pub(super) shipped: AtomicU64,
 }
@@ -100,6 +103,7 @@ impl Shipping {
             node,
             cursor: tokio::sync::Mutex::new(None),
             key_published: AtomicBool::new(false),
+            keyed_from: AtomicU64::new(0),
             shipped: AtomicU64::new(0),
         }
     }
@@ -242,7 +246,6 @@ pub(super) async fn deliver_chain(
     store: &Arc<SqliteStore>,
     mark: bool,
 ) -> Result<(), StoreError> {
-    keyed::may_publish(shared).await.map_err(unavailable)?;
     loop {
         if !deliver_batch(shared, shipping, store, mark).await? {
             return Ok(());
@@ -258,6 +261,23 @@ async fn deliver_batch(
     mark: bool,
 ) -> Result<bool, StoreError> {
     let mut held = shipping.cursor.lock().await;
+    // Checked before each batch: a node that stops following the fleet
+    // while it drains a backlog stops publishing there.
+    keyed::may_publish(shared).await.map_err(unavailable)?;
+    // Under a new entry key, where the stream's copy ends is read again:
+    // a batch an earlier pass sent that was stored only after the grace
+    // (queued by the client while cut off) does not count, and is shipped
+    // again under the new key.
+    let from = shared
+        .keys
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .newest()
+        .0;
+    if shipping.keyed_from.swap(from, Ordering::Relaxed) != from {
+        *held = None;
+        shipping.key_published.store(false, Ordering::Relaxed);
+    }
     publish_key(shared, shipping, store).await?;
     let mut cursor = match *held {
         Some(cursor) => cursor,
@@ -288,9 +308,10 @@ async fn deliver_batch(
             .payload(payload.into())
             // The last row's MAC in its id: nobody without the chain key
             // can take the id first and have the batch dropped as a
-            // duplicate.
+            // duplicate. The entry key's first entry too: the same rows
+            // shipped again under a new key are not dropped either.
             .message_id(format!(
-                "{}:{}-{}:{}",
+                "{}:{from}:{}-{}:{}",
                 shipping.node,
                 rows[first].seq,
                 row.seq,
@@ -622,7 +643,47 @@ struct ByNode {
     keys: Vec<bytes::Bytes>,
     checkpoints: Vec<bytes::Bytes>,
     rows: Vec<(u64, bytes::Bytes)>,
-    foreign: Vec<(u64, String)>,
+    foreign: Vec<Foreign>,
+}
+
+/// A message that does not count: its place in the stream, why, and what
+/// it holds.
+struct Foreign {
+    stream_seq: u64,
+    why: String,
+    payload: bytes::Bytes,
+}
+
+impl ByNode {
+    /// The messages that do not count and hold something the ones that do
+    /// count lack. What they repeat is no harm: a batch an honest node
+    /// shipped again under the new key after the client had queued it
+    /// while cut off, and the stream stored it only after the grace.
+    fn adding(&self) -> impl Iterator<Item = &Foreign> {
+        let counted: std::collections::HashSet<(u64, Vec<u8>)> = self
+            .rows
+            .iter()
+            .filter_map(|(_, payload)| wire_rows(payload).ok())
+            .flatten()
+            .filter_map(WireRow::into_row)
+            .map(|row| (row.seq, row.mac))
+            .collect();
+        self.foreign.iter().filter(move |message| {
+            let repeats_rows = wire_rows(&message.payload).is_ok_and(|rows| {
+                !rows.is_empty()
+                    && rows.into_iter().all(|row| {
+                        row.into_row()
+                            .is_some_and(|row| counted.contains(&(row.seq, row.mac)))
+                    })
+            });
+            let repeats_other = self
+                .keys
+                .iter()
+                .chain(&self.checkpoints)
+                .any(|payload| *payload == message.payload);
+            !(repeats_rows || repeats_other)
+        })
+    }
 }
 
 fn by_node(shared: &Shared, messages: Vec<jetstream::Message>) -> BTreeMap<String, ByNode> {
@@ -638,7 +699,11 @@ fn by_node(shared: &Shared, messages: Vec<jetstream::Message>) -> BTreeMap<Strin
                 .entry(node.to_owned())
                 .or_default()
                 .foreign
-                .push((seq, why));
+                .push(Foreign {
+                    stream_seq: seq,
+                    why,
+                    payload: message.payload.clone(),
+                });
             continue;
         }
         if let Some(node) = subject.strip_prefix(ROWS).and_then(|s| s.strip_prefix('.')) {
@@ -804,9 +869,10 @@ pub(super) async fn verify(shared: &Arc<Shared>) -> Result<Vec<NodeVerification>
         .map(|(node, messages)| {
             // What counts of this node's messages is verified; the first
             // that does not is named, unless something worse is.
-            let foreign = messages.foreign.first().map(|(stream_seq, why)| {
-                format!("stream message {stream_seq} {why}")
-            });
+            let foreign = messages
+                .adding()
+                .next()
+                .map(|f| format!("stream message {} {}", f.stream_seq, f.why));
             let mut verification = match chain_key_of(shared, &node, &messages.keys) {
                 Some(key) => {
                     // The first checkpoint its seal holds for (a forged one
@@ -940,6 +1006,34 @@ mod tests {
 
     fn first_bad(rows: &[(u64, bytes::Bytes)]) -> Option<Tampered> {
         verify_chain(&key(1), None, rows).first_bad
+    }
+
+    #[test]
+    fn a_message_that_does_not_count_is_named_only_if_it_adds_something() {
+        let rows = chain(&key(1), 3);
+        let foreign = |payload: &bytes::Bytes| Foreign {
+            stream_seq: 99,
+            why: "is keyed under a retired master key's entry key".into(),
+            payload: payload.clone(),
+        };
+        let node = ByNode {
+            keys: vec![bytes::Bytes::from_static(b"sealed key")],
+            rows: rows[..2].to_vec(),
+            // Row 2 again (shipped late under the old key), row 3 (only
+            // there), and the node's key again.
+            foreign: vec![
+                foreign(&rows[1].1),
+                foreign(&rows[2].1),
+                foreign(&bytes::Bytes::from_static(b"sealed key")),
+                foreign(&bytes::Bytes::from_static(b"another key")),
+            ],
+            ..ByNode::default()
+        };
+        let adding: Vec<&bytes::Bytes> = node.adding().map(|f| &f.payload).collect();
+        assert_eq!(
+            adding,
+            vec![&rows[2].1, &bytes::Bytes::from_static(b"another key")]
+        );
     }
 
     #[test]

@@ -126,7 +126,12 @@ pub(super) async fn follow(shared: Arc<Shared>) {
     let mut delay = Duration::from_millis(100);
     loop {
         let before = shared.status.applied();
-        match follow_once(&shared).await {
+        // Not known to be caught up until an entry with none pending after
+        // it is applied (or `keyed::may_publish` finds none to apply).
+        shared.status.set_caught_up(false);
+        let followed = follow_once(&shared).await;
+        shared.status.set_caught_up(false);
+        match followed {
             Ok(()) => {}
             // An entry that cannot be applied here: the follower stops at
             // it (never skips it) and says why until it can.
@@ -189,21 +194,22 @@ async fn follow_once(shared: &Arc<Shared>) -> Result<(), Failure> {
         let info = message.info().map_err(|e| broken(&e))?;
         let seq = info.stream_sequence;
         let rotation = message.subject.as_str() == MASTER_KEY_SUBJECT;
-        if rotation {
-            // When the key it retires stops vouching for what nodes publish.
-            shared
-                .rotation_times
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(seq, super::unix_ms(info.published));
-        }
         let tag = message
             .headers
             .as_ref()
             .and_then(|h| h.get(entry::MAC_HEADER))
             .map(|v| v.as_str().to_owned());
         shared.status.set_caught_up(false);
-        apply(shared, seq, &message.payload, tag.as_deref(), rotation).await?;
+        let stored_ms = super::unix_ms(info.published);
+        apply(
+            shared,
+            seq,
+            &message.payload,
+            tag.as_deref(),
+            rotation,
+            stored_ms,
+        )
+        .await?;
         shared.status.set_blocked(None);
         shared.status.set_caught_up(info.pending == 0);
     }
@@ -221,6 +227,7 @@ async fn apply(
     payload: &[u8],
     tag: Option<&str>,
     rotation: bool,
+    stored_ms: i64,
 ) -> Result<(), Failure> {
     let key = shared
         .keys
@@ -237,6 +244,13 @@ async fn apply(
         shared.status.rejected.fetch_add(1, Ordering::Relaxed);
         ChangeSet::default()
     } else if rotation {
+        // When the key it retires stops vouching for what nodes publish
+        // (recorded even if this replica cannot follow it: see `keyed`).
+        shared
+            .rotation_times
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(seq, stored_ms);
         return rotate(shared, seq, payload).await;
     } else {
         let mut change: ChangeSet = serde_json::from_slice(payload).map_err(|e| {

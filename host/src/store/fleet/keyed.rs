@@ -40,6 +40,10 @@ pub(super) const HEADER: &str = "Keyhole-Mac";
 /// JetStream stores.
 pub(super) const RETIRED_KEY_GRACE: Duration = Duration::from_secs(10);
 
+/// How long a replica about to publish waits for its follower to apply
+/// the entries the log holds.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
+
 /// When JetStream stored each master-key rotation entry: its sequence in
 /// the log and the time (Unix milliseconds, by the stream's clock).
 pub(super) type RotationTimes = BTreeMap<u64, i64>;
@@ -74,14 +78,22 @@ pub(super) async fn may_publish(shared: &Shared) -> Result<(), String> {
     let (_, last) = super::follower::last_entry(shared)
         .await
         .map_err(|e| e.to_string())?;
-    let applied = shared.status.applied();
-    if applied < last {
-        return Err(format!(
-            "this node is catching up with the fleet (entry {applied} of {last})"
-        ));
+    // A command's own write is applied by its follower a moment after the
+    // fleet took it: that is worth a short wait, not a refusal.
+    let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
+    loop {
+        let applied = shared.status.applied();
+        if applied >= last {
+            shared.status.set_caught_up(true);
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "this node is catching up with the fleet (entry {applied} of {last})"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    shared.status.set_caught_up(true);
-    Ok(())
 }
 
 /// Whether a message (its `subject`, `payload`, [`HEADER`] value and the
@@ -169,7 +181,7 @@ fn judge_with(keys: &Keyring, times: &RotationTimes, message: &Message<'_>) -> R
             "carries no MAC"
         };
         return Err(format!(
-            "{how}, and was stored after the master-key rotation (entry {}) retired it: published by someone holding only a retired master key",
+            "{how}, and was stored after the master-key rotation (entry {}) retired that key: it was not published by a node holding the fleet's current master key",
             next - 1
         ));
     }

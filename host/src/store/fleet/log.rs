@@ -84,6 +84,14 @@ impl Replication for FleetLog {
             publish_entry(shared, MASTER_KEY_SUBJECT, payload, &tag, applied, deadline).await
         })?;
         if matches!(proposal, Proposal::Accepted(seq) if seq == applied + 1) {
+            // Its time by this clock until the follower reads the stream's.
+            let now = super::unix_ms(time::OffsetDateTime::now_utc());
+            shared
+                .rotation_times
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(applied + 1)
+                .or_insert(now);
             *shared.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
         }
         Ok(proposal)

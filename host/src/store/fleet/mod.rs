@@ -297,6 +297,20 @@ impl FleetTrail {
             )
         })
     }
+
+    /// The fleet, if this replica follows it: what reading the fleet's
+    /// records needs.
+    fn following(&self) -> Result<&Arc<Shared>, StoreError> {
+        let shared = self.joined()?;
+        // Stopped at an entry (a rotation to a key it does not hold), it
+        // does not know which keys the fleet has retired since.
+        if let Some(why) = shared.status.blocked() {
+            return Err(StoreError::ClusterUnavailable(format!(
+                "this node does not follow the fleet now, so its reading of the fleet's records could be stale; ask a node that follows it ({why})"
+            )));
+        }
+        Ok(shared)
+    }
 }
 
 impl FleetRecords for FleetTrail {
@@ -318,12 +332,12 @@ impl FleetRecords for FleetTrail {
     }
 
     fn fleet_entries(&self, query: &Query) -> Result<Vec<Entry>, StoreError> {
-        let shared = self.joined()?;
+        let shared = self.following()?;
         self.handle.block_on(audit::entries(shared, query))
     }
 
     fn verify_fleet(&self) -> Result<Vec<NodeVerification>, StoreError> {
-        let shared = self.joined()?;
+        let shared = self.following()?;
         self.handle.block_on(audit::verify(shared))
     }
 
@@ -332,7 +346,7 @@ impl FleetRecords for FleetTrail {
     }
 
     fn last_uses(&self, secret: &str) -> Result<Vec<crate::store::UseRecord>, StoreError> {
-        let shared = self.joined()?;
+        let shared = self.following()?;
         self.handle.block_on(uses::of_secret(shared, secret))
     }
 }
