@@ -561,8 +561,10 @@ async fn connect(
     .map_err(|e| unreachable(&e))?;
     let genesis = genesis(&js, &stream, master, deadline).await?;
     let fleet = genesis.fleet.clone();
-    let (rotations, rotation_times) = rotation_entries(&stream).await?;
+    let (rotations, mut rotation_times) = rotation_entries(&stream).await?;
     let keys = keyring(&rotations, &genesis, master, next_master.as_deref())?;
+    // The times of the rotations the keyring holds (the authentic ones).
+    rotation_times.retain(|seq, _| keys.starting_at(seq + 1).is_some());
     let replica2 = Arc::clone(replica);
     let fleet2 = fleet.clone();
     handle
