@@ -321,8 +321,8 @@ impl Runtime {
     /// A runtime for the node or CLI working on `store`, with room for
     /// `max_instances` instances alive at once: it keeps compiled
     /// components in `cache_dir` (the data directory's
-    /// [`COMPILED_CACHE_DIR`]), authenticated under a key only that store
-    /// holds.
+    /// [`COMPILED_CACHE_DIR`]), authenticated under a key derived from that
+    /// store's own secret and its master key.
     pub fn for_store(
         store: &dyn crate::store::KeyCustody,
         cache_dir: std::path::PathBuf,

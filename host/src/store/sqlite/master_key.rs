@@ -128,13 +128,25 @@ impl KeyCustody for SqliteStore {
     }
 
     /// The key that authenticates this store's compiled-module cache
-    /// (the engine's module cache), derived from its secret audit-chain key.
+    /// (the engine's module cache), derived from its secret audit-chain key
+    /// and the master key in force. The master key goes in because a
+    /// fleet's replica publishes its chain key, sealed under a key whoever
+    /// kept a retired master key can still open (`store::fleet::keyed`):
+    /// with the chain key alone, they could plant compiled code a node with
+    /// a writable cache directory would load. After a master-key rotation
+    /// the cache is compiled again once.
     fn module_cache_key(&self) -> Result<zeroize::Zeroizing<[u8; 32]>, StoreError> {
+        use hmac::{Hmac, Mac as _};
         let chain_key = self.chain_key.read().unwrap_or_else(|p| p.into_inner());
-        chain_key
+        let derived = chain_key
             .as_ref()
             .map(|key| key.derive("compiled-module cache"))
-            .ok_or_else(|| corrupt("the store's chain key is not loaded"))
+            .ok_or_else(|| corrupt("the store's chain key is not loaded"))?;
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(derived.as_ref()).expect("any key length");
+        mac.update(b"keyhole/v1/compiled-module cache\0");
+        mac.update(self.master().expose());
+        Ok(zeroize::Zeroizing::new(mac.finalize().into_bytes().into()))
     }
 }
 
@@ -264,6 +276,16 @@ mod tests {
         let report = store.check_all().unwrap();
         assert_eq!((report.checked, report.failed.len()), (4, 0));
         assert_eq!(usable(&store, "a"), (2, vec![1]));
+    }
+
+    #[test]
+    fn the_compiled_cache_key_changes_with_the_master_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let before = store.module_cache_key().unwrap();
+        assert_eq!(store.module_cache_key().unwrap(), before, "stable");
+        store.rotate_master_key(AesKey::generate(), &rec()).unwrap();
+        assert_ne!(store.module_cache_key().unwrap(), before);
     }
 
     #[test]
