@@ -13,8 +13,8 @@
 //!   array of rows, at most [`MAX_MESSAGE_BYTES`]: one replicated message
 //!   per pass rather than one per row, which a busy node's records would
 //!   otherwise cost the cluster), published with the message id
-//!   `<node>:<entry key's first entry>:<first>-<last>:<last row's MAC>`, which JetStream
-//!   de-duplicates, and with the stream sequence of the node's previous
+//!   `<node>:<entry key's first entry>:<first>-<last>:<last row's MAC>`,
+//!   which JetStream de-duplicates, and with the stream sequence of the node's previous
 //!   message as the expected last one on its subject, so two processes
 //!   shipping one replica (a node and a command on its data directory)
 //!   never interleave or repeat a row. After any doubt (no answer, a
@@ -29,9 +29,9 @@
 //!   under the fleet's newest entry key (`keyed`), so whoever kept a
 //!   retired master key cannot add to the trail after its rotation. Listing
 //!   shows only rows whose MACs hold (each once); `audit verify` names the
-//!   node and record where a chain breaks. Message ids carry the row's MAC, so nobody without the
-//!   chain key can take a row's id first and have it dropped as a
-//!   duplicate; a shipper passes over what others published on its
+//!   node and record where a chain breaks. Message ids carry the row's
+//!   MAC, so nobody without the chain key can take a row's id first and
+//!   have it dropped as a duplicate; a shipper passes over what others published on its
 //!   subject. What this does not give: every node holds the master key, so
 //!   a node's operator could write rows in another node's name; and the
 //!   records (names, request ids, refusal reasons — never a value) are
@@ -869,10 +869,13 @@ pub(super) async fn verify(shared: &Arc<Shared>) -> Result<Vec<NodeVerification>
         .map(|(node, messages)| {
             // What counts of this node's messages is verified; the first
             // that does not is named, unless something worse is.
-            let foreign = messages
-                .adding()
-                .next()
-                .map(|f| format!("stream message {} {}", f.stream_seq, f.why));
+            let foreign = messages.adding().next().map(|f| {
+                // The record it would be: its first row's, if it has rows.
+                let seq = wire_rows(&f.payload)
+                    .ok()
+                    .and_then(|rows| rows.first().map(|row| row.seq));
+                (seq, format!("stream message {} {}", f.stream_seq, f.why))
+            });
             let mut verification = match chain_key_of(shared, &node, &messages.keys) {
                 Some(key) => {
                     // The first checkpoint its seal holds for (a forged one
@@ -890,7 +893,7 @@ pub(super) async fn verify(shared: &Arc<Shared>) -> Result<Vec<NodeVerification>
                     first_bad: Some(Tampered {
                         seq: 1,
                         problem: match &foreign {
-                            Some(foreign) => format!("the stream holds no chain key for this node that counts: {foreign}"),
+                            Some((_, foreign)) => format!("the stream holds no chain key for this node that counts: {foreign}"),
                             None => "the stream holds no chain key for this node that the fleet's key opens (its records were not shipped by a node of this fleet)".into(),
                         },
                     }),
@@ -898,9 +901,10 @@ pub(super) async fn verify(shared: &Arc<Shared>) -> Result<Vec<NodeVerification>
                     nodes: Vec::new(),
                 },
             };
-            if let (None, Some(problem)) = (&verification.first_bad, foreign) {
+            if let (None, Some((seq, problem))) = (&verification.first_bad, foreign) {
+                let next = verification.head.as_ref().map_or(1, |(head, _)| head + 1);
                 verification.first_bad = Some(Tampered {
-                    seq: verification.records + 1,
+                    seq: seq.unwrap_or(next),
                     problem,
                 });
             }

@@ -245,7 +245,7 @@ async fn apply(
         ChangeSet::default()
     } else if rotation {
         // When the key it retires stops vouching for what nodes publish
-        // (recorded even if this replica cannot follow it: see `keyed`).
+        // (`keyed`).
         shared
             .rotation_times
             .write()

@@ -69,7 +69,7 @@ pub(super) fn header(shared: &Shared, purpose: &str, subject: &str, payload: &[u
 pub(super) async fn may_publish(shared: &Shared) -> Result<(), String> {
     if let Some(why) = shared.status.blocked() {
         return Err(format!(
-            "this node does not follow the fleet now, so it publishes nothing it could only key under an entry key the fleet may have retired ({why})"
+            "this node is stopped at an entry of the fleet's log, so it publishes nothing until it follows again ({why})"
         ));
     }
     if shared.status.caught_up() {

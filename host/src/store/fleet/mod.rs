@@ -713,7 +713,8 @@ fn walk_rotations(
     keys
 }
 
-/// Every message on the master-key rotation subject: sequence, payload, MAC.
+/// Every message on the master-key rotation subject (sequence, payload,
+/// MAC), and when JetStream stored each.
 async fn rotation_entries(
     stream: &jetstream::stream::Stream,
 ) -> Result<(Vec<RotationMessage>, keyed::RotationTimes), StoreError> {
