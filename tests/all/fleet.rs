@@ -1478,16 +1478,31 @@ fn a_retired_master_key_vouches_for_nothing_published_after_its_rotation() {
     let listed = dependents();
     assert!(listed.contains("4241"), "{listed}");
 
+    // What a node's chain key is sealed with, beside the wrapping key.
+    let chain_key_aad = |node: &str| {
+        [
+            &b"keyhole/v1/fleet-audit-chain-key\0"[..],
+            fleet.as_bytes(),
+            b"\0",
+            node.as_bytes(),
+        ]
+        .concat()
+    };
+    // What `audit verify --json` through A says of A's own chain.
+    let a_verified = || {
+        let verified: serde_json::Value =
+            serde_json::from_slice(&a.cli(&["audit", "verify", "--json"]).stdout).unwrap();
+        verified["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == a_node.as_str())
+            .unwrap_or_else(|| panic!("{verified}"))["verification"]
+            .clone()
+    };
     let node = "forged-node";
     let chain = ChainKey::from_slice(&common::random_secret()[..32]).unwrap();
-    let aad = [
-        &b"keyhole/v1/fleet-audit-chain-key\0"[..],
-        fleet.as_bytes(),
-        b"\0",
-        node.as_bytes(),
-    ]
-    .concat();
-    let sealed_chain_key = chain.sealed_under(&wrapping, &aad);
+    let sealed_chain_key = chain.sealed_under(&wrapping, &chain_key_aad(node));
     // Its first record: one of A's, chained anew under the attacker's key.
     let shipped: serde_json::Value = serde_json::from_slice(&nats.stream_message(
         "KEYHOLE_AUDIT",
@@ -1537,15 +1552,8 @@ fn a_retired_master_key_vouches_for_nothing_published_after_its_rotation() {
         "{err}"
     );
     // The fleet's own node verifies, its records after the rotation too.
-    let verified: serde_json::Value =
-        serde_json::from_slice(&a.cli(&["audit", "verify", "--json"]).stdout).unwrap();
-    let ours = verified["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node"] == a_node.as_str())
-        .unwrap_or_else(|| panic!("{verified}"));
-    assert!(ours["verification"]["first_bad"].is_null(), "{ours}");
+    let ours = a_verified();
+    assert!(ours["first_bad"].is_null(), "{ours}");
     let listed = a.ok(&["audit", "--json"]);
     assert!(listed.contains("after-the-rotation"), "{listed}");
     assert!(!listed.contains(node), "{listed}");
@@ -1557,14 +1565,7 @@ fn a_retired_master_key_vouches_for_nothing_published_after_its_rotation() {
         "KEYHOLE_AUDIT",
         &format!(r#"{{"last_by_subj":"{a_key_subject}"}}"#),
     );
-    let a_aad = [
-        &b"keyhole/v1/fleet-audit-chain-key\0"[..],
-        fleet.as_bytes(),
-        b"\0",
-        a_node.as_bytes(),
-    ]
-    .concat();
-    let a_chain = ChainKey::open_sealed(&wrapping, &sealed, &a_aad)
+    let a_chain = ChainKey::open_sealed(&wrapping, &sealed, &chain_key_aad(&a_node))
         .expect("the retired key opens A's chain key");
     let shipped: serde_json::Value = serde_json::from_slice(&nats.stream_message(
         "KEYHOLE_AUDIT",
@@ -1589,15 +1590,8 @@ fn a_retired_master_key_vouches_for_nothing_published_after_its_rotation() {
         &forged,
     );
     a.put_secret("after-the-forgery", b"value");
-    let verified: serde_json::Value =
-        serde_json::from_slice(&a.cli(&["audit", "verify", "--json"]).stdout).unwrap();
-    let ours = verified["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node"] == a_node.as_str())
-        .unwrap_or_else(|| panic!("{verified}"));
-    let problem = ours["verification"]["first_bad"]["problem"]
+    let ours = a_verified();
+    let problem = ours["first_bad"]["problem"]
         .as_str()
         .unwrap_or_else(|| panic!("A's forged row was not named: {ours}"));
     assert!(problem.contains("retired master key"), "{problem}");
