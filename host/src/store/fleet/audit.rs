@@ -731,23 +731,7 @@ fn by_node(shared: &Shared, messages: Vec<jetstream::Message>) -> BTreeMap<Strin
 
 /// Whether a message read from the stream counts (`keyed`); if not, why.
 fn judged(shared: &Shared, message: &jetstream::Message) -> Result<(), String> {
-    let stored = message
-        .info()
-        .map_err(|e| format!("has no stream metadata ({e})"))?
-        .published;
-    let header = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(keyed::HEADER))
-        .map(|v| v.as_str());
-    keyed::judge(
-        shared,
-        MESSAGE_PURPOSE,
-        message.subject.as_str(),
-        &message.payload,
-        header,
-        stored,
-    )
+    keyed::judge_message(shared, MESSAGE_PURPOSE, message)
 }
 
 /// Whether a message fetched by subject counts (`keyed`).

@@ -127,6 +127,32 @@ pub(super) fn judge(
     )
 }
 
+/// [`judge`] on a message read from a stream by a consumer: its subject,
+/// payload, [`HEADER`] and the time JetStream stored it.
+pub(super) fn judge_message(
+    shared: &Shared,
+    purpose: &str,
+    message: &async_nats::jetstream::Message,
+) -> Result<(), String> {
+    let stored = message
+        .info()
+        .map_err(|e| format!("has no stream metadata ({e})"))?
+        .published;
+    let header = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(HEADER))
+        .map(|v| v.as_str());
+    judge(
+        shared,
+        purpose,
+        message.subject.as_str(),
+        &message.payload,
+        header,
+        stored,
+    )
+}
+
 /// A message as [`judge_with`] weighs it.
 struct Message<'a> {
     fleet: &'a str,

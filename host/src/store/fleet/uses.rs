@@ -90,24 +90,12 @@ pub(super) async fn of_secret(
     .map_err(|e| unavailable(&e))?;
     let mut marks = Vec::new();
     for message in messages {
-        let tag = message
+        // A mark always carried a MAC: one without it is nobody's.
+        let authentic = message
             .headers
             .as_ref()
-            .and_then(|h| h.get(keyed::HEADER))
-            .map(|v| v.as_str());
-        // A mark always carried a MAC: one without it is nobody's.
-        let authentic = tag.is_some()
-            && message.info().is_ok_and(|info| {
-                keyed::judge(
-                    shared,
-                    PURPOSE,
-                    message.subject.as_str(),
-                    &message.payload,
-                    tag,
-                    info.published,
-                )
-                .is_ok()
-            });
+            .is_some_and(|h| h.get(keyed::HEADER).is_some())
+            && keyed::judge_message(shared, PURPOSE, &message).is_ok();
         match serde_json::from_slice::<UseRecord>(&message.payload) {
             Ok(mark) if authentic && mark.secret == secret => marks.push(mark),
             Ok(_) if authentic => {}
